@@ -1,0 +1,8 @@
+// src/sys: the only module that talks to the kernel through FFI.
+export * as libc from './libc.ts';
+export { Epoll, EventFd } from './epoll.ts';
+export { openTap, setPersist, setOffload, closeFd, VNET_HDR_LEN, type Tap, type TapOptions } from './tun.ts';
+export { withNetns, netnsPath, netnsExists, NETNS_RUN_DIR } from './netns.ts';
+export { mapShared, unmap, type Mapping } from './mem.ts';
+export { ip, configureLink, linkInfo, linkExists, IpError, type LinkInfo, type LinkConfig } from './iproute.ts';
+export { hasNetAdmin, hasSysAdmin } from './caps.ts';

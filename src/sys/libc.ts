@@ -1,0 +1,166 @@
+// The one place pier touches koffi. Every syscall the project makes is declared here, with the
+// constants and struct layouts it needs, and checked against the kernel ABI when this module loads.
+// Hot-path calls take raw addresses (JS numbers: x86_64 user addresses fit in 47 bits) so a call
+// allocates nothing on the JavaScript side.
+import koffi from 'koffi';
+
+const lib = koffi.load('libc.so.6');
+
+// ---- constants (x86_64 Linux) ----
+export const O_RDONLY = 0;
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+export const IFNAMSIZ = 16;
+export const IFF_UP = 0x1;
+export const IFF_TAP = 0x0002;
+export const IFF_MULTI_QUEUE = 0x0100;
+export const IFF_NO_PI = 0x1000;
+export const IFF_VNET_HDR = 0x4000;
+
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+
+export const EPOLLIN = 0x001;
+export const EPOLLOUT = 0x004;
+export const EPOLLERR = 0x008;
+export const EPOLLHUP = 0x010;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLL_CTL_MOD = 3;
+export const EPOLL_CLOEXEC = 0o2000000;
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+export const CLONE_NEWNET = 0x40000000;
+
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_FAILED = -1;
+export const MFD_CLOEXEC = 0x1;
+
+export const EAGAIN = 11;
+export const EINTR = 4;
+
+// ---- ioctl numbers, derived from the _IOC encoding and checked against the uapi values ----
+const IOC_WRITE = 1;
+const IOC_READ = 2;
+function ioc(dir: number, type: string, nr: number, size: number): number {
+  return ((dir << 30) | (size << 16) | (type.charCodeAt(0) << 8) | nr) >>> 0;
+}
+export const TUNSETIFF = ioc(IOC_WRITE, 'T', 202, 4);
+export const TUNSETPERSIST = ioc(IOC_WRITE, 'T', 203, 4);
+export const TUNSETOFFLOAD = ioc(IOC_WRITE, 'T', 208, 4);
+export const TUNGETIFF = ioc(IOC_READ, 'T', 210, 4);
+export const TUNSETSNDBUF = ioc(IOC_WRITE, 'T', 212, 4);
+export const TUNSETVNETHDRSZ = ioc(IOC_WRITE, 'T', 216, 4);
+const expectedIoctls: Record<string, [number, number]> = {
+  TUNSETIFF: [TUNSETIFF, 0x400454ca],
+  TUNSETPERSIST: [TUNSETPERSIST, 0x400454cb],
+  TUNSETOFFLOAD: [TUNSETOFFLOAD, 0x400454d0],
+  TUNGETIFF: [TUNGETIFF, 0x800454d2],
+  TUNSETSNDBUF: [TUNSETSNDBUF, 0x400454d4],
+  TUNSETVNETHDRSZ: [TUNSETVNETHDRSZ, 0x400454d8],
+};
+
+// ---- struct layouts ----
+export const ifreq = koffi.struct('pier_ifreq', {
+  ifr_name: koffi.array('char', IFNAMSIZ, 'Array'),
+  ifr_flags: 'short',
+  _pad: koffi.array('uint8_t', 22, 'Array'),
+});
+export const epoll_event = koffi.pack('pier_epoll_event', { events: 'uint32_t', data: 'uint64_t' });
+export const iovec = koffi.struct('pier_iovec', { iov_base: 'uintptr_t', iov_len: 'size_t' });
+export const SIZEOF_IFREQ = 40;
+export const SIZEOF_EPOLL_EVENT = 12; // packed on x86_64 (__EPOLL_PACKED)
+export const SIZEOF_IOVEC = 16;
+
+function assertAbi(): void {
+  if (process.arch !== 'x64' || process.platform !== 'linux') {
+    throw new Error(`pier supports linux/x64 only (this is ${process.platform}/${process.arch})`);
+  }
+  const sizes: Array<[string, number, number]> = [
+    ['struct ifreq', koffi.sizeof(ifreq), SIZEOF_IFREQ],
+    ['struct epoll_event', koffi.sizeof(epoll_event), SIZEOF_EPOLL_EVENT],
+    ['struct iovec', koffi.sizeof(iovec), SIZEOF_IOVEC],
+    ['size_t', koffi.sizeof('size_t'), 8],
+    ['off_t', koffi.sizeof('int64_t'), 8],
+  ];
+  for (const [name, got, want] of sizes) {
+    if (got !== want) throw new Error(`ABI check failed: sizeof(${name}) is ${got}, expected ${want}`);
+  }
+  if (koffi.offsetof(ifreq, 'ifr_flags') !== 16) throw new Error('ABI check failed: ifreq.ifr_flags offset');
+  if (koffi.offsetof(epoll_event, 'data') !== 4) throw new Error('ABI check failed: epoll_event.data offset');
+  for (const [name, [got, want]] of Object.entries(expectedIoctls)) {
+    if (got !== want) throw new Error(`ABI check failed: ${name} is 0x${got.toString(16)}, expected 0x${want.toString(16)}`);
+  }
+}
+assertAbi();
+
+// ---- functions ----
+export const open = lib.func('int open(const char *path, int flags, int mode)');
+export const close = lib.func('int close(int fd)');
+export const read = lib.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
+export const write = lib.func('intptr_t write(int fd, uintptr_t buf, size_t count)');
+export const readBuf = lib.func('intptr_t read(int fd, _Out_ void *buf, size_t count)');
+export const writeBuf = lib.func('intptr_t write(int fd, const void *buf, size_t count)');
+export const readv = lib.func('intptr_t readv(int fd, uintptr_t iov, int iovcnt)');
+export const writev = lib.func('intptr_t writev(int fd, uintptr_t iov, int iovcnt)');
+export const ioctlPtr = lib.func('int ioctl(int fd, unsigned long req, _Inout_ void *arg)');
+export const ioctlInt = lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)');
+export const epoll_create1 = lib.func('int epoll_create1(int flags)');
+export const epoll_ctl = lib.func('int epoll_ctl(int epfd, int op, int fd, _Inout_ void *event)');
+export const epoll_wait = lib.func('int epoll_wait(int epfd, uintptr_t events, int maxevents, int timeout)');
+export const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
+export const setns = lib.func('int setns(int fd, int nstype)');
+export const mmap = lib.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)');
+export const munmap = lib.func('int munmap(uintptr_t addr, size_t len)');
+export const memfd_create = lib.func('int memfd_create(const char *name, unsigned int flags)');
+export const ftruncate = lib.func('int ftruncate(int fd, int64_t len)');
+export const getpid = lib.func('int getpid()');
+export const gettid = lib.func('int gettid()');
+const strerror_ = lib.func('const char *strerror(int errnum)');
+
+export function errno(): number {
+  return koffi.errno();
+}
+
+/** A view over foreign memory; created once per mapping, never per packet. */
+export function view(addr: number, len: number): ArrayBuffer {
+  return koffi.view(addr, len) as ArrayBuffer;
+}
+
+/** The address of a typed array's first byte, for syscalls that take iovecs. */
+export function addressOf(buf: ArrayBufferView): number {
+  return Number(koffi.address(buf));
+}
+
+const errnoNames: Record<number, string> = Object.fromEntries(
+  Object.entries(koffi.os.errno as Record<string, number>).map(([k, v]) => [v, k]),
+);
+
+export class SysError extends Error {
+  readonly errno: number;
+  readonly code: string;
+  readonly syscall: string;
+  constructor(syscall: string, err: number, detail?: string) {
+    const code = errnoNames[err] ?? `E${err}`;
+    super(`${syscall}${detail ? ` (${detail})` : ''}: ${strerror_(err)} [${code}]`);
+    this.errno = err;
+    this.code = code;
+    this.syscall = syscall;
+  }
+}
+
+/** Throw a SysError when a control-path syscall returned -1. Never used on the hot path. */
+export function check(ret: number, syscall: string, detail?: string): number {
+  if (ret < 0) throw new SysError(syscall, koffi.errno(), detail);
+  return ret;
+}

@@ -1,0 +1,143 @@
+// The forwarding engine: one thread, one epoll set, one packet pool. Each turn it waits for ready
+// ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes every
+// output queue, fixing up offloads a receiving port does not accept. Control requests arrive on a
+// doorbell eventfd in the same epoll set, so the loop never spins while idle.
+import { Epoll, EventFd, libc } from '../sys/index.ts';
+import { Bridge } from './bridge.ts';
+import { C } from './counters.ts';
+import { completeChecksum, SEG_BAD, SEG_MAX, segmentTcp } from './offload.ts';
+import { PacketPool } from './pool.ts';
+import { Port } from './port.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
+
+export const BURST = 32;
+const CONTROL_TOKEN = 0xffffffff;
+const MAX_PORTS = 1 << 20;
+
+export class Engine {
+  readonly pool: PacketPool;
+  readonly epoll = new Epoll(128);
+  readonly bridges = new Map<number, Bridge>();
+  readonly ports: Array<Port | undefined> = [];
+  private readonly batch = new Int32Array(BURST);
+  private readonly segq = new Int32Array(SEG_MAX);
+  private running = true;
+  private lastAging = 0;
+  /** Poll without sleeping (a port asked for busy-polling). */
+  busyPoll = false;
+  private readonly flushFn = (p: Port): void => this.flush(p);
+
+  constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void) {
+    this.pool = new PacketPool(poolSize);
+    if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);
+  }
+
+  addBridge(id: number, name: string, agingSeconds?: number): void {
+    this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds));
+  }
+
+  removeBridge(id: number): void {
+    this.bridges.delete(id);
+  }
+
+  addPort(p: Port): void {
+    if (p.index <= 0 || p.index >= MAX_PORTS || this.ports[p.index]) throw new Error(`port slot ${p.index} is taken`);
+    const br = this.bridges.get(p.bridge);
+    if (!br) throw new Error(`no bridge ${p.bridge}`);
+    p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
+    this.ports[p.index] = p;
+    br.addPort(p);
+  }
+
+  removePort(index: number): void {
+    const p = this.ports[index];
+    if (!p) return;
+    for (const fd of p.fds) this.epoll.remove(fd);
+    this.bridges.get(p.bridge)?.removePort(p);
+    this.ports[index] = undefined;
+    p.close();
+  }
+
+  stop(): void {
+    this.running = false;
+  }
+
+  /** Run until stop(). */
+  run(): void {
+    while (this.running) this.turn(this.busyPoll ? 0 : 1000);
+  }
+
+  /** One wait-and-forward turn; public so tests can drive the engine step by step. */
+  turn(timeoutMs: number): void {
+    const ep = this.epoll;
+    const n = ep.wait(timeoutMs);
+    const now = Date.now() / 1000;
+    for (const br of this.bridges.values()) br.now = now;
+    for (let i = 0; i < n; i++) {
+      const tok = ep.token(i);
+      if (tok === CONTROL_TOKEN) {
+        this.doorbell!.drain();
+        this.onControl();
+        continue;
+      }
+      const p = this.ports[tok >>> 8];
+      if (p) this.poll(p, tok & 0xff);
+    }
+    if (now - this.lastAging >= 1) {
+      this.lastAging = now;
+      for (const br of this.bridges.values()) br.fdb.age(now);
+    }
+  }
+
+  /** Receive one burst from a port queue and forward it. */
+  poll(p: Port, queue: number): number {
+    const br = this.bridges.get(p.bridge);
+    const n = p.receive(queue, this.batch, BURST);
+    if (n === 0 || !br) return n;
+    br.forward(p, this.batch, n, this.ports, this.flushFn);
+    for (const m of br.members) if (m.txCount > 0) this.flush(m);
+    return n;
+  }
+
+  /** Send a port's queued packets, segmenting or checksumming for a port that cannot. */
+  flush(p: Port): void {
+    const n = p.txCount;
+    p.txCount = 0;
+    if (p.acceptsTso && p.acceptsCsum) {
+      p.transmit(p.txq, n);
+      return;
+    }
+    const pool = this.pool;
+    const b = pool.bytes;
+    const fix = p.fixq;
+    let m = 0;
+    for (let i = 0; i < n; i++) {
+      const h = p.txq[i]!;
+      const ho = pool.hdrOffset(h);
+      const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
+      if (gso !== VIRTIO_NET_HDR_GSO_NONE && !p.acceptsTso) {
+        if (m > 0) p.transmit(fix, m); // keep order: what came before leaves before
+        m = 0;
+        const k = segmentTcp(pool, h, this.segq);
+        pool.release(h);
+        if (k < 0) {
+          p.counters[k === SEG_BAD ? C.tx_dropped_bad_gso : C.tx_dropped_no_buffer]!++;
+          continue;
+        }
+        p.counters[C.tx_segmented]!++;
+        p.transmit(this.segq, k);
+        continue;
+      }
+      if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !p.acceptsCsum) {
+        if (!completeChecksum(pool, h)) {
+          p.counters[C.tx_dropped_bad_gso]!++;
+          pool.release(h);
+          continue;
+        }
+        p.counters[C.tx_csum_sw]!++;
+      }
+      fix[m++] = h;
+    }
+    if (m > 0) p.transmit(fix, m);
+  }
+}

@@ -1,0 +1,130 @@
+// The forwarding database: MAC address -> port, learned from source addresses, aged out.
+// Open addressing with linear probing in typed arrays: a lookup or a refresh allocates nothing.
+// A MAC is held as a 48-bit integer in a double (exact below 2^53).
+
+const EMPTY = -1;
+
+export class Fdb {
+  readonly capacity: number;
+  private readonly mask: number;
+  private readonly keys: Float64Array;
+  private readonly ports: Int32Array;
+  private readonly seen: Float64Array;
+  private readonly expired: Float64Array;
+  size = 0;
+  /** Learning refused because the table was full (the frame still floods correctly). */
+  full = 0;
+
+  constructor(capacity = 8192, public agingSeconds = 300) {
+    if ((capacity & (capacity - 1)) !== 0) throw new Error('fdb capacity must be a power of two');
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    this.keys = new Float64Array(capacity).fill(EMPTY);
+    this.ports = new Int32Array(capacity);
+    this.seen = new Float64Array(capacity);
+    this.expired = new Float64Array(capacity);
+  }
+
+  private slot(mac: number): number {
+    const lo = mac % 0x100000000;
+    const hi = (mac - lo) / 0x100000000;
+    return (Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b) >>> 15) & this.mask;
+  }
+
+  /** Record that `mac` was seen on `port` at time `now` (seconds). */
+  learn(mac: number, port: number, now: number): void {
+    let i = this.slot(mac);
+    for (;;) {
+      const k = this.keys[i]!;
+      if (k === mac) {
+        this.ports[i] = port; // a station that moved is followed at once
+        this.seen[i] = now;
+        return;
+      }
+      if (k === EMPTY) break;
+      i = (i + 1) & this.mask;
+    }
+    if (this.size >= (this.capacity * 3) / 4) {
+      this.full++;
+      return;
+    }
+    this.keys[i] = mac;
+    this.ports[i] = port;
+    this.seen[i] = now;
+    this.size++;
+  }
+
+  /** The port `mac` was last seen on, or -1 when unknown or aged out. */
+  lookup(mac: number, now: number): number {
+    let i = this.slot(mac);
+    for (;;) {
+      const k = this.keys[i]!;
+      if (k === mac) return now - this.seen[i]! <= this.agingSeconds ? this.ports[i]! : -1;
+      if (k === EMPTY) return -1;
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  delete(mac: number): boolean {
+    let i = this.slot(mac);
+    for (;;) {
+      const k = this.keys[i]!;
+      if (k === EMPTY) return false;
+      if (k === mac) break;
+      i = (i + 1) & this.mask;
+    }
+    // Backward-shift deletion keeps every remaining key reachable from its home slot.
+    let j = i;
+    for (;;) {
+      j = (j + 1) & this.mask;
+      const k = this.keys[j]!;
+      if (k === EMPTY) break;
+      const home = this.slot(k);
+      const between = i <= j ? home > i && home <= j : home > i || home <= j;
+      if (!between) {
+        this.keys[i] = k;
+        this.ports[i] = this.ports[j]!;
+        this.seen[i] = this.seen[j]!;
+        i = j;
+      }
+    }
+    this.keys[i] = EMPTY;
+    this.size--;
+    return true;
+  }
+
+  /** Remove entries not refreshed within the aging time; returns how many. */
+  age(now: number): number {
+    return this.removeWhere((i) => now - this.seen[i]! > this.agingSeconds);
+  }
+
+  /** Forget every address learned on `port` (the port went away). */
+  flushPort(port: number): number {
+    return this.removeWhere((i) => this.ports[i] === port);
+  }
+
+  private removeWhere(pred: (slot: number) => boolean): number {
+    let n = 0;
+    for (let i = 0; i < this.capacity; i++) {
+      if (this.keys[i] !== EMPTY && pred(i)) this.expired[n++] = this.keys[i]!;
+    }
+    for (let i = 0; i < n; i++) this.delete(this.expired[i]!);
+    return n;
+  }
+
+  entries(now: number): Array<{ mac: string; port: number; age: number }> {
+    const out = [];
+    for (let i = 0; i < this.capacity; i++) {
+      if (this.keys[i] !== EMPTY) out.push({ mac: macToString(this.keys[i]!), port: this.ports[i]!, age: Math.round(now - this.seen[i]!) });
+    }
+    return out;
+  }
+}
+
+export function macToString(mac: number): string {
+  return mac.toString(16).padStart(12, '0').replace(/(..)(?!$)/g, '$1:');
+}
+
+export function macFromString(s: string): number {
+  return parseInt(s.replace(/:/g, ''), 16);
+}

@@ -1,0 +1,57 @@
+// The daemon's handle on the dataplane thread.
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { EventFd } from '../sys/index.ts';
+import type { Reply, RequestBody } from './protocol.ts';
+
+export class Dataplane {
+  private readonly worker: Worker;
+  private readonly doorbell = new EventFd();
+  private readonly ctrl;
+  private seq = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private exited = false;
+
+  constructor(poolSize = 1024) {
+    const { port1, port2 } = new MessageChannel();
+    this.ctrl = port1;
+    this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
+      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize },
+      transferList: [port2],
+      name: 'pier-dataplane',
+    });
+    port1.on('message', (r: Reply) => {
+      const p = this.pending.get(r.seq);
+      if (!p) return;
+      this.pending.delete(r.seq);
+      if (r.ok) p.resolve(r.data);
+      else p.reject(new Error(r.error));
+    });
+    this.worker.on('error', (e) => this.fail(e));
+    this.worker.on('exit', (code) => this.fail(new Error(`dataplane thread exited (${code})`)));
+  }
+
+  private fail(e: Error): void {
+    this.exited = true;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  request<T = unknown>(body: RequestBody): Promise<T> {
+    if (this.exited) return Promise.reject(new Error('dataplane thread is not running'));
+    const seq = ++this.seq;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(seq, { resolve: resolve as (v: unknown) => void, reject });
+      this.ctrl.postMessage({ ...body, seq });
+      this.doorbell.signal();
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exit = new Promise((r) => this.worker.once('exit', r));
+    await this.request({ op: 'stop' }).catch(() => undefined);
+    await exit;
+    this.ctrl.close();
+    this.doorbell.close();
+  }
+}

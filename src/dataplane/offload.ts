@@ -1,0 +1,115 @@
+// Software fallbacks for offloads a port does not accept: completing a partial checksum
+// (VIRTIO_NET_HDR_F_NEEDS_CSUM) and TCP segmentation of a GSO super-frame (RFC 9293 sequence
+// numbers, IPv4 ID increment, flags FIN/PSH on the last segment and CWR on the first only).
+import { checksum, sumWords } from './checksum.ts';
+import { PacketPool } from './pool.ts';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+} from './vnet.ts';
+
+export const SEG_OK = 0;
+export const SEG_BAD = -1; // the super-frame does not parse as what its header says
+export const SEG_NOBUF = -2; // the pool ran dry
+export const SEG_MAX = 512; // most segments one super-frame may produce
+
+/**
+ * Fill in the checksum a sender left partial: ones'-complement of the sum from csum_start to the
+ * end of the frame (the field already holds the pseudo-header sum), stored at csum_start +
+ * csum_offset. Returns false when those offsets do not fit inside the frame.
+ */
+export function completeChecksum(pool: PacketPool, h: number): boolean {
+  const b = pool.bytes;
+  const ho = pool.hdrOffset(h);
+  const fo = ho + 12;
+  const len = pool.len[h]!;
+  const start = b[ho + 6]! | (b[ho + 7]! << 8);
+  const off = b[ho + 8]! | (b[ho + 9]! << 8);
+  if (start + off + 2 > len || off > 0xffff) return false;
+  const at = fo + start + off;
+  const c = checksum(b, fo + start, fo + len) || 0xffff;
+  // The field held the pseudo-header sum, included above; the result replaces it.
+  b[at] = c >>> 8;
+  b[at + 1] = c & 0xff;
+  b[ho] = b[ho]! & ~VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  return true;
+}
+
+/**
+ * Cut TCP super-frame h into segments of at most gso_size payload bytes, each with complete
+ * checksums and a zero virtio-net header. Handles go to out[0..n); returns n or SEG_BAD/SEG_NOBUF.
+ * Does not release h.
+ */
+export function segmentTcp(pool: PacketPool, h: number, out: Int32Array): number {
+  const b = pool.bytes;
+  const dv = pool.dv;
+  const ho = pool.hdrOffset(h);
+  const fo = ho + 12;
+  const len = pool.len[h]!;
+  const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
+  const mss = dv.getUint16(ho + 4, true);
+  if (mss === 0 || len < 14) return SEG_BAD;
+  let l3 = 12;
+  let etype = dv.getUint16(fo + l3);
+  if (etype === 0x8100 || etype === 0x88a8) {
+    l3 += 4;
+    etype = dv.getUint16(fo + l3);
+  }
+  l3 += 2;
+  let l4: number;
+  const v4 = gso === VIRTIO_NET_HDR_GSO_TCPV4;
+  if (v4) {
+    if (etype !== 0x0800 || l3 + 20 > len) return SEG_BAD;
+    const ihl = (b[fo + l3]! & 0x0f) * 4;
+    if (ihl < 20 || b[fo + l3 + 9] !== 6) return SEG_BAD;
+    l4 = l3 + ihl;
+  } else if (gso === VIRTIO_NET_HDR_GSO_TCPV6) {
+    if (etype !== 0x86dd || l3 + 40 > len || b[fo + l3 + 6] !== 6) return SEG_BAD;
+    l4 = l3 + 40;
+  } else {
+    return SEG_BAD;
+  }
+  if (l4 + 20 > len) return SEG_BAD;
+  const doff = (b[fo + l4 + 12]! >> 4) * 4;
+  const hl = l4 + doff;
+  if (doff < 20 || hl > len) return SEG_BAD;
+  const payload = len - hl;
+  const nseg = Math.max(1, Math.ceil(payload / mss));
+  if (nseg > SEG_MAX || nseg > out.length) return SEG_BAD;
+  if (pool.available() < nseg) return SEG_NOBUF;
+
+  const seq0 = dv.getUint32(fo + l4 + 4);
+  const flags0 = b[fo + l4 + 13]!;
+  const id0 = v4 ? dv.getUint16(fo + l3 + 4) : 0;
+  // Pseudo-header address sum is the same for every segment.
+  const addrSum = v4 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
+  for (let i = 0; i < nseg; i++) {
+    const s = pool.alloc();
+    out[i] = s;
+    const so = pool.hdrOffset(s);
+    const sf = so + 12;
+    const pStart = hl + i * mss;
+    const pLen = Math.min(mss, len - pStart);
+    b.fill(0, so, so + 12);
+    b.copyWithin(sf, fo, fo + hl);
+    b.copyWithin(sf + hl, fo + pStart, fo + pStart + pLen);
+    pool.len[s] = hl + pLen;
+    if (v4) {
+      dv.setUint16(sf + l3 + 2, l4 - l3 + doff + pLen);
+      dv.setUint16(sf + l3 + 4, (id0 + i) & 0xffff);
+      dv.setUint16(sf + l3 + 10, 0);
+      dv.setUint16(sf + l3 + 10, checksum(b, sf + l3, sf + l4));
+    } else {
+      dv.setUint16(sf + l3 + 4, doff + pLen);
+    }
+    dv.setUint32(sf + l4 + 4, (seq0 + i * mss) >>> 0);
+    let fl = flags0;
+    if (i !== nseg - 1) fl &= ~0x09; // FIN, PSH only on the last segment
+    if (i !== 0) fl &= ~0x80; // CWR only on the first
+    b[sf + l4 + 13] = fl;
+    dv.setUint16(sf + l4 + 16, 0);
+    const tcpLen = doff + pLen;
+    const pseudo = addrSum + 6 + tcpLen;
+    dv.setUint16(sf + l4 + 16, checksum(b, sf + l4, sf + l4 + tcpLen, pseudo) || 0xffff);
+  }
+  return nseg;
+}

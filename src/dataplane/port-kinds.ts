@@ -1,0 +1,12 @@
+// Builds the dataplane object for each port kind; new kinds plug in here.
+import { TapPort } from '../ports/tap-dataplane.ts';
+import type { PacketPool } from './pool.ts';
+import type { Port } from './port.ts';
+import type { PortSpec } from './protocol.ts';
+
+export function createPort(spec: PortSpec, pool: PacketPool): Port {
+  switch (spec.kind) {
+    case 'tap':
+      return new TapPort(spec.index, spec.name, spec.bridge, spec.counters, pool, spec.fd, spec.offloads);
+  }
+}

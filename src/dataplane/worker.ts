@@ -1,0 +1,52 @@
+// Entry point of the dataplane thread. Requests from the daemon arrive on a MessagePort and are
+// announced by an eventfd doorbell that sits in the engine's epoll set; they are drained
+// synchronously with receiveMessageOnPort, so the engine's loop never has to yield to Node's.
+import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { EventFd } from '../sys/index.ts';
+import { Engine } from './engine.ts';
+import { createPort } from './port-kinds.ts';
+import type { Reply, Request } from './protocol.ts';
+
+const { ctrl, doorbellFd, poolSize } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number };
+
+const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
+  for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
+});
+
+function handle(req: Request): void {
+  let reply: Reply;
+  try {
+    reply = { seq: req.seq, ok: true, data: apply(req) };
+  } catch (e) {
+    reply = { seq: req.seq, ok: false, error: (e as Error).message };
+  }
+  ctrl.postMessage(reply);
+}
+
+function apply(req: Request): unknown {
+  switch (req.op) {
+    case 'add-bridge':
+      engine.addBridge(req.id, req.name, req.agingSeconds);
+      return null;
+    case 'del-bridge':
+      engine.removeBridge(req.id);
+      return null;
+    case 'add-port':
+      engine.addPort(createPort(req.port, engine.pool));
+      return null;
+    case 'del-port':
+      engine.removePort(req.index);
+      return null;
+    case 'fdb': {
+      const br = engine.bridges.get(req.bridge);
+      return br ? br.fdb.entries(Date.now() / 1000) : [];
+    }
+    case 'pool':
+      return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures };
+    case 'stop':
+      engine.stop();
+      return null;
+  }
+}
+
+engine.run();

@@ -27,7 +27,9 @@ export class Engine {
   busyPoll = false;
   private readonly flushFn = (p: Port): void => this.flush(p);
 
-  constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void) {
+  constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void,
+    /** Called once when a port's fd reports an error or hang-up (its device went away). */
+    private readonly onPortDown: (index: number, reason: string) => void = () => {}) {
     this.pool = new PacketPool(poolSize);
     if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);
   }
@@ -52,7 +54,7 @@ export class Engine {
   removePort(index: number): void {
     const p = this.ports[index];
     if (!p) return;
-    for (const fd of p.fds) this.epoll.remove(fd);
+    for (const fd of p.fds) this.epoll.remove(fd); // harmless if already removed
     this.bridges.get(p.bridge)?.removePort(p);
     this.ports[index] = undefined;
     p.close();
@@ -81,7 +83,15 @@ export class Engine {
         continue;
       }
       const p = this.ports[tok >>> 8];
-      if (p) this.poll(p, tok & 0xff);
+      if (!p) continue;
+      if ((ep.events(i) & (libc.EPOLLERR | libc.EPOLLHUP)) !== 0) {
+        // The device is gone (for a tap: its namespace was deleted). Stop polling it, or a
+        // level-triggered error would spin this loop; the control plane decides what next.
+        for (const fd of p.fds) this.epoll.remove(fd);
+        this.onPortDown(p.index, 'device error or hang-up');
+        continue;
+      }
+      this.poll(p, tok & 0xff);
     }
     if (now - this.lastAging >= 1) {
       this.lastAging = now;

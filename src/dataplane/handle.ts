@@ -1,7 +1,7 @@
 // The daemon's handle on the dataplane thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { EventFd } from '../sys/index.ts';
-import type { Reply, RequestBody } from './protocol.ts';
+import type { DataplaneEvent, Reply, RequestBody } from './protocol.ts';
 
 export class Dataplane {
   private readonly worker: Worker;
@@ -10,6 +10,8 @@ export class Dataplane {
   private seq = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private exited = false;
+  /** Unsolicited news from the dataplane (a port's device went away). */
+  onEvent: ((e: DataplaneEvent) => void) | undefined;
 
   constructor(poolSize = 1024) {
     const { port1, port2 } = new MessageChannel();
@@ -19,7 +21,11 @@ export class Dataplane {
       transferList: [port2],
       name: 'pier-dataplane',
     });
-    port1.on('message', (r: Reply) => {
+    port1.on('message', (r: Reply | DataplaneEvent) => {
+      if ('event' in r) {
+        this.onEvent?.(r);
+        return;
+      }
       const p = this.pending.get(r.seq);
       if (!p) return;
       this.pending.delete(r.seq);

@@ -22,3 +22,9 @@ export type Reply = { seq: number; ok: true; data: unknown } | { seq: number; ok
 
 type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type RequestBody = DistributiveOmit<Request, 'seq'>;
+
+export interface DataplaneEvent {
+  event: 'port-down';
+  index: number;
+  reason: string;
+}

@@ -11,7 +11,7 @@ const { ctrl, doorbellFd, poolSize } = workerData as { ctrl: MessagePort; doorbe
 
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
-});
+}, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }));
 
 function handle(req: Request): void {
   let reply: Reply;

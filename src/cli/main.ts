@@ -1,0 +1,84 @@
+// `pier`: the daemon and the commands that talk to it, in the spirit of ovs-vsctl.
+import { Command, Option } from 'commander';
+import { Daemon, DEFAULT_SOCKET, DEFAULT_STATE_DIR, VERSION } from '../daemon/daemon.ts';
+import { PierError } from '../daemon/errors.ts';
+import { call } from './client.ts';
+import { formatShow, formatStats } from './format.ts';
+
+const program = new Command('pier')
+  .version(VERSION)
+  .description('a userspace virtual switch for containers whose ports speak virtio')
+  .option('--socket <path>', `control socket (env PIER_SOCKET, default ${DEFAULT_SOCKET})`)
+  .showHelpAfterError();
+
+function socketOf(cmd: Command): string {
+  const local = cmd.opts().socket as string | undefined;
+  return local ?? (program.opts().socket as string | undefined) ?? process.env.PIER_SOCKET ?? DEFAULT_SOCKET;
+}
+
+function client(name: string, description: string): Command {
+  return program.command(name).description(description).option('--socket <path>', 'control socket (env PIER_SOCKET)');
+}
+
+function print(v: unknown, json: boolean, text: (v: any) => string): void {
+  process.stdout.write((json ? JSON.stringify(v, null, 2) : text(v)) + '\n');
+}
+
+program.command('daemon')
+  .description('run the switch in the foreground')
+  .option('--state-dir <dir>', 'where the desired state is kept', DEFAULT_STATE_DIR)
+  .option('--socket <path>', 'control socket (env PIER_SOCKET)')
+  .addOption(new Option('--socket-mode <mode>', 'permissions of the control socket (octal)').default('0600'))
+  .addOption(new Option('--pool <n>', 'packet buffers in the pool').default('1024'))
+  .action(async (o: { stateDir: string; socketMode: string; pool: string }, cmd: Command) => {
+    const mode = parseInt(o.socketMode, 8);
+    const pool = Number(o.pool);
+    if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
+    if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
+    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool });
+    await d.start();
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) return;
+      stopping = true;
+      void d.stop().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+
+client('add-br', 'add a bridge').argument('<bridge>').action(async (br: string, _o, cmd: Command) => {
+  await call(socketOf(cmd), 'add-br', [br]);
+});
+client('del-br', 'delete a bridge and all its ports').argument('<bridge>').action(async (br: string, _o, cmd: Command) => {
+  await call(socketOf(cmd), 'del-br', [br]);
+});
+client('add-port', 'add a port: KEY=VALUE options, type= first (type=tap netns=NS ip=CIDR mac= mtu= ifname= offloads=on|off)')
+  .argument('<bridge>').argument('<port>').argument('[options...]')
+  .action(async (br: string, port: string, kv: string[], _o, cmd: Command) => {
+    await call(socketOf(cmd), 'add-port', [br, port, ...kv]);
+  });
+client('del-port', 'delete a port').argument('<bridge>').argument('<port>').action(async (br: string, port: string, _o, cmd: Command) => {
+  await call(socketOf(cmd), 'del-port', [br, port]);
+});
+client('show', 'show bridges and ports (or one of them)').argument('[name]').option('--json', 'machine-readable output')
+  .action(async (name: string | undefined, o: { json?: boolean }, cmd: Command) => {
+    print(await call(socketOf(cmd), 'show', name ? [name] : []), !!o.json, formatShow);
+  });
+client('stats', 'per-port counters').argument('[port]').option('--json', 'machine-readable output')
+  .action(async (port: string | undefined, o: { json?: boolean }, cmd: Command) => {
+    print(await call(socketOf(cmd), 'stats', port ? [port] : []), !!o.json, formatStats);
+  });
+client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').option('--json', 'machine-readable output')
+  .action(async (br: string, o: { json?: boolean }, cmd: Command) => {
+    print(await call(socketOf(cmd), 'fdb', [br]), !!o.json, (l: Array<{ mac: string; port: string; age: number }>) =>
+      [' port             MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${e.mac}  ${e.age}`)].join('\n'));
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  const pe = e instanceof PierError ? e : new PierError('EINTERNAL', (e as Error).message);
+  process.stderr.write(`pier: error: ${pe.message}\n${pe.hint ? `pier: hint: ${pe.hint}\n` : ''}`);
+  process.exit(1);
+}

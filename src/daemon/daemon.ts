@@ -1,0 +1,398 @@
+// The pier daemon: holds the desired state, realises it (bridges and ports in the dataplane
+// thread, taps in containers), serves the control socket, and re-applies everything at start.
+// Every change is validated first, realised second, persisted last; a failure in any step undoes
+// the earlier ones, so a failed command leaves nothing behind.
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import pino from 'pino';
+import { newCounters, readCounters } from '../dataplane/counters.ts';
+import { Dataplane } from '../dataplane/handle.ts';
+import { hasNetAdmin } from '../sys/index.ts';
+import { err, PierError } from './errors.ts';
+import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './options.ts';
+import { type DesiredState, StateStore, type StoredPort } from './state.ts';
+import { checkTunDevice, destroyTap, detachTap, realizeTap, type RealizedTap, tapKernelInfo } from './tap-control.ts';
+
+export const VERSION = '0.1.0';
+export const DEFAULT_STATE_DIR = '/var/lib/pier';
+export const DEFAULT_SOCKET = '/run/pier/pier.sock';
+const RETRY_MS = 5000;
+const NAME_MAX = 64;
+const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
+
+export interface DaemonOptions {
+  stateDir: string;
+  socket: string;
+  socketMode: number;
+  poolSize: number;
+}
+
+interface PortRuntime {
+  name: string;
+  bridge: string;
+  index: number;
+  counters: Float64Array;
+  tap: RealizedTap | undefined;
+  /** Why the port is not forwarding, when it is not. */
+  error: string | undefined;
+}
+
+export interface Request {
+  cmd: string;
+  args?: string[];
+}
+
+export class Daemon {
+  private readonly log = pino({ name: 'pier' }, pino.destination(2));
+  private readonly store: StateStore;
+  private state: DesiredState;
+  private dataplane!: Dataplane;
+  private server: Server | undefined;
+  private readonly bridgeIds = new Map<string, number>();
+  private readonly ports = new Map<string, PortRuntime>();
+  private nextBridgeId = 1;
+  private nextPortIndex = 1;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Requests run one at a time, so a change never interleaves with another. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.store = new StateStore(opts.stateDir);
+    this.state = this.store.load();
+  }
+
+  async start(): Promise<void> {
+    if (!hasNetAdmin()) {
+      throw new PierError('EPERM', 'pier daemon needs CAP_NET_ADMIN to create taps and configure containers', 'run it as root (sudo pier daemon)');
+    }
+    checkTunDevice();
+    await this.refuseIfRunning();
+    this.dataplane = new Dataplane(this.opts.poolSize);
+    this.dataplane.onEvent = (e) => this.portDown(e.index, e.reason);
+    for (const [br, b] of Object.entries(this.state.bridges)) {
+      await this.realizeBridge(br);
+      for (const [name, o] of Object.entries(b.ports)) await this.startPort(br, name, o, false);
+    }
+    await this.listen();
+    this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
+    this.retryTimer.unref();
+    this.log.info({ socket: this.opts.socket, stateDir: this.opts.stateDir, ports: this.ports.size }, 'pier daemon ready');
+  }
+
+  private async refuseIfRunning(): Promise<void> {
+    const path = this.opts.socket;
+    if (!existsSync(path)) return;
+    const alive = await new Promise<boolean>((resolve) => {
+      const s = createConnection(path);
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (alive) throw new PierError('EBUSY', `a pier daemon is already running on ${path}`, 'stop it first, or give this one another --socket and --state-dir');
+    unlinkSync(path); // stale socket of a daemon that died
+  }
+
+  private async listen(): Promise<void> {
+    mkdirSync(dirname(this.opts.socket), { recursive: true, mode: 0o755 });
+    const server = createServer((sock) => this.serve(sock));
+    const old = process.umask(0o177); // no window in which the socket is open to others
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.opts.socket, () => resolve());
+      });
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(this.opts.socket, this.opts.socketMode);
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    try { unlinkSync(this.opts.socket); } catch { /* gone */ }
+    await this.dataplane?.stop();
+    // Taps stay (persistent) so containers keep their interfaces until pier is back.
+    for (const p of this.ports.values()) if (p.tap) detachTap(p.tap.fd);
+    this.log.info('pier daemon stopped');
+  }
+
+  // ---- control socket: one JSON request per line, one JSON reply per line ----
+
+  private serve(sock: Socket): void {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > 1 << 20) return sock.destroy();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        void this.enqueue(() => this.dispatch(line)).then((reply) => sock.write(JSON.stringify(reply) + '\n'));
+      }
+    });
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async dispatch(line: string): Promise<{ ok: true; result: unknown } | { ok: false; error: ReturnType<PierError['toJSON']> }> {
+    try {
+      const req = JSON.parse(line) as Request;
+      return { ok: true, result: await this.handle(req.cmd, req.args ?? []) };
+    } catch (e) {
+      const pe = e instanceof PierError ? e : new PierError('EINTERNAL', (e as Error).message);
+      if (!(e instanceof PierError)) this.log.error({ err: e }, 'request failed');
+      return { ok: false, error: pe.toJSON() };
+    }
+  }
+
+  async handle(cmd: string, args: string[]): Promise<unknown> {
+    switch (cmd) {
+      case 'add-br': return this.addBridge(arg(args, 0, 'BRIDGE'));
+      case 'del-br': return this.delBridge(arg(args, 0, 'BRIDGE'));
+      case 'add-port': return this.addPort(arg(args, 0, 'BRIDGE'), arg(args, 1, 'PORT'), args.slice(2));
+      case 'del-port': return this.delPort(arg(args, 0, 'BRIDGE'), arg(args, 1, 'PORT'));
+      case 'show': return this.show(args[0]);
+      case 'stats': return this.stats(args[0]);
+      case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
+      case 'ping': return { version: VERSION, pid: process.pid };
+      default: throw new PierError('EINVAL', `unknown command ${cmd}`, 'see: pier --help');
+    }
+  }
+
+  // ---- bridges ----
+
+  private async addBridge(br: string): Promise<null> {
+    checkName('bridge', br);
+    if (this.state.bridges[br]) throw err.bridgeExists(br);
+    if (this.ports.has(br)) throw new PierError('EEXIST', `${br} is already the name of a port`, 'bridges and ports share one namespace of names: choose another');
+    await this.realizeBridge(br);
+    this.state.bridges[br] = { ports: {} };
+    this.persist(() => {
+      delete this.state.bridges[br];
+      void this.unrealizeBridge(br);
+    });
+    this.log.info({ bridge: br }, 'bridge added');
+    return null;
+  }
+
+  private async realizeBridge(br: string): Promise<void> {
+    const id = this.nextBridgeId++;
+    await this.dataplane.request({ op: 'add-bridge', id, name: br });
+    this.bridgeIds.set(br, id);
+  }
+
+  private async unrealizeBridge(br: string): Promise<void> {
+    const id = this.bridgeIds.get(br);
+    if (id === undefined) return;
+    this.bridgeIds.delete(br);
+    await this.dataplane.request({ op: 'del-bridge', id });
+  }
+
+  private async delBridge(br: string): Promise<null> {
+    const b = this.state.bridges[br];
+    if (!b) throw err.noBridge(br);
+    for (const name of Object.keys(b.ports)) await this.stopPort(name, true);
+    delete this.state.bridges[br];
+    await this.unrealizeBridge(br);
+    this.persist();
+    this.log.info({ bridge: br }, 'bridge deleted');
+    return null;
+  }
+
+  // ---- ports ----
+
+  private async addPort(br: string, name: string, words: string[]): Promise<unknown> {
+    checkName('port', name);
+    const b = this.state.bridges[br];
+    if (!b) throw err.noBridge(br);
+    const owner = this.ports.get(name);
+    if (owner) throw err.portExists(name, owner.bridge);
+    if (this.state.bridges[name]) throw new PierError('EEXIST', `${name} is already the name of a bridge`, 'choose another port name');
+    const o = validatePortOptions(parseKeyValues(words)) as StoredPort;
+    const ifname = o.ifname ?? name;
+    if (Buffer.byteLength(ifname) > IFNAME_MAX) {
+      throw new PierError('EINVAL', `interface name ${ifname} is ${Buffer.byteLength(ifname)} bytes; Linux interface names are at most ${IFNAME_MAX} bytes`,
+        o.ifname ? 'pass a shorter ifname=NAME' : `the interface is named after the port by default: pass ifname=NAME (at most ${IFNAME_MAX} bytes)`);
+    }
+    for (const p of this.ports.values()) {
+      const po = this.state.bridges[p.bridge]?.ports[p.name];
+      if (po && (po.ifname ?? p.name) === ifname && po.netns === o.netns) {
+        throw new PierError('EEXIST', `port ${p.name} already uses interface ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}`, 'choose another ifname=NAME');
+      }
+    }
+    if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
+    const rt = await this.startPort(br, name, o, true);
+    b.ports[name] = o;
+    this.persist(() => {
+      delete b.ports[name];
+      void this.stopPort(name, true);
+    });
+    this.log.info({ bridge: br, port: name, options: o }, 'port added');
+    return this.describePort(rt);
+  }
+
+  /**
+   * Bring a port up. With `strict` (a user's add-port) any failure undoes everything and throws;
+   * otherwise (start-up) the port is kept with its error and retried.
+   */
+  private async startPort(br: string, name: string, o: StoredPort, strict: boolean): Promise<PortRuntime> {
+    const rt: PortRuntime = { name, bridge: br, index: this.nextPortIndex++, counters: newCounters(), tap: undefined, error: undefined };
+    try {
+      await this.attach(rt, o);
+    } catch (e) {
+      if (strict) throw e;
+      rt.error = (e as Error).message;
+      this.log.warn({ port: name, error: rt.error }, 'port could not be started; will retry');
+    }
+    this.ports.set(name, rt);
+    return rt;
+  }
+
+  private async attach(rt: PortRuntime, o: StoredPort): Promise<void> {
+    const tap = realizeTap(rt.name, o);
+    try {
+      await this.dataplane.request({
+        op: 'add-port',
+        port: { kind: 'tap', index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, fd: tap.fd, offloads: o.offloads !== false },
+      });
+    } catch (e) {
+      destroyTap(tap.fd);
+      throw e;
+    }
+    rt.tap = tap;
+    rt.error = undefined;
+  }
+
+  private async detach(rt: PortRuntime, destroy: boolean): Promise<void> {
+    await this.dataplane.request({ op: 'del-port', index: rt.index });
+    if (rt.tap) (destroy ? destroyTap : detachTap)(rt.tap.fd);
+    rt.tap = undefined;
+  }
+
+  private async stopPort(name: string, destroy: boolean): Promise<void> {
+    const rt = this.ports.get(name);
+    if (!rt) return;
+    await this.detach(rt, destroy);
+    this.ports.delete(name);
+    const b = this.state.bridges[rt.bridge];
+    if (b) delete b.ports[name];
+  }
+
+  private async delPort(br: string, name: string): Promise<null> {
+    const b = this.state.bridges[br];
+    if (!b) throw err.noBridge(br);
+    if (!b.ports[name]) throw err.noPort(br, name);
+    await this.stopPort(name, true);
+    this.persist();
+    this.log.info({ bridge: br, port: name }, 'port deleted');
+    return null;
+  }
+
+  private portDown(index: number, reason: string): void {
+    void this.enqueue(async () => {
+      for (const rt of this.ports.values()) {
+        if (rt.index !== index) continue;
+        this.log.warn({ port: rt.name, reason }, 'port device went away; will retry');
+        await this.detach(rt, true);
+        rt.error = `device went away (${reason}); is its network namespace gone?`;
+      }
+    });
+  }
+
+  private async retryFailed(): Promise<void> {
+    for (const rt of this.ports.values()) {
+      if (!rt.error) continue;
+      const o = this.state.bridges[rt.bridge]?.ports[rt.name];
+      if (!o) continue;
+      try {
+        await this.attach(rt, o);
+        this.log.info({ port: rt.name }, 'port recovered');
+      } catch (e) {
+        rt.error = (e as Error).message;
+      }
+    }
+  }
+
+  /** Save the desired state; if that fails, run `undo` and report. */
+  private persist(undo?: () => void): void {
+    try {
+      this.store.save(this.state);
+    } catch (e) {
+      undo?.();
+      throw new PierError('ESTATE', `cannot save state in ${this.opts.stateDir}: ${(e as Error).message}`, 'check the state directory is writable (--state-dir)');
+    }
+  }
+
+  // ---- views ----
+
+  private describePort(rt: PortRuntime): Record<string, unknown> {
+    const o = this.state.bridges[rt.bridge]?.ports[rt.name] ?? {};
+    return {
+      name: rt.name,
+      bridge: rt.bridge,
+      options: o,
+      state: rt.error ? 'error' : 'up',
+      error: rt.error,
+      ifname: rt.tap?.ifname,
+    };
+  }
+
+  private show(name?: string): unknown {
+    const bridges = Object.entries(this.state.bridges).map(([br, b]) => ({
+      name: br,
+      ports: Object.keys(b.ports).map((p) => this.describePort(this.ports.get(p)!)),
+    }));
+    if (name !== undefined) {
+      if (this.state.bridges[name]) return { bridges: bridges.filter((b) => b.name === name) };
+      const rt = this.ports.get(name);
+      if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
+      return { port: this.describePort(rt) };
+    }
+    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, bridges };
+  }
+
+  private stats(name?: string): unknown {
+    const list = name === undefined ? [...this.ports.values()] : [this.ports.get(name)];
+    if (list[0] === undefined) throw new PierError('ENOENT', `no port named ${name}`, 'list the ports with: pier show');
+    return list.map((rt) => {
+      const k = rt!.tap ? tapKernelInfo(rt!.tap) : undefined;
+      return {
+        port: rt!.name,
+        bridge: rt!.bridge,
+        state: rt!.error ? 'error' : 'up',
+        counters: readCounters(rt!.counters),
+        // The kernel's own view of the tap, so a loss can be placed on the right side of it.
+        kernel: k ? { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped } : undefined,
+      };
+    });
+  }
+
+  private async fdb(br: string): Promise<unknown> {
+    const id = this.bridgeIds.get(br);
+    if (id === undefined) throw err.noBridge(br);
+    const entries = await this.dataplane.request<Array<{ mac: string; port: number; age: number }>>({ op: 'fdb', bridge: id });
+    const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
+    return entries.map((e) => ({ mac: e.mac, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
+  }
+}
+
+function arg(args: string[], i: number, what: string): string {
+  const v = args[i];
+  if (v === undefined || v === '') throw new PierError('EINVAL', `missing ${what}`, 'see: pier --help');
+  return v;
+}
+
+function checkName(what: string, name: string): void {
+  if (name.length > NAME_MAX) {
+    throw new PierError('EINVAL', `${what} name '${name}' is ${name.length} characters; names are at most ${NAME_MAX}`, `choose a shorter ${what} name`);
+  }
+  if (!NAME_RE.test(name)) throw err.badName(what, name);
+}

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Install what pier, its demo and its tests need on a fresh Debian 12 machine. Idempotent: a
+# second run installs nothing. Needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 nsenter:util-linux setpriv:util-linux unshare:util-linux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -d node_modules/koffi ] || [ ! -d node_modules/tsx ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,15 @@
+#!/bin/bash
+# pier's test suite: type check, unit tests, and the root integration tests (namespaces, taps,
+# iperf3). Run as root on Debian 12: `scripts/test.sh`. Extra arguments select test files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: the integration tests create network namespaces and taps: run as root" >&2
+  exit 1
+fi
+scripts/setup.sh
+echo "== type check" >&2
+npx --no-install tsc --noEmit -p .
+if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find src test -name '*.test.ts' | sort); fi
+echo "== tests: ${#files[@]} files" >&2
+exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"

@@ -1,0 +1,124 @@
+// Test helpers for the root integration tests: a private daemon, the CLI, namespaces, iperf3.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const PIER = join(ROOT, 'bin', 'pier');
+
+export interface Run { code: number; stdout: string; stderr: string }
+
+export function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): Run {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: opts.env ?? process.env, timeout: opts.timeout ?? 60_000 });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+export function must(cmd: string, args: string[]): string {
+  const r = sh(cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** A daemon with its own socket and state dir, so tests never touch a real installation. */
+export class TestDaemon {
+  readonly dir = mkdtempSync(join(tmpdir(), 'pier-test-'));
+  readonly socket = join(this.dir, 'pier.sock');
+  readonly stateDir = join(this.dir, 'state');
+  proc: ChildProcess | undefined;
+  log = '';
+
+  async start(extra: string[] = []): Promise<void> {
+    this.log = '';
+    const p = spawn(PIER, ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = p;
+    p.stdout!.on('data', (d) => (this.log += d));
+    p.stderr!.on('data', (d) => (this.log += d));
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
+      if (this.log.includes('pier daemon ready')) return;
+      await sleep(50);
+    }
+    throw new Error(`daemon did not become ready: ${this.log}`);
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill(signal);
+    await done;
+    this.proc = undefined;
+  }
+
+  pier(...args: string[]): Run {
+    return sh(PIER, args, { env: { ...process.env, PIER_SOCKET: this.socket } });
+  }
+
+  /** Run a pier command that must succeed; returns stdout. */
+  ok(...args: string[]): string {
+    const r = this.pier(...args);
+    if (r.code !== 0) throw new Error(`pier ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    return r.stdout;
+  }
+
+  json<T = any>(...args: string[]): T {
+    return JSON.parse(this.ok(...args, '--json')) as T;
+  }
+
+  async cleanup(): Promise<void> {
+    // del-br removes the taps; then stop and forget the state.
+    if (this.proc) {
+      const show = this.pier('show', '--json');
+      if (show.code === 0) for (const b of JSON.parse(show.stdout).bridges) this.pier('del-br', b.name);
+    }
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+let nsCounter = 0;
+/** Fresh named network namespaces, unique to this process. */
+export function makeNetns(n: number): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = `pt${process.pid % 100000}x${nsCounter++}`;
+    sh('ip', ['netns', 'del', name]);
+    must('ip', ['netns', 'add', name]);
+    names.push(name);
+  }
+  return names;
+}
+
+export function delNetns(names: string[]): void {
+  for (const n of names) sh('ip', ['netns', 'del', n]);
+}
+
+export function nsExec(ns: string, cmd: string, args: string[], timeout?: number): Run {
+  return sh('ip', ['netns', 'exec', ns, cmd, ...args], { timeout });
+}
+
+export function ping(ns: string, addr: string, extra: string[] = []): Run {
+  return nsExec(ns, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', ...extra, addr]);
+}
+
+/** iperf3 from `client` to a server in `server`; returns receiver Gbit/s. reverse = server sends. */
+export async function iperf(server: string, client: string, addr: string, opts: { reverse?: boolean; seconds?: number } = {}): Promise<{ gbps: number; bytes: number; retransmits: number }> {
+  const srv = spawn('ip', ['netns', 'exec', server, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
+  try {
+    await sleep(400);
+    const args = ['-c', addr, '-t', String(opts.seconds ?? 2), '-J'];
+    if (opts.reverse) args.push('-R');
+    const r = nsExec(client, 'iperf3', args, 60_000);
+    if (r.code !== 0) throw new Error(`iperf3 failed: ${r.stdout.slice(0, 500)} ${r.stderr}`);
+    const j = JSON.parse(r.stdout);
+    return { gbps: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes, retransmits: j.end.sum_sent.retransmits ?? 0 };
+  } finally {
+    srv.kill();
+  }
+}

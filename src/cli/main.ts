@@ -1,6 +1,6 @@
 // `pier`: the daemon and the commands that talk to it, in the spirit of ovs-vsctl.
 import { Command, Option } from 'commander';
-import { Daemon, DEFAULT_SOCKET, DEFAULT_STATE_DIR, VERSION } from '../daemon/daemon.ts';
+import { DEFAULT_SOCKET, DEFAULT_STATE_DIR, VERSION } from '../daemon/defaults.ts';
 import { PierError } from '../daemon/errors.ts';
 import { call } from './client.ts';
 import { formatShow, formatStats } from './format.ts';
@@ -35,6 +35,7 @@ program.command('daemon')
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
     if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
+    const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, pino, the dataplane
     const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool });
     await d.start();
     let stopping = false;

@@ -14,9 +14,7 @@ import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './op
 import { type DesiredState, StateStore, type StoredPort } from './state.ts';
 import { checkTunDevice, destroyTap, detachTap, realizeTap, type RealizedTap, tapKernelInfo } from './tap-control.ts';
 
-export const VERSION = '0.1.0';
-export const DEFAULT_STATE_DIR = '/var/lib/pier';
-export const DEFAULT_SOCKET = '/run/pier/pier.sock';
+import { VERSION } from './defaults.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;

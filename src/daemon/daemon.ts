@@ -343,7 +343,7 @@ export class Daemon {
     };
   }
 
-  private show(name?: string): unknown {
+  private async show(name?: string): Promise<unknown> {
     const bridges = Object.entries(this.state.bridges).map(([br, b]) => ({
       name: br,
       ports: Object.keys(b.ports).map((p) => this.describePort(this.ports.get(p)!)),
@@ -354,7 +354,8 @@ export class Daemon {
       if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
       return { port: this.describePort(rt) };
     }
-    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, bridges };
+    const dataplane = await this.dataplane.request({ op: 'pool' });
+    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };
   }
 
   private stats(name?: string): unknown {

@@ -2,13 +2,14 @@
 // announced by an eventfd doorbell that sits in the engine's epoll set; they are drained
 // synchronously with receiveMessageOnPort, so the engine's loop never has to yield to Node's.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EventFd } from '../sys/index.ts';
+import { EventFd, libc } from '../sys/index.ts';
 import { Engine } from './engine.ts';
 import { createPort } from './port-kinds.ts';
 import type { Reply, Request } from './protocol.ts';
 
 const { ctrl, doorbellFd, poolSize } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number };
 
+const tid = libc.gettid(); // so `pier show` can name the thread whose CPU time a benchmark reads
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
 }, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }));
@@ -42,7 +43,7 @@ function apply(req: Request): unknown {
       return br ? br.fdb.entries(Date.now() / 1000) : [];
     }
     case 'pool':
-      return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures };
+      return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid };
     case 'stop':
       engine.stop();
       return null;

@@ -1,0 +1,127 @@
+// Container-to-container TCP throughput: pier (tap ports, offloads on and off) against the Linux
+// bridge and a plain veth pair, in the same run, both directions, with pier's dataplane CPU time.
+// Method: bench/throughput.md. Usage (root): node --import tsx bench/throughput.ts [--rounds N] [--seconds T]
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { delNetns, iperf, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, dflt: number): number => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? Number(argv[i + 1]) : dflt;
+};
+const ROUNDS = opt('--rounds', 3);
+const T = opt('--seconds', 8);
+const BASELINE = join(ROOT, '..', 'shared', 'bench', 'baseline.sh');
+
+interface Sample { gbps: number; retransmits: number; cpu?: number }
+type Dir = 'a->b' | 'b->a';
+const results: Record<string, Record<Dir, Sample[]>> = {};
+function record(mode: string, dir: Dir, s: Sample): void {
+  ((results[mode] ??= { 'a->b': [], 'b->a': [] })[dir]).push(s);
+  console.error(`${mode.padEnd(18)} ${dir} ${s.gbps.toFixed(2)} Gbit/s${s.cpu !== undefined ? `  dataplane CPU ${(s.cpu * 100).toFixed(0)}%` : ''}`);
+}
+
+function baseline(mode: 'veth' | 'bridge'): void {
+  const r = spawnSync('bash', [BASELINE, mode], { encoding: 'utf8', env: { ...process.env, T: String(T) } });
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(\S+) (a->b|b->a) ([\d.]+) (\S+)/.exec(line);
+    if (m) record(mode === 'bridge' ? 'linux-bridge' : 'veth', m[2] as Dir, { gbps: Number(m[3]), retransmits: Number(m[4]) || 0 });
+  }
+  if (!r.stdout.includes('a->b')) throw new Error(`baseline ${mode} failed: ${r.stderr}`);
+}
+
+/** utime + stime of one thread, in seconds. */
+function threadCpu(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
+}
+
+async function pierRun(offloads: boolean): Promise<void> {
+  const d = new TestDaemon();
+  const [a, b] = makeNetns(2) as [string, string];
+  try {
+    await d.start();
+    d.ok('add-br', 'br0');
+    const off = offloads ? [] : ['offloads=off'];
+    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0', ...off);
+    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0', ...off);
+    const show = d.json('show');
+    const pid = show.pid as number;
+    const tid = show.dataplane.tid as number;
+    spawnSync('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '2', '10.9.0.2']);
+    for (const dir of ['a->b', 'b->a'] as Dir[]) {
+      const c0 = threadCpu(pid, tid);
+      const t0 = performance.now();
+      const r = await iperf(b, a, '10.9.0.2', { reverse: dir === 'b->a', seconds: T });
+      const wall = (performance.now() - t0) / 1000;
+      record(offloads ? 'pier' : 'pier-offloads-off', dir, { gbps: r.gbps, retransmits: r.retransmits, cpu: (threadCpu(pid, tid) - c0) / wall });
+    }
+  } finally {
+    await d.cleanup();
+    delNetns([a, b]);
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+for (let r = 0; r < ROUNDS; r++) {
+  console.error(`-- round ${r + 1}/${ROUNDS}`);
+  baseline('veth');
+  baseline('bridge');
+  await pierRun(true);
+  await pierRun(false);
+}
+
+const summary: Record<string, Record<Dir, { gbps: number; cpu?: number; samples: number[] }>> = {};
+for (const [mode, dirs] of Object.entries(results)) {
+  summary[mode] = {} as (typeof summary)[string];
+  for (const dir of ['a->b', 'b->a'] as Dir[]) {
+    const xs = dirs[dir];
+    const cpu = xs.every((x) => x.cpu !== undefined) ? median(xs.map((x) => x.cpu!)) : undefined;
+    summary[mode]![dir] = { gbps: +median(xs.map((x) => x.gbps)).toFixed(2), ...(cpu !== undefined ? { cpu: +cpu.toFixed(2) } : {}), samples: xs.map((x) => x.gbps) };
+  }
+}
+const ratio = (mode: string, ref: string, dir: Dir): number => +(summary[mode]![dir].gbps / summary[ref]![dir].gbps).toFixed(2);
+const ratios = {
+  'pier/linux-bridge': { 'a->b': ratio('pier', 'linux-bridge', 'a->b'), 'b->a': ratio('pier', 'linux-bridge', 'b->a') },
+  'pier/veth': { 'a->b': ratio('pier', 'veth', 'a->b'), 'b->a': ratio('pier', 'veth', 'b->a') },
+  'pier-offloads-off/linux-bridge': { 'a->b': ratio('pier-offloads-off', 'linux-bridge', 'a->b'), 'b->a': ratio('pier-offloads-off', 'linux-bridge', 'b->a') },
+  'pier direction balance (b->a / a->b)': +(summary.pier!['b->a'].gbps / summary.pier!['a->b'].gbps).toFixed(2),
+};
+const out = {
+  benchmark: 'container-to-container TCP throughput (iperf3, one stream)',
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version },
+  rounds: ROUNDS,
+  secondsPerRun: T,
+  summary,
+  ratios,
+};
+writeFileSync(join(ROOT, 'bench', 'results', 'throughput.json'), JSON.stringify(out, null, 2) + '\n');
+const rows = Object.entries(summary).map(([m, s]) =>
+  `| ${m} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} |`);
+const md = [
+  `# Throughput: pier vs Linux bridge vs veth (${out.date.slice(0, 10)})`,
+  '',
+  `${out.machine.cpus} cores, ${out.machine.cpu}, kernel ${out.machine.kernel}, Node ${out.machine.node}; median of ${ROUNDS} rounds of ${T} s, one iperf3 TCP stream. Method: [../throughput.md](../throughput.md).`,
+  '',
+  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU (a->b / b->a) |',
+  '|---|---|---|---|',
+  ...rows,
+  '',
+  `pier / Linux bridge: a->b **${ratios['pier/linux-bridge']['a->b']}x**, b->a **${ratios['pier/linux-bridge']['b->a']}x**; ` +
+    `offloads off: ${ratios['pier-offloads-off/linux-bridge']['a->b']}x / ${ratios['pier-offloads-off/linux-bridge']['b->a']}x; ` +
+    `direction balance ${ratios['pier direction balance (b->a / a->b)']}.`,
+  '',
+].join('\n');
+writeFileSync(join(ROOT, 'bench', 'results', 'throughput.md'), md);
+process.stdout.write(md);
+void spawn;

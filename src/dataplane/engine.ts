@@ -23,6 +23,10 @@ export class Engine {
   private readonly segq = new Int32Array(SEG_MAX);
   private running = true;
   private lastAging = 0;
+  /** epoll_wait calls that returned events, and bursts received: packets per wakeup tells how well batching works. */
+  wakeups = 0;
+  bursts = 0;
+  packets = 0;
   /** Poll without sleeping (a port asked for busy-polling). */
   busyPoll = false;
   private readonly flushFn = (p: Port): void => this.flush(p);
@@ -73,6 +77,7 @@ export class Engine {
   turn(timeoutMs: number): void {
     const ep = this.epoll;
     const n = ep.wait(timeoutMs);
+    if (n > 0) this.wakeups++;
     const now = Date.now() / 1000;
     for (const br of this.bridges.values()) br.now = now;
     for (let i = 0; i < n; i++) {
@@ -104,6 +109,8 @@ export class Engine {
     const br = this.bridges.get(p.bridge);
     const n = p.receive(queue, this.batch, BURST);
     if (n === 0 || !br) return n;
+    this.bursts++;
+    this.packets += n;
     br.forward(p, this.batch, n, this.ports, this.flushFn);
     for (const m of br.members) if (m.txCount > 0) this.flush(m);
     return n;

@@ -43,7 +43,8 @@ function apply(req: Request): unknown {
       return br ? br.fdb.entries(Date.now() / 1000) : [];
     }
     case 'pool':
-      return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid };
+      return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,
+        wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets };
     case 'stop':
       engine.stop();
       return null;

@@ -170,11 +170,9 @@ describe('Bridge flooding', () => {
     assert.equal(sharedPool.available(), free0);
   });
 
-  // Bug: pool.refs is a Uint8Array, and Bridge.forward stores the copy count there unchecked.
-  // With 257 other members, refs[h] = 257 wraps to 1: the first port to transmit returns the
-  // buffer to the free list while 256 queues still hold it (use after free), and the 257th
-  // release brings refs from 0 back round to 0 and pushes it on the free list a second time.
-  test('flooding to more than 255 ports keeps an exact reference count', { todo: 'pool.refs is Uint8Array: 257 copies store refs=1, buffer freed after first transmit and freed twice' }, () => {
+  // Regression: refs was a Uint8Array, so 257 copies stored refs=1 and the buffer was freed after
+  // the first transmit (use after free) and pushed on the free list twice.
+  test('flooding to more than 255 ports keeps an exact reference count', () => {
     const pool = new PacketPool(8);
     const free0 = pool.available();
     const r = rig(258, pool);
@@ -182,7 +180,7 @@ describe('Bridge flooding', () => {
     r.br.forward(r.ports[0]!, Int32Array.of(h), 1, r.byIndex, r.flush);
     const copies = r.ports.filter((p) => p.txCount > 0).length;
     assert.equal(copies, 257);
-    assert.equal(pool.refs[h], 257); // fails: 1
+    assert.equal(pool.refs[h], 257);
     for (const p of r.ports) if (p.txCount > 0) r.flush(p);
     assert.equal(pool.available(), free0, 'buffer returned exactly once');
   });

@@ -5,7 +5,7 @@
 import { Epoll, EventFd, libc } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
 import { C } from './counters.ts';
-import { completeChecksum, SEG_BAD, SEG_MAX, segmentTcp } from './offload.ts';
+import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { Port } from './port.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
@@ -20,7 +20,7 @@ export class Engine {
   readonly bridges = new Map<number, Bridge>();
   readonly ports: Array<Port | undefined> = [];
   private readonly batch = new Int32Array(BURST);
-  private readonly segq = new Int32Array(SEG_MAX);
+  private readonly segq = new Int32Array(SEG_BURST);
   private running = true;
   private lastAging = 0;
   /** epoll_wait calls that returned events, and bursts received: packets per wakeup tells how well batching works. */
@@ -135,14 +135,19 @@ export class Engine {
       if (gso !== VIRTIO_NET_HDR_GSO_NONE && !p.acceptsTso) {
         if (m > 0) p.transmit(fix, m); // keep order: what came before leaves before
         m = 0;
-        const k = segmentTcp(pool, h, this.segq);
-        pool.release(h);
-        if (k < 0) {
-          p.counters[k === SEG_BAD ? C.tx_dropped_bad_gso : C.tx_dropped_no_buffer]!++;
-          continue;
+        // In chunks of SEG_BURST, so a small-MSS super-frame never needs a huge pool.
+        for (let first = 0; ;) {
+          const k = segmentTcp(pool, h, this.segq, first);
+          if (k < 0) {
+            p.counters[k === SEG_BAD ? C.tx_dropped_bad_gso : C.tx_dropped_no_buffer]!++;
+            break;
+          }
+          if (first === 0) p.counters[C.tx_segmented]!++;
+          p.transmit(this.segq, k);
+          first += k;
+          if (k < SEG_BURST) break;
         }
-        p.counters[C.tx_segmented]!++;
-        p.transmit(this.segq, k);
+        pool.release(h);
         continue;
       }
       if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !p.acceptsCsum) {

@@ -345,17 +345,14 @@ describe('Fdb capacity', () => {
     assert.equal(f.lookup(0x0a0000000000, 0), -1);
   });
 
-  // Bug: with capacity 1 or 2 the 3/4 limit (0.75 / 1.5) still lets every slot fill, so no EMPTY
-  // slot remains and learn/lookup/delete of any other key probe forever (the probe loop only ends
-  // on the key or an EMPTY slot; the capacity check comes after it). Capacity 0 (and a
-  // fractional capacity such as 0.5) also pass the power-of-two check and give a table whose
-  // every probe loops forever. The assertions below stop short of the hanging lookup.
-  test('tiny capacities keep at least one empty slot (or are rejected)', { todo: 'Fdb(2) fills both slots, then lookup of an unknown key never returns; Fdb(0) is accepted' }, () => {
-    const f2 = new Fdb(2);
-    f2.learn(1, 1, 0);
-    f2.learn(2, 1, 0); // accepted: size 1 < 1.5
-    // Both slots are now taken; f2.learn(3, 1, 0) or f2.lookup(3, 0) would spin forever.
-    assert.ok(f2.size < f2.capacity, `size ${f2.size} == capacity ${f2.capacity}: no empty slot left to end a probe`);
-    assert.throws(() => new Fdb(0));
+  // Regression: with capacity 1 or 2 the 3/4 limit still let every slot fill, and a probe for
+  // an absent key never ended. Capacities below 16 (and non-integers) are refused.
+  test('tiny or malformed capacities are refused', () => {
+    for (const c of [0, 0.5, 1, 2, 8, 24]) assert.throws(() => new Fdb(c), /power of two of at least 16/);
+    const f = new Fdb(16);
+    for (let m = 1; m <= 64; m++) f.learn(m, 1, 0);
+    assert.equal(f.size, 12);
+    assert.ok(f.full > 0);
+    assert.equal(f.lookup(1000, 0), -1, 'a probe for an absent key ends');
   });
 });

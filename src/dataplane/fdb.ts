@@ -16,7 +16,10 @@ export class Fdb {
   full = 0;
 
   constructor(capacity = 8192, public agingSeconds = 300) {
-    if ((capacity & (capacity - 1)) !== 0) throw new Error('fdb capacity must be a power of two');
+    // At least 16 slots, so the 3/4 limit always leaves an empty slot to end every probe.
+    if (!Number.isInteger(capacity) || capacity < 16 || (capacity & (capacity - 1)) !== 0) {
+      throw new Error(`fdb capacity must be a power of two of at least 16 (got ${capacity})`);
+    }
     this.capacity = capacity;
     this.mask = capacity - 1;
     this.keys = new Float64Array(capacity).fill(EMPTY);

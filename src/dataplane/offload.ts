@@ -10,7 +10,10 @@ import {
 export const SEG_OK = 0;
 export const SEG_BAD = -1; // the super-frame does not parse as what its header says
 export const SEG_NOBUF = -2; // the pool ran dry
-export const SEG_MAX = 512; // most segments one super-frame may produce
+/** Most segments a super-frame may have: a tun device's gso_max_segs. */
+export const SEG_MAX = 65535;
+/** Segments produced per call; a larger super-frame is cut in several calls (see `first`). */
+export const SEG_BURST = 256;
 
 /**
  * Fill in the checksum a sender left partial: ones'-complement of the sum from csum_start to the
@@ -36,10 +39,14 @@ export function completeChecksum(pool: PacketPool, h: number): boolean {
 
 /**
  * Cut TCP super-frame h into segments of at most gso_size payload bytes, each with complete
- * checksums and a zero virtio-net header. Handles go to out[0..n); returns n or SEG_BAD/SEG_NOBUF.
- * Does not release h.
+ * checksums and a zero virtio-net header. Produces segments first .. first+out.length-1 (as many
+ * as exist) into out[0..n) and returns n: 0 once `first` is past the last segment, so a caller
+ * loops `first += n` until n < out.length, and the pool never needs more than out.length free
+ * buffers at once (a 64 KiB frame at MSS 48 has 1366 segments). Returns SEG_BAD when the frame is
+ * not what its header says, SEG_NOBUF when the pool cannot hold this chunk; then nothing is
+ * allocated. Does not release h.
  */
-export function segmentTcp(pool: PacketPool, h: number, out: Int32Array): number {
+export function segmentTcp(pool: PacketPool, h: number, out: Int32Array, first = 0): number {
   const b = pool.bytes;
   const dv = pool.dv;
   const ho = pool.hdrOffset(h);
@@ -74,17 +81,19 @@ export function segmentTcp(pool: PacketPool, h: number, out: Int32Array): number
   if (doff < 20 || hl > len) return SEG_BAD;
   const payload = len - hl;
   const nseg = Math.max(1, Math.ceil(payload / mss));
-  if (nseg > SEG_MAX || nseg > out.length) return SEG_BAD;
-  if (pool.available() < nseg) return SEG_NOBUF;
+  if (nseg > SEG_MAX) return SEG_BAD;
+  const last = Math.min(nseg, first + out.length);
+  if (first >= last) return 0;
+  if (pool.available() < last - first) return SEG_NOBUF;
 
   const seq0 = dv.getUint32(fo + l4 + 4);
   const flags0 = b[fo + l4 + 13]!;
   const id0 = v4 ? dv.getUint16(fo + l3 + 4) : 0;
   // Pseudo-header address sum is the same for every segment.
   const addrSum = v4 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
-  for (let i = 0; i < nseg; i++) {
+  for (let i = first; i < last; i++) {
     const s = pool.alloc();
-    out[i] = s;
+    out[i - first] = s;
     const so = pool.hdrOffset(s);
     const sf = so + 12;
     const pStart = hl + i * mss;
@@ -111,5 +120,5 @@ export function segmentTcp(pool: PacketPool, h: number, out: Int32Array): number
     const pseudo = addrSum + 6 + tcpLen;
     dv.setUint16(sf + l4 + 16, checksum(b, sf + l4, sf + l4 + tcpLen, pseudo) || 0xffff);
   }
-  return nseg;
+  return last - first;
 }

@@ -17,7 +17,7 @@ export class PacketPool {
   /** Frame length (without the virtio-net header) of each packet. */
   readonly len: Uint32Array;
   /** Outstanding references (flooding hands one packet to several ports). */
-  readonly refs: Uint8Array;
+  readonly refs: Uint32Array;
   private readonly free: Int32Array;
   private top: number;
   allocFailures = 0;
@@ -29,7 +29,7 @@ export class PacketPool {
     this.bytes = new Uint8Array(this.mem.buffer);
     this.dv = new DataView(this.mem.buffer);
     this.len = new Uint32Array(count);
-    this.refs = new Uint8Array(count);
+    this.refs = new Uint32Array(count);
     this.free = new Int32Array(count);
     for (let i = 0; i < count; i++) this.free[i] = count - 1 - i;
     this.top = count;

@@ -3,6 +3,7 @@ export * as libc from './libc.ts';
 export { Epoll, EventFd } from './epoll.ts';
 export { openTap, setPersist, setOffload, closeFd, VNET_HDR_LEN, type Tap, type TapOptions } from './tun.ts';
 export { withNetns, netnsPath, netnsExists, NETNS_RUN_DIR } from './netns.ts';
-export { mapShared, unmap, type Mapping } from './mem.ts';
+export { mapShared, unmap, memfd, type Mapping } from './mem.ts';
+export { unixListen, unixConnect, unixAccept, FdReceiver, sendWithFds, MAX_FDS } from './unix.ts';
 export { ip, configureLink, linkInfo, linkExists, IpError, type LinkInfo, type LinkConfig } from './iproute.ts';
 export { hasNetAdmin, hasSysAdmin } from './caps.ts';

@@ -43,8 +43,21 @@ export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
-export const MAP_FAILED = -1;
+export const MAP_FIXED = 0x10;
+export const MAP_NORESERVE = 0x4000;
+export const PROT_NONE = 0x0;
 export const MFD_CLOEXEC = 0x1;
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const MSG_CTRUNC = 0x8;
 
 export const EAGAIN = 11;
 export const EINTR = 4;
@@ -81,6 +94,16 @@ export const iovec = koffi.struct('pier_iovec', { iov_base: 'uintptr_t', iov_len
 export const SIZEOF_IFREQ = 40;
 export const SIZEOF_EPOLL_EVENT = 12; // packed on x86_64 (__EPOLL_PACKED)
 export const SIZEOF_IOVEC = 16;
+export const msghdr = koffi.struct('pier_msghdr', {
+  msg_name: 'uintptr_t', msg_namelen: 'uint32_t', msg_iov: 'uintptr_t', msg_iovlen: 'size_t',
+  msg_control: 'uintptr_t', msg_controllen: 'size_t', msg_flags: 'int',
+});
+export const cmsghdr = koffi.struct('pier_cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
+export const sockaddr_un = koffi.struct('pier_sockaddr_un', { sun_family: 'uint16_t', sun_path: koffi.array('char', 108, 'Array') });
+export const SIZEOF_MSGHDR = 56;
+export const SIZEOF_CMSGHDR = 16;
+export const SIZEOF_SOCKADDR_UN = 110;
+export const SUN_PATH_MAX = 107; // 108 bytes with the terminating NUL
 
 function assertAbi(): void {
   if (process.arch !== 'x64' || process.platform !== 'linux') {
@@ -90,6 +113,9 @@ function assertAbi(): void {
     ['struct ifreq', koffi.sizeof(ifreq), SIZEOF_IFREQ],
     ['struct epoll_event', koffi.sizeof(epoll_event), SIZEOF_EPOLL_EVENT],
     ['struct iovec', koffi.sizeof(iovec), SIZEOF_IOVEC],
+    ['struct msghdr', koffi.sizeof(msghdr), SIZEOF_MSGHDR],
+    ['struct cmsghdr', koffi.sizeof(cmsghdr), SIZEOF_CMSGHDR],
+    ['struct sockaddr_un', koffi.sizeof(sockaddr_un), SIZEOF_SOCKADDR_UN],
     ['size_t', koffi.sizeof('size_t'), 8],
     ['off_t', koffi.sizeof('int64_t'), 8],
   ];
@@ -98,6 +124,9 @@ function assertAbi(): void {
   }
   if (koffi.offsetof(ifreq, 'ifr_flags') !== 16) throw new Error('ABI check failed: ifreq.ifr_flags offset');
   if (koffi.offsetof(epoll_event, 'data') !== 4) throw new Error('ABI check failed: epoll_event.data offset');
+  for (const [f, o] of [['msg_iov', 16], ['msg_iovlen', 24], ['msg_control', 32], ['msg_controllen', 40], ['msg_flags', 48]] as const) {
+    if (koffi.offsetof(msghdr, f) !== o) throw new Error(`ABI check failed: msghdr.${f} offset`);
+  }
   for (const [name, [got, want]] of Object.entries(expectedIoctls)) {
     if (got !== want) throw new Error(`ABI check failed: ${name} is 0x${got.toString(16)}, expected 0x${want.toString(16)}`);
   }
@@ -124,6 +153,16 @@ export const mmap = lib.func('uintptr_t mmap(uintptr_t addr, size_t len, int pro
 export const munmap = lib.func('int munmap(uintptr_t addr, size_t len)');
 export const memfd_create = lib.func('int memfd_create(const char *name, unsigned int flags)');
 export const ftruncate = lib.func('int ftruncate(int fd, int64_t len)');
+export const socket = lib.func('int socket(int domain, int type, int protocol)');
+export const bind = lib.func('int bind(int fd, const void *addr, uint32_t len)');
+export const listen = lib.func('int listen(int fd, int backlog)');
+export const accept4 = lib.func('int accept4(int fd, uintptr_t addr, uintptr_t len, int flags)');
+export const connect = lib.func('int connect(int fd, const void *addr, uint32_t len)');
+export const recvmsg = lib.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
+export const sendmsg = lib.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
+export const shutdown = lib.func('int shutdown(int fd, int how)');
+export const dup = lib.func('int dup(int fd)');
+export const fstatSize = lib.func('int fstat(int fd, _Out_ void *statbuf)');
 export const getpid = lib.func('int getpid()');
 export const gettid = lib.func('int gettid()');
 const strerror_ = lib.func('const char *strerror(int errnum)');

@@ -25,3 +25,14 @@ export function unmap(m: Mapping): void {
   c.munmap(m.addr, m.size);
   c.close(m.fd);
 }
+
+/** An anonymous shared-memory file of `size` bytes (to be mapped, and handed to peers). */
+export function memfd(name: string, size: number): number {
+  const fd = c.check(c.memfd_create(name, c.MFD_CLOEXEC), 'memfd_create', name);
+  if (c.ftruncate(fd, size) < 0) {
+    const e = new c.SysError('ftruncate', c.errno(), `${size} bytes`);
+    c.close(fd);
+    throw e;
+  }
+  return fd;
+}

@@ -12,7 +12,8 @@ import { hasNetAdmin } from '../sys/index.ts';
 import { err, PierError } from './errors.ts';
 import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './options.ts';
 import { type DesiredState, StateStore, type StoredPort } from './state.ts';
-import { checkTunDevice, destroyTap, detachTap, realizeTap, type RealizedTap, tapKernelInfo } from './tap-control.ts';
+import { realize, type Realized } from './realize.ts';
+import { checkTunDevice } from './tap-control.ts';
 
 import { VERSION } from './defaults.ts';
 const RETRY_MS = 5000;
@@ -31,7 +32,7 @@ interface PortRuntime {
   bridge: string;
   index: number;
   counters: Float64Array;
-  tap: RealizedTap | undefined;
+  dev: Realized | undefined;
   /** Why the port is not forwarding, when it is not. */
   error: string | undefined;
 }
@@ -112,7 +113,7 @@ export class Daemon {
     try { unlinkSync(this.opts.socket); } catch { /* gone */ }
     await this.dataplane?.stop();
     // Taps stay (persistent) so containers keep their interfaces until pier is back.
-    for (const p of this.ports.values()) if (p.tap) detachTap(p.tap.fd);
+    for (const p of this.ports.values()) p.dev?.detach();
     this.log.info('pier daemon stopped');
   }
 
@@ -215,18 +216,25 @@ export class Daemon {
     if (owner) throw err.portExists(name, owner.bridge);
     if (this.state.bridges[name]) throw new PierError('EEXIST', `${name} is already the name of a bridge`, 'choose another port name');
     const o = validatePortOptions(parseKeyValues(words)) as StoredPort;
-    const ifname = o.ifname ?? name;
-    if (Buffer.byteLength(ifname) > IFNAME_MAX) {
-      throw new PierError('EINVAL', `interface name ${ifname} is ${Buffer.byteLength(ifname)} bytes; Linux interface names are at most ${IFNAME_MAX} bytes`,
-        o.ifname ? 'pass a shorter ifname=NAME' : `the interface is named after the port by default: pass ifname=NAME (at most ${IFNAME_MAX} bytes)`);
-    }
-    for (const p of this.ports.values()) {
-      const po = this.state.bridges[p.bridge]?.ports[p.name];
-      if (po && (po.ifname ?? p.name) === ifname && po.netns === o.netns) {
-        throw new PierError('EEXIST', `port ${p.name} already uses interface ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}`, 'choose another ifname=NAME');
+    if (o.type === 'tap') {
+      const ifname = o.ifname ?? name;
+      if (Buffer.byteLength(ifname) > IFNAME_MAX) {
+        throw new PierError('EINVAL', `interface name ${ifname} is ${Buffer.byteLength(ifname)} bytes; Linux interface names are at most ${IFNAME_MAX} bytes`,
+          o.ifname ? 'pass a shorter ifname=NAME' : `the interface is named after the port by default: pass ifname=NAME (at most ${IFNAME_MAX} bytes)`);
+      }
+      for (const p of this.ports.values()) {
+        const po = this.state.bridges[p.bridge]?.ports[p.name];
+        if (po?.type === 'tap' && (po.ifname ?? p.name) === ifname && po.netns === o.netns) {
+          throw new PierError('EEXIST', `port ${p.name} already uses interface ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}`, 'choose another ifname=NAME');
+        }
+      }
+      if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
+    } else {
+      for (const p of this.ports.values()) {
+        const po = this.state.bridges[p.bridge]?.ports[p.name];
+        if (po && po.type !== 'tap' && po.path === o.path) throw new PierError('EEXIST', `port ${p.name} already uses socket ${o.path}`, 'choose another path=');
       }
     }
-    if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
     const rt = await this.startPort(br, name, o, true);
     b.ports[name] = o;
     this.persist(() => {
@@ -242,7 +250,7 @@ export class Daemon {
    * otherwise (start-up) the port is kept with its error and retried.
    */
   private async startPort(br: string, name: string, o: StoredPort, strict: boolean): Promise<PortRuntime> {
-    const rt: PortRuntime = { name, bridge: br, index: this.nextPortIndex++, counters: newCounters(), tap: undefined, error: undefined };
+    const rt: PortRuntime = { name, bridge: br, index: this.nextPortIndex++, counters: newCounters(), dev: undefined, error: undefined };
     try {
       await this.attach(rt, o);
     } catch (e) {
@@ -255,24 +263,24 @@ export class Daemon {
   }
 
   private async attach(rt: PortRuntime, o: StoredPort): Promise<void> {
-    const tap = realizeTap(rt.name, o);
+    const dev = realize(rt.name, o);
     try {
       await this.dataplane.request({
         op: 'add-port',
-        port: { kind: 'tap', index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, fd: tap.fd, offloads: o.offloads !== false },
+        port: { ...dev.spec, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters },
       });
     } catch (e) {
-      destroyTap(tap.fd);
+      dev.destroy();
       throw e;
     }
-    rt.tap = tap;
+    rt.dev = dev;
     rt.error = undefined;
   }
 
   private async detach(rt: PortRuntime, destroy: boolean): Promise<void> {
     await this.dataplane.request({ op: 'del-port', index: rt.index });
-    if (rt.tap) (destroy ? destroyTap : detachTap)(rt.tap.fd);
-    rt.tap = undefined;
+    if (rt.dev) (destroy ? rt.dev.destroy : rt.dev.detach)();
+    rt.dev = undefined;
   }
 
   private async stopPort(name: string, destroy: boolean): Promise<void> {
@@ -339,20 +347,32 @@ export class Daemon {
       options: o,
       state: rt.error ? 'error' : 'up',
       error: rt.error,
-      ifname: rt.tap?.ifname,
+      ifname: rt.dev?.ifname,
     };
   }
 
+  /** describePort plus what the dataplane knows (a vhost-user peer's negotiated features, ...). */
+  private async detail(rt: PortRuntime): Promise<Record<string, unknown>> {
+    const d = this.describePort(rt);
+    if (rt.dev) {
+      const live = await this.dataplane.request({ op: 'describe', index: rt.index }).catch(() => null);
+      if (live) d.peer = live;
+    }
+    return d;
+  }
+
   private async show(name?: string): Promise<unknown> {
-    const bridges = Object.entries(this.state.bridges).map(([br, b]) => ({
-      name: br,
-      ports: Object.keys(b.ports).map((p) => this.describePort(this.ports.get(p)!)),
-    }));
+    const bridges = [];
+    for (const [br, b] of Object.entries(this.state.bridges)) {
+      const ports = [];
+      for (const p of Object.keys(b.ports)) ports.push(await this.detail(this.ports.get(p)!));
+      bridges.push({ name: br, ports });
+    }
     if (name !== undefined) {
       if (this.state.bridges[name]) return { bridges: bridges.filter((b) => b.name === name) };
       const rt = this.ports.get(name);
       if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
-      return { port: this.describePort(rt) };
+      return { port: await this.detail(rt) };
     }
     const dataplane = await this.dataplane.request({ op: 'pool' });
     return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };
@@ -362,14 +382,14 @@ export class Daemon {
     const list = name === undefined ? [...this.ports.values()] : [this.ports.get(name)];
     if (list[0] === undefined) throw new PierError('ENOENT', `no port named ${name}`, 'list the ports with: pier show');
     return list.map((rt) => {
-      const k = rt!.tap ? tapKernelInfo(rt!.tap) : undefined;
+      const k = rt!.dev?.kernel?.();
       return {
         port: rt!.name,
         bridge: rt!.bridge,
         state: rt!.error ? 'error' : 'up',
         counters: readCounters(rt!.counters),
         // The kernel's own view of the tap, so a loss can be placed on the right side of it.
-        kernel: k ? { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped } : undefined,
+        kernel: k,
       };
     });
   }

@@ -62,9 +62,38 @@ export const tapOptions = z.strictObject({
   offloads: onOff.optional(),
 });
 export type TapOptions = z.output<typeof tapOptions>;
-export type PortOptions = TapOptions;
 
-export const PORT_TYPES: Record<string, z.ZodType> = { tap: tapOptions };
+const sockPath = z.string().superRefine((s, ctx) => {
+  const n = Buffer.byteLength(s);
+  if (!s.startsWith('/')) ctx.addIssue({ code: 'custom', message: `'${s}' is not an absolute path` });
+  else if (n > 107) ctx.addIssue({ code: 'custom', message: `'${s}' is ${n} bytes; unix socket paths are at most 107 bytes: choose a shorter path` });
+});
+
+const intIn = (lo: number, hi: number, what: string, pow2 = false) => z.string().transform((s, ctx) => {
+  const n = /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!(n >= lo && n <= hi) || (pow2 && (n & (n - 1)) !== 0)) {
+    ctx.addIssue({ code: 'custom', message: `${s} is not ${pow2 ? 'a power of two ' : ''}in ${lo}..${hi} (${what}; pier refuses rather than clamps)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const vhostCommon = {
+  path: sockPath,
+  queues: intIn(1, 16, 'queue pairs').optional(),
+  mtu: intIn(68, 65521, 'MTU').optional(),
+  'queue-size': intIn(64, 32768, 'largest ring the peer may use', true).optional(),
+};
+export const vhostUserOptions = z.strictObject({ type: z.literal('vhost-user'), ...vhostCommon });
+export const vhostUserClientOptions = z.strictObject({ type: z.literal('vhost-user-client'), ...vhostCommon });
+export type VhostUserOptions = z.output<typeof vhostUserOptions> | z.output<typeof vhostUserClientOptions>;
+export type PortOptions = TapOptions | VhostUserOptions;
+
+export const PORT_TYPES: Record<string, z.ZodType> = {
+  tap: tapOptions,
+  'vhost-user': vhostUserOptions,
+  'vhost-user-client': vhostUserClientOptions,
+};
 
 /** `['type=tap', 'netns=c1']` -> `{ type: 'tap', netns: 'c1' }`, every word checked. */
 export function parseKeyValues(words: string[]): Record<string, string> {
@@ -87,12 +116,13 @@ export function validatePortOptions(raw: Record<string, string>): PortOptions {
   const r = schema.safeParse(raw);
   if (r.success) return r.data as PortOptions;
   const issue = r.error.issues[0]!;
-  const keys = Object.keys((schema as typeof tapOptions).shape);
+  const keys = Object.keys((schema as unknown as { shape: Record<string, unknown> }).shape);
   if (issue.code === 'unrecognized_keys') {
     const k = issue.keys.join(', ');
     throw new PierError('EINVAL', `unknown option key ${k} for a ${type} port`, `valid keys: ${keys.join(', ')}`);
   }
   const key = String(issue.path[0] ?? '');
+  if (issue.code === 'invalid_type' && issue.input === undefined) throw new PierError('EINVAL', `a ${type} port needs ${key}=`, `add ${key}=...`);
   throw new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
 }
 

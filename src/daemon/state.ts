@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { tapOptions } from './options.ts';
 
 // Stored options are already validated and normalised (ip is a list, mtu a number).
-const storedPort = z.object({
+const storedTap = z.object({
   type: z.literal('tap'),
   netns: z.string().optional(),
   ip: z.array(z.string()).optional(),
@@ -15,6 +15,14 @@ const storedPort = z.object({
   ifname: z.string().optional(),
   offloads: z.boolean().optional(),
 });
+const storedVhost = z.object({
+  type: z.enum(['vhost-user', 'vhost-user-client']),
+  path: z.string(),
+  queues: z.number().optional(),
+  mtu: z.number().optional(),
+  'queue-size': z.number().optional(),
+});
+const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost]);
 void tapOptions;
 
 const stateSchema = z.object({
@@ -23,6 +31,7 @@ const stateSchema = z.object({
 });
 export type DesiredState = z.infer<typeof stateSchema>;
 export type StoredPort = z.infer<typeof storedPort>;
+export type StoredTap = z.infer<typeof storedTap>;
 
 export function emptyState(): DesiredState {
   return { version: 1, bridges: {} };

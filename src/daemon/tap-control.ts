@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { closeFd, configureLink, IpError, libc, netnsExists, netnsPath, openTap, setPersist, linkInfo, type LinkInfo } from '../sys/index.ts';
 import { PierError } from './errors.ts';
-import type { StoredPort } from './state.ts';
+import type { StoredTap } from './state.ts';
 
 export interface RealizedTap {
   fd: number;
@@ -31,7 +31,7 @@ export function checkTunDevice(): void {
   }
 }
 
-export function realizeTap(portName: string, o: StoredPort): RealizedTap {
+export function realizeTap(portName: string, o: StoredTap): RealizedTap {
   checkTunDevice();
   const ns = resolveNetns(o.netns);
   const ifname = o.ifname ?? portName;

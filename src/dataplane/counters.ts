@@ -5,6 +5,7 @@ export const COUNTER_NAMES = [
   'rx_gso_packets', 'tx_gso_packets',
   'rx_dropped_no_buffer', 'rx_dropped_malformed', 'rx_errors',
   'tx_dropped_error', 'tx_dropped_full', 'tx_dropped_bad_gso', 'tx_dropped_no_buffer',
+  'tx_dropped_link_down', 'tx_dropped_too_big',
   'tx_segmented', 'tx_csum_sw',
   'dropped_hairpin', 'flooded',
 ] as const;

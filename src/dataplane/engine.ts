@@ -7,14 +7,14 @@ import { Bridge } from './bridge.ts';
 import { C } from './counters.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
-import { Port } from './port.ts';
+import { GSO_TCP, Port, type PortContext } from './port.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
 const CONTROL_TOKEN = 0xffffffff;
 const MAX_PORTS = 1 << 20;
 
-export class Engine {
+export class Engine implements PortContext {
   readonly pool: PacketPool;
   readonly epoll = new Epoll(128);
   readonly bridges = new Map<number, Bridge>();
@@ -30,6 +30,10 @@ export class Engine {
   /** Poll without sleeping (a port asked for busy-polling). */
   busyPoll = false;
   private readonly flushFn = (p: Port): void => this.flush(p);
+  /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
+  private readonly pending = new Int32Array(4096);
+  private npending = 0;
+  private readonly pendingNext = new Int32Array(4096);
 
   constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void,
     /** Called once when a port's fd reports an error or hang-up (its device went away). */
@@ -53,6 +57,19 @@ export class Engine {
     p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
     this.ports[p.index] = p;
     br.addPort(p);
+    p.attach(this);
+  }
+
+  watch(p: Port, fd: number, queue: number): void {
+    this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | queue);
+  }
+
+  unwatch(fd: number): void {
+    this.epoll.remove(fd);
+  }
+
+  again(p: Port, queue: number): void {
+    if (this.npending < this.pending.length) this.pending[this.npending++] = (p.index << 8) | queue;
   }
 
   removePort(index: number): void {
@@ -70,7 +87,15 @@ export class Engine {
 
   /** Run until stop(). */
   run(): void {
-    while (this.running) this.turn(this.busyPoll ? 0 : 1000);
+    while (this.running) this.turn(this.busyPoll || this.npending > 0 ? 0 : this.nextTimeout());
+  }
+
+  /** Sleep until the soonest port timer, at most a second (FDB aging). */
+  private nextTimeout(): number {
+    let t = 1000;
+    const now = Date.now();
+    for (const p of this.ports) if (p && p.timerAt > 0) t = Math.min(t, Math.max(0, p.timerAt - now));
+    return t;
   }
 
   /** One wait-and-forward turn; public so tests can drive the engine step by step. */
@@ -78,8 +103,20 @@ export class Engine {
     const ep = this.epoll;
     const n = ep.wait(timeoutMs);
     if (n > 0) this.wakeups++;
-    const now = Date.now() / 1000;
+    const nowMs = Date.now();
+    const now = nowMs / 1000;
     for (const br of this.bridges.values()) br.now = now;
+    // Queues that stopped at their budget last turn go first, each once.
+    const np = this.npending;
+    if (np > 0) {
+      this.pendingNext.set(this.pending.subarray(0, np));
+      this.npending = 0;
+      for (let i = 0; i < np; i++) {
+        const tok = this.pendingNext[i]!;
+        const p = this.ports[tok >>> 8];
+        if (p) this.poll(p, tok & 0xff);
+      }
+    }
     for (let i = 0; i < n; i++) {
       const tok = ep.token(i);
       if (tok === CONTROL_TOKEN) {
@@ -90,6 +127,7 @@ export class Engine {
       const p = this.ports[tok >>> 8];
       if (!p) continue;
       if ((ep.events(i) & (libc.EPOLLERR | libc.EPOLLHUP)) !== 0) {
+        if (p.onHangup(tok & 0xff)) continue;
         // The device is gone (for a tap: its namespace was deleted). Stop polling it, or a
         // level-triggered error would spin this loop; the control plane decides what next.
         for (const fd of p.fds) this.epoll.remove(fd);
@@ -97,6 +135,12 @@ export class Engine {
         continue;
       }
       this.poll(p, tok & 0xff);
+    }
+    for (const p of this.ports) {
+      if (p && p.timerAt > 0 && p.timerAt <= nowMs) {
+        p.timerAt = 0;
+        p.onTimer();
+      }
     }
     if (now - this.lastAging >= 1) {
       this.lastAging = now;
@@ -120,7 +164,7 @@ export class Engine {
   flush(p: Port): void {
     const n = p.txCount;
     p.txCount = 0;
-    if (p.acceptsTso && p.acceptsCsum) {
+    if (p.gsoTypes === GSO_TCP && p.acceptsCsum) {
       p.transmit(p.txq, n);
       return;
     }
@@ -132,7 +176,7 @@ export class Engine {
       const h = p.txq[i]!;
       const ho = pool.hdrOffset(h);
       const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
-      if (gso !== VIRTIO_NET_HDR_GSO_NONE && !p.acceptsTso) {
+      if (gso !== VIRTIO_NET_HDR_GSO_NONE && (p.gsoTypes & (1 << gso)) === 0) {
         if (m > 0) p.transmit(fix, m); // keep order: what came before leaves before
         m = 0;
         // In chunks of SEG_BURST, so a small-MSS super-frame never needs a huge pool.

@@ -1,7 +1,19 @@
 // What the engine needs from a port, whatever its kind (tap, vhost-user, virtio-user, ...).
 import type { PacketPool } from './pool.ts';
+import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
 export const TXQ_SIZE = 256;
+/** gsoTypes value of a port that takes every TCP super-frame. */
+export const GSO_TCP = (1 << VIRTIO_NET_HDR_GSO_TCPV4) | (1 << VIRTIO_NET_HDR_GSO_TCPV6);
+
+/** The engine services a port offers to ports whose fds come and go (sockets, kick eventfds). */
+export interface PortContext {
+  /** Poll `fd` for EPOLLIN; readiness calls port.receive(queue). */
+  watch(port: Port, fd: number, queue: number): void;
+  unwatch(fd: number): void;
+  /** Poll port.receive(queue) again next turn without waiting (a burst hit its budget). */
+  again(port: Port, queue: number): void;
+}
 
 export abstract class Port {
   /** Set by the engine's flush: packets waiting to leave through this port this turn. */
@@ -9,6 +21,12 @@ export abstract class Port {
   txCount = 0;
   /** Scratch the engine uses when it must fix up offloads for this port. */
   readonly fixq = new Int32Array(TXQ_SIZE);
+  /** Bit per VIRTIO_NET_HDR_GSO_* type the port takes as is; others are segmented for it. */
+  gsoTypes: number;
+  /** Accepts frames whose checksum is still partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). */
+  acceptsCsum: boolean;
+  /** When set (ms since epoch), the engine calls onTimer() once that time has passed. */
+  timerAt = 0;
 
   constructor(
     /** Engine slot, also the epoll token's upper bits. */
@@ -17,13 +35,14 @@ export abstract class Port {
     readonly bridge: number,
     readonly counters: Float64Array,
     readonly pool: PacketPool,
-    /** Accepts GSO super-frames (VIRTIO_NET_HDR_GSO_TCPV4/6) as they are. */
-    readonly acceptsTso: boolean,
-    /** Accepts frames whose checksum is still partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). */
-    readonly acceptsCsum: boolean,
-  ) {}
+    acceptsTso: boolean,
+    acceptsCsum: boolean,
+  ) {
+    this.gsoTypes = acceptsTso ? GSO_TCP : 0;
+    this.acceptsCsum = acceptsCsum;
+  }
 
-  /** File descriptors the engine polls for EPOLLIN; the i-th one is reported as queue i. */
+  /** File descriptors polled from the start; the i-th one is reported as queue i. */
   abstract readonly fds: readonly number[];
 
   /** Receive up to `max` packets from `queue` into out[0..n); returns n. Never throws. */
@@ -32,6 +51,24 @@ export abstract class Port {
   /** Send q[0..n) and release each handle. Never throws; failures are counted. */
   abstract transmit(q: Int32Array, n: number): void;
 
-  /** Forget the port; the control plane owns and closes its fds. */
+  /** Called with the engine's services when the port is added. */
+  attach(_ctx: PortContext): void {}
+
+  /**
+   * EPOLLERR/EPOLLHUP on one of the port's fds. Return true if the port dealt with it (a peer
+   * went away and the port waits for the next one); false means the port is dead.
+   */
+  onHangup(_queue: number): boolean {
+    return false;
+  }
+
+  onTimer(): void {}
+
+  /** What `pier show` says about the port beyond its counters (negotiated state, peer, ...). */
+  describe(): unknown {
+    return undefined;
+  }
+
+  /** Forget the port and release what the dataplane holds for it. */
   abstract close(): void;
 }

@@ -1,13 +1,26 @@
 // Messages between the daemon (control plane) and the dataplane thread.
-export interface PortSpec {
-  kind: 'tap';
+interface PortBase {
   index: number;
   name: string;
   bridge: number;
   counters: Float64Array;
+}
+export interface TapSpec extends PortBase {
+  kind: 'tap';
   fd: number;
   offloads: boolean;
 }
+export interface VhostUserSpec extends PortBase {
+  kind: 'vhost-user';
+  path: string;
+  server: boolean;
+  /** The listening socket (server mode), made by the control plane; -1 in client mode. */
+  listenFd: number;
+  queuePairs: number;
+  mtu: number;
+  maxQueueSize: number;
+}
+export type PortSpec = TapSpec | VhostUserSpec;
 
 export type Request =
   | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number }
@@ -16,6 +29,7 @@ export type Request =
   | { seq: number; op: 'del-port'; index: number }
   | { seq: number; op: 'fdb'; bridge: number }
   | { seq: number; op: 'pool' }
+  | { seq: number; op: 'describe'; index: number }
   | { seq: number; op: 'stop' };
 
 export type Reply = { seq: number; ok: true; data: unknown } | { seq: number; ok: false; error: string };

@@ -45,6 +45,8 @@ function apply(req: Request): unknown {
     case 'pool':
       return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,
         wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets };
+    case 'describe':
+      return engine.ports[req.index]?.describe() ?? null;
     case 'stop':
       engine.stop();
       return null;

@@ -1,0 +1,322 @@
+// The vhost-user backend state machine: what one frontend connection has set up (features, memory
+// table, vrings) and the replies the protocol asks for. It knows nothing of sockets (the port
+// feeds it decoded messages) nor of packets (the port's datapath drives the DeviceQueues it
+// configures). Every message was checked against SHAPES before it gets here; handlers check the
+// values. A handler returns a reply body, or throws VhostError: the port answers failure when the
+// frontend asked for an answer, counts it, and drops the connection when the error is fatal.
+import type { Arena } from '../memory/arena.ts';
+import { closeAll, GuestMemory, MAX_REGIONS, type RegionSpec } from '../memory/guest-memory.ts';
+import { libc } from '../sys/index.ts';
+import { DescriptorChain } from '../virtio/chain.ts';
+import { DeviceQueue } from '../virtio/split-queue.ts';
+import * as P from './protocol.ts';
+
+export class VhostError extends Error {
+  constructor(message: string, readonly fatal = false) {
+    super(message);
+  }
+}
+
+export const VIRTIO_F_INDIRECT_DESC = 28;
+export const VIRTIO_F_EVENT_IDX = 29;
+export const VIRTIO_F_VERSION_1 = 32;
+export const MAX_QUEUE_SIZE = 32768;
+
+export class Vring {
+  num = 0;
+  descUva = -1;
+  usedUva = -1;
+  availUva = -1;
+  base = 0;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  enabled = false;
+  started = false;
+  readonly queue: DeviceQueue;
+  readonly chain = new DescriptorChain();
+  constructor(readonly index: number, arena: Arena, mem: () => GuestMemory | null) {
+    // The queue translates descriptor addresses through whatever memory table is current.
+    this.queue = new DeviceQueue(arena, { translate: (a, l) => mem()?.translate(a, l) ?? -1 });
+  }
+}
+
+export interface BackendHooks {
+  /** A vring became ready (kick fd, addresses, memory, enabled): start polling it. */
+  onStart(v: Vring): void;
+  /** A vring stops (GET_VRING_BASE, disable, reset): stop polling it. */
+  onStop(v: Vring): void;
+  /** Negotiated features changed. */
+  onFeatures(features: bigint): void;
+}
+
+export interface BackendConfig {
+  /** Virtio features offered, VHOST_USER_F_PROTOCOL_FEATURES included. */
+  features: bigint;
+  protocolFeatures: bigint;
+  /** Number of vrings the device has (2 per queue pair, +1 for a control queue). */
+  vrings: number;
+  queuePairs: number;
+  mtu: number;
+  /** Largest ring the frontend may ask for (the port's queue-size option). */
+  maxQueueSize: number;
+}
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+export class VhostUserBackend {
+  features = 0n;
+  protocolFeatures = 0n;
+  owner = false;
+  status = 0;
+  mtu = 0;
+  mem: GuestMemory | null = null;
+  readonly vrings: Vring[];
+  /** Messages refused, by reason, for `pier show`. */
+  readonly errors = new Map<string, number>();
+
+  constructor(private readonly arena: Arena, private readonly cfg: BackendConfig, private readonly hooks: BackendHooks) {
+    this.vrings = Array.from({ length: cfg.vrings }, (_, i) => new Vring(i, arena, () => this.mem));
+  }
+
+  has(f: number): boolean {
+    return (this.features & bit(f)) !== 0n;
+  }
+
+  hasProtocol(f: number): boolean {
+    return (this.protocolFeatures & bit(f)) !== 0n;
+  }
+
+  /** Forget the connection: stop rings, close fds, unmap memory. Safe to call twice. */
+  reset(): void {
+    for (const v of this.vrings) {
+      this.stop(v);
+      closeAll([v.kickFd, v.callFd, v.errFd]);
+      v.kickFd = v.callFd = v.errFd = -1;
+      v.num = 0;
+      v.descUva = v.usedUva = v.availUva = -1;
+      v.base = 0;
+      v.enabled = false;
+      v.queue.reset();
+    }
+    this.mem?.unmap();
+    this.mem = null;
+    this.features = 0n;
+    this.protocolFeatures = 0n;
+    this.owner = false;
+    this.status = 0;
+  }
+
+  /**
+   * Handle one checked message. `fds` belong to the backend from here on: kept or closed, never
+   * leaked. Returns the reply body for requests that have one, else undefined.
+   */
+  handle(req: number, payload: DataView, fds: number[]): Uint8Array | undefined {
+    try {
+      return this.dispatch(req, payload, fds);
+    } catch (e) {
+      closeAll(fds.splice(0));
+      throw e;
+    }
+  }
+
+  private dispatch(req: number, p: DataView, fds: number[]): Uint8Array | undefined {
+    switch (req) {
+      case P.Req.GET_FEATURES:
+        return u64(this.cfg.features);
+      case P.Req.SET_FEATURES: {
+        const f = p.getBigUint64(0, true);
+        if ((f & ~this.cfg.features) !== 0n) throw new VhostError(`SET_FEATURES acks features pier did not offer (0x${(f & ~this.cfg.features).toString(16)})`);
+        this.features = f;
+        // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled (spec: "Ring states").
+        this.hooks.onFeatures(f);
+        return undefined;
+      }
+      case P.Req.SET_OWNER:
+        this.owner = true;
+        return undefined;
+      case P.Req.RESET_OWNER:
+        this.reset();
+        return undefined;
+      case P.Req.GET_PROTOCOL_FEATURES:
+        return u64(this.cfg.protocolFeatures);
+      case P.Req.SET_PROTOCOL_FEATURES: {
+        const f = p.getBigUint64(0, true);
+        if ((f & ~this.cfg.protocolFeatures) !== 0n) throw new VhostError('SET_PROTOCOL_FEATURES acks protocol features pier did not offer');
+        this.protocolFeatures = f;
+        return undefined;
+      }
+      case P.Req.GET_QUEUE_NUM:
+        return u64(BigInt(this.cfg.queuePairs));
+      case P.Req.SET_MEM_TABLE:
+        this.setMemTable(p, fds);
+        return undefined;
+      case P.Req.SET_VRING_NUM: {
+        const v = this.vring(p.getUint32(0, true));
+        const num = p.getUint32(4, true);
+        const max = Math.min(MAX_QUEUE_SIZE, this.cfg.maxQueueSize);
+        if (num === 0 || num > max || (num & (num - 1)) !== 0) throw new VhostError(`vring ${v.index}: size ${num} is not a power of two up to ${max}`);
+        v.num = num;
+        return undefined;
+      }
+      case P.Req.SET_VRING_ADDR: {
+        const v = this.vring(p.getUint32(0, true));
+        const desc = safe(p.getBigUint64(8, true));
+        const used = safe(p.getBigUint64(16, true));
+        const avail = safe(p.getBigUint64(24, true));
+        if (desc < 0 || used < 0 || avail < 0) throw new VhostError(`vring ${v.index}: ring address beyond 2^53`);
+        v.descUva = desc;
+        v.usedUva = used;
+        v.availUva = avail;
+        this.maybeStart(v);
+        return undefined;
+      }
+      case P.Req.SET_VRING_BASE: {
+        const v = this.vring(p.getUint32(0, true));
+        const base = p.getUint32(4, true);
+        if (base > 0xffff) throw new VhostError(`vring ${v.index}: base ${base} is over 65535`);
+        v.base = base;
+        return undefined;
+      }
+      case P.Req.GET_VRING_BASE: {
+        const v = this.vring(p.getUint32(0, true));
+        const last = v.started ? v.queue.lastAvailIdx : v.base;
+        this.stop(v);
+        // The ring is stopped: its kick fd is no longer wanted (spec: GET_VRING_BASE).
+        closeAll([v.kickFd]);
+        v.kickFd = -1;
+        const r = new Uint8Array(8);
+        const dv = new DataView(r.buffer);
+        dv.setUint32(0, v.index, true);
+        dv.setUint32(4, last, true);
+        return r;
+      }
+      case P.Req.SET_VRING_KICK:
+      case P.Req.SET_VRING_CALL:
+      case P.Req.SET_VRING_ERR: {
+        const u = p.getBigUint64(0, true);
+        const v = this.vring(Number(u & BigInt(P.VRING_IDX_MASK)));
+        const nofd = (u & BigInt(P.VRING_NOFD_MASK)) !== 0n;
+        if (nofd !== (fds.length === 0) || fds.length > 1) throw new VhostError(`vring ${v.index}: ${P.REQ_NAMES[req]} with ${fds.length} fds and NOFD=${nofd}`);
+        if (nofd && req === P.Req.SET_VRING_KICK) throw new VhostError(`vring ${v.index}: polling without a kick fd is not supported`);
+        const fd = nofd ? -1 : fds.pop()!;
+        if (req === P.Req.SET_VRING_KICK) {
+          this.stop(v);
+          closeAll([v.kickFd]);
+          v.kickFd = fd;
+          // Without protocol features a ring starts on its kick fd (spec: "Ring states").
+          if (!this.has(P.F_PROTOCOL_FEATURES)) v.enabled = true;
+          this.maybeStart(v);
+        } else if (req === P.Req.SET_VRING_CALL) {
+          closeAll([v.callFd]);
+          v.callFd = fd;
+        } else {
+          closeAll([v.errFd]);
+          v.errFd = fd;
+        }
+        return undefined;
+      }
+      case P.Req.SET_VRING_ENABLE: {
+        const v = this.vring(p.getUint32(0, true));
+        const on = p.getUint32(4, true);
+        if (on > 1) throw new VhostError(`vring ${v.index}: SET_VRING_ENABLE ${on}`);
+        v.enabled = on === 1;
+        if (v.enabled) this.maybeStart(v);
+        else this.stop(v);
+        return undefined;
+      }
+      case P.Req.NET_SET_MTU: {
+        const mtu = Number(p.getBigUint64(0, true));
+        if (mtu < 68 || mtu > 65535) throw new VhostError(`NET_SET_MTU ${mtu} is out of range 68..65535`);
+        this.mtu = mtu;
+        return undefined;
+      }
+      case P.Req.SET_STATUS:
+        this.status = Number(p.getBigUint64(0, true) & 0xffn);
+        return undefined;
+      case P.Req.GET_STATUS:
+        return u64(BigInt(this.status));
+      default:
+        throw new VhostError(`${P.REQ_NAMES[req] ?? `request ${req}`} is not supported`);
+    }
+  }
+
+  private vring(i: number): Vring {
+    const v = this.vrings[i];
+    if (!v) throw new VhostError(`vring index ${i} is out of range (pier has ${this.vrings.length})`);
+    return v;
+  }
+
+  private setMemTable(p: DataView, fds: number[]): void {
+    const n = p.byteLength >= 8 ? p.getUint32(0, true) : -1;
+    if (n < 1 || n > MAX_REGIONS || p.byteLength < 8 + 32 * n) throw new VhostError(`SET_MEM_TABLE: ${n} regions in ${p.byteLength} bytes`);
+    if (fds.length !== n) throw new VhostError(`SET_MEM_TABLE: ${n} regions but ${fds.length} fds`);
+    const regions: RegionSpec[] = [];
+    for (let i = 0; i < n; i++) {
+      const o = 8 + 32 * i;
+      regions.push({
+        gpa: safe(p.getBigUint64(o, true)), size: safe(p.getBigUint64(o + 8, true)),
+        uva: safe(p.getBigUint64(o + 16, true)), mmapOffset: safe(p.getBigUint64(o + 24, true)), fd: fds[i]!,
+      });
+    }
+    const problem = GuestMemory.check(regions);
+    if (problem) throw new VhostError(`SET_MEM_TABLE: ${problem}`);
+    let mem: GuestMemory;
+    try {
+      mem = GuestMemory.map(this.arena, regions);
+    } catch (e) {
+      throw new VhostError(`SET_MEM_TABLE: ${(e as Error).message}`);
+    } finally {
+      closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
+    }
+    // Running rings keep their indexes but must be re-translated into the new mapping.
+    const running = this.vrings.filter((v) => v.started);
+    for (const v of running) {
+      v.base = v.queue.lastAvailIdx;
+      this.stop(v);
+    }
+    this.mem?.unmap();
+    this.mem = mem;
+    for (const v of running) this.maybeStart(v);
+  }
+
+  private maybeStart(v: Vring): void {
+    if (v.started || !v.enabled || v.kickFd < 0 || v.num === 0 || v.descUva < 0 || !this.mem) return;
+    const mem = this.mem;
+    const n = v.num;
+    const desc = mem.translateUva(v.descUva, 16 * n);
+    const avail = mem.translateUva(v.availUva, 6 + 2 * n);
+    const used = mem.translateUva(v.usedUva, 6 + 8 * n);
+    if (desc < 0 || avail < 0 || used < 0) throw new VhostError(`vring ${v.index}: ring addresses are outside the memory table`);
+    const err = v.queue.configure({
+      size: n, descAddr: desc, availAddr: avail, usedAddr: used,
+      eventIdx: this.has(VIRTIO_F_EVENT_IDX), indirect: this.has(VIRTIO_F_INDIRECT_DESC), lastAvailIdx: v.base,
+    });
+    if (typeof err === 'string') throw new VhostError(`vring ${v.index}: ${err}`);
+    v.started = true;
+    this.hooks.onStart(v);
+  }
+
+  private stop(v: Vring): void {
+    if (!v.started) return;
+    v.started = false;
+    this.hooks.onStop(v);
+  }
+
+  count(reason: string): void {
+    this.errors.set(reason, (this.errors.get(reason) ?? 0) + 1);
+  }
+}
+
+function u64(v: bigint): Uint8Array {
+  const r = new Uint8Array(8);
+  new DataView(r.buffer).setBigUint64(0, v, true);
+  return r;
+}
+
+/** A u64 from the wire as an exact number, or -1 when it is 2^53 or more. */
+function safe(v: bigint): number {
+  return v < 2n ** 53n ? Number(v) : -1;
+}
+
+void libc;

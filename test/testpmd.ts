@@ -27,6 +27,7 @@ export class Testpmd {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`testpmd exited (${p.exitCode}): ${this.log.slice(-2000)}`);
+      if (this.log.includes('No probed ethernet devices')) throw new Error(`testpmd found no port: ${this.log.slice(-2000)}`);
       if (this.log.includes('Start automatic packet forwarding') || this.log.includes('forwards packets on')) return;
       await sleep(100);
     }

@@ -83,6 +83,7 @@ const vhostCommon = {
   queues: intIn(1, 16, 'queue pairs').optional(),
   mtu: intIn(68, 65521, 'MTU').optional(),
   'queue-size': intIn(64, 32768, 'largest ring the peer may use', true).optional(),
+  'busy-poll': onOff.optional(),
 };
 export const vhostUserOptions = z.strictObject({ type: z.literal('vhost-user'), ...vhostCommon });
 export const vhostUserClientOptions = z.strictObject({ type: z.literal('vhost-user-client'), ...vhostCommon });

@@ -21,6 +21,7 @@ const storedVhost = z.object({
   queues: z.number().optional(),
   mtu: z.number().optional(),
   'queue-size': z.number().optional(),
+  'busy-poll': z.boolean().optional(),
 });
 const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost]);
 void tapOptions;

@@ -22,13 +22,19 @@ export class Engine implements PortContext {
   private readonly batch = new Int32Array(BURST);
   private readonly segq = new Int32Array(SEG_BURST);
   private running = true;
+  private turns = 0;
+  /** The bridges as an array, for loops on the hot path (a Map iterator allocates). */
+  private bridgeList: Bridge[] = [];
   private lastAging = 0;
   /** epoll_wait calls that returned events, and bursts received: packets per wakeup tells how well batching works. */
   wakeups = 0;
   bursts = 0;
   packets = 0;
-  /** Poll without sleeping (a port asked for busy-polling). */
-  busyPoll = false;
+  /** Ports that asked for busy-polling; while there is one the engine never sleeps. */
+  private readonly busyPorts: Port[] = [];
+  get busyPoll(): boolean {
+    return this.busyPorts.length > 0;
+  }
   private readonly flushFn = (p: Port): void => this.flush(p);
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private readonly pending = new Int32Array(4096);
@@ -44,10 +50,12 @@ export class Engine implements PortContext {
 
   addBridge(id: number, name: string, agingSeconds?: number): void {
     this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds));
+    this.bridgeList = [...this.bridges.values()];
   }
 
   removeBridge(id: number): void {
     this.bridges.delete(id);
+    this.bridgeList = [...this.bridges.values()];
   }
 
   addPort(p: Port): void {
@@ -57,6 +65,7 @@ export class Engine implements PortContext {
     p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
     this.ports[p.index] = p;
     br.addPort(p);
+    if (p.busyPoll) this.busyPorts.push(p);
     p.attach(this);
   }
 
@@ -78,6 +87,8 @@ export class Engine implements PortContext {
     for (const fd of p.fds) this.epoll.remove(fd); // harmless if already removed
     this.bridges.get(p.bridge)?.removePort(p);
     this.ports[index] = undefined;
+    const b = this.busyPorts.indexOf(p);
+    if (b >= 0) this.busyPorts.splice(b, 1);
     p.close();
   }
 
@@ -101,11 +112,15 @@ export class Engine implements PortContext {
   /** One wait-and-forward turn; public so tests can drive the engine step by step. */
   turn(timeoutMs: number): void {
     const ep = this.epoll;
-    const n = ep.wait(timeoutMs);
+    // Busy-polling turns look at epoll (control requests, sockets, kicks of other ports) and do
+    // housekeeping only every 32nd turn: an epoll_wait per turn would cost more than the packets.
+    const housekeeping = timeoutMs !== 0 || (++this.turns & 31) === 0;
+    const n = housekeeping || this.npending > 0 ? ep.wait(timeoutMs) : 0;
     if (n > 0) this.wakeups++;
-    const nowMs = Date.now();
-    const now = nowMs / 1000;
-    for (const br of this.bridges.values()) br.now = now;
+    if (housekeeping) {
+      const now = Date.now() / 1000;
+      for (let i = 0; i < this.bridgeList.length; i++) this.bridgeList[i]!.now = now;
+    }
     // Queues that stopped at their budget last turn go first, each once.
     const np = this.npending;
     if (np > 0) {
@@ -136,15 +151,22 @@ export class Engine implements PortContext {
       }
       this.poll(p, tok & 0xff);
     }
+    for (let i = 0; i < this.busyPorts.length; i++) {
+      const p = this.busyPorts[i]!;
+      for (let k = 0; k < p.busyQueues.length; k++) this.poll(p, p.busyQueues[k]!);
+    }
+    if (!housekeeping) return;
+    const nowMs = Date.now();
     for (const p of this.ports) {
       if (p && p.timerAt > 0 && p.timerAt <= nowMs) {
         p.timerAt = 0;
         p.onTimer();
       }
     }
+    const now = nowMs / 1000;
     if (now - this.lastAging >= 1) {
       this.lastAging = now;
-      for (const br of this.bridges.values()) br.fdb.age(now);
+      for (const br of this.bridgeList) br.fdb.age(now);
     }
   }
 

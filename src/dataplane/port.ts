@@ -27,6 +27,9 @@ export abstract class Port {
   acceptsCsum: boolean;
   /** When set (ms since epoch), the engine calls onTimer() once that time has passed. */
   timerAt = 0;
+  /** Busy-polling: the engine polls `busyQueues` every turn instead of waiting for events. */
+  busyPoll = false;
+  readonly busyQueues: number[] = [];
 
   constructor(
     /** Engine slot, also the epoll token's upper bits. */

@@ -19,6 +19,7 @@ export interface VhostUserSpec extends PortBase {
   queuePairs: number;
   mtu: number;
   maxQueueSize: number;
+  busyPoll: boolean;
 }
 export type PortSpec = TapSpec | VhostUserSpec;
 

@@ -18,34 +18,39 @@ export interface RegionSpec {
 }
 
 export class GuestMemory implements AddressSpace {
-  readonly n: number;
-  private readonly gpa: Float64Array;
-  private readonly uva: Float64Array;
-  private readonly size: Float64Array;
-  private readonly off: Float64Array;
+  /** Regions in use; 0 until a memory table is set. One object per port for its whole life, so
+   * the queues hold it directly and a new table is a swap of its arrays, not a new object. */
+  n = 0;
+  private gpa = new Float64Array(MAX_REGIONS);
+  private uva = new Float64Array(MAX_REGIONS);
+  private size = new Float64Array(MAX_REGIONS);
+  private off = new Float64Array(MAX_REGIONS);
   private last = 0;
 
-  private constructor(private readonly arena: Arena, regions: RegionSpec[], offsets: number[]) {
-    this.n = regions.length;
-    this.gpa = Float64Array.from(regions.map((r) => r.gpa));
-    this.uva = Float64Array.from(regions.map((r) => r.uva));
-    this.size = Float64Array.from(regions.map((r) => r.size));
-    this.off = Float64Array.from(offsets);
-  }
+  constructor(private readonly arena: Arena) {}
 
   /**
-   * Map every region into the arena. All or nothing: on failure the regions mapped so far are
-   * released. The fds are the caller's to close (a mapping keeps the memory alive without them).
+   * Map every region into the arena and make them the current table, releasing the previous
+   * one. All or nothing: on failure the regions mapped so far are released and the old table
+   * stays. The fds are the caller's to close (a mapping keeps the memory alive without them).
    */
-  static map(arena: Arena, regions: RegionSpec[]): GuestMemory {
+  replace(regions: RegionSpec[]): void {
     const offsets: number[] = [];
     try {
-      for (const r of regions) offsets.push(arena.place(r.fd, r.mmapOffset, r.size));
+      for (const r of regions) offsets.push(this.arena.place(r.fd, r.mmapOffset, r.size));
     } catch (e) {
-      for (const o of offsets) arena.release(o);
+      for (const o of offsets) this.arena.release(o);
       throw e;
     }
-    return new GuestMemory(arena, regions, offsets);
+    this.unmap();
+    regions.forEach((r, i) => {
+      this.gpa[i] = r.gpa;
+      this.uva[i] = r.uva;
+      this.size[i] = r.size;
+      this.off[i] = offsets[i]!;
+    });
+    this.n = regions.length;
+    this.last = 0;
   }
 
   /** Validate a region list before mapping: sizes, overflow, overlap. Returns a problem or undefined. */
@@ -62,7 +67,7 @@ export class GuestMemory implements AddressSpace {
 
   translate(addr: number, len: number): number {
     let i = this.last;
-    if (!(addr >= this.gpa[i]! && addr + len <= this.gpa[i]! + this.size[i]!)) {
+    if (!(i < this.n && addr >= this.gpa[i]! && addr + len <= this.gpa[i]! + this.size[i]!)) {
       for (i = 0; i < this.n; i++) if (addr >= this.gpa[i]! && addr + len <= this.gpa[i]! + this.size[i]!) break;
       if (i === this.n) return -1;
       this.last = i;
@@ -80,6 +85,7 @@ export class GuestMemory implements AddressSpace {
 
   unmap(): void {
     for (let i = 0; i < this.n; i++) this.arena.release(this.off[i]!);
+    this.n = 0;
   }
 }
 

@@ -34,6 +34,8 @@ export interface VhostUserOptions {
   mtu: number;
   /** Largest queue size pier accepts from the frontend. */
   maxQueueSize: number;
+  /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
+  busyPoll: boolean;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -75,6 +77,7 @@ export class VhostUserPort extends Port {
 
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: VhostUserOptions) {
     super(index, name, bridge, counters, pool, false, false);
+    this.busyPoll = opts.busyPoll;
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
     this.backend = new VhostUserBackend(pool.arena, {
       features: offeredFeatures(opts.queuePairs, opts.mtu),
@@ -82,7 +85,7 @@ export class VhostUserPort extends Port {
       vrings, queuePairs: opts.queuePairs, mtu: opts.mtu, maxQueueSize: opts.maxQueueSize,
     }, {
       onStart: (v) => this.vringStarted(v),
-      onStop: (v) => this.ctx.unwatch(v.kickFd),
+      onStop: (v) => this.vringStopped(v),
       onFeatures: (f) => this.featuresChanged(f),
     });
   }
@@ -263,6 +266,16 @@ export class VhostUserPort extends Port {
   private vringStarted(v: Vring): void {
     this.ctx.watch(this, v.kickFd, v.index);
     this.ctx.again(this, v.index); // buffers may be waiting already
+    if (this.busyPoll && (v.index & 1) === 1) {
+      this.busyQueues.push(v.index);
+      v.queue.disableNotifications(); // the driver need not kick a ring that is polled anyway
+    }
+  }
+
+  private vringStopped(v: Vring): void {
+    this.ctx.unwatch(v.kickFd);
+    const i = this.busyQueues.indexOf(v.index);
+    if (i >= 0) this.busyQueues.splice(i, 1);
   }
 
   // ---- datapath ----
@@ -278,7 +291,8 @@ export class VhostUserPort extends Port {
     }
     const v = this.backend.vrings[queue];
     if (!v || !v.started) return 0;
-    libc.readBuf(v.kickFd, this.kick, 8); // clear the doorbell (non-blocking: it may be empty)
+    if (!this.busyPoll) libc.readBuf(v.kickFd, this.kick, 8); // clear the doorbell (it may be empty)
+    else if ((queue & 1) === 0) libc.readBuf(v.kickFd, this.kick, 8);
     if ((queue & 1) === 0) return 0; // receiveq: the driver posted buffers; used when we send
     return this.fromGuest(v, out, max);
   }
@@ -308,11 +322,19 @@ export class VhostUserPort extends Port {
         vq.push(ch.head, 0);
         continue;
       }
-      // Gather: the first hl bytes are the virtio-net header, the rest the frame.
+      // Gather: the first hl bytes are the virtio-net header, the rest the frame. With a 12-byte
+      // header the pool's header and frame are adjacent, so each segment is one copy.
       const ho = pool.hdrOffset(h);
       const fo = ho + VNET_HDR;
       let pos = 0;
-      for (let s = 0; s < ch.readable; s++) {
+      if (hl === VNET_HDR) {
+        for (let s = 0; s < ch.readable; s++) {
+          const off = ch.offset[s]!;
+          const len = ch.len[s]!;
+          b.copyWithin(ho + pos, off, off + len);
+          pos += len;
+        }
+      } else for (let s = 0; s < ch.readable; s++) {
         let off = ch.offset[s]!;
         let len = ch.len[s]!;
         if (pos < hl) {
@@ -344,6 +366,7 @@ export class VhostUserPort extends Port {
       return n;
     }
     if (popped > 0 && vq.flush()) this.signal(v);
+    if (this.busyPoll) return n; // polled again next turn anyway; notifications stay off
     if (n === max || vq.enableNotifications()) this.ctx.again(this, v.index);
     return n;
   }
@@ -387,11 +410,31 @@ export class VhostUserPort extends Port {
     const hl = this.hdrLen;
     const flen = pool.len[h]!;
     const need = hl + flen;
+    // Fast path: one chain whose single writable buffer holds header and frame (the common case
+    // for MTU-sized frames in a DPDK or Linux receive ring).
+    const start = vq.lastAvailIdx;
+    if (hl === VNET_HDR) {
+      if (!vq.pop(ch)) {
+        if (vq.broken !== null) this.ringBroken(v);
+        else c[C.tx_dropped_full]!++;
+        return false;
+      }
+      if (ch.count - ch.readable === 1 && ch.writableBytes >= need) {
+        const ho = pool.hdrOffset(h);
+        b[ho + 10] = 1; // num_buffers
+        b[ho + 11] = 0;
+        const off = ch.offset[ch.readable]!;
+        b.copyWithin(off, ho, ho + need);
+        vq.push(ch.head, need);
+        if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
+        return true;
+      }
+      vq.lastAvailIdx = start; // not the simple case: un-pop and take the general path
+    }
     // Phase 1: take chains until they hold the packet; give them back if the ring runs dry.
     let chains = 0;
     let segs = 0;
     let room = 0;
-    const start = vq.lastAvailIdx;
     while (room < need) {
       if (chains === (this.mergeable ? MAX_MERGE : 1) || !vq.pop(ch)) {
         if (vq.broken !== null) {
@@ -425,13 +468,17 @@ export class VhostUserPort extends Port {
         const off = this.segOff[s]!;
         const len = Math.min(this.segLen[s]!, left);
         // logical [pos, pos+len): header bytes come from ho, frame bytes from ho + VNET_HDR
-        let done = 0;
-        if (pos < hl) {
-          const k2 = Math.min(len, hl - pos);
-          b.copyWithin(off, ho + pos, ho + pos + k2);
-          done = k2;
+        if (hl === VNET_HDR) {
+          b.copyWithin(off, ho + pos, ho + pos + len); // header and frame adjacent: one copy
+        } else {
+          let done = 0;
+          if (pos < hl) {
+            const k2 = Math.min(len, hl - pos);
+            b.copyWithin(off, ho + pos, ho + pos + k2);
+            done = k2;
+          }
+          if (done < len) b.copyWithin(off + done, ho + VNET_HDR + pos + done - hl, ho + VNET_HDR + pos + len - hl);
         }
-        if (done < len) b.copyWithin(off + done, ho + VNET_HDR + pos + done - hl, ho + VNET_HDR + pos + len - hl);
         pos += len;
         left -= len;
         if (len === this.segLen[s]!) s++;

@@ -35,9 +35,9 @@ export class Vring {
   started = false;
   readonly queue: DeviceQueue;
   readonly chain = new DescriptorChain();
-  constructor(readonly index: number, arena: Arena, mem: () => GuestMemory | null) {
+  constructor(readonly index: number, arena: Arena, mem: GuestMemory) {
     // The queue translates descriptor addresses through whatever memory table is current.
-    this.queue = new DeviceQueue(arena, { translate: (a, l) => mem()?.translate(a, l) ?? -1 });
+    this.queue = new DeviceQueue(arena, mem);
   }
 }
 
@@ -70,13 +70,15 @@ export class VhostUserBackend {
   owner = false;
   status = 0;
   mtu = 0;
-  mem: GuestMemory | null = null;
+  /** The frontend's memory table (empty until SET_MEM_TABLE). */
+  readonly mem: GuestMemory;
   readonly vrings: Vring[];
   /** Messages refused, by reason, for `pier show`. */
   readonly errors = new Map<string, number>();
 
   constructor(private readonly arena: Arena, private readonly cfg: BackendConfig, private readonly hooks: BackendHooks) {
-    this.vrings = Array.from({ length: cfg.vrings }, (_, i) => new Vring(i, arena, () => this.mem));
+    this.mem = new GuestMemory(arena);
+    this.vrings = Array.from({ length: cfg.vrings }, (_, i) => new Vring(i, arena, this.mem));
   }
 
   has(f: number): boolean {
@@ -99,8 +101,7 @@ export class VhostUserBackend {
       v.enabled = false;
       v.queue.reset();
     }
-    this.mem?.unmap();
-    this.mem = null;
+    this.mem.unmap();
     this.features = 0n;
     this.protocolFeatures = 0n;
     this.owner = false;
@@ -261,27 +262,24 @@ export class VhostUserBackend {
     }
     const problem = GuestMemory.check(regions);
     if (problem) throw new VhostError(`SET_MEM_TABLE: ${problem}`);
-    let mem: GuestMemory;
-    try {
-      mem = GuestMemory.map(this.arena, regions);
-    } catch (e) {
-      throw new VhostError(`SET_MEM_TABLE: ${(e as Error).message}`);
-    } finally {
-      closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
-    }
     // Running rings keep their indexes but must be re-translated into the new mapping.
     const running = this.vrings.filter((v) => v.started);
     for (const v of running) {
       v.base = v.queue.lastAvailIdx;
       this.stop(v);
     }
-    this.mem?.unmap();
-    this.mem = mem;
+    try {
+      this.mem.replace(regions);
+    } catch (e) {
+      throw new VhostError(`SET_MEM_TABLE: ${(e as Error).message}`);
+    } finally {
+      closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
+    }
     for (const v of running) this.maybeStart(v);
   }
 
   private maybeStart(v: Vring): void {
-    if (v.started || !v.enabled || v.kickFd < 0 || v.num === 0 || v.descUva < 0 || !this.mem) return;
+    if (v.started || !v.enabled || v.kickFd < 0 || v.num === 0 || v.descUva < 0 || this.mem.n === 0) return;
     const mem = this.mem;
     const n = v.num;
     const desc = mem.translateUva(v.descUva, 16 * n);

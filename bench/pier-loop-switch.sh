@@ -1,0 +1,20 @@
+#!/bin/bash
+# pier as the switch of ../shared/bench/vhost-loop.sh: one bridge, two vhost-user server ports at
+# $1 and $2, in a private daemon (own socket and state) that runs until this script is signalled.
+# usage: bench/pier-loop-switch.sh A.sock B.sock   (extra port options in PIER_PORT_OPTS)
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/pier-loop.XXXXXX)
+export PIER_SOCKET=$work/pier.sock
+"$here/bin/pier" daemon --state-dir "$work/state" --pool "${PIER_POOL:-4096}" >"$work/daemon.log" 2>&1 &
+daemon=$!
+cleanup() { kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 0' TERM INT
+for _ in $(seq 100); do grep -q 'daemon ready' "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
+"$here/bin/pier" add-br br0
+# B first: the harness starts its "VM" once B's socket exists.
+"$here/bin/pier" add-port br0 a type=vhost-user path="$1" ${PIER_PORT_OPTS:-}
+"$here/bin/pier" add-port br0 b type=vhost-user path="$2" ${PIER_PORT_OPTS:-}
+[ -n "${PIER_STATS_OUT:-}" ] && trap '"$here/bin/pier" stats --json > "$PIER_STATS_OUT"; "$here/bin/pier" show --json >> "$PIER_STATS_OUT"; exit 0' TERM INT
+while kill -0 "$daemon" 2>/dev/null; do sleep 0.2; done

@@ -16,5 +16,6 @@ for _ in $(seq 100); do grep -q 'daemon ready' "$work/daemon.log" 2>/dev/null &&
 # B first: the harness starts its "VM" once B's socket exists.
 "$here/bin/pier" add-port br0 a type=vhost-user path="$1" ${PIER_PORT_OPTS:-}
 "$here/bin/pier" add-port br0 b type=vhost-user path="$2" ${PIER_PORT_OPTS:-}
-[ -n "${PIER_STATS_OUT:-}" ] && trap '"$here/bin/pier" stats --json > "$PIER_STATS_OUT"; "$here/bin/pier" show --json >> "$PIER_STATS_OUT"; exit 0' TERM INT
+# For the benchmark: where the daemon and its dataplane thread are, to read their CPU time.
+[ -n "${PIER_INFO_OUT:-}" ] && "$here/bin/pier" show --json > "$PIER_INFO_OUT"
 while kill -0 "$daemon" 2>/dev/null; do sleep 0.2; done

@@ -1,0 +1,127 @@
+// vhost-user datapath: ../shared/bench/vhost-loop.sh with DPDK testpmd as the switch and with
+// pier as the switch (event-driven, and busy-polling), same run, 64- and 1500-byte packets.
+// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T]
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { ROOT, sleep } from '../test/helpers.ts';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, dflt: number): number => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? Number(argv[i + 1]) : dflt;
+};
+const ROUNDS = opt('--rounds', 3);
+const T = opt('--seconds', 10);
+const LOOP = join(ROOT, '..', 'shared', 'bench', 'vhost-loop.sh');
+const SWITCH = join(ROOT, 'bench', 'pier-loop-switch.sh');
+
+type Mode = 'testpmd' | 'pier' | 'pier-busy-poll';
+const samples: Record<string, Array<{ mpps: number; cpu?: number }>> = {};
+
+function threadCpu(pid: number, tid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+async function run(mode: Mode, len: number): Promise<void> {
+  const info = `/tmp/pier-vhost-bench-${process.pid}.json`;
+  rmSync(info, { force: true });
+  const args = [LOOP, String(len)];
+  const env: NodeJS.ProcessEnv = { ...process.env, T: String(T), PIER_INFO_OUT: info };
+  if (mode !== 'testpmd') args.push(`${SWITCH} {A} {B}`);
+  if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
+  const p = spawn('bash', args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  p.stdout.on('data', (d) => (out += d));
+  const done = new Promise<void>((r) => p.once('exit', () => r()));
+  // Pier's dataplane thread CPU over the measured part of the run.
+  let cpu: number | undefined;
+  if (mode !== 'testpmd') {
+    let ids: { pid: number; tid: number } | undefined;
+    for (let i = 0; i < 100 && !ids; i++) {
+      await sleep(100);
+      if (existsSync(info)) {
+        try {
+          const j = JSON.parse(readFileSync(info, 'utf8'));
+          ids = { pid: j.pid, tid: j.dataplane.tid };
+        } catch { /* still being written */ }
+      }
+    }
+    if (ids) {
+      await sleep(6000); // the harness starts its VM and sends tx_first about 5 s in
+      const c0 = threadCpu(ids.pid, ids.tid);
+      const t0 = Date.now();
+      let c1 = c0;
+      let t1 = t0;
+      while (Date.now() - t0 < (T - 1) * 1000) {
+        await sleep(500);
+        const c = threadCpu(ids.pid, ids.tid);
+        if (c === undefined) break;
+        c1 = c;
+        t1 = Date.now();
+      }
+      if (c0 !== undefined && c1 !== undefined && t1 > t0) cpu = +((c1 - c0) / ((t1 - t0) / 1000)).toFixed(2);
+    }
+  }
+  await done;
+  const m = /Mpps ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`vhost-loop.sh gave no figure for ${mode} ${len}: ${out}`);
+  const key = `${mode} ${len}`;
+  (samples[key] ??= []).push({ mpps: Number(m[1]), ...(cpu !== undefined ? { cpu } : {}) });
+  console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}`);
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const k = s.length >> 1;
+  return s.length % 2 ? s[k]! : (s[k - 1]! + s[k]!) / 2;
+};
+
+for (let r = 0; r < ROUNDS; r++) {
+  console.error(`-- round ${r + 1}/${ROUNDS}`);
+  for (const len of [64, 1500]) for (const mode of ['testpmd', 'pier', 'pier-busy-poll'] as Mode[]) await run(mode, len);
+}
+
+const summary: Record<string, { mpps: number; cpu?: number; samples: number[] }> = {};
+for (const [k, xs] of Object.entries(samples)) {
+  const cpu = xs.every((x) => x.cpu !== undefined) && xs.length ? median(xs.map((x) => x.cpu!)) : undefined;
+  summary[k] = { mpps: +median(xs.map((x) => x.mpps)).toFixed(2), ...(cpu !== undefined ? { cpu } : {}), samples: xs.map((x) => x.mpps) };
+}
+const ratio = (mode: string, len: number): number => +(summary[`${mode} ${len}`]!.mpps / summary[`testpmd ${len}`]!.mpps).toFixed(2);
+const ratios = {
+  'pier/testpmd 64': ratio('pier', 64), 'pier/testpmd 1500': ratio('pier', 1500),
+  'pier-busy-poll/testpmd 64': ratio('pier-busy-poll', 64), 'pier-busy-poll/testpmd 1500': ratio('pier-busy-poll', 1500),
+};
+const result = {
+  benchmark: 'vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch',
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version },
+  rounds: ROUNDS,
+  secondsPerRun: T,
+  summary,
+  ratios,
+};
+writeFileSync(join(ROOT, 'bench', 'results', 'vhost.json'), JSON.stringify(result, null, 2) + '\n');
+const rows = [64, 1500].flatMap((len) => (['testpmd', 'pier', 'pier-busy-poll'] as Mode[]).map((m) => {
+  const s = summary[`${m} ${len}`]!;
+  return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : m === 'testpmd' ? '100% (polls)' : '-'} |`;
+}));
+const md = [
+  `# vhost-user loop: pier vs DPDK testpmd (${result.date.slice(0, 10)})`,
+  '',
+  `${result.machine.cpus} cores, ${result.machine.cpu}, kernel ${result.machine.kernel}, Node ${result.machine.node}; median of ${ROUNDS} rounds of ${T} s. Method: [../vhost.md](../vhost.md).`,
+  '',
+  '| packet bytes | switch | Mpps | x testpmd | switch dataplane CPU |',
+  '|---|---|---|---|---|',
+  ...rows,
+  '',
+].join('\n');
+writeFileSync(join(ROOT, 'bench', 'results', 'vhost.md'), md);
+process.stdout.write(md);

@@ -1,0 +1,189 @@
+// A minimal vhost-user frontend (the driver side) in-process, built from pier's own pieces:
+// raw unix sockets with SCM_RIGHTS, a memfd as "guest memory", DriverQueue for the rings. Tests
+// use it to speak the protocol correctly, and to break it on purpose.
+import { EventFd, libc, mapShared, unixConnect, FdReceiver, sendWithFds, type Mapping } from '../src/sys/index.ts';
+import * as P from '../src/vhost/protocol.ts';
+import { DriverQueue } from '../src/virtio/driver-queue.ts';
+import { availRingSize, descTableSize, usedRingSize } from '../src/virtio/ring.ts';
+import { sleep } from './helpers.ts';
+
+const MEM = 8 * 1024 * 1024;
+const BUFS = 0x100000; // buffers from 1 MiB on; rings below
+const BUF = 8192;
+
+export interface Reply { req: number; flags: number; body: DataView }
+
+export class Frontend {
+  readonly fd: number;
+  readonly mem: Mapping = mapShared('pier-test-guest', MEM);
+  readonly space = { bytes: new Uint8Array(this.mem.buffer), dv: new DataView(this.mem.buffer), u16: new Uint16Array(this.mem.buffer) };
+  readonly queues: DriverQueue[] = [];
+  readonly kicks: EventFd[] = [];
+  readonly calls: EventFd[] = [];
+  private readonly rx = new FdReceiver();
+  private nextBuf = BUFS;
+
+  constructor(path: string) {
+    this.fd = unixConnect(path);
+  }
+
+  send(req: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = P.VHOST_USER_VERSION, size = payload.length): void {
+    const m = new Uint8Array(P.HDR_SIZE + payload.length);
+    const dv = new DataView(m.buffer);
+    dv.setUint32(0, req, true);
+    dv.setUint32(4, flags, true);
+    dv.setUint32(8, size, true);
+    m.set(payload, P.HDR_SIZE);
+    if (sendWithFds(this.fd, m, m.length, fds) !== m.length) throw new Error('short send');
+  }
+
+  /** Wait for one reply; throws on EOF (pier dropped the connection) or timeout. */
+  async reply(timeoutMs = 3000): Promise<Reply> {
+    const buf = new Uint8Array(P.HDR_SIZE + 512);
+    let have = 0;
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const want = have < P.HDR_SIZE ? P.HDR_SIZE : P.HDR_SIZE + new DataView(buf.buffer).getUint32(8, true);
+      const n = this.rx.recv(this.fd, buf, have, want - have);
+      if (n === 0) throw new Error('EOF: pier closed the connection');
+      if (n > 0) have += n;
+      const dv = new DataView(buf.buffer);
+      if (have >= P.HDR_SIZE && have === P.HDR_SIZE + dv.getUint32(8, true)) {
+        return { req: dv.getUint32(0, true), flags: dv.getUint32(4, true), body: new DataView(buf.buffer.slice(P.HDR_SIZE, have)) };
+      }
+      if (n < 0) await sleep(10);
+    }
+    throw new Error('no reply');
+  }
+
+  /** True once pier has closed the connection. */
+  async closedByPeer(timeoutMs = 3000): Promise<boolean> {
+    const b = new Uint8Array(64);
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        const n = this.rx.recv(this.fd, b, 0, 64);
+        if (n === 0) return true;
+      } catch {
+        return true; // ECONNRESET
+      }
+      await sleep(20);
+    }
+    return false;
+  }
+
+  u64(v: bigint): Uint8Array {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, v, true);
+    return b;
+  }
+
+  state(index: number, num: number): Uint8Array {
+    const b = new Uint8Array(8);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, index, true);
+    dv.setUint32(4, num, true);
+    return b;
+  }
+
+  memTable(regions = 1, fds = 1): { payload: Uint8Array; fds: number[] } {
+    const b = new Uint8Array(8 + 32 * regions);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, regions, true);
+    for (let i = 0; i < regions; i++) {
+      dv.setBigUint64(8 + 32 * i, BigInt(i * MEM), true); // guest-physical
+      dv.setBigUint64(16 + 32 * i, BigInt(MEM), true);
+      dv.setBigUint64(24 + 32 * i, BigInt(this.mem.addr), true); // frontend virtual
+      dv.setBigUint64(32 + 32 * i, 0n, true);
+    }
+    return { payload: b, fds: Array.from({ length: fds }, () => this.mem.fd) };
+  }
+
+  /**
+   * The whole correct setup: features (those offered minus `without`), memory, two vrings of
+   * `size` entries, enabled. Guest-physical addresses are offsets in the memfd.
+   */
+  async setup(size = 64, without = 0n): Promise<bigint> {
+    this.send(P.Req.GET_FEATURES);
+    const offered = (await this.reply()).body.getBigUint64(0, true);
+    this.send(P.Req.GET_PROTOCOL_FEATURES);
+    const pf = (await this.reply()).body.getBigUint64(0, true);
+    this.send(P.Req.SET_PROTOCOL_FEATURES, this.u64(pf & (1n << BigInt(P.PF_REPLY_ACK))));
+    this.send(P.Req.SET_OWNER);
+    const features = offered & ~without & ~(1n << 29n); // no EVENT_IDX: simpler to drive
+    this.send(P.Req.SET_FEATURES, this.u64(features));
+    const mt = this.memTable();
+    this.send(P.Req.SET_MEM_TABLE, mt.payload, mt.fds);
+    let off = 0;
+    for (let q = 0; q < 2; q++) {
+      const desc = off;
+      const avail = desc + descTableSize(size);
+      const used = (avail + availRingSize(size) + 3) & ~3;
+      off = (used + usedRingSize(size) + 4095) & ~4095;
+      const dq = new DriverQueue(this.space);
+      const err = dq.configure({ size, descOff: desc, availOff: avail, usedOff: used, eventIdx: false });
+      if (err) throw new Error(err);
+      this.queues[q] = dq;
+      this.kicks[q] = new EventFd();
+      this.calls[q] = new EventFd();
+      this.send(P.Req.SET_VRING_NUM, this.state(q, size));
+      this.send(P.Req.SET_VRING_BASE, this.state(q, 0));
+      const a = new Uint8Array(40);
+      const adv = new DataView(a.buffer);
+      adv.setUint32(0, q, true);
+      adv.setBigUint64(8, BigInt(this.mem.addr + desc), true);
+      adv.setBigUint64(16, BigInt(this.mem.addr + used), true);
+      adv.setBigUint64(24, BigInt(this.mem.addr + avail), true);
+      this.send(P.Req.SET_VRING_ADDR, a);
+      this.send(P.Req.SET_VRING_CALL, this.u64(BigInt(q)), [this.calls[q]!.fd]);
+      this.send(P.Req.SET_VRING_KICK, this.u64(BigInt(q)), [this.kicks[q]!.fd]);
+      this.send(P.Req.SET_VRING_ENABLE, this.state(q, 1));
+    }
+    return features;
+  }
+
+  private buffer(): number {
+    const b = this.nextBuf;
+    this.nextBuf += BUF;
+    if (this.nextBuf + BUF > MEM) this.nextBuf = BUFS;
+    return b;
+  }
+
+  /** Post n empty receive buffers on vring 0. */
+  postRx(n: number): void {
+    const q = this.queues[0]!;
+    for (let i = 0; i < n; i++) q.add(Float64Array.of(this.buffer()), Uint32Array.of(BUF), Uint8Array.of(1), 1);
+    q.publish();
+  }
+
+  /** Send one frame with the given 12-byte virtio-net header on vring 1, and kick. */
+  sendFrame(frame: Uint8Array, hdr: Uint8Array = new Uint8Array(12)): void {
+    const q = this.queues[1]!;
+    const off = this.buffer();
+    const len = 12 + frame.length;
+    if (len > BUF) throw new Error('frame too big for one test buffer');
+    this.space.bytes.set(hdr, off);
+    this.space.bytes.set(frame, off + 12);
+    if (q.add(Float64Array.of(off), Uint32Array.of(len), Uint8Array.of(0), 1) < 0) throw new Error('tx ring full');
+    q.publish();
+    this.kicks[1]!.signal();
+  }
+
+  /** Frames pier has put in vring 0 so far (header stripped). */
+  receivedFrames(): Uint8Array[] {
+    const q = this.queues[0]!;
+    const out: Uint8Array[] = [];
+    for (;;) {
+      const head = q.getUsed();
+      if (head < 0) break;
+      const off = this.space.dv.getUint32(16 * head, true); // descriptor addr (low half) = offset
+      out.push(this.space.bytes.slice(off + 12, off + q.usedLen));
+    }
+    return out;
+  }
+
+  close(): void {
+    libc.close(this.fd);
+    for (const e of [...this.kicks, ...this.calls]) e.close();
+  }
+}

@@ -142,26 +142,49 @@ export class Frontend {
     return features;
   }
 
-  private buffer(): number {
+  private buffer(size = BUF): number {
+    if (this.nextBuf + size > MEM) this.nextBuf = BUFS;
     const b = this.nextBuf;
-    this.nextBuf += BUF;
-    if (this.nextBuf + BUF > MEM) this.nextBuf = BUFS;
+    this.nextBuf += size;
     return b;
   }
 
-  /** Post n empty receive buffers on vring 0. */
-  postRx(n: number): void {
+  /** Post n empty receive buffers of `size` bytes on vring 0. */
+  postRx(n: number, size = BUF): void {
     const q = this.queues[0]!;
-    for (let i = 0; i < n; i++) q.add(Float64Array.of(this.buffer()), Uint32Array.of(BUF), Uint8Array.of(1), 1);
+    for (let i = 0; i < n; i++) q.add(Float64Array.of(this.buffer(size)), Uint32Array.of(size), Uint8Array.of(1), 1);
     q.publish();
+  }
+
+  /** Packets pier has put in vring 0 so far, merging MRG_RXBUF buffers; header kept apart. */
+  receivedPackets(): Array<{ hdr: Uint8Array; frame: Uint8Array }> {
+    const q = this.queues[0]!;
+    const dv = this.space.dv;
+    const out: Array<{ hdr: Uint8Array; frame: Uint8Array }> = [];
+    const take = (): Uint8Array | undefined => {
+      const head = q.getUsed();
+      if (head < 0) return undefined;
+      const off = dv.getUint32(q.descOff + 16 * head, true);
+      return this.space.bytes.slice(off, off + q.usedLen);
+    };
+    for (let first = take(); first; first = take()) {
+      const nbuf = first[10]! | (first[11]! << 8);
+      const parts = [first.subarray(12)];
+      for (let k = 1; k < nbuf; k++) {
+        const more = take();
+        if (!more) throw new Error('num_buffers larger than the used entries');
+        parts.push(more);
+      }
+      out.push({ hdr: first.slice(0, 12), frame: Buffer.concat(parts) });
+    }
+    return out;
   }
 
   /** Send one frame with the given 12-byte virtio-net header on vring 1, and kick. */
   sendFrame(frame: Uint8Array, hdr: Uint8Array = new Uint8Array(12)): void {
     const q = this.queues[1]!;
-    const off = this.buffer();
     const len = 12 + frame.length;
-    if (len > BUF) throw new Error('frame too big for one test buffer');
+    const off = this.buffer(Math.max(BUF, len));
     this.space.bytes.set(hdr, off);
     this.space.bytes.set(frame, off + 12);
     if (q.add(Float64Array.of(off), Uint32Array.of(len), Uint8Array.of(0), 1) < 0) throw new Error('tx ring full');

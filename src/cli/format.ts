@@ -1,7 +1,14 @@
 // Human-readable renderings of `show` and `stats`; --json prints the daemon's objects as they are.
 import { COUNTER_NAMES } from '../dataplane/counters.ts';
 
-interface PortView { name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string }
+interface PeerView {
+  mode: string; path: string; connected: boolean; link: string; mtu?: number; lastError?: string;
+  features: { negotiated: string[]; notTaken: string[] };
+  queuePairs: { configured: number; enabled: number };
+  vrings: Array<{ vring: number; size: number }>;
+  connects: number; disconnects: number; protocolErrors: number; refused: Record<string, number>;
+}
+interface PortView { name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string; peer?: PeerView }
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
 function opts(o: Record<string, unknown>): string {
@@ -11,6 +18,20 @@ function opts(o: Record<string, unknown>): string {
 function port(p: PortView, indent: string): string {
   let s = `${indent}Port ${p.name}\n${indent}    ${opts(p.options)}\n${indent}    state: ${p.state}`;
   if (p.error) s += `\n${indent}    error: ${p.error}`;
+  const v = p.peer;
+  if (v) {
+    const i = `${indent}    `;
+    s += `\n${i}${v.mode} on ${v.path}: ${v.connected ? 'peer connected' : 'no peer'}, link ${v.link}` +
+      `, queue pairs ${v.queuePairs.enabled}/${v.queuePairs.configured}` +
+      (v.vrings.length ? `, vrings ${v.vrings.map((r) => `${r.vring}:${r.size}`).join(' ')}` : '') +
+      `, connects ${v.connects}, disconnects ${v.disconnects}`;
+    if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
+    for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
+    if (v.protocolErrors || Object.keys(v.refused).length) {
+      s += `\n${i}protocol errors ${v.protocolErrors}; refused: ${Object.entries(v.refused).map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
+    }
+    if (v.lastError) s += `\n${i}last error: ${v.lastError}`;
+  }
   return s;
 }
 

@@ -293,6 +293,7 @@ export class VhostUserPort extends Port {
     if (!v || !v.started) return 0;
     if (!this.busyPoll) libc.readBuf(v.kickFd, this.kick, 8); // clear the doorbell (it may be empty)
     else if ((queue & 1) === 0) libc.readBuf(v.kickFd, this.kick, 8);
+    if (queue === 2 * this.opts.queuePairs) return this.controlQueue(v);
     if ((queue & 1) === 0) return 0; // receiveq: the driver posted buffers; used when we send
     return this.fromGuest(v, out, max);
   }
@@ -493,6 +494,36 @@ export class VhostUserPort extends Port {
     }
     if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
     return true;
+  }
+
+  /**
+   * The control virtqueue (virtio 1.2, 5.1.6.5), for frontends that hand it to the backend
+   * (DPDK's virtio-user and QEMU answer it themselves). Only VIRTIO_NET_CTRL_MQ
+   * VQ_PAIRS_SET is understood: the pairs it names are what the driver enables with
+   * SET_VRING_ENABLE, so pier just acknowledges; any other command gets VIRTIO_NET_ERR.
+   */
+  private controlQueue(v: Vring): number {
+    const vq = v.queue;
+    const ch = v.chain;
+    const b = this.pool.bytes;
+    let popped = 0;
+    while (popped < 64 && vq.pop(ch)) {
+      popped++;
+      const ok = ch.readable > 0 && ch.len[0]! >= 2 && ch.count > ch.readable && ch.len[ch.readable]! >= 1;
+      if (!ok) {
+        vq.push(ch.head, 0);
+        continue;
+      }
+      const cls = b[ch.offset[0]!]!;
+      const cmd = b[ch.offset[0]! + 1]!;
+      const VIRTIO_NET_CTRL_MQ = 4;
+      const VQ_PAIRS_SET = 0;
+      b[ch.offset[ch.readable]!] = cls === VIRTIO_NET_CTRL_MQ && cmd === VQ_PAIRS_SET ? 0 : 1; // VIRTIO_NET_OK / ERR
+      vq.push(ch.head, 1);
+    }
+    if (vq.broken !== null) this.ringBroken(v);
+    else if (popped > 0 && vq.flush()) this.signal(v);
+    return 0;
   }
 
   private signal(v: Vring): void {

@@ -6,7 +6,8 @@ set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/pier-loop.XXXXXX)
 export PIER_SOCKET=$work/pier.sock
-"$here/bin/pier" daemon --state-dir "$work/state" --pool "${PIER_POOL:-4096}" >"$work/daemon.log" 2>&1 &
+# The harness's VM polls on CPU 1 (its main lcore, CPU 0, mostly sleeps): keep pier off CPU 1.
+"$here/bin/pier" daemon --state-dir "$work/state" --pool "${PIER_POOL:-4096}" --dataplane-cpu "${PIER_CPU:-0}" >"$work/daemon.log" 2>&1 &
 daemon=$!
 cleanup() { kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT

@@ -30,13 +30,17 @@ program.command('daemon')
   .option('--socket <path>', 'control socket (env PIER_SOCKET)')
   .addOption(new Option('--socket-mode <mode>', 'permissions of the control socket (octal)').default('0600'))
   .addOption(new Option('--pool <n>', 'packet buffers in the pool').default('1024'))
-  .action(async (o: { stateDir: string; socketMode: string; pool: string }, cmd: Command) => {
+  .option('--dataplane-cpu <n>', 'pin the dataplane thread to this CPU')
+  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneCpu?: string }, cmd: Command) => {
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
     if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
     const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, pino, the dataplane
-    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool });
+    const cpu = o.dataplaneCpu === undefined ? -1 : Number(o.dataplaneCpu);
+    const ncpu = (await import('node:os')).cpus().length;
+    if (!Number.isInteger(cpu) || cpu < -1 || cpu >= ncpu) throw new PierError('EINVAL', `--dataplane-cpu ${o.dataplaneCpu} is not a CPU of this machine`, `use 0..${ncpu - 1}`);
+    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneCpu: cpu });
     await d.start();
     let stopping = false;
     const stop = (): void => {

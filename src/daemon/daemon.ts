@@ -25,6 +25,8 @@ export interface DaemonOptions {
   socket: string;
   socketMode: number;
   poolSize: number;
+  /** Pin the dataplane thread to this CPU (-1: let the kernel place it). */
+  dataplaneCpu: number;
 }
 
 interface PortRuntime {
@@ -67,7 +69,7 @@ export class Daemon {
     }
     checkTunDevice();
     await this.refuseIfRunning();
-    this.dataplane = new Dataplane(this.opts.poolSize);
+    this.dataplane = new Dataplane(this.opts.poolSize, this.opts.dataplaneCpu);
     this.dataplane.onEvent = (e) => this.portDown(e.index, e.reason);
     for (const [br, b] of Object.entries(this.state.bridges)) {
       await this.realizeBridge(br);

@@ -13,11 +13,11 @@ export class Dataplane {
   /** Unsolicited news from the dataplane (a port's device went away). */
   onEvent: ((e: DataplaneEvent) => void) | undefined;
 
-  constructor(poolSize = 1024) {
+  constructor(poolSize = 1024, cpu = -1) {
     const { port1, port2 } = new MessageChannel();
     this.ctrl = port1;
     this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
-      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize },
+      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu },
       transferList: [port2],
       name: 'pier-dataplane',
     });

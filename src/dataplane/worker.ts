@@ -7,7 +7,10 @@ import { Engine } from './engine.ts';
 import { createPort } from './port-kinds.ts';
 import type { Reply, Request } from './protocol.ts';
 
-const { ctrl, doorbellFd, poolSize } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number };
+const { ctrl, doorbellFd, poolSize, cpu } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number };
+// Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with
+// a peer that busy-polls.
+if (cpu >= 0) libc.pinThread(cpu);
 
 const tid = libc.gettid(); // so `pier show` can name the thread whose CPU time a benchmark reads
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {

@@ -263,7 +263,18 @@ export class VhostUserPort extends Port {
     void GSO_TCP;
   }
 
+  /** Whether pier waits on this vring's kicks: transmitqs and the control queue, not receiveqs. */
+  private kicked(v: Vring): boolean {
+    return (v.index & 1) === 1 || v.index === 2 * this.opts.queuePairs;
+  }
+
   private vringStarted(v: Vring): void {
+    if (!this.kicked(v)) {
+      // A receiveq's kicks say "more buffers": pier never waits for those (it drops when the
+      // ring is full, counted), so the driver is asked not to send them at all.
+      v.queue.disableNotifications();
+      return;
+    }
     this.ctx.watch(this, v.kickFd, v.index);
     this.ctx.again(this, v.index); // buffers may be waiting already
     if (this.busyPoll && (v.index & 1) === 1) {
@@ -273,7 +284,7 @@ export class VhostUserPort extends Port {
   }
 
   private vringStopped(v: Vring): void {
-    this.ctx.unwatch(v.kickFd);
+    if (this.kicked(v)) this.ctx.unwatch(v.kickFd);
     const i = this.busyQueues.indexOf(v.index);
     if (i >= 0) this.busyQueues.splice(i, 1);
   }
@@ -291,9 +302,10 @@ export class VhostUserPort extends Port {
     }
     const v = this.backend.vrings[queue];
     if (!v || !v.started) return 0;
-    if (!this.busyPoll) libc.readBuf(v.kickFd, this.kick, 8); // clear the doorbell (it may be empty)
-    else if ((queue & 1) === 0) libc.readBuf(v.kickFd, this.kick, 8);
-    if (queue === 2 * this.opts.queuePairs) return this.controlQueue(v);
+    if (queue === 2 * this.opts.queuePairs) {
+      libc.readBuf(v.kickFd, this.kick, 8);
+      return this.controlQueue(v);
+    }
     if ((queue & 1) === 0) return 0; // receiveq: the driver posted buffers; used when we send
     return this.fromGuest(v, out, max);
   }
@@ -368,7 +380,13 @@ export class VhostUserPort extends Port {
     }
     if (popped > 0 && vq.flush()) this.signal(v);
     if (this.busyPoll) return n; // polled again next turn anyway; notifications stay off
-    if (n === max || vq.enableNotifications()) this.ctx.again(this, v.index);
+    if (n === max) {
+      this.ctx.again(this, v.index); // more waiting: come back next turn, kicks stay off
+      return n;
+    }
+    // Going to sleep on this ring: clear the doorbell, then ask for kicks and look once more.
+    libc.readBuf(v.kickFd, this.kick, 8);
+    if (vq.enableNotifications()) this.ctx.again(this, v.index);
     return n;
   }
 

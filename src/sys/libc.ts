@@ -163,6 +163,7 @@ export const sendmsg = lib.func('intptr_t sendmsg(int fd, uintptr_t msg, int fla
 export const shutdown = lib.func('int shutdown(int fd, int how)');
 export const dup = lib.func('int dup(int fd)');
 export const fstatSize = lib.func('int fstat(int fd, _Out_ void *statbuf)');
+export const sched_setaffinity = lib.func('int sched_setaffinity(int pid, size_t size, const void *mask)');
 export const getpid = lib.func('int getpid()');
 export const gettid = lib.func('int gettid()');
 const strerror_ = lib.func('const char *strerror(int errnum)');
@@ -202,4 +203,11 @@ export class SysError extends Error {
 export function check(ret: number, syscall: string, detail?: string): number {
   if (ret < 0) throw new SysError(syscall, koffi.errno(), detail);
   return ret;
+}
+
+/** Pin the calling thread to one CPU. */
+export function pinThread(cpu: number): void {
+  const mask = new Uint8Array(128); // cpu_set_t
+  mask[cpu >> 3] = 1 << (cpu & 7);
+  check(sched_setaffinity(0, mask.length, mask), 'sched_setaffinity', `cpu ${cpu}`);
 }

@@ -1,19 +1,14 @@
 // Container-to-container TCP throughput: pier (tap ports, offloads on and off) against the Linux
 // bridge and a plain veth pair, in the same run, both directions, with pier's dataplane CPU time.
 // Method: bench/throughput.md. Usage (root): node --import tsx bench/throughput.ts [--rounds N] [--seconds T]
-import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { machine, median, option, threadCpu } from './common.ts';
 import { delNetns, iperf, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: number): number => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? Number(argv[i + 1]) : dflt;
-};
-const ROUNDS = opt('--rounds', 3);
-const T = opt('--seconds', 8);
+const ROUNDS = option('--rounds', 3);
+const T = option('--seconds', 8);
 const BASELINE = join(ROOT, '..', 'shared', 'bench', 'baseline.sh');
 
 interface Sample { gbps: number; retransmits: number; cpu?: number }
@@ -33,12 +28,6 @@ function baseline(mode: 'veth' | 'bridge'): void {
   if (!r.stdout.includes('a->b')) throw new Error(`baseline ${mode} failed: ${r.stderr}`);
 }
 
-/** utime + stime of one thread, in seconds. */
-function threadCpu(pid: number, tid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
-}
 
 async function pierRun(offloads: boolean): Promise<void> {
   const d = new TestDaemon();
@@ -54,11 +43,11 @@ async function pierRun(offloads: boolean): Promise<void> {
     const tid = show.dataplane.tid as number;
     spawnSync('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '2', '10.9.0.2']);
     for (const dir of ['a->b', 'b->a'] as Dir[]) {
-      const c0 = threadCpu(pid, tid);
+      const c0 = threadCpu(pid, tid) ?? 0;
       const t0 = performance.now();
       const r = await iperf(b, a, '10.9.0.2', { reverse: dir === 'b->a', seconds: T });
       const wall = (performance.now() - t0) / 1000;
-      record(offloads ? 'pier' : 'pier-offloads-off', dir, { gbps: r.gbps, retransmits: r.retransmits, cpu: (threadCpu(pid, tid) - c0) / wall });
+      record(offloads ? 'pier' : 'pier-offloads-off', dir, { gbps: r.gbps, retransmits: r.retransmits, cpu: ((threadCpu(pid, tid) ?? c0) - c0) / wall });
     }
   } finally {
     await d.cleanup();
@@ -66,11 +55,6 @@ async function pierRun(offloads: boolean): Promise<void> {
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 for (let r = 0; r < ROUNDS; r++) {
   console.error(`-- round ${r + 1}/${ROUNDS}`);
@@ -99,7 +83,7 @@ const ratios = {
 const out = {
   benchmark: 'container-to-container TCP throughput (iperf3, one stream)',
   date: new Date().toISOString(),
-  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version },
+  machine: machine(),
   rounds: ROUNDS,
   secondsPerRun: T,
   summary,
@@ -124,4 +108,3 @@ const md = [
 ].join('\n');
 writeFileSync(join(ROOT, 'bench', 'results', 'throughput.md'), md);
 process.stdout.write(md);
-void spawn;

@@ -3,32 +3,18 @@
 // Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T]
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { join } from 'node:path';
+import { machine, median, option, threadCpu } from './common.ts';
 import { ROOT, sleep } from '../test/helpers.ts';
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: number): number => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? Number(argv[i + 1]) : dflt;
-};
-const ROUNDS = opt('--rounds', 3);
-const T = opt('--seconds', 10);
+const ROUNDS = option('--rounds', 3);
+const T = option('--seconds', 10);
 const LOOP = join(ROOT, '..', 'shared', 'bench', 'vhost-loop.sh');
 const SWITCH = join(ROOT, 'bench', 'pier-loop-switch.sh');
 
 type Mode = 'testpmd' | 'pier' | 'pier-busy-poll';
 const samples: Record<string, Array<{ mpps: number; cpu?: number }>> = {};
 
-function threadCpu(pid: number, tid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
 
 async function run(mode: Mode, len: number): Promise<void> {
   const info = `/tmp/pier-vhost-bench-${process.pid}.json`;
@@ -78,11 +64,6 @@ async function run(mode: Mode, len: number): Promise<void> {
   console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}`);
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const k = s.length >> 1;
-  return s.length % 2 ? s[k]! : (s[k - 1]! + s[k]!) / 2;
-};
 
 for (let r = 0; r < ROUNDS; r++) {
   console.error(`-- round ${r + 1}/${ROUNDS}`);
@@ -102,7 +83,7 @@ const ratios = {
 const result = {
   benchmark: 'vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch',
   date: new Date().toISOString(),
-  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version },
+  machine: machine(),
   rounds: ROUNDS,
   secondsPerRun: T,
   summary,

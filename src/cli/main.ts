@@ -80,6 +80,15 @@ client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').opt
       [' port             MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${e.mac}  ${e.age}`)].join('\n'));
   });
 
+client('doctor', 'check what this machine offers pier, each finding with its fix; exit 1 if something must be fixed')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const { doctor, formatFindings } = await import('./doctor.ts');
+    const findings = await doctor(socketOf(cmd));
+    print(o.json ? findings : findings, !!o.json, formatFindings);
+    if (findings.some((f) => f.level === 'fail')) process.exitCode = 1;
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

@@ -13,12 +13,15 @@ export interface TapSpec extends PortBase {
 export interface VhostUserSpec extends PortBase {
   kind: 'vhost-user';
   path: string;
+  /** Server: pier listens (fd made by the control plane); client: pier connects and reconnects. */
   server: boolean;
-  /** The listening socket (server mode), made by the control plane; -1 in client mode. */
+  /** The listening socket (server mode); -1 in client mode. */
   listenFd: number;
   queuePairs: number;
   mtu: number;
+  /** Largest queue size pier accepts from the frontend. */
   maxQueueSize: number;
+  /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
   busyPoll: boolean;
 }
 export type PortSpec = TapSpec | VhostUserSpec;

@@ -7,6 +7,7 @@
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
 import { C } from '../dataplane/counters.ts';
 import type { PacketPool } from '../dataplane/pool.ts';
+import type { VhostUserSpec } from '../dataplane/protocol.ts';
 import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
@@ -25,18 +26,8 @@ const MAX_SEGS = 1024;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
 
-export interface VhostUserOptions {
-  path: string;
-  /** Server: pier listens (fd made by the control plane); client: pier connects and reconnects. */
-  server: boolean;
-  listenFd: number;
-  queuePairs: number;
-  mtu: number;
-  /** Largest queue size pier accepts from the frontend. */
-  maxQueueSize: number;
-  /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
-  busyPoll: boolean;
-}
+/** What the control plane tells the port (see VhostUserSpec). */
+export type VhostUserOptions = Omit<VhostUserSpec, 'kind' | 'index' | 'name' | 'bridge' | 'counters'>;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 

@@ -1,0 +1,111 @@
+// `pier doctor`: what this machine offers pier, each finding with its fix. The answers to the
+// thread's failures are here: is there a vhost-net (and is it a character device, not a socket
+// to connect() to), can taps be made, may this user configure networks, will a socket path fit.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import { call } from './client.ts';
+
+export type Level = 'ok' | 'warn' | 'fail';
+export interface Finding { check: string; level: Level; detail: string; fix?: string }
+
+function charDev(path: string, major: number, minor: number, what: string, missingFix: string, level: Level): Finding {
+  if (!existsSync(path)) return { check: path, level, detail: `missing: ${what}`, fix: missingFix };
+  const st = statSync(path);
+  if (!st.isCharacterDevice()) {
+    return { check: path, level: 'fail', detail: `exists but is not a character device (${st.isSocket() ? 'a socket' : 'another file type'})`, fix: `remove it and ${missingFix}` };
+  }
+  const maj = Math.floor(st.rdev / 256);
+  const min = st.rdev % 256;
+  const dev = `${maj}:${min}`;
+  if (maj !== major || min !== minor) return { check: path, level: 'warn', detail: `character device ${dev}, expected ${major}:${minor}`, fix: `recreate it: mknod ${path} c ${major} ${minor}` };
+  return { check: path, level: 'ok', detail: `character device ${dev}` };
+}
+
+function readParam(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function hasTool(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function doctor(socket: string): Promise<Finding[]> {
+  const f: Finding[] = [];
+  f.push({ check: 'kernel', level: 'ok', detail: release() });
+
+  f.push(charDev('/dev/net/tun', 10, 200, 'no tap ports can be made', 'modprobe tun, or mkdir -p /dev/net && mknod /dev/net/tun c 10 200', 'fail'));
+  // vhost-net is only needed by virtio-user ports with path=/dev/vhost-net: a warning otherwise.
+  const vhostNet = charDev('/dev/vhost-net', 10, 238, 'the kernel has no vhost-net loaded or built in (virtio-user ports with path=/dev/vhost-net cannot work)',
+    'modprobe vhost_net (a kernel built with CONFIG_VHOST_NET), or use type=tap ports', 'warn');
+  f.push(vhostNet);
+
+  const vhostMod = '/sys/module/vhost/parameters';
+  if (existsSync(vhostMod)) {
+    const params = readdirSync(vhostMod).map((p) => `${p}=${readParam(`${vhostMod}/${p}`) ?? '?'}`).join(' ');
+    f.push({ check: 'vhost module parameters', level: 'ok', detail: params });
+  } else {
+    f.push({ check: 'vhost module parameters', level: vhostNet.level === 'ok' ? 'ok' : 'warn', detail: vhostNet.level === 'ok' ? 'built in (no module parameters)' : 'vhost module not loaded', fix: vhostNet.level === 'ok' ? undefined : 'modprobe vhost_net' });
+  }
+
+  const { hasNetAdmin, hasSysAdmin } = await import('../sys/caps.ts');
+  f.push(hasNetAdmin()
+    ? { check: 'CAP_NET_ADMIN', level: 'ok', detail: 'may create taps and configure interfaces' }
+    : { check: 'CAP_NET_ADMIN', level: 'fail', detail: 'missing: the daemon cannot create taps or configure containers', fix: 'run pier as root' });
+  f.push(hasSysAdmin()
+    ? { check: 'CAP_SYS_ADMIN', level: 'ok', detail: 'may enter network namespaces (setns)' }
+    : { check: 'CAP_SYS_ADMIN', level: 'fail', detail: 'missing: taps cannot be made inside containers', fix: 'run pier as root' });
+
+  const nsDir = '/var/run/netns';
+  const named = existsSync(nsDir) ? readdirSync(nsDir).length : 0;
+  f.push({ check: 'network namespaces', level: existsSync('/proc/self/ns/net') ? 'ok' : 'fail', detail: `${named} named under ${nsDir}; netns= also takes pid:PID and /proc/PID/ns/net`, ...(existsSync('/proc/self/ns/net') ? {} : { fix: 'a kernel with CONFIG_NET_NS' }) });
+  for (const tool of ['ip', 'nsenter']) {
+    f.push(hasTool(tool)
+      ? { check: tool, level: 'ok', detail: 'found' }
+      : { check: tool, level: 'fail', detail: 'not found: pier configures interfaces with it', fix: `apt-get install ${tool === 'ip' ? 'iproute2' : 'util-linux'}` });
+  }
+
+  const len = Buffer.byteLength(socket);
+  f.push(len <= 107
+    ? { check: 'unix socket paths', level: 'ok', detail: `control socket ${socket} is ${len} bytes; vhost-user socket paths must be at most 107 bytes too` }
+    : { check: 'unix socket paths', level: 'fail', detail: `control socket ${socket} is ${len} bytes, over the 107-byte limit`, fix: 'use a shorter --socket path' });
+
+  try {
+    const { memfd, libc } = await import('../sys/index.ts');
+    const fd = memfd('pier-doctor', 1 << 20);
+    const addr = Number(libc.mmap(0, 1 << 20, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0));
+    const ok = addr > 0 && addr < 2 ** 53;
+    if (ok) libc.munmap(addr, 1 << 20);
+    libc.close(fd);
+    f.push(ok ? { check: 'memfd', level: 'ok', detail: 'shared memory for rings and packets can be made and mapped' }
+      : { check: 'memfd', level: 'fail', detail: 'mmap of a memfd failed', fix: 'check memory limits (ulimit -l, cgroup memory)' });
+  } catch (e) {
+    f.push({ check: 'memfd', level: 'fail', detail: (e as Error).message, fix: 'a kernel with memfd_create (3.17+)' });
+  }
+
+  try {
+    const r = (await call(socket, 'ping')) as { version: string; pid: number };
+    f.push({ check: 'daemon', level: 'ok', detail: `pier ${r.version} running (pid ${r.pid}) on ${socket}` });
+  } catch (e) {
+    f.push({ check: 'daemon', level: 'fail', detail: (e as Error).message, fix: 'start it with: pier daemon' });
+  }
+  return f;
+}
+
+export function formatFindings(fs: Finding[]): string {
+  const mark: Record<Level, string> = { ok: ' ok ', warn: 'WARN', fail: 'FAIL' };
+  const lines = fs.map((x) => `[${mark[x.level]}] ${x.check}: ${x.detail}${x.fix ? `\n       fix: ${x.fix}` : ''}`);
+  const bad = fs.filter((x) => x.level === 'fail').length;
+  const warn = fs.filter((x) => x.level === 'warn').length;
+  lines.push(bad ? `${bad} problem(s) to fix${warn ? `, ${warn} warning(s)` : ''}` : `all is well${warn ? ` (${warn} warning(s))` : ''}`);
+  return lines.join('\n');
+}

@@ -232,9 +232,14 @@ export class Daemon {
       }
       if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
     } else {
+      // Two listeners, or two connectors, on one socket path clash; one of each is pier
+      // talking to itself (a virtio-user port on a vhost-user port), which is fine.
+      const listens = (x: StoredPort): boolean => x.type === 'vhost-user' || (x.type === 'virtio-user' && x.server === true);
       for (const p of this.ports.values()) {
         const po = this.state.bridges[p.bridge]?.ports[p.name];
-        if (po && po.type !== 'tap' && po.path === o.path) throw new PierError('EEXIST', `port ${p.name} already uses socket ${o.path}`, 'choose another path=');
+        if (po && po.type !== 'tap' && po.path === o.path && listens(po) === listens(o)) {
+          throw new PierError('EEXIST', `port ${p.name} already ${listens(o) ? 'listens on' : 'connects to'} socket ${o.path}`, 'choose another path=');
+        }
       }
     }
     const rt = await this.startPort(br, name, o, true);

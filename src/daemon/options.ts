@@ -88,12 +88,20 @@ const vhostCommon = {
 export const vhostUserOptions = z.strictObject({ type: z.literal('vhost-user'), ...vhostCommon });
 export const vhostUserClientOptions = z.strictObject({ type: z.literal('vhost-user-client'), ...vhostCommon });
 export type VhostUserOptions = z.output<typeof vhostUserOptions> | z.output<typeof vhostUserClientOptions>;
-export type PortOptions = TapOptions | VhostUserOptions;
+export const virtioUserOptions = z.strictObject({
+  type: z.literal('virtio-user'),
+  path: sockPath,
+  server: onOff.optional(),
+  'queue-size': intIn(64, 32768, 'ring size', true).optional(),
+});
+export type VirtioUserOptions = z.output<typeof virtioUserOptions>;
+export type PortOptions = TapOptions | VhostUserOptions | VirtioUserOptions;
 
 export const PORT_TYPES: Record<string, z.ZodType> = {
   tap: tapOptions,
   'vhost-user': vhostUserOptions,
   'vhost-user-client': vhostUserClientOptions,
+  'virtio-user': virtioUserOptions,
 };
 
 /** `['type=tap', 'netns=c1']` -> `{ type: 'tap', netns: 'c1' }`, every word checked. */

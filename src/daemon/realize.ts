@@ -1,11 +1,14 @@
 // What the control plane does for each port kind: make the device or socket exist (realise),
 // describe it to the dataplane, and undo it (destroy on del-port, detach on daemon stop).
-import type { VhostUserSpec, TapSpec } from '../dataplane/protocol.ts';
+import type { VhostUserSpec, TapSpec, VirtioUserSpec } from '../dataplane/protocol.ts';
+import { classifyPath, PathError } from '../vhost/path-class.ts';
+import { PierError } from './errors.ts';
 import type { StoredPort } from './state.ts';
 import { destroyTap, detachTap, realizeTap, tapKernelInfo } from './tap-control.ts';
 import { closeListener, listenVhostUser } from './vhost-control.ts';
 
-type KindSpec = Omit<TapSpec, 'index' | 'name' | 'bridge' | 'counters'> | Omit<VhostUserSpec, 'index' | 'name' | 'bridge' | 'counters'>;
+type Base = 'index' | 'name' | 'bridge' | 'counters';
+type KindSpec = Omit<TapSpec, Base> | Omit<VhostUserSpec, Base> | Omit<VirtioUserSpec, Base>;
 
 export interface Realized {
   spec: KindSpec;
@@ -43,6 +46,25 @@ export function realize(name: string, o: StoredPort): Realized {
         spec,
         destroy: () => server && closeListener(fd, o.path),
         detach: () => server && closeListener(fd, o.path),
+      };
+    }
+    case 'virtio-user': {
+      let cls;
+      try {
+        cls = classifyPath(o.path, o.server === true);
+      } catch (e) {
+        if (e instanceof PathError) throw new PierError('EPATH', e.message, e.hint);
+        throw e;
+      }
+      if (cls.kind === 'vhost-kernel') {
+        throw new PierError('ENOTSUP', `${o.path} is the vhost-net device: pier's vhost-kernel backend is not built yet`,
+          'use type=tap for a kernel container today, or a vhost-user socket path');
+      }
+      const fd = cls.server ? listenVhostUser(o.path) : -1;
+      return {
+        spec: { kind: 'virtio-user', path: o.path, server: cls.server, listenFd: fd, queueSize: o['queue-size'] ?? 1024 },
+        destroy: () => cls.server && closeListener(fd, o.path),
+        detach: () => cls.server && closeListener(fd, o.path),
       };
     }
   }

@@ -23,7 +23,13 @@ const storedVhost = z.object({
   'queue-size': z.number().optional(),
   'busy-poll': z.boolean().optional(),
 });
-const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost]);
+const storedVirtioUser = z.object({
+  type: z.literal('virtio-user'),
+  path: z.string(),
+  server: z.boolean().optional(),
+  'queue-size': z.number().optional(),
+});
+const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost, storedVirtioUser]);
 void tapOptions;
 
 const stateSchema = z.object({

@@ -24,7 +24,14 @@ export interface VhostUserSpec extends PortBase {
   /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
   busyPoll: boolean;
 }
-export type PortSpec = TapSpec | VhostUserSpec;
+export interface VirtioUserSpec extends PortBase {
+  kind: 'virtio-user';
+  path: string;
+  server: boolean;
+  listenFd: number;
+  queueSize: number;
+}
+export type PortSpec = TapSpec | VhostUserSpec | VirtioUserSpec;
 
 export type Request =
   | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number }

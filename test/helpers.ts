@@ -10,7 +10,8 @@ export const PIER = join(ROOT, 'bin', 'pier');
 export interface Run { code: number; stdout: string; stderr: string }
 
 export function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): Run {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: opts.env ?? process.env, timeout: opts.timeout ?? 60_000 });
+  const slow = process.env.HOSTNAME === 'vmrun' ? 5 : 1;
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: opts.env ?? process.env, timeout: (opts.timeout ?? 60_000) * slow });
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
@@ -34,7 +35,8 @@ export class TestDaemon {
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + 20_000;
+    // Inside vmrun (software emulation) everything is 10-30x slower.
+    const deadline = Date.now() + (process.env.HOSTNAME === 'vmrun' ? 180_000 : 20_000);
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
       if (this.log.includes('pier daemon ready')) return;

@@ -13,6 +13,7 @@ import { err, PierError } from './errors.ts';
 import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './options.ts';
 import { type DesiredState, StateStore, type StoredPort } from './state.ts';
 import { realize, type Realized } from './realize.ts';
+import { classifyPath } from '../vhost/path-class.ts';
 import { checkTunDevice } from './tap-control.ts';
 
 import { VERSION } from './defaults.ts';
@@ -232,12 +233,15 @@ export class Daemon {
       }
       if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
     } else {
+      if (o.type === 'virtio-user' && o.netns !== undefined && !o.mac) o.mac = randomMac(); // the vhost-net tap keeps its address too
       // Two listeners, or two connectors, on one socket path clash; one of each is pier
       // talking to itself (a virtio-user port on a vhost-user port), which is fine.
       const listens = (x: StoredPort): boolean => x.type === 'vhost-user' || (x.type === 'virtio-user' && x.server === true);
+      // /dev/vhost-net is opened once per port: any number of ports share the device.
+      const kernel = (x: StoredPort): boolean => x.type === 'virtio-user' && isVhostNet(x.path);
       for (const p of this.ports.values()) {
         const po = this.state.bridges[p.bridge]?.ports[p.name];
-        if (po && po.type !== 'tap' && po.path === o.path && listens(po) === listens(o)) {
+        if (po && po.type !== 'tap' && !kernel(o) && po.path === o.path && listens(po) === listens(o)) {
           throw new PierError('EEXIST', `port ${p.name} already ${listens(o) ? 'listens on' : 'connects to'} socket ${o.path}`, 'choose another path=');
         }
       }
@@ -421,4 +425,12 @@ function checkName(what: string, name: string): void {
     throw new PierError('EINVAL', `${what} name '${name}' is ${name.length} characters; names are at most ${NAME_MAX}`, `choose a shorter ${what} name`);
   }
   if (!NAME_RE.test(name)) throw err.badName(what, name);
+}
+
+function isVhostNet(path: string): boolean {
+  try {
+    return classifyPath(path).kind === 'vhost-kernel';
+  } catch {
+    return false;
+  }
 }

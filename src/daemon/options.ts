@@ -93,6 +93,13 @@ export const virtioUserOptions = z.strictObject({
   path: sockPath,
   server: onOff.optional(),
   'queue-size': intIn(64, 32768, 'ring size', true).optional(),
+  queues: intIn(1, 1, 'queue pairs: multiqueue virtio-user is not built yet').optional(),
+  // for path=/dev/vhost-net: the kernel's tap, in the container
+  netns: z.string().min(1).optional(),
+  ip: ipList.optional(),
+  mac: mac.optional(),
+  mtu: mtu.optional(),
+  ifname: ifname.optional(),
 });
 export type VirtioUserOptions = z.output<typeof virtioUserOptions>;
 export type PortOptions = TapOptions | VhostUserOptions | VirtioUserOptions;

@@ -3,6 +3,7 @@
 import type { VhostUserSpec, TapSpec, VirtioUserSpec } from '../dataplane/protocol.ts';
 import { classifyPath, PathError } from '../vhost/path-class.ts';
 import { PierError } from './errors.ts';
+import { libc, openVhostNet } from '../sys/index.ts';
 import type { StoredPort } from './state.ts';
 import { destroyTap, detachTap, realizeTap, tapKernelInfo } from './tap-control.ts';
 import { closeListener, listenVhostUser } from './vhost-control.ts';
@@ -56,13 +57,34 @@ export function realize(name: string, o: StoredPort): Realized {
         if (e instanceof PathError) throw new PierError('EPATH', e.message, e.hint);
         throw e;
       }
+      const queueSize = o['queue-size'] ?? 1024;
       if (cls.kind === 'vhost-kernel') {
-        throw new PierError('ENOTSUP', `${o.path} is the vhost-net device: pier's vhost-kernel backend is not built yet`,
-          'use type=tap for a kernel container today, or a vhost-user socket path');
+        // The kernel's tap goes into the container exactly as a tap port's does.
+        const t = realizeTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true });
+        let vfd: number;
+        try {
+          vfd = openVhostNet();
+        } catch (e) {
+          destroyTap(t.fd);
+          throw new PierError('EVHOST', `cannot open ${o.path}: ${(e as Error).message}`, 'pier must run as root, and the vhost_net module must be loaded');
+        }
+        return {
+          spec: { kind: 'virtio-user', backend: 'vhost-kernel', path: o.path, server: false, listenFd: -1, queueSize, vhostFd: vfd, tapFd: t.fd },
+          destroy: () => { libc.close(vfd); destroyTap(t.fd); },
+          detach: () => { libc.close(vfd); detachTap(t.fd); },
+          ifname: t.ifname,
+          kernel: () => {
+            const k = tapKernelInfo(t);
+            return k ? { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped } : undefined;
+          },
+        };
+      }
+      for (const k of ['netns', 'ip', 'mac', 'mtu', 'ifname'] as const) {
+        if (o[k] !== undefined) throw new PierError('EINVAL', `${k}= is for path=/dev/vhost-net (a kernel tap in a container); ${o.path} is a vhost-user socket`, `drop ${k}=`);
       }
       const fd = cls.server ? listenVhostUser(o.path) : -1;
       return {
-        spec: { kind: 'virtio-user', path: o.path, server: cls.server, listenFd: fd, queueSize: o['queue-size'] ?? 1024 },
+        spec: { kind: 'virtio-user', backend: 'vhost-user', path: o.path, server: cls.server, listenFd: fd, queueSize, vhostFd: -1, tapFd: -1 },
         destroy: () => cls.server && closeListener(fd, o.path),
         detach: () => cls.server && closeListener(fd, o.path),
       };

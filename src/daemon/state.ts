@@ -28,6 +28,12 @@ const storedVirtioUser = z.object({
   path: z.string(),
   server: z.boolean().optional(),
   'queue-size': z.number().optional(),
+  queues: z.number().optional(),
+  netns: z.string().optional(),
+  ip: z.array(z.string()).optional(),
+  mac: z.string().optional(),
+  mtu: z.number().optional(),
+  ifname: z.string().optional(),
 });
 const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost, storedVirtioUser]);
 void tapOptions;

@@ -26,10 +26,14 @@ export interface VhostUserSpec extends PortBase {
 }
 export interface VirtioUserSpec extends PortBase {
   kind: 'virtio-user';
+  /** vhost-user: pier speaks the protocol on path; vhost-kernel: ioctls on vhostFd, tap tapFd. */
+  backend: 'vhost-user' | 'vhost-kernel';
   path: string;
   server: boolean;
   listenFd: number;
   queueSize: number;
+  vhostFd: number;
+  tapFd: number;
 }
 export type PortSpec = TapSpec | VhostUserSpec | VirtioUserSpec;
 

@@ -14,7 +14,8 @@ import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { Port, type PortContext } from '../dataplane/port.ts';
 import type { VirtioUserSpec } from '../dataplane/protocol.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
-import { EventFd, FdReceiver, libc, memfd, sendWithFds, unixAccept, unixConnect } from '../sys/index.ts';
+import { EventFd, FdReceiver, libc, memfd, sendWithFds, unixAccept, unixConnect, VhostKernel } from '../sys/index.ts';
+import { GSO_TCP } from '../dataplane/port.ts';
 import * as P from '../vhost/protocol.ts';
 import { DriverQueue } from '../virtio/driver-queue.ts';
 import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
@@ -80,8 +81,49 @@ export class VirtioUserPort extends Port {
   override attach(ctx: PortContext): void {
     this.ctx = ctx;
     ctx.watch(this, this.call[RXQ]!.fd, RXQ);
-    if (this.opts.server) ctx.watch(this, this.opts.listenFd, Q_LISTEN);
+    if (this.opts.backend === 'vhost-kernel') this.kernelSetUp();
+    else if (this.opts.server) ctx.watch(this, this.opts.listenFd, Q_LISTEN);
     else this.tryConnect();
+  }
+
+  /**
+   * The vhost-kernel backend: the same rings and buffers, set up with ioctls on /dev/vhost-net,
+   * and the kernel's vhost worker moving packets between them and the container's tap. The tap
+   * carries the virtio-net header (IFF_VNET_HDR, 12 bytes), so vhost-net adds none of its own
+   * and offloads pass through: the tap takes super-frames and partial checksums from pier.
+   */
+  private kernelSetUp(): void {
+    const vk = new VhostKernel(this.opts.vhostFd);
+    vk.setOwner();
+    this.offered = vk.getFeatures();
+    const f = this.offered & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF));
+    if (f === 0n) throw new Error('vhost-net offers neither VERSION_1 nor MRG_RXBUF: its 10-byte header is not supported');
+    vk.setFeatures(f);
+    this.features = f;
+    const arena = this.pool.arena;
+    vk.setMemTable([[arena.base + this.pool.offset, this.pool.count * BUF_SIZE], [arena.base + this.ringsOff, this.ringsSize]]);
+    const n = this.opts.queueSize;
+    const per = this.ringsSize / 2;
+    arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
+    for (const q of [RXQ, TXQ]) {
+      const desc = this.ringsOff + q * per;
+      const avail = desc + descTableSize(n);
+      const used = (avail + availRingSize(n) + 3) & ~3;
+      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx: false, addrBase: arena.base });
+      if (err) throw new Error(`ring setup: ${err}`);
+      vk.setVringNum(q, n);
+      vk.setVringBase(q, 0);
+      vk.setVringAddr(q, arena.base + desc, arena.base + used, arena.base + avail);
+      vk.setVringKick(q, this.kick[q]!.fd);
+      vk.setVringCall(q, this.call[q]!.fd);
+    }
+    this.queues[TXQ]!.disableUsedNotifications();
+    for (const q of [RXQ, TXQ]) vk.setBackend(q, this.opts.tapFd);
+    this.gsoTypes = GSO_TCP;
+    this.acceptsCsum = true;
+    this.connects = 1;
+    this.phase = 'running';
+    this.refill();
   }
 
   // ---- connection ----
@@ -382,7 +424,7 @@ export class VirtioUserPort extends Port {
 
   override describe(): unknown {
     return {
-      backend: 'vhost-user',
+      backend: this.opts.backend,
       mode: this.opts.server ? 'server' : 'client',
       path: this.opts.path,
       connected: this.conn >= 0,
@@ -399,6 +441,11 @@ export class VirtioUserPort extends Port {
 
   close(): void {
     this.disconnect('');
+    if (this.opts.backend === 'vhost-kernel') {
+      // The control plane closes the vhost-net fd (which stops the kernel worker); buffers go back.
+      for (const own of this.owner) for (let i = 0; i < own.length; i++) if (own[i]! >= 0) { this.pool.release(own[i]!); own[i] = -1; }
+      this.phase = 'down';
+    }
     this.ctx?.unwatch(this.call[RXQ]!.fd);
     if (this.opts.server) this.ctx?.unwatch(this.opts.listenFd);
     this.timerAt = 0;

@@ -1,0 +1,39 @@
+// virtio-user ports over the kernel's vhost-net, the setup of the DPDK thread, run for real in
+// a VM with a stock Debian kernel (../shared/tools/vmrun; this host's kernel has no vhost-net).
+// The scenario (test/vm/vhost-net-scenario.ts) runs inside; this test asserts on what it saw.
+// Software emulation makes it slow (minutes) and its throughput figures meaningless.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ROOT, sh } from './helpers.ts';
+
+describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
+  it('two containers on vhost-net virtio-user ports and one on a tap port talk through pier', () => {
+    const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
+    const r = sh(vmrun, ['--timeout', '900', '--mem', '3072', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
+      { timeout: 1_000_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
+    const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+    assert.ok(line, `no result from the VM (exit ${r.code}): ${r.stdout.slice(-2000)} ${r.stderr.slice(-2000)}`);
+    const out = JSON.parse(line.slice(7));
+    assert.equal(out.error, undefined, `${out.error}\n${out.log ?? ''}`);
+    assert.equal(out.vhostNet, 'a:ee character special file', 'the VM has /dev/vhost-net (10:238)');
+    // The kernel's tap is in the container, named, addressed and sized as asked.
+    assert.equal(out.link.ifname, 'eth0');
+    assert.equal(out.link.mtu, 9000);
+    assert.ok(out.link.addr_info.some((x: any) => x.local === '10.82.0.1'));
+    assert.equal(out.show.peer.backend, 'vhost-kernel');
+    assert.equal(out.show.peer.link, 'up');
+    assert.ok(out.show.peer.features.negotiated.includes('MRG_RXBUF'));
+    assert.equal(out.ping12, 0, 'ping c1 -> c2 over vhost-net both ends');
+    assert.equal(out.ping21, 0, 'ping c2 -> c1');
+    assert.equal(out.ping13, 0, 'ping from a vhost-net container to a tap container');
+    assert.equal(out.jumbo, 0, 'ping -M do -s 8900 with MTU 9000');
+    for (const k of ['iperfUp', 'iperfDown', 'iperfTap']) assert.ok(out[k] > 0, `${k}: ${out[k]}`);
+    const s = Object.fromEntries(out.stats.map((x: any) => [x.port, x]));
+    assert.ok(s.c1.counters.rx_gso_packets > 0 && s.c1.counters.tx_gso_packets > 0, 'TSO super-frames cross the vhost-net rings');
+    assert.equal(s.c1.counters.tx_segmented + s.c2.counters.tx_segmented, 0);
+    // Both sides of the exception path are counted: pier's rings and the kernel tap's own.
+    assert.equal(s.c1.kernel.ifname, 'eth0');
+    assert.ok(s.c1.kernel.rx_packets > 0 && s.c1.kernel.tx_packets > 0);
+  });
+});

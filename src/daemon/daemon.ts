@@ -46,7 +46,8 @@ export interface Request {
 }
 
 export class Daemon {
-  private readonly log = pino({ name: 'pier' }, pino.destination(2));
+  // Synchronous: few lines, and a daemon that hangs must still have said what it was doing.
+  private readonly log = pino({ name: 'pier' }, pino.destination({ fd: 2, sync: true }));
   private readonly store: StateStore;
   private state: DesiredState;
   private dataplane!: Dataplane;
@@ -262,6 +263,7 @@ export class Daemon {
    */
   private async startPort(br: string, name: string, o: StoredPort, strict: boolean): Promise<PortRuntime> {
     const rt: PortRuntime = { name, bridge: br, index: this.nextPortIndex++, counters: newCounters(), dev: undefined, error: undefined };
+    this.log.debug({ port: name, type: o.type }, 'starting port');
     try {
       await this.attach(rt, o);
     } catch (e) {

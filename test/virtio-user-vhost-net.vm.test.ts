@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { ROOT, sh } from './helpers.ts';
 
 describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
-  it('two containers on vhost-net virtio-user ports and one on a tap port talk through pier', () => {
+  it('two containers on vhost-net virtio-user ports and one on a tap port talk through pier, also after a restart', () => {
     const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
     const r = sh(vmrun, ['--timeout', '900', '--mem', '3072', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
       { timeout: 1_000_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
@@ -35,5 +35,6 @@ describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
     // Both sides of the exception path are counted: pier's rings and the kernel tap's own.
     assert.equal(s.c1.kernel.ifname, 'eth0');
     assert.ok(s.c1.kernel.rx_packets > 0 && s.c1.kernel.tx_packets > 0);
+    assert.equal(out.afterRestart, 0, 'after a daemon restart the vhost-net containers talk again');
   });
 });

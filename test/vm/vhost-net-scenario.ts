@@ -23,6 +23,10 @@ try {
   out.iperfDown = (await iperf(b, a, '10.82.0.2', { seconds: 3, reverse: true })).gbps;
   out.iperfTap = (await iperf(c, a, '10.82.0.3', { seconds: 3 })).gbps;
   out.stats = d.json('stats');
+  // A restart brings the vhost-net ports back: the persistent taps are re-attached.
+  await d.stop('SIGTERM');
+  await d.start();
+  out.afterRestart = ping(a, '10.82.0.2', ['-c', '3', '-W', '5']).code;
 } catch (e) {
   out.error = String((e as Error).stack ?? e);
   out.log = d.log.slice(-3000);

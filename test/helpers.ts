@@ -36,7 +36,7 @@ export class TestDaemon {
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
     // Inside vmrun (software emulation) everything is 10-30x slower.
-    const deadline = Date.now() + (process.env.HOSTNAME === 'vmrun' ? 180_000 : 20_000);
+    const deadline = Date.now() + (process.env.HOSTNAME === 'vmrun' ? 600_000 : 20_000);
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
       if (this.log.includes('pier daemon ready')) return;

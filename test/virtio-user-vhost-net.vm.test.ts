@@ -10,8 +10,8 @@ import { ROOT, sh } from './helpers.ts';
 describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
   it('two containers on vhost-net virtio-user ports and one on a tap port talk through pier, also after a restart', () => {
     const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
-    const r = sh(vmrun, ['--timeout', '900', '--mem', '3072', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
-      { timeout: 1_000_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
+    const r = sh(vmrun, ['--timeout', '1800', '--mem', '3072', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
+      { timeout: 1_900_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
     const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
     assert.ok(line, `no result from the VM (exit ${r.code}): ${r.stdout.slice(-2000)} ${r.stderr.slice(-2000)}`);
     const out = JSON.parse(line.slice(7));

@@ -59,7 +59,7 @@ describe('pier doctor (root)', () => {
 
   it('in a VM with a stock Debian kernel (vmrun): /dev/vhost-net is found, 10:238, with the vhost module parameters', () => {
     const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
-    const r = sh(vmrun, ['--timeout', '300', '--', PIER, 'doctor', '--json'], { timeout: 400_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
+    const r = sh(vmrun, ['--timeout', '300', '--clean-env', '--', PIER, 'doctor', '--json'], { timeout: 400_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
     // exit 1 is expected: no daemon runs in the VM
     assert.ok(r.code === 0 || r.code === 1, `vmrun failed (${r.code}): ${r.stderr.slice(-2000)}`);
     const fs = JSON.parse(r.stdout) as Finding[];

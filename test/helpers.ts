@@ -1,17 +1,20 @@
 // Test helpers for the root integration tests: a private daemon, the CLI, namespaces, iperf3.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const PIER = join(ROOT, 'bin', 'pier');
+/** Inside ../shared/tools/vmrun (software emulation): everything is 10-30x slower. */
+export const IN_VM = hostname() === 'vmrun';
 
 export interface Run { code: number; stdout: string; stderr: string }
 
 export function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): Run {
-  const slow = process.env.HOSTNAME === 'vmrun' ? 5 : 1;
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: opts.env ?? process.env, timeout: (opts.timeout ?? 60_000) * slow });
+  const slow = IN_VM ? 5 : 1;
+  // stdin is /dev/null: a child must never wait on, or poll, the test runner's stdin.
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: opts.env ?? process.env, timeout: (opts.timeout ?? 60_000) * slow, stdio: ['ignore', 'pipe', 'pipe'] });
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
@@ -36,7 +39,7 @@ export class TestDaemon {
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
     // Inside vmrun (software emulation) everything is 10-30x slower.
-    const deadline = Date.now() + (process.env.HOSTNAME === 'vmrun' ? 600_000 : 20_000);
+    const deadline = Date.now() + (IN_VM ? 600_000 : 20_000);
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
       if (this.log.includes('pier daemon ready')) return;

@@ -103,17 +103,13 @@ export class VirtioUserPort extends Port {
     const arena = this.pool.arena;
     vk.setMemTable([[arena.base + this.pool.offset, this.pool.count * BUF_SIZE], [arena.base + this.ringsOff, this.ringsSize]]);
     const n = this.opts.queueSize;
-    const per = this.ringsSize / 2;
-    arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
+    const rings = this.configureRings();
+    if (typeof rings === 'string') throw new Error(`ring setup: ${rings}`);
     for (const q of [RXQ, TXQ]) {
-      const desc = this.ringsOff + q * per;
-      const avail = desc + descTableSize(n);
-      const used = (avail + availRingSize(n) + 3) & ~3;
-      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx: false, addrBase: arena.base });
-      if (err) throw new Error(`ring setup: ${err}`);
+      const r = rings[q]!;
       vk.setVringNum(q, n);
       vk.setVringBase(q, 0);
-      vk.setVringAddr(q, arena.base + desc, arena.base + used, arena.base + avail);
+      vk.setVringAddr(q, r.desc, r.used, r.avail);
       vk.setVringKick(q, this.kick[q]!.fd);
       vk.setVringCall(q, this.call[q]!.fd);
     }
@@ -163,13 +159,7 @@ export class VirtioUserPort extends Port {
     this.gsoTypes = 0;
     this.acceptsCsum = false;
     this.disconnects++;
-    // Buffers the backend held come back to the pool.
-    for (const own of this.owner) {
-      for (let i = 0; i < own.length; i++) {
-        if (own[i]! >= 0) this.pool.release(own[i]!);
-        own[i] = -1;
-      }
-    }
+    this.releaseBuffers();
     if (!this.opts.server) this.timerAt = Date.now() + RECONNECT_MIN_MS;
   }
 
@@ -257,22 +247,18 @@ export class VirtioUserPort extends Port {
     });
     this.send(P.Req.SET_MEM_TABLE, table, [pool.fd, this.ringsFd]);
     const n = this.opts.queueSize;
-    const per = this.ringsSize / 2;
-    arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
+    const rings = this.configureRings();
+    if (typeof rings === 'string') return this.disconnect(`ring setup: ${rings}`);
     for (const q of [RXQ, TXQ]) {
-      const desc = this.ringsOff + q * per;
-      const avail = desc + descTableSize(n);
-      const used = (avail + availRingSize(n) + 3) & ~3;
-      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx: false, addrBase: arena.base });
-      if (err) return this.disconnect(`ring setup: ${err}`);
+      const r = rings[q]!;
       this.send(P.Req.SET_VRING_NUM, state(q, n));
       this.send(P.Req.SET_VRING_BASE, state(q, 0));
       const a = new Uint8Array(40);
       const av = new DataView(a.buffer);
       av.setUint32(0, q, true);
-      av.setBigUint64(8, BigInt(arena.base + desc), true);
-      av.setBigUint64(16, BigInt(arena.base + used), true);
-      av.setBigUint64(24, BigInt(arena.base + avail), true);
+      av.setBigUint64(8, BigInt(r.desc), true);
+      av.setBigUint64(16, BigInt(r.used), true);
+      av.setBigUint64(24, BigInt(r.avail), true);
       this.send(P.Req.SET_VRING_ADDR, a);
       this.send(P.Req.SET_VRING_CALL, u64le(BigInt(q)), [this.call[q]!.fd]);
       this.send(P.Req.SET_VRING_KICK, u64le(BigInt(q)), [this.kick[q]!.fd]);
@@ -283,6 +269,37 @@ export class VirtioUserPort extends Port {
     if (this.conn < 0) return;
     this.phase = 'running';
     this.refill();
+  }
+
+  /**
+   * Lay both rings out in the port's memfd (zeroed), configure the DriverQueues, and return
+   * each ring's addresses as the backend sees them (pier's virtual addresses), or a problem.
+   */
+  private configureRings(): Array<{ desc: number; avail: number; used: number }> | string {
+    const arena = this.pool.arena;
+    const n = this.opts.queueSize;
+    const per = this.ringsSize / 2;
+    arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
+    const out = [];
+    for (const q of [RXQ, TXQ]) {
+      const desc = this.ringsOff + q * per;
+      const avail = desc + descTableSize(n);
+      const used = (avail + availRingSize(n) + 3) & ~3;
+      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx: false, addrBase: arena.base });
+      if (err) return err;
+      out.push({ desc: arena.base + desc, avail: arena.base + avail, used: arena.base + used });
+    }
+    return out;
+  }
+
+  /** Every buffer posted to or held by the backend goes back to the pool. */
+  private releaseBuffers(): void {
+    for (const own of this.owner) {
+      for (let i = 0; i < own.length; i++) {
+        if (own[i]! >= 0) this.pool.release(own[i]!);
+        own[i] = -1;
+      }
+    }
   }
 
   // ---- datapath ----
@@ -443,7 +460,7 @@ export class VirtioUserPort extends Port {
     this.disconnect('');
     if (this.opts.backend === 'vhost-kernel') {
       // The control plane closes the vhost-net fd (which stops the kernel worker); buffers go back.
-      for (const own of this.owner) for (let i = 0; i < own.length; i++) if (own[i]! >= 0) { this.pool.release(own[i]!); own[i] = -1; }
+      this.releaseBuffers();
       this.phase = 'down';
     }
     this.ctx?.unwatch(this.call[RXQ]!.fd);

@@ -35,6 +35,11 @@ export class Bridge {
     const now = this.now;
     const members = this.members;
     const inIdx = inPort.index;
+    // A burst mostly comes from one station to one destination: learn and look up once per
+    // change of address. Learning drops the cached destination (it may have moved).
+    let lastSrc = -1;
+    let lastDst = -1;
+    let lastOut = -1;
     for (let i = 0; i < n; i++) {
       const h = batch[i]!;
       const fo = pool.frameOffset(h);
@@ -42,13 +47,21 @@ export class Bridge {
       const s0 = b[fo + 6]!;
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
-        this.fdb.learn(src, inIdx, now);
+        if (src !== lastSrc) {
+          this.fdb.learn(src, inIdx, now);
+          lastSrc = src;
+          lastDst = -1;
+        }
       }
       const d0 = b[fo]!;
       let out = -1;
       if ((d0 & 1) === 0) {
         const dst = (d0 * 0x10000 + (b[fo + 1]! << 8 | b[fo + 2]!)) * 0x1000000 + ((b[fo + 3]! << 16) | (b[fo + 4]! << 8) | b[fo + 5]!);
-        out = this.fdb.lookup(dst, now);
+        if (dst !== lastDst) {
+          lastOut = this.fdb.lookup(dst, now);
+          lastDst = dst;
+        }
+        out = lastOut;
       }
       if (out >= 0) {
         const p = portsByIndex[out];

@@ -1,17 +1,32 @@
 // Per-port counters live in a SharedArrayBuffer: the dataplane thread bumps them, the daemon
 // reads them whenever asked, and nobody sends a message for it. Doubles count exactly to 2^53.
-export const COUNTER_NAMES = [
-  'rx_packets', 'rx_bytes', 'tx_packets', 'tx_bytes',
-  'rx_gso_packets', 'tx_gso_packets',
-  'rx_dropped_no_buffer', 'rx_dropped_malformed', 'rx_errors',
-  'tx_dropped_error', 'tx_dropped_full', 'tx_dropped_bad_gso', 'tx_dropped_no_buffer',
-  'tx_dropped_link_down', 'tx_dropped_too_big',
-  'tx_segmented', 'tx_csum_sw',
-  'dropped_hairpin', 'flooded',
-] as const;
-export type CounterName = (typeof COUNTER_NAMES)[number];
+// Slot of each counter. An object literal, not Object.fromEntries: the hot path reads C.x per
+// packet, and a literal keeps a fast map whose constant fields the JIT folds (a 19-key object
+// made by fromEntries is a dictionary, and every C.x was a generic property load).
+export const C = {
+  rx_packets: 0,
+  rx_bytes: 1,
+  tx_packets: 2,
+  tx_bytes: 3,
+  rx_gso_packets: 4,
+  tx_gso_packets: 5,
+  rx_dropped_no_buffer: 6,
+  rx_dropped_malformed: 7,
+  rx_errors: 8,
+  tx_dropped_error: 9,
+  tx_dropped_full: 10,
+  tx_dropped_bad_gso: 11,
+  tx_dropped_no_buffer: 12,
+  tx_dropped_link_down: 13,
+  tx_dropped_too_big: 14,
+  tx_segmented: 15,
+  tx_csum_sw: 16,
+  dropped_hairpin: 17,
+  flooded: 18,
+} as const;
+export type CounterName = keyof typeof C;
+export const COUNTER_NAMES = Object.keys(C) as CounterName[];
 
-export const C = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;
 export const COUNTER_SLOTS = 32;
 
 export function newCounters(): Float64Array {

@@ -177,8 +177,15 @@ export class Engine implements PortContext {
     if (n === 0 || !br) return n;
     this.bursts++;
     this.packets += n;
+    const members = br.members;
+    const fix = p.rxOffloads;
+    if (fix) for (let i = 0; i < members.length; i++) members[i]!.txFix = true;
     br.forward(p, this.batch, n, this.ports, this.flushFn);
-    for (const m of br.members) if (m.txCount > 0) this.flush(m);
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
+      if (m.txCount > 0) this.flush(m);
+      m.txFix = false;
+    }
     return n;
   }
 
@@ -186,7 +193,7 @@ export class Engine implements PortContext {
   flush(p: Port): void {
     const n = p.txCount;
     p.txCount = 0;
-    if (p.gsoTypes === GSO_TCP && p.acceptsCsum) {
+    if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum)) {
       p.transmit(p.txq, n);
       return;
     }

@@ -21,6 +21,14 @@ export abstract class Port {
   txCount = 0;
   /** Scratch the engine uses when it must fix up offloads for this port. */
   readonly fixq = new Int32Array(TXQ_SIZE);
+  /**
+   * Set by receive(): some packet of the last burst may carry an offload request (a GSO type or
+   * NEEDS_CSUM in its virtio-net header). A port that cannot tell leaves it true; a false lets
+   * the engine hand the burst to every output port without looking at each header again.
+   */
+  rxOffloads = true;
+  /** Set by the engine while packets that may need an offload fix-up sit in txq. */
+  txFix = false;
   /** Bit per VIRTIO_NET_HDR_GSO_* type the port takes as is; others are segmented for it. */
   gsoTypes: number;
   /** Accepts frames whose checksum is still partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). */

@@ -312,6 +312,7 @@ export class VhostUserPort extends Port {
     vq.disableNotifications();
     let n = 0;
     let popped = 0;
+    let offloads = 0;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -361,10 +362,13 @@ export class VhostUserPort extends Port {
       pool.len[h] = flen;
       c[C.rx_packets]!++;
       c[C.rx_bytes]! += flen;
-      if (b[ho + 1] !== 0) c[C.rx_gso_packets]!++;
+      const gso = b[ho + 1]!;
+      if (gso !== 0) c[C.rx_gso_packets]!++;
+      offloads |= gso | b[ho]!;
       vq.push(ch.head, 0);
       out[n++] = h;
     }
+    this.rxOffloads = offloads !== 0;
     if (vq.broken !== null) {
       this.ringBroken(v);
       return n;

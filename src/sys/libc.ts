@@ -168,6 +168,16 @@ export const getpid = lib.func('int getpid()');
 export const gettid = lib.func('int gettid()');
 const strerror_ = lib.func('const char *strerror(int errnum)');
 
+/**
+ * "dev:ino" of the file behind fd (struct stat starts with st_dev and st_ino, 8 bytes each, on
+ * x86_64 and the generic 64-bit layout alike), or null when fstat fails.
+ */
+export function fileIdentity(fd: number): string | null {
+  const st = new BigUint64Array(32); // 256 bytes: more than any 64-bit struct stat
+  if (fstatSize(fd, st) !== 0) return null;
+  return `${st[0]}:${st[1]}`;
+}
+
 export function errno(): number {
   return koffi.errno();
 }

@@ -5,7 +5,7 @@ import { classifyPath, PathError } from '../vhost/path-class.ts';
 import { PierError } from './errors.ts';
 import { libc, openVhostNet } from '../sys/index.ts';
 import type { StoredPort } from './state.ts';
-import { destroyTap, detachTap, realizeTap, tapKernelInfo } from './tap-control.ts';
+import { destroyTap, detachTap, realizeTap, realizeVhostTap, tapKernelInfo, tapSndbuf } from './tap-control.ts';
 import { closeListener, listenVhostUser } from './vhost-control.ts';
 
 type Base = 'index' | 'name' | 'bridge' | 'counters';
@@ -59,8 +59,9 @@ export function realize(name: string, o: StoredPort): Realized {
       }
       const queueSize = o['queue-size'] ?? 1024;
       if (cls.kind === 'vhost-kernel') {
-        // The kernel's tap goes into the container exactly as a tap port's does.
-        const t = realizeTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true });
+        // The kernel's tap goes into the container exactly as a tap port's does, with a bounded
+        // send buffer (see VHOST_TAP_SNDBUF).
+        const t = realizeVhostTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true });
         let vfd: number;
         try {
           vfd = openVhostNet();
@@ -75,7 +76,9 @@ export function realize(name: string, o: StoredPort): Realized {
           ifname: t.ifname,
           kernel: () => {
             const k = tapKernelInfo(t);
-            return k ? { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped } : undefined;
+            if (!k) return undefined;
+            const sndbuf = tapSndbuf(t.fd);
+            return { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped, ...(sndbuf === undefined ? {} : { sndbuf }) };
           },
         };
       }

@@ -1,7 +1,7 @@
 // The control-plane half of a tap port: create (or re-attach to) the tap inside the container's
 // namespace and bring it to the configured name, MAC, MTU and addresses. Undone completely on error.
 import { existsSync } from 'node:fs';
-import { closeFd, configureLink, IpError, libc, netnsExists, netnsPath, openTap, setPersist, linkInfo, type LinkInfo } from '../sys/index.ts';
+import { closeFd, configureLink, getSndbuf, IpError, libc, netnsExists, netnsPath, openTap, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../sys/index.ts';
 import { PierError } from './errors.ts';
 import type { StoredTap } from './state.ts';
 
@@ -55,6 +55,50 @@ export function realizeTap(portName: string, o: StoredTap): RealizedTap {
     throw new PierError('ECONFIG', `cannot configure ${ifname}: ${msg}`, 'fix the option the message names and add the port again');
   }
   return { fd, ifname, netnsPath: ns };
+}
+
+/**
+ * Send buffer of the tap behind a vhost-net (virtio-user) port: 1 MiB, the value QEMU's
+ * documentation gives for turning flow control on (`-netdev tap,sndbuf=1048576`).
+ *
+ * The send buffer bounds the bytes of frames vhost-net has written into the tap for the
+ * container (pier -> container) and that the kernel still holds charged to the tap's socket:
+ * frames in a backlog queue (RPS), in a qdisc when the container forwards them on, ... The
+ * kernel's default for a tap, and QEMU's (its sndbuf=0 means INT_MAX), is no bound: vhost-net
+ * then empties pier's transmit ring as fast as it can copy whatever the container keeps up with,
+ * and the excess is dropped later inside the container's kernel, where neither pier nor the
+ * tap's counters see it. With a bound, the tap answers vhost-net with EAGAIN, vhost-net stops
+ * taking from pier's ring until there is room again, and an overload shows as pier's
+ * tx_dropped_full: counted, on pier's side of the tap.
+ *
+ * 1 MiB is ~15 TSO super-frames (64 KiB + overhead) or ~450 MTU-sized frames in flight. In the
+ * common case it is never reached (vhost-net hands frames to the container's stack in its own
+ * thread and the stack releases them from the tap's socket on entry to IP), so it costs no
+ * throughput, and it is 2000 times below the unbounded default. Frames vhost-net sends through
+ * its batched path for small frames are not charged to the socket, so the bound is mostly one on
+ * large frames, which carry most of the bytes.
+ */
+export const VHOST_TAP_SNDBUF = 1 << 20;
+
+/** The tap of a vhost-net (virtio-user) port: a tap port's tap, plus a bounded send buffer. */
+export function realizeVhostTap(portName: string, o: StoredTap): RealizedTap {
+  const t = realizeTap(portName, o);
+  try {
+    setSndbuf(t.fd, VHOST_TAP_SNDBUF);
+  } catch (e) {
+    destroyTap(t.fd);
+    throw new PierError('ETAP', `cannot set the send buffer of tap ${t.ifname}: ${(e as Error).message}`, 'check that pier runs as root with CAP_NET_ADMIN');
+  }
+  return t;
+}
+
+/** The send buffer of a tap queue (TUNGETSNDBUF), for `pier stats`; undefined if it cannot be read. */
+export function tapSndbuf(fd: number): number | undefined {
+  try {
+    return getSndbuf(fd);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Remove the device: drop persistence so closing the last fd deletes it. */

@@ -1,7 +1,7 @@
 // src/sys: the only module that talks to the kernel through FFI.
 export * as libc from './libc.ts';
 export { Epoll, EventFd } from './epoll.ts';
-export { openTap, setPersist, setOffload, closeFd, VNET_HDR_LEN, type Tap, type TapOptions } from './tun.ts';
+export { openTap, setPersist, setOffload, setSndbuf, getSndbuf, closeFd, VNET_HDR_LEN, type Tap, type TapOptions } from './tun.ts';
 export { withNetns, netnsPath, netnsExists, NETNS_RUN_DIR } from './netns.ts';
 export { mapShared, unmap, memfd, type Mapping } from './mem.ts';
 export { unixListen, unixConnect, unixAccept, FdReceiver, sendWithFds, MAX_FDS } from './unix.ts';

@@ -72,6 +72,7 @@ export const TUNSETIFF = ioc(IOC_WRITE, 'T', 202, 4);
 export const TUNSETPERSIST = ioc(IOC_WRITE, 'T', 203, 4);
 export const TUNSETOFFLOAD = ioc(IOC_WRITE, 'T', 208, 4);
 export const TUNGETIFF = ioc(IOC_READ, 'T', 210, 4);
+export const TUNGETSNDBUF = ioc(IOC_READ, 'T', 211, 4);
 export const TUNSETSNDBUF = ioc(IOC_WRITE, 'T', 212, 4);
 export const TUNSETVNETHDRSZ = ioc(IOC_WRITE, 'T', 216, 4);
 const expectedIoctls: Record<string, [number, number]> = {
@@ -79,6 +80,7 @@ const expectedIoctls: Record<string, [number, number]> = {
   TUNSETPERSIST: [TUNSETPERSIST, 0x400454cb],
   TUNSETOFFLOAD: [TUNSETOFFLOAD, 0x400454d0],
   TUNGETIFF: [TUNGETIFF, 0x800454d2],
+  TUNGETSNDBUF: [TUNGETSNDBUF, 0x800454d3],
   TUNSETSNDBUF: [TUNSETSNDBUF, 0x400454d4],
   TUNSETVNETHDRSZ: [TUNSETVNETHDRSZ, 0x400454d8],
 };

@@ -56,6 +56,24 @@ export function setOffload(fd: number, offloads: number): void {
   c.check(c.ioctlInt(fd, c.TUNSETOFFLOAD, offloads), 'ioctl(TUNSETOFFLOAD)');
 }
 
+/**
+ * TUNSETSNDBUF: the most bytes of frames written into the tap (by pier's write(), or by vhost-net
+ * on pier's behalf) that may be in flight inside the kernel before the writer is told to wait
+ * (EAGAIN; vhost-net then stops taking from its ring until the tap has room). The kernel's
+ * default for a tap is INT_MAX: no bound at all. Applies to every queue attached so far.
+ */
+export function setSndbuf(fd: number, bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) throw new RangeError(`send buffer ${bytes} is not in 1..INT_MAX`);
+  c.check(c.ioctlPtr(fd, c.TUNSETSNDBUF, new Int32Array([bytes])), 'ioctl(TUNSETSNDBUF)');
+}
+
+/** TUNGETSNDBUF: the send buffer of this queue's socket, in bytes. */
+export function getSndbuf(fd: number): number {
+  const v = new Int32Array(1);
+  c.check(c.ioctlPtr(fd, c.TUNGETSNDBUF, v), 'ioctl(TUNGETSNDBUF)');
+  return v[0]!;
+}
+
 export function closeFd(fd: number): void {
   c.close(fd);
 }

@@ -313,6 +313,7 @@ export class VhostUserPort extends Port {
     let n = 0;
     let popped = 0;
     let offloads = 0;
+    let bytes = 0;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -360,8 +361,7 @@ export class VhostUserPort extends Port {
       }
       const flen = total - hl;
       pool.len[h] = flen;
-      c[C.rx_packets]!++;
-      c[C.rx_bytes]! += flen;
+      bytes += flen;
       const gso = b[ho + 1]!;
       if (gso !== 0) c[C.rx_gso_packets]!++;
       offloads |= gso | b[ho]!;
@@ -369,6 +369,8 @@ export class VhostUserPort extends Port {
       out[n++] = h;
     }
     this.rxOffloads = offloads !== 0;
+    c[C.rx_packets]! += n;
+    c[C.rx_bytes]! += bytes;
     if (vq.broken !== null) {
       this.ringBroken(v);
       return n;
@@ -389,19 +391,21 @@ export class VhostUserPort extends Port {
     const pool = this.pool;
     const c = this.counters;
     const pairs = this.enabledPairs();
+    const vrings = this.backend.vrings;
+    let sent = 0;
+    let bytes = 0;
     for (let i = 0; i < n; i++) {
       const h = q[i]!;
       if (pairs === 0) {
         c[C.tx_dropped_link_down]!++;
-      } else {
-        const v = this.backend.vrings[pairs === 1 ? 0 : 2 * (flowHash(pool, h) % pairs)]!;
-        if (this.toGuest(v, h)) {
-          c[C.tx_packets]!++;
-          c[C.tx_bytes]! += pool.len[h]!;
-        }
+      } else if (this.toGuest(vrings[pairs === 1 ? 0 : 2 * (flowHash(pool, h) % pairs)]!, h)) {
+        sent++;
+        bytes += pool.len[h]!;
       }
       pool.release(h);
     }
+    c[C.tx_packets]! += sent;
+    c[C.tx_bytes]! += bytes;
     for (let k = 0; k < this.opts.queuePairs; k++) {
       const v = this.backend.vrings[2 * k]!;
       if (v.started && v.queue.flush()) this.signal(v); // flush() is a no-op when nothing was pushed

@@ -285,8 +285,39 @@ export class DeviceQueue {
     const head = this.space.dv.getUint16(this.availRingOff + 2 * (last & this.mask), true);
     if (head >= this.size) return this.fail(QueueError.head_out_of_range);
     chain.clear(head);
-    if (!this.walk(chain, head)) return false;
+    if (!this.walkOne(chain, head) && !this.walk(chain, head)) return false;
     this.lastAvailIdx = (last + 1) & 0xffff;
+    return true;
+  }
+
+  /**
+   * The common chain, one direct descriptor (DPDK and Linux put header and frame in one buffer):
+   * the rules of walk() that can apply to it, checked here without the loop. Returns false,
+   * having recorded nothing, for anything else (walk() then does the general case, errors too).
+   */
+  private walkOne(chain: DescriptorChain, head: number): boolean {
+    const dv = this.space.dv;
+    const d = this.descOff + 16 * head;
+    const flags = dv.getUint16(d + 12, true);
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) !== 0) return false;
+    const addrLo = dv.getUint32(d, true);
+    const addrHi = dv.getUint32(d + 4, true);
+    const len = dv.getUint32(d + 8, true);
+    if (len === 0 || addrHi >= ADDR_HI_LIMIT) return false;
+    const off = this.mem.translate(addrHi * TWO_32 + addrLo, len);
+    if (off < 0 || off + len > this.space.bytes.length) return false;
+    chain.descriptors = 1;
+    chain.count = 1;
+    chain.offset[0] = off;
+    chain.len[0] = len;
+    if ((flags & VRING_DESC_F_WRITE) !== 0) {
+      chain.writable[0] = 1;
+      chain.writableBytes = len;
+    } else {
+      chain.writable[0] = 0;
+      chain.readable = 1;
+      chain.readableBytes = len;
+    }
     return true;
   }
 
@@ -432,6 +463,9 @@ export class DeviceQueue {
    * stays where it was, so the driver kicks at most once more.
    */
   disableNotifications(): void {
+    // Already off: write nothing. The flags share a cache line with used.idx, which the
+    // driver polls; a store of the same value still takes the line away from it.
+    if (!this.notifyEnabled) return;
     this.notifyEnabled = false;
     if (!this.ready || this.eventIdx) return;
     this.space.dv.setUint16(this.usedOff + USED_FLAGS, VRING_USED_F_NO_NOTIFY, true);

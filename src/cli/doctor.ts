@@ -53,6 +53,11 @@ export async function doctor(socket: string): Promise<Finding[]> {
   if (existsSync(vhostMod)) {
     const params = readdirSync(vhostMod).map((p) => `${p}=${readParam(`${vhostMod}/${p}`) ?? '?'}`).join(' ');
     f.push({ check: 'vhost module parameters', level: 'ok', detail: params });
+    // vhost-net refuses a memory table with more regions than max_mem_regions.
+    const { DRIVER_MEM_REGIONS, memTableProblem, readMaxMemRegions } = await import('../vhost/mem-table.ts');
+    const max = readMaxMemRegions(`${vhostMod}/max_mem_regions`);
+    const mem = max.source === 'parameter' ? memTableProblem(DRIVER_MEM_REGIONS, max.value) : null;
+    if (mem) f.push({ check: 'vhost max_mem_regions', level: 'warn', detail: `${mem.message}: virtio-user ports with path=/dev/vhost-net cannot work`, fix: mem.hint });
   } else {
     f.push({ check: 'vhost module parameters', level: vhostNet.level === 'ok' ? 'ok' : 'warn', detail: vhostNet.level === 'ok' ? 'built in (no module parameters)' : 'vhost module not loaded', fix: vhostNet.level === 'ok' ? undefined : 'modprobe vhost_net' });
   }

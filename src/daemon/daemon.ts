@@ -283,8 +283,12 @@ export class Daemon {
         port: { ...dev.spec, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters },
       });
     } catch (e) {
+      // The engine may hold the port already (it failed while setting up): take it out, or the
+      // slot stays taken and every retry fails.
+      await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
       dev.destroy();
-      throw e;
+      if (e instanceof PierError) throw e;
+      throw new PierError('EPORT', `port ${rt.name} could not be set up: ${(e as Error).message}`, 'fix what the message names; pier doctor checks what this machine offers pier');
     }
     rt.dev = dev;
     rt.error = undefined;

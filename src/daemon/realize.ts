@@ -1,6 +1,7 @@
 // What the control plane does for each port kind: make the device or socket exist (realise),
 // describe it to the dataplane, and undo it (destroy on del-port, detach on daemon stop).
 import type { VhostUserSpec, TapSpec, VirtioUserSpec } from '../dataplane/protocol.ts';
+import { DRIVER_MEM_REGIONS, memTableProblem, readMaxMemRegions } from '../vhost/mem-table.ts';
 import { classifyPath, PathError } from '../vhost/path-class.ts';
 import { PierError } from './errors.ts';
 import { libc, openVhostNet } from '../sys/index.ts';
@@ -59,6 +60,9 @@ export function realize(name: string, o: StoredPort): Realized {
       }
       const queueSize = o['queue-size'] ?? 1024;
       if (cls.kind === 'vhost-kernel') {
+        // vhost-net's limit on the memory table, checked before anything is made.
+        const mem = memTableProblem(DRIVER_MEM_REGIONS, readMaxMemRegions().value);
+        if (mem) throw new PierError('EVHOST', mem.message, mem.hint);
         // The kernel's tap goes into the container exactly as a tap port's does, with a bounded
         // send buffer (see VHOST_TAP_SNDBUF).
         const t = realizeVhostTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true });

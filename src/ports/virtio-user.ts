@@ -17,6 +17,7 @@ import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane
 import { EventFd, FdReceiver, libc, memfd, sendWithFds, unixAccept, unixConnect, VhostKernel } from '../sys/index.ts';
 import { GSO_TCP } from '../dataplane/port.ts';
 import * as P from '../vhost/protocol.ts';
+import { memTableProblem, readMaxMemRegions } from '../vhost/mem-table.ts';
 import { DriverQueue } from '../virtio/driver-queue.ts';
 import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
 import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
@@ -100,8 +101,17 @@ export class VirtioUserPort extends Port {
     if (f === 0n) throw new Error('vhost-net offers neither VERSION_1 nor MRG_RXBUF: its 10-byte header is not supported');
     vk.setFeatures(f);
     this.features = f;
-    const arena = this.pool.arena;
-    vk.setMemTable([[arena.base + this.pool.offset, this.pool.count * BUF_SIZE], [arena.base + this.ringsOff, this.ringsSize]]);
+    const regions = this.memRegions();
+    // Checked by the control plane before the port was made; again here, in case vhost was
+    // reloaded with another limit since, and E2BIG named if the kernel still refuses.
+    const mem = memTableProblem(regions.length, readMaxMemRegions().value);
+    if (mem) throw new Error(`${mem.message}: ${mem.hint}`);
+    try {
+      vk.setMemTable(regions);
+    } catch (e) {
+      if ((e as libc.SysError).code === 'E2BIG') throw new Error(`VHOST_SET_MEM_TABLE: E2BIG: ${memTableProblem(regions.length, 0)!.hint}`);
+      throw e;
+    }
     const n = this.opts.queueSize;
     const rings = this.configureRings();
     if (typeof rings === 'string') throw new Error(`ring setup: ${rings}`);
@@ -232,13 +242,12 @@ export class VirtioUserPort extends Port {
     this.acceptsCsum = has(NET_F.CSUM);
     this.send(P.Req.SET_OWNER);
     this.send(P.Req.SET_FEATURES, u64le(f));
-    const arena = this.pool.arena;
     const pool = this.pool;
     // Two regions: the packet pool and this port's rings; guest-physical = user address = VA.
-    const table = new Uint8Array(8 + 64);
+    const regions = this.memRegions();
+    const table = new Uint8Array(8 + 32 * regions.length);
     const tv = new DataView(table.buffer);
-    tv.setUint32(0, 2, true);
-    const regions: Array<[number, number]> = [[arena.base + pool.offset, pool.count * BUF_SIZE], [arena.base + this.ringsOff, this.ringsSize]];
+    tv.setUint32(0, regions.length, true);
     regions.forEach(([va, size], i) => {
       tv.setBigUint64(8 + 32 * i, BigInt(va), true);
       tv.setBigUint64(16 + 32 * i, BigInt(size), true);
@@ -269,6 +278,15 @@ export class VirtioUserPort extends Port {
     if (this.conn < 0) return;
     this.phase = 'running';
     this.refill();
+  }
+
+  /**
+   * The memory table, as [address, size] (guest-physical = user address = pier's VA): the
+   * packet pool and this port's rings, DRIVER_MEM_REGIONS in all.
+   */
+  private memRegions(): Array<[number, number]> {
+    const arena = this.pool.arena;
+    return [[arena.base + this.pool.offset, this.pool.count * BUF_SIZE], [arena.base + this.ringsOff, this.ringsSize]];
   }
 
   /**

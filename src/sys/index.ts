@@ -7,4 +7,4 @@ export { mapShared, unmap, memfd, type Mapping } from './mem.ts';
 export { unixListen, unixConnect, unixAccept, FdReceiver, sendWithFds, MAX_FDS } from './unix.ts';
 export { ip, configureLink, linkInfo, linkExists, IpError, type LinkInfo, type LinkConfig } from './iproute.ts';
 export { hasNetAdmin, hasSysAdmin } from './caps.ts';
-export { VhostKernel, openVhostNet, maxMemRegions } from './vhost-kernel.ts';
+export { VhostKernel, openVhostNet } from './vhost-kernel.ts';

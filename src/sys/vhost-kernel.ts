@@ -1,6 +1,5 @@
 // The Linux vhost-net ioctl interface (include/uapi/linux/vhost.h): the kernel's vhost worker
 // thread moves packets between a tap and virtqueues in pier's memory.
-import { readFileSync } from 'node:fs';
 import * as c from './libc.ts';
 
 const VHOST = 0xaf;
@@ -112,14 +111,5 @@ export class VhostKernel {
 
   setBackend(i: number, tapFd: number): void {
     this.file(VHOST_NET_SET_BACKEND, 'VHOST_NET_SET_BACKEND', i, tapFd);
-  }
-}
-
-/** /sys/module/vhost/parameters/max_mem_regions, or the kernel default (64). */
-export function maxMemRegions(): number {
-  try {
-    return Number(readFileSync('/sys/module/vhost/parameters/max_mem_regions', 'utf8').trim()) || 64;
-  } catch {
-    return 64;
   }
 }

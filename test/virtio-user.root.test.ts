@@ -70,6 +70,32 @@ describe('virtio-user ports over vhost-user (root)', () => {
     }
   });
 
+  it('counts its receive ring running empty when testpmd (txonly) sends faster than pier refills a 64-entry ring', async () => {
+    const sock = `${d.dir}/tx.sock`;
+    const t = new Testpmd([`net_vhost0,iface=${sock},queues=1`], 'txonly', ['--txpkts=128']);
+    const started = t.start();
+    for (let i = 0; i < 50 && !existsSync(sock); i++) await sleep(100);
+    try {
+      d.ok('add-port', 'br0', 'tx', 'type=virtio-user', `path=${sock}`, 'queue-size=64');
+      await started;
+      await sleep(2000);
+      const c = d.json('stats', 'tx')[0].counters;
+      assert.ok(c.rx_packets > 1000, `rx_packets ${c.rx_packets}`);
+      assert.ok(c.rx_buffers_posted >= c.rx_packets, `every received frame was in a posted buffer: ${c.rx_buffers_posted} >= ${c.rx_packets}`);
+      assert.ok(c.rx_ring_empty > 0, `rx_ring_empty ${c.rx_ring_empty}`);
+      const text = d.ok('stats', 'tx');
+      assert.match(text, /rx ring: rx_buffers_posted: \d+ {2}rx_ring_empty: [1-9]\d* {2}rx_post_short: \d+/);
+      const show = d.ok('show', 'tx');
+      assert.match(show, /virtio driver over vhost-user client on .*tx\.sock: backend connected, link up, queue size 64/);
+      assert.match(show, /receive ring: \d+ buffers posted now, \d+ in all; ran empty [1-9]\d* times/);
+      // A port with a kernel tap shows the tap's own counters and drops next to pier's.
+      assert.match(d.ok('show', 'c1'), /kernel c1: rx \d+ tx \d+ rx_dropped \d+ tx_dropped \d+/);
+    } finally {
+      await t.kill();
+      d.pier('del-port', 'br0', 'tx');
+    }
+  });
+
   it('server=true: pier listens and testpmd net_vhost connects (client=1)', async () => {
     const sock = `${d.dir}/tps.sock`;
     d.ok('add-port', 'br0', 'tps', 'type=virtio-user', `path=${sock}`, 'server=true');

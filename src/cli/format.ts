@@ -8,7 +8,18 @@ interface PeerView {
   vrings: Array<{ vring: number; size: number }>;
   connects: number; disconnects: number; protocolErrors: number; refused: Record<string, number>;
 }
-interface PortView { name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string; peer?: PeerView }
+/** What a virtio-user port (pier as the driver) describes of itself. */
+interface DriverView {
+  backend: string; mode: string; path: string; connected: boolean; link: string; lastError?: string;
+  features: { negotiated: string[]; notTaken: string[] };
+  queueSize: number; rxPosted: number; txInFlight: number;
+  rings: { rx_buffers_posted: number; rx_ring_empty: number; rx_post_short: number; tx_dropped_full: number };
+  connects: number; disconnects: number;
+}
+interface PortView {
+  name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string; peer?: PeerView | DriverView;
+  kernel?: Record<string, number | string>;
+}
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
 function opts(o: Record<string, unknown>): string {
@@ -18,6 +29,8 @@ function opts(o: Record<string, unknown>): string {
 function port(p: PortView, indent: string): string {
   let s = `${indent}Port ${p.name}\n${indent}    ${opts(p.options)}\n${indent}    state: ${p.state}`;
   if (p.error) s += `\n${indent}    error: ${p.error}`;
+  if (p.kernel) s += `\n${indent}    ${kernelLine(p.kernel)}`;
+  if (p.peer && 'backend' in p.peer) return s + driver(p.peer, `${indent}    `);
   const v = p.peer;
   if (v) {
     const i = `${indent}    `;
@@ -35,6 +48,19 @@ function port(p: PortView, indent: string): string {
   return s;
 }
 
+/** The driver's view of a virtio-user port: backend, features, and its rings. */
+function driver(v: DriverView, i: string): string {
+  const where = v.backend === 'vhost-kernel' ? `vhost-net (${v.path})` : `vhost-user ${v.mode} on ${v.path}: ${v.connected ? 'backend connected' : 'no backend'}`;
+  let s = `\n${i}virtio driver over ${where}, link ${v.link}, queue size ${v.queueSize}, connects ${v.connects}, disconnects ${v.disconnects}`;
+  if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
+  for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
+  const r = v.rings;
+  s += `\n${i}receive ring: ${v.rxPosted} buffers posted now, ${r.rx_buffers_posted} in all; ran empty ${r.rx_ring_empty} times; refills left short ${r.rx_post_short} times`;
+  s += `\n${i}transmit ring: ${v.txInFlight} in flight; ${r.tx_dropped_full} dropped on a full ring`;
+  if (v.lastError) s += `\n${i}last error: ${v.lastError}`;
+  return s;
+}
+
 export function formatShow(v: ShowView): string {
   if (v.port) return port(v.port, '');
   const lines: string[] = [];
@@ -48,15 +74,27 @@ export function formatShow(v: ShowView): string {
 
 interface StatsView { port: string; bridge: string; state: string; counters: Record<string, number>; kernel?: Record<string, number | string> }
 
+/** The kernel's own counters of a port's tap: the other side of the exception path. */
+function kernelLine(k: Record<string, number | string>): string {
+  return `kernel ${k.ifname}: rx ${k.rx_packets} tx ${k.tx_packets} rx_dropped ${k.rx_dropped} tx_dropped ${k.tx_dropped}` +
+    (k.sndbuf === undefined ? '' : ` sndbuf ${k.sndbuf}`);
+}
+
+const RING = new Set<string>(['rx_buffers_posted', 'rx_ring_empty', 'rx_post_short']);
+
 export function formatStats(list: StatsView[]): string {
   const out: string[] = [];
   for (const s of list) {
     out.push(`${s.port} (bridge ${s.bridge}, ${s.state})`);
     const c = s.counters;
     out.push(`  rx: ${c.rx_packets} packets ${c.rx_bytes} bytes (${c.rx_gso_packets} gso)    tx: ${c.tx_packets} packets ${c.tx_bytes} bytes (${c.tx_gso_packets} gso)`);
-    const drops = COUNTER_NAMES.filter((n) => !/^(rx|tx)_(packets|bytes|gso_packets)$/.test(n) && (c[n] ?? 0) > 0);
+    // A virtio-user port's receive ring, as the driver sees it (posted only by such ports).
+    if ((c.rx_buffers_posted ?? 0) > 0) {
+      out.push(`  rx ring: rx_buffers_posted: ${c.rx_buffers_posted}  rx_ring_empty: ${c.rx_ring_empty}  rx_post_short: ${c.rx_post_short}`);
+    }
+    const drops = COUNTER_NAMES.filter((n) => !RING.has(n) && !/^(rx|tx)_(packets|bytes|gso_packets)$/.test(n) && (c[n] ?? 0) > 0);
     out.push(drops.length ? `  ${drops.map((n) => `${n}: ${c[n]}`).join('  ')}` : '  no drops');
-    if (s.kernel) out.push(`  kernel ${s.kernel.ifname}: rx ${s.kernel.rx_packets} tx ${s.kernel.tx_packets} rx_dropped ${s.kernel.rx_dropped} tx_dropped ${s.kernel.tx_dropped}`);
+    if (s.kernel) out.push(`  ${kernelLine(s.kernel)}`);
   }
   return out.join('\n');
 }

@@ -369,11 +369,15 @@ export class Daemon {
   }
 
   /** describePort plus what the dataplane knows (a vhost-user peer's negotiated features, ...). */
-  private async detail(rt: PortRuntime): Promise<Record<string, unknown>> {
+  private async detail(rt: PortRuntime, kernel = false): Promise<Record<string, unknown>> {
     const d = this.describePort(rt);
     if (rt.dev) {
       const live = await this.dataplane.request({ op: 'describe', index: rt.index }).catch(() => null);
       if (live) d.peer = live;
+      // The kernel's side of a tap (tap ports, vhost-net taps): its own counters and drops.
+      // For one port only: it costs an `ip` call, and the listing stays as it was.
+      const k = kernel ? rt.dev.kernel?.() : undefined;
+      if (k) d.kernel = k;
     }
     return d;
   }
@@ -389,7 +393,7 @@ export class Daemon {
       if (this.state.bridges[name]) return { bridges: bridges.filter((b) => b.name === name) };
       const rt = this.ports.get(name);
       if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
-      return { port: await this.detail(rt) };
+      return { port: await this.detail(rt, true) };
     }
     const dataplane = await this.dataplane.request({ op: 'pool' });
     return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };

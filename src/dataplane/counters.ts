@@ -23,6 +23,13 @@ export const C = {
   tx_csum_sw: 16,
   dropped_hairpin: 17,
   flooded: 18,
+  // virtio-user ports (pier as the driver): the receive ring as the backend sees it.
+  /** pier found its receive ring with no buffer posted: every one had been filled, so the backend had nowhere to put the next frame (vhost-net then leaves it in the tap, whose tx_dropped counts what overflows). */
+  rx_ring_empty: 19,
+  /** Empty buffers posted to the receive ring(s). */
+  rx_buffers_posted: 20,
+  /** Refills that left the receive ring short: the pool was down to the half pier keeps for everyone else. */
+  rx_post_short: 21,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

@@ -328,11 +328,19 @@ export class VirtioUserPort extends Port {
     const own = this.owner[RXQ]!;
     const pool = this.pool;
     let added = 0;
+    let short = false;
     // Never let one port's posted buffers take more than half the pool from everyone else.
     const reserve = pool.count >> 1;
-    while (q.numFree > 0 && pool.available() > reserve) {
+    while (q.numFree > 0) {
+      if (pool.available() <= reserve) {
+        short = true;
+        break;
+      }
       const h = pool.alloc();
-      if (h < 0) break;
+      if (h < 0) {
+        short = true;
+        break;
+      }
       this.one[0] = pool.hdrOffset(h);
       this.len1[0] = BUF_SIZE;
       const head = q.add(this.one, this.len1, this.w1, 1);
@@ -343,7 +351,9 @@ export class VirtioUserPort extends Port {
       own[head] = h;
       added++;
     }
+    if (short) this.counters[C.rx_post_short]!++;
     if (added > 0) {
+      this.counters[C.rx_buffers_posted]! += added;
       q.publish();
       if (q.kickNeeded()) this.kick[RXQ]!.signal();
     }
@@ -369,9 +379,11 @@ export class VirtioUserPort extends Port {
     const pool = this.pool;
     const c = this.counters;
     let n = 0;
+    let got = 0;
     while (n < max) {
       const head = q.getUsed();
       if (head < 0) break;
+      got++;
       const h = own[head]!;
       own[head] = -1;
       if (h < 0) continue;
@@ -397,6 +409,9 @@ export class VirtioUserPort extends Port {
       this.disconnect(`receiveq broken: ${q.broken}`);
       return n;
     }
+    // When pier last read used.idx the backend had filled every buffer posted to it: until the
+    // refill below it had nowhere to put a frame (the DPDK thread's receive-side loss is here).
+    if (got > 0 && q.deviceHeld() === 0) c[C.rx_ring_empty]!++;
     this.refill();
     if (n === max) this.ctx.again(this, RXQ);
     else {
@@ -468,6 +483,11 @@ export class VirtioUserPort extends Port {
       queueSize: this.opts.queueSize,
       rxPosted: this.owner[RXQ]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0),
       txInFlight: this.owner[TXQ]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0),
+      // The ring counters of `pier stats`, here too: the driver's side of the exception path.
+      rings: {
+        rx_buffers_posted: this.counters[C.rx_buffers_posted]!, rx_ring_empty: this.counters[C.rx_ring_empty]!,
+        rx_post_short: this.counters[C.rx_post_short]!, tx_dropped_full: this.counters[C.tx_dropped_full]!,
+      },
       connects: this.connects,
       disconnects: this.disconnects,
       lastError: this.lastError || undefined,

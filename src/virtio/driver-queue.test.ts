@@ -189,6 +189,37 @@ describe('DriverQueue.getUsed', () => {
   });
 });
 
+describe('DriverQueue.deviceHeld', () => {
+  test('counts published chains the device has not used, as of the last used.idx read; 0 = ring ran empty', () => {
+    const drv = new MockDriver({ size: 4 });
+    const q = drv.queue;
+    assert.equal(q.deviceHeld(), 0);
+    for (let i = 0; i < 3; i++) q.add(Float64Array.of(0), Uint32Array.of(4), Uint8Array.of(1), 1);
+    assert.equal(q.deviceHeld(), 0, 'added but not published: the device has nothing yet');
+    q.publish();
+    assert.equal(q.deviceHeld(), 3);
+    completeRaw(drv, 0, 4);
+    completeRaw(drv, 1, 4);
+    assert.equal(q.deviceHeld(), 3, 'used.idx not read yet');
+    assert.equal(q.getUsed(), 0);
+    assert.equal(q.deviceHeld(), 1);
+    completeRaw(drv, 2, 4);
+    assert.equal(q.getUsed(), 1);
+    assert.equal(q.deviceHeld(), 1, 'the shadow is refreshed only once the earlier batch is consumed');
+    assert.equal(q.getUsed(), 2);
+    assert.equal(q.deviceHeld(), 0, 'every posted buffer used: the ring ran empty');
+    // Across the 16-bit wrap of the indexes.
+    for (let round = 0; round < 70000; round++) {
+      const h = q.add(Float64Array.of(0), Uint32Array.of(4), Uint8Array.of(1), 1);
+      q.publish();
+      assert.equal(q.deviceHeld(), 1);
+      completeRaw(drv, h, 4);
+      assert.equal(q.getUsed(), h);
+      assert.equal(q.deviceHeld(), 0);
+    }
+  });
+});
+
 describe('DriverQueue notifications', () => {
   test('kickNeeded without EVENT_IDX follows used.flags NO_NOTIFY; nothing new, no kick', () => {
     const drv = new MockDriver({ size: 8 });

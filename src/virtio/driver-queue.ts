@@ -320,6 +320,15 @@ export class DriverQueue {
   }
 
   /**
+   * Chains published to the device that it had not yet used as of the last read of used.idx
+   * (pendingUsed / getUsed). 0 means the device had used every buffer it was given: for a
+   * receive queue, it had nowhere to put the next packet.
+   */
+  deviceHeld(): number {
+    return (this.publishedAvail - this.usedIdxShadow) & 0xffff;
+  }
+
+  /**
    * Take the next used element (2.7.14): returns its head (and sets usedId / usedLen), or -1
    * when none is pending or the device returned something invalid (then `broken` is set). The
    * chain's descriptors go back to the free list.

@@ -18,6 +18,13 @@ describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
     const out = JSON.parse(line.slice(7));
     assert.equal(out.error, undefined, `${out.error}\n${out.log ?? ''}`);
     assert.equal(out.vhostNet, 'a:ee character special file', 'the VM has /dev/vhost-net (10:238)');
+    // max_mem_regions below pier's two regions: refused with the parameter and the fix named.
+    assert.equal(out.memRegionsParam, '1');
+    assert.notEqual(out.memRegionsRefused.code, 0);
+    assert.match(out.memRegionsRefused.stderr, /vhost-net accepts at most 1 memory regions \(\/sys\/module\/vhost\/parameters\/max_mem_regions=1\)/);
+    assert.match(out.memRegionsRefused.stderr, /hint: .*modprobe vhost max_mem_regions=64/);
+    assert.deepEqual(JSON.parse(out.memRegionsRefused.links).map((l: any) => l.ifname), ['lo'], 'no tap left behind');
+    assert.equal(out.memRegionsAfter, '64');
     // The kernel's tap is in the container, named, addressed and sized as asked.
     assert.equal(out.link.ifname, 'eth0');
     assert.equal(out.link.mtu, 9000);
@@ -36,6 +43,7 @@ describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
     // Both sides of the exception path are counted: pier's rings and the kernel tap's own.
     assert.equal(s.c1.kernel.ifname, 'eth0');
     assert.ok(s.c1.kernel.rx_packets > 0 && s.c1.kernel.tx_packets > 0);
+    assert.equal(s.c1.kernel.sndbuf, 1048576, 'the tap\'s send buffer is bounded (TUNSETSNDBUF)');
     assert.equal(out.afterRestart, 0, 'after a daemon restart the vhost-net containers talk again');
   });
 });

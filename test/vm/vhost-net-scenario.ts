@@ -10,6 +10,17 @@ try {
   out.vhostNet = must('stat', ['-c', '%t:%T %F', '/dev/vhost-net']).trim();
   await d.start();
   d.ok('add-br', 'br0');
+  // vhost loaded again with max_mem_regions below pier's two regions: add-port is refused with
+  // the parameter named, and nothing is left behind; then back to the default.
+  must('modprobe', ['-r', 'vhost_net', 'vhost']);
+  must('modprobe', ['vhost', 'max_mem_regions=1']);
+  must('modprobe', ['vhost_net']);
+  out.memRegionsParam = must('cat', ['/sys/module/vhost/parameters/max_mem_regions']).trim();
+  const refused = d.pier('add-port', 'br0', 'c1', 'type=virtio-user', 'path=/dev/vhost-net', `netns=${a}`, 'ip=10.82.0.1/24', 'ifname=eth0');
+  out.memRegionsRefused = { code: refused.code, stderr: refused.stderr, links: must('ip', ['-n', a, '-j', 'link', 'show']) };
+  must('modprobe', ['-r', 'vhost_net', 'vhost']);
+  must('modprobe', ['vhost_net']);
+  out.memRegionsAfter = must('cat', ['/sys/module/vhost/parameters/max_mem_regions']).trim();
   d.ok('add-port', 'br0', 'c1', 'type=virtio-user', 'path=/dev/vhost-net', `netns=${a}`, 'ip=10.82.0.1/24', 'ifname=eth0', 'mtu=9000');
   d.ok('add-port', 'br0', 'c2', 'type=virtio-user', 'path=/dev/vhost-net', `netns=${b}`, 'ip=10.82.0.2/24', 'ifname=eth0', 'mtu=9000');
   d.ok('add-port', 'br0', 'c3', 'type=tap', `netns=${c}`, 'ip=10.82.0.3/24', 'mtu=9000');

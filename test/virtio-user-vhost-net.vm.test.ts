@@ -32,6 +32,7 @@ describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
     assert.equal(out.show.peer.backend, 'vhost-kernel');
     assert.equal(out.show.peer.link, 'up');
     assert.ok(out.show.peer.features.negotiated.includes('MRG_RXBUF'));
+    assert.ok(out.show.peer.features.negotiated.includes('EVENT_IDX'), `EVENT_IDX with vhost-net: ${out.show.peer.features.negotiated}`);
     assert.equal(out.ping12, 0, 'ping c1 -> c2 over vhost-net both ends');
     assert.equal(out.ping21, 0, 'ping c2 -> c1');
     assert.equal(out.ping13, 0, 'ping from a vhost-net container to a tap container');

@@ -41,7 +41,7 @@ describe('virtio-user ports over vhost-user (root)', () => {
     await pingOk(c1, '10.81.0.2', ['-p', '1234abcd']);
     const peer = d.json('show', 'vuc').port.peer;
     assert.equal(peer.link, 'up');
-    for (const f of ['VERSION_1', 'MRG_RXBUF', 'HOST_TSO4', 'GUEST_TSO4', 'CSUM', 'GUEST_CSUM']) assert.ok(peer.features.negotiated.includes(f), f);
+    for (const f of ['VERSION_1', 'MRG_RXBUF', 'HOST_TSO4', 'GUEST_TSO4', 'CSUM', 'GUEST_CSUM', 'EVENT_IDX']) assert.ok(peer.features.negotiated.includes(f), f);
     const up = await iperf(c2, c1, '10.81.0.2');
     const down = await iperf(c2, c1, '10.81.0.2', { reverse: true });
     assert.ok(up.bytes > 50e6 && down.bytes > 50e6);
@@ -61,7 +61,9 @@ describe('virtio-user ports over vhost-user (root)', () => {
       d.ok('add-port', 'br0', 'tp', 'type=virtio-user', `path=${sock}`);
       await started;
       await pingOk(c1, '10.81.0.9', ['-p', 'feedface', '-s', '1200']);
-      assert.equal(d.json('show', 'tp').port.peer.link, 'up');
+      const peer = d.json('show', 'tp').port.peer;
+      assert.equal(peer.link, 'up');
+      assert.ok(peer.features.negotiated.includes('EVENT_IDX'), `EVENT_IDX negotiated with DPDK's vhost: ${peer.features.negotiated}`);
       const s = d.json('stats', 'tp')[0].counters;
       assert.ok(s.rx_packets > 0 && s.tx_packets > 0);
     } finally {

@@ -20,7 +20,7 @@ import * as P from '../vhost/protocol.ts';
 import { memTableProblem, readMaxMemRegions } from '../vhost/mem-table.ts';
 import { DriverQueue } from '../virtio/driver-queue.ts';
 import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
-import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
+import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
 
 const Q_LISTEN = 0xfe;
 const Q_CONN = 0xfd;
@@ -32,7 +32,7 @@ const RECONNECT_MAX_MS = 5000;
 const bit = (n: number): bigint => 1n << BigInt(n);
 
 /** What pier asks of the backend; the acked set is this & what the backend offers. */
-const WANTED = bit(VIRTIO_F_VERSION_1) | bit(P.F_PROTOCOL_FEATURES) | bit(NET_F.MRG_RXBUF) | bit(NET_F.CSUM) |
+const WANTED = bit(VIRTIO_F_VERSION_1) | bit(P.F_PROTOCOL_FEATURES) | bit(VIRTIO_F_EVENT_IDX) | bit(NET_F.MRG_RXBUF) | bit(NET_F.CSUM) |
   bit(NET_F.GUEST_CSUM) | bit(NET_F.HOST_TSO4) | bit(NET_F.HOST_TSO6) | bit(NET_F.GUEST_TSO4) | bit(NET_F.GUEST_TSO6) |
   bit(NET_F.HOST_ECN) | bit(NET_F.GUEST_ECN);
 
@@ -97,8 +97,8 @@ export class VirtioUserPort extends Port {
     const vk = new VhostKernel(this.opts.vhostFd);
     vk.setOwner();
     this.offered = vk.getFeatures();
-    const f = this.offered & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF));
-    if (f === 0n) throw new Error('vhost-net offers neither VERSION_1 nor MRG_RXBUF: its 10-byte header is not supported');
+    const f = this.offered & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF) | bit(VIRTIO_F_EVENT_IDX));
+    if ((f & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF))) === 0n) throw new Error('vhost-net offers neither VERSION_1 nor MRG_RXBUF: its 10-byte header is not supported');
     vk.setFeatures(f);
     this.features = f;
     const regions = this.memRegions();
@@ -303,7 +303,8 @@ export class VirtioUserPort extends Port {
       const desc = this.ringsOff + q * per;
       const avail = desc + descTableSize(n);
       const used = (avail + availRingSize(n) + 3) & ~3;
-      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx: false, addrBase: arena.base });
+      const eventIdx = (this.features & bit(VIRTIO_F_EVENT_IDX)) !== 0n;
+      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx, addrBase: arena.base });
       if (err) return err;
       out.push({ desc: arena.base + desc, avail: arena.base + avail, used: arena.base + used });
     }
@@ -415,8 +416,11 @@ export class VirtioUserPort extends Port {
     this.refill();
     if (n === max) this.ctx.again(this, RXQ);
     else {
+      // Going to sleep on this ring: clear the eventfd, then ask for a notification (with
+      // EVENT_IDX: used_event = what pier consumed; until now the backend had no reason to
+      // notify) and look once more, so a frame that landed in between is not left waiting.
       this.call[RXQ]!.drain();
-      if (q.pendingUsed() > 0) this.ctx.again(this, RXQ);
+      if (q.enableUsedNotifications()) this.ctx.again(this, RXQ);
     }
     return n;
   }

@@ -359,17 +359,25 @@ export class DriverQueue {
 
   /**
    * Ask the device not to send used buffer notifications: avail.flags = NO_INTERRUPT; with
-   * EVENT_IDX nothing is written and used_event stays where it was.
+   * EVENT_IDX (where the device ignores the flag) used_event = last used index - 1, an index the
+   * device has already passed, so it notifies again only when its used.idx comes round to it,
+   * 65536 completions on (a device notifies when it moves used.idx across used_event, 2.7.10.2).
    */
   disableUsedNotifications(): void {
-    if (!this.ready || this.eventIdx) return;
-    this.space.dv.setUint16(this.availOff + AVAIL_FLAGS, VRING_AVAIL_F_NO_INTERRUPT, true);
+    if (!this.ready) return;
+    if (this.eventIdx) Atomics.store(this.space.u16, this.usedEventU16, (this.lastUsedIdx - 1) & 0xffff);
+    else this.space.dv.setUint16(this.availOff + AVAIL_FLAGS, VRING_AVAIL_F_NO_INTERRUPT, true);
   }
 
   /**
    * Ask for used buffer notifications again (used_event = last used index, or avail.flags = 0),
    * then re-read used.idx. Returns true when used elements are already pending: the caller must
-   * process them rather than wait (the loop in 2.7.14).
+   * process them rather than wait (the loop in 2.7.14). With EVENT_IDX this is also how a driver
+   * suppresses notifications while it works: the device notifies once, when it moves used.idx
+   * past used_event, and not again until the driver writes used_event anew here, so a receive
+   * queue costs one notification per time the driver goes to sleep, not one per batch.
+   * The seq-cst store orders the write of used_event before the re-read of used.idx (the
+   * device writes used.idx, then reads used_event: one side always sees the other).
    */
   enableUsedNotifications(): boolean {
     if (!this.ready) return false;

@@ -236,7 +236,7 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
   });
 
   /** Post one raw chain on vring 1 after `mutate` wrote its descriptors, and kick. */
-  async function hostileRing(mutate: (fe: Frontend, desc: number, avail: number) => void, reason: RegExp): Promise<void> {
+  async function hostileRing(mutate: (fe: Frontend, desc: number, avail: number) => void, reason: RegExp, check = (): void => {}): Promise<void> {
     const fe = new Frontend(sock());
     try {
       await fe.setup();
@@ -245,6 +245,7 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       fe.kicks[1]!.signal();
       assert.ok(await fe.closedByPeer(), 'pier reset the port');
       assert.match(d.json('show', 'vu').port.peer.lastError ?? '', reason);
+      check();
     } finally {
       fe.close();
     }
@@ -271,6 +272,26 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       writeDesc(fe, desc, 1, 0x100000n, 64, 1, 0); // 0 -> 1 -> 0 -> ...
       publishHead(fe, avail, 0, 1);
     }, /chain_loop/);
+  });
+
+  it('good frames then a broken chain in one burst: the good ones are forwarded, then the port resets', async () => {
+    // The good frames are single-buffer chains, which pier forwards without copying them out
+    // of the frontend's memory; the reset (which unmaps that memory) must wait for them.
+    const before = d.json('stats', 'c1')[0].counters.tx_packets;
+    await hostileRing((fe, desc, avail) => {
+      for (const [i, at] of [[0, 0x100000], [1, 0x101000]] as const) {
+        fe.space.bytes.fill(0, at, at + 12);
+        fe.space.bytes.set(arpRequest([10, 80, 0, 1]), at + 12);
+        writeDesc(fe, desc, i, BigInt(at), 12 + 42, 0, 0);
+        fe.space.dv.setUint16(avail + 4 + 2 * i, i, true);
+      }
+      writeDesc(fe, desc, 2, 0x102000n, 64, 1, 3);
+      writeDesc(fe, desc, 3, 0x102000n, 64, 1, 2); // 2 -> 3 -> 2 -> ...
+      fe.space.dv.setUint16(avail + 4 + 4, 2, true);
+      fe.space.dv.setUint16(avail + 2, 3, true);
+    }, /chain_loop/, () => {
+      assert.ok(d.json('stats', 'c1')[0].counters.tx_packets - before >= 2, 'both good frames reached the tap');
+    });
   });
 
   it('a buffer outside the memory table resets only that port', async () => {

@@ -174,18 +174,29 @@ export class Engine implements PortContext {
   poll(p: Port, queue: number): number {
     const br = this.bridges.get(p.bridge);
     const n = p.receive(queue, this.batch, BURST);
-    if (n === 0 || !br) return n;
+    if (n === 0) return n;
+    if (!br) {
+      for (let i = 0; i < n; i++) this.pool.release(this.batch[i]!);
+      p.afterBurst(queue);
+      return n;
+    }
     this.bursts++;
     this.packets += n;
     const members = br.members;
     const fix = p.rxOffloads;
-    if (fix) for (let i = 0; i < members.length; i++) members[i]!.txFix = true;
+    const ext = p.rxExternal;
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
+      if (fix || (ext && !m.acceptsExternal)) m.txFix = true;
+    }
     br.forward(p, this.batch, n, this.ports, this.flushFn);
     for (let i = 0; i < members.length; i++) {
       const m = members[i]!;
       if (m.txCount > 0) this.flush(m);
       m.txFix = false;
     }
+    // Lent packets are all released by now: the port may return its buffers to the peer.
+    p.afterBurst(queue);
     return n;
   }
 
@@ -193,7 +204,7 @@ export class Engine implements PortContext {
   flush(p: Port): void {
     const n = p.txCount;
     p.txCount = 0;
-    if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum)) {
+    if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
       p.transmit(p.txq, n);
       return;
     }
@@ -202,7 +213,15 @@ export class Engine implements PortContext {
     const fix = p.fixq;
     let m = 0;
     for (let i = 0; i < n; i++) {
-      const h = p.txq[i]!;
+      let h = p.txq[i]!;
+      if (pool.isExternal(h) && (!p.acceptsExternal || (!p.acceptsCsum && (b[pool.hdrOffset(h)]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0))) {
+        // A lent packet for a port that keeps it, or one whose checksum is finished in place.
+        h = pool.materialize(h);
+        if (h < 0) {
+          p.counters[C.tx_dropped_no_buffer]!++;
+          continue;
+        }
+      }
       const ho = pool.hdrOffset(h);
       const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
       if (gso !== VIRTIO_NET_HDR_GSO_NONE && (p.gsoTypes & (1 << gso)) === 0) {

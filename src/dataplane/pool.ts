@@ -8,6 +8,17 @@ export const VNET_HDR = 12;
 /** Room for a 64 KiB TSO super-frame plus Ethernet, VLAN and the virtio-net header. */
 export const BUF_SIZE = 65536 + 1024;
 
+/** Most packets that may live in a peer's memory at once (one burst is BURST = 32). */
+export const EXTERNAL_MAX = 256;
+
+/**
+ * Who lends the pool a buffer in its own shared memory (a vhost-user port: the frame stays in the
+ * driver's transmit buffer). `returnBuffer(tag)` runs when the last reference is released.
+ */
+export interface BufferLender {
+  returnBuffer(tag: number): void;
+}
+
 export class PacketPool {
   readonly count: number;
   readonly arena: Arena;
@@ -19,27 +30,78 @@ export class PacketPool {
   readonly base: number;
   readonly bytes: Uint8Array;
   readonly dv: DataView;
-  /** Frame length (without the virtio-net header) of each packet. */
+  /** Frame length (without the virtio-net header) of each packet, pool and external handles. */
   readonly len: Uint32Array;
   /** Outstanding references (flooding hands one packet to several ports). */
   readonly refs: Uint32Array;
+  /**
+   * 16 bytes of scratch in the arena (after the buffers) for a port that must build a header
+   * next to a packet it may not write: one thread, used and done within one call.
+   */
+  readonly scratch: number;
   private readonly free: Int32Array;
   private top: number;
+  // External handles count .. count+EXTERNAL_MAX-1: a header offset in the arena, the lender
+  // and its tag, a free stack.
+  private readonly extOff = new Float64Array(EXTERNAL_MAX);
+  private readonly extTag = new Int32Array(EXTERNAL_MAX);
+  private readonly extLender: Array<BufferLender | undefined> = new Array(EXTERNAL_MAX).fill(undefined);
+  private readonly extFree = new Int32Array(EXTERNAL_MAX);
+  private extTop = EXTERNAL_MAX;
   allocFailures = 0;
 
   constructor(count: number, arena: Arena = new Arena()) {
     this.count = count;
     this.arena = arena;
-    this.fd = memfd('pier-packets', count * BUF_SIZE);
-    this.offset = arena.place(this.fd, 0, count * BUF_SIZE);
+    this.fd = memfd('pier-packets', count * BUF_SIZE + 4096);
+    this.offset = arena.place(this.fd, 0, count * BUF_SIZE + 4096);
     this.base = arena.base + this.offset;
+    this.scratch = this.offset + count * BUF_SIZE;
     this.bytes = arena.bytes;
     this.dv = arena.dv;
-    this.len = new Uint32Array(count);
-    this.refs = new Uint32Array(count);
+    this.len = new Uint32Array(count + EXTERNAL_MAX);
+    this.refs = new Uint32Array(count + EXTERNAL_MAX);
     this.free = new Int32Array(count);
     for (let i = 0; i < count; i++) this.free[i] = count - 1 - i;
     this.top = count;
+    for (let i = 0; i < EXTERNAL_MAX; i++) this.extFree[i] = EXTERNAL_MAX - 1 - i;
+  }
+
+  /**
+   * A handle for a packet that stays where it is: header at arena offset `hdrOff`, frame of
+   * `len` bytes right after it, lent by `lender` until the last release (then
+   * lender.returnBuffer(tag)). -1 when every external handle is taken (the caller copies).
+   * Such a packet is read-only: whoever must change it takes a copy (materialize()).
+   */
+  lend(hdrOff: number, len: number, lender: BufferLender, tag: number): number {
+    if (this.extTop === 0) return -1;
+    const e = this.extFree[--this.extTop]!;
+    this.extOff[e] = hdrOff;
+    this.extTag[e] = tag;
+    this.extLender[e] = lender;
+    const h = this.count + e;
+    this.refs[h] = 1;
+    this.len[h] = len;
+    return h;
+  }
+
+  isExternal(h: number): boolean {
+    return h >= this.count;
+  }
+
+  /**
+   * A pool copy of packet h, which keeps h's other references; the caller's reference to h is
+   * released. -1 (and h released) when the pool is empty.
+   */
+  materialize(h: number): number {
+    const m = this.alloc();
+    if (m >= 0) {
+      const ho = this.hdrOffset(h);
+      this.bytes.copyWithin(this.hdrOffset(m), ho, ho + VNET_HDR + this.len[h]!);
+      this.len[m] = this.len[h]!;
+    }
+    this.release(h);
+    return m;
   }
 
   /** A handle, or -1 when the pool is empty (the caller counts a drop). */
@@ -56,7 +118,21 @@ export class PacketPool {
 
   /** Drop one reference; the buffer returns to the pool with the last one. */
   release(h: number): void {
-    if (--this.refs[h]! === 0) this.free[this.top++] = h;
+    if (--this.refs[h]! !== 0) return;
+    if (h < this.count) {
+      this.free[this.top++] = h;
+      return;
+    }
+    const e = h - this.count;
+    const lender = this.extLender[e]!;
+    this.extLender[e] = undefined;
+    this.extFree[this.extTop++] = e;
+    lender.returnBuffer(this.extTag[e]!);
+  }
+
+  /** External handles outstanding (for checks: none may outlive the burst that made them). */
+  get lent(): number {
+    return EXTERNAL_MAX - this.extTop;
   }
 
   available(): number {
@@ -65,17 +141,17 @@ export class PacketPool {
 
   /** Offset of the virtio-net header of packet h in `bytes`. */
   hdrOffset(h: number): number {
-    return this.offset + h * BUF_SIZE;
+    return h < this.count ? this.offset + h * BUF_SIZE : this.extOff[h - this.count]!;
   }
 
   /** Offset of the Ethernet frame of packet h in `bytes`. */
   frameOffset(h: number): number {
-    return this.offset + h * BUF_SIZE + VNET_HDR;
+    return this.hdrOffset(h) + VNET_HDR;
   }
 
   /** Address of the virtio-net header of packet h, for read()/write(). */
   hdrAddr(h: number): number {
-    return this.base + h * BUF_SIZE;
+    return this.arena.base + this.hdrOffset(h);
   }
 
   /** Handle of the packet whose header is at arena offset `off` (driver-side rings), or -1. */

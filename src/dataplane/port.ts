@@ -29,6 +29,14 @@ export abstract class Port {
   rxOffloads = true;
   /** Set by the engine while packets that may need an offload fix-up sit in txq. */
   txFix = false;
+  /**
+   * Set by receive(): the burst holds packets lent from the peer's memory (PacketPool.lend),
+   * which must be gone before the burst ends. The engine copies them into the pool for an
+   * output port that keeps packets past transmit() or writes into them (!acceptsExternal).
+   */
+  rxExternal = false;
+  /** transmit() only reads a packet and is done with it when it returns. */
+  acceptsExternal = false;
   /** Bit per VIRTIO_NET_HDR_GSO_* type the port takes as is; others are segmented for it. */
   gsoTypes: number;
   /** Accepts frames whose checksum is still partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). */
@@ -74,6 +82,9 @@ export abstract class Port {
   }
 
   onTimer(): void {}
+
+  /** Called after a burst this port received was forwarded and every output port flushed. */
+  afterBurst(_queue: number): void {}
 
   /** What `pier show` says about the port beyond its counters (negotiated state, peer, ...). */
   describe(): unknown {

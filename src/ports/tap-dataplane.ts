@@ -17,6 +17,7 @@ export class TapPort extends Port {
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool,
     readonly fd: number, offloads: boolean) {
     super(index, name, bridge, counters, pool, offloads, offloads);
+    this.acceptsExternal = true; // write() copies into the kernel and is done
     this.fds = [fd];
   }
 

@@ -6,7 +6,7 @@
 // Queue numbering (virtio-net): vring 2k is receiveq k (pier -> peer), 2k+1 transmitq k
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
 import { C } from '../dataplane/counters.ts';
-import type { PacketPool } from '../dataplane/pool.ts';
+import type { BufferLender, PacketPool } from '../dataplane/pool.ts';
 import type { VhostUserSpec } from '../dataplane/protocol.ts';
 import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
@@ -40,7 +40,7 @@ export function offeredFeatures(queuePairs: number, mtu: number): bigint {
   return f;
 }
 
-export class VhostUserPort extends Port {
+export class VhostUserPort extends Port implements BufferLender {
   readonly fds: readonly number[] = [];
   private ctx!: PortContext;
   private conn = -1;
@@ -61,6 +61,9 @@ export class VhostUserPort extends Port {
   private readonly segLen = new Uint32Array(MAX_SEGS);
   private readonly chainHead = new Uint32Array(MAX_MERGE);
   private readonly chainCap = new Float64Array(MAX_MERGE);
+  /** Transmit buffers lent to the pool in the current burst, and a ring that broke meanwhile. */
+  private lent = 0;
+  private brokenDuringBurst: Vring | null = null;
   connects = 0;
   disconnects = 0;
   protocolErrors = 0;
@@ -69,6 +72,7 @@ export class VhostUserPort extends Port {
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: VhostUserOptions) {
     super(index, name, bridge, counters, pool, false, false);
     this.busyPoll = opts.busyPoll;
+    this.acceptsExternal = true; // toGuest copies and is done
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
     this.backend = new VhostUserBackend(pool.arena, {
       features: offeredFeatures(opts.queuePairs, opts.mtu),
@@ -322,6 +326,23 @@ export class VhostUserPort extends Port {
         vq.push(ch.head, 0);
         continue;
       }
+      if (hl === VNET_HDR && ch.count === 1) {
+        // Header and frame in one buffer (DPDK and Linux drivers send that): no copy, the
+        // packet stays in the driver's buffer, lent to the pool until the burst is forwarded;
+        // its descriptor goes back in returnBuffer().
+        const ho = ch.offset[0]!;
+        const flen = total - hl;
+        const h = pool.lend(ho, flen, this, (v.index << 16) | ch.head);
+        if (h >= 0) {
+          this.lent++;
+          bytes += flen;
+          const gso = b[ho + 1]!;
+          if (gso !== 0) c[C.rx_gso_packets]!++;
+          offloads |= gso | b[ho]!;
+          out[n++] = h;
+          continue;
+        }
+      }
       const h = pool.alloc();
       if (h < 0) {
         c[C.rx_dropped_no_buffer]!++;
@@ -369,13 +390,18 @@ export class VhostUserPort extends Port {
       out[n++] = h;
     }
     this.rxOffloads = offloads !== 0;
+    this.rxExternal = this.lent > 0;
     c[C.rx_packets]! += n;
     c[C.rx_bytes]! += bytes;
     if (vq.broken !== null) {
-      this.ringBroken(v);
+      // Lent packets still live in the driver's memory: reset the port (and unmap it) only
+      // once the burst is through.
+      if (this.lent > 0) this.brokenDuringBurst = v;
+      else this.ringBroken(v);
       return n;
     }
-    if (popped > 0 && vq.flush()) this.signal(v);
+    // With packets lent, the used ring is published in afterBurst(), once they are back.
+    if (popped > 0 && this.lent === 0 && vq.flush()) this.signal(v);
     if (this.busyPoll) return n; // polled again next turn anyway; notifications stay off
     if (n === max) {
       this.ctx.again(this, v.index); // more waiting: come back next turn, kicks stay off
@@ -439,10 +465,10 @@ export class VhostUserPort extends Port {
       }
       if (ch.count - ch.readable === 1 && ch.writableBytes >= need) {
         const ho = pool.hdrOffset(h);
-        b[ho + 10] = 1; // num_buffers
-        b[ho + 11] = 0;
         const off = ch.offset[ch.readable]!;
         b.copyWithin(off, ho, ho + need);
+        b[off + 10] = 1; // num_buffers, in the copy: the packet may be lent and is read-only
+        b[off + 11] = 0;
         vq.push(ch.head, need);
         if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
         return true;
@@ -473,10 +499,15 @@ export class VhostUserPort extends Port {
       this.chainCap[chains++] = cap;
       room += cap;
     }
-    // Phase 2: scatter header then frame over the segments, chain by chain.
+    // Phase 2: scatter header then frame over the segments, chain by chain. The header is built
+    // in the pool's scratch (the packet may be lent, read-only): the first 10 bytes as they are,
+    // then num_buffers.
     const ho = pool.hdrOffset(h);
-    b[ho + 10] = chains & 0xff; // num_buffers
-    b[ho + 11] = chains >>> 8;
+    const fo = ho + VNET_HDR;
+    const so = pool.scratch;
+    b.copyWithin(so, ho, ho + 10);
+    b[so + 10] = chains & 0xff;
+    b[so + 11] = chains >>> 8;
     let pos = 0;
     let s = 0;
     for (let k = 0; k < chains; k++) {
@@ -485,18 +516,14 @@ export class VhostUserPort extends Port {
       while (left > 0) {
         const off = this.segOff[s]!;
         const len = Math.min(this.segLen[s]!, left);
-        // logical [pos, pos+len): header bytes come from ho, frame bytes from ho + VNET_HDR
-        if (hl === VNET_HDR) {
-          b.copyWithin(off, ho + pos, ho + pos + len); // header and frame adjacent: one copy
-        } else {
-          let done = 0;
-          if (pos < hl) {
-            const k2 = Math.min(len, hl - pos);
-            b.copyWithin(off, ho + pos, ho + pos + k2);
-            done = k2;
-          }
-          if (done < len) b.copyWithin(off + done, ho + VNET_HDR + pos + done - hl, ho + VNET_HDR + pos + len - hl);
+        // logical [pos, pos+len): header bytes come from the scratch, frame bytes from fo
+        let done = 0;
+        if (pos < hl) {
+          const k2 = Math.min(len, hl - pos);
+          b.copyWithin(off, so + pos, so + pos + k2);
+          done = k2;
         }
+        if (done < len) b.copyWithin(off + done, fo + pos + done - hl, fo + pos + len - hl);
         pos += len;
         left -= len;
         if (len === this.segLen[s]!) s++;
@@ -541,6 +568,31 @@ export class VhostUserPort extends Port {
     if (vq.broken !== null) this.ringBroken(v);
     else if (popped > 0 && vq.flush()) this.signal(v);
     return 0;
+  }
+
+  /** A lent transmit buffer is released: its descriptor goes back to the driver (BufferLender). */
+  returnBuffer(tag: number): void {
+    this.lent--;
+    this.backend.vrings[tag >>> 16]!.queue.push(tag & 0xffff, 0);
+  }
+
+  /** The burst is forwarded and every lent buffer returned: publish the used ring. */
+  override afterBurst(queue: number): void {
+    const v = this.backend.vrings[queue];
+    if (!v) return;
+    if (this.lent !== 0) {
+      // Cannot happen while every port's transmit() is done with a packet when it returns;
+      // if it ever does, the descriptors are not lost silently.
+      this.lastError = `${this.lent} lent buffers outlived their burst`;
+      this.lent = 0;
+    }
+    const broken = this.brokenDuringBurst;
+    if (broken !== null) {
+      this.brokenDuringBurst = null;
+      this.ringBroken(broken);
+      return;
+    }
+    if (v.started && v.queue.flush()) this.signal(v);
   }
 
   private signal(v: Vring): void {

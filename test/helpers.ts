@@ -113,12 +113,13 @@ export function ping(ns: string, addr: string, extra: string[] = []): Run {
 }
 
 /** iperf3 from `client` to a server in `server`; returns receiver Gbit/s. reverse = server sends. */
-export async function iperf(server: string, client: string, addr: string, opts: { reverse?: boolean; seconds?: number } = {}): Promise<{ gbps: number; bytes: number; retransmits: number }> {
+export async function iperf(server: string, client: string, addr: string, opts: { reverse?: boolean; seconds?: number; parallel?: number } = {}): Promise<{ gbps: number; bytes: number; retransmits: number }> {
   const srv = spawn('ip', ['netns', 'exec', server, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
   try {
     await sleep(400);
     const args = ['-c', addr, '-t', String(opts.seconds ?? 2), '-J'];
     if (opts.reverse) args.push('-R');
+    if (opts.parallel) args.push('-P', String(opts.parallel));
     const r = nsExec(client, 'iperf3', args, 60_000);
     if (r.code !== 0) throw new Error(`iperf3 failed: ${r.stdout.slice(0, 500)} ${r.stderr}`);
     const j = JSON.parse(r.stdout);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { destroyTap, realizeVhostTap, tapSndbuf, VHOST_TAP_SNDBUF } from '../src/daemon/tap-control.ts';
 import { closeFd, getSndbuf, openTap, setSndbuf } from '../src/sys/index.ts';
-import { delNetns, makeNetns, must } from './helpers.ts';
+import { delNetns, makeNetns, must, nsExec } from './helpers.ts';
 
 describe('the tap behind a vhost-net port (root)', () => {
   let ns = '';
@@ -34,5 +34,30 @@ describe('the tap behind a vhost-net port (root)', () => {
       closeFd(plain.fd);
     }
     assert.equal(tapSndbuf(-1), undefined);
+  });
+
+  it('queues=2: one multiqueue tap, opened once per queue pair, every queue with the send buffer', () => {
+    const t = realizeVhostTap('vt1', { type: 'tap', netns: ns, ip: ['10.83.0.2/24'], ifname: 'mq0', offloads: true }, 2);
+    try {
+      assert.equal(t.fds.length, 2);
+      assert.equal(t.fds[0], t.fd);
+      for (const fd of t.fds) assert.equal(getSndbuf(fd), VHOST_TAP_SNDBUF);
+      const queues = nsExec(ns, 'ls', ['/sys/class/net/mq0/queues']).stdout.split(/\s+/).filter(Boolean).sort();
+      assert.deepEqual(queues, ['rx-0', 'rx-1', 'tx-0', 'tx-1']);
+      const link = JSON.parse(must('ip', ['-n', ns, '-d', '-j', 'link', 'show', 'dev', 'mq0']))[0];
+      assert.equal(link.num_tx_queues >= 2 && link.num_rx_queues >= 2, true);
+      assert.ok(link.linkinfo.info_data.multi_queue, 'tun reports multi_queue');
+    } finally {
+      destroyTap(t.fds);
+    }
+    assert.equal(nsExec(ns, 'ip', ['link', 'show', 'dev', 'mq0']).code, 1, 'del-port removes the multiqueue tap');
+    // A single-queue tap of the same name cannot be re-attached as a multiqueue one (or back):
+    // the kernel refuses, and pier says so instead of half-creating a port.
+    const one = realizeVhostTap('vt2', { type: 'tap', netns: ns, ifname: 'sq0', offloads: true }, 1);
+    try {
+      assert.throws(() => realizeVhostTap('vt2', { type: 'tap', netns: ns, ifname: 'sq0', offloads: true }, 2), /cannot create tap sq0 in netns .*: .*EINVAL/);
+    } finally {
+      destroyTap(one.fds);
+    }
   });
 });

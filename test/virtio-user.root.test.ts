@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, iperf, makeNetns, ping, sleep, TestDaemon } from './helpers.ts';
+import { flowHash } from '../src/dataplane/flow-hash.ts';
+import { delNetns, iperf, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
 import { Testpmd } from './testpmd.ts';
 
 async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<void> {
@@ -16,6 +17,45 @@ async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<v
     await sleep(500);
   }
   throw new Error(`ping ${addr} never answered: ${last}`);
+}
+
+/** The queue pair pier sends an ICMP packet from src to dst on (its flow hash: addresses only). */
+function icmpPair(src: string, dst: string, pairs: number): number {
+  const f = new Uint8Array(98);
+  f[12] = 0x08;
+  f[14] = 0x45;
+  f[23] = 1;
+  f.set(src.split('.').map(Number), 26);
+  f.set(dst.split('.').map(Number), 30);
+  return flowHash(f, 0, f.length) % pairs;
+}
+
+/** Two source addresses in 10.81.0.20..99 for each of the pairs, by where pier hashes them. */
+function sourcesPerPair(dst: string, pairs: number): string[][] {
+  const out: string[][] = Array.from({ length: pairs }, () => []);
+  for (let i = 20; i < 100; i++) {
+    const a = `10.81.0.${i}`;
+    const k = icmpPair(a, dst, pairs);
+    if (out[k]!.length < 2) out[k]!.push(a);
+  }
+  assert.ok(out.every((l) => l.length === 2), `addresses for every pair: ${JSON.stringify(out)}`);
+  return out;
+}
+
+/** Ping dst from each source address; every reply must come back with the pattern intact. */
+async function pingFrom(ns: string, dst: string, sources: string[], count = 5): Promise<void> {
+  const whole = (r: { code: number; stdout: string }): boolean => r.code === 0 && r.stdout.includes(`${count} received, 0% packet loss`);
+  for (const src of sources) {
+    // A first round may lose its first echo to ARP or to testpmd starting up; a later one may not.
+    let r = ping(ns, dst, ['-c', String(count), '-I', src, '-p', 'a5c3e1f0', '-s', '1200']);
+    for (let i = 0; i < 5 && !whole(r); i++) {
+      await sleep(500);
+      r = ping(ns, dst, ['-c', String(count), '-I', src, '-p', 'a5c3e1f0', '-s', '1200']);
+    }
+    assert.equal(r.code, 0, `ping ${dst} from ${src}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`${count} received, 0% packet loss`), r.stdout);
+    assert.doesNotMatch(r.stdout, /wrong data|DUP!/, 'echoed contents intact');
+  }
 }
 
 describe('virtio-user ports over vhost-user (root)', () => {
@@ -95,6 +135,109 @@ describe('virtio-user ports over vhost-user (root)', () => {
     } finally {
       await t.kill();
       d.pier('del-port', 'br0', 'tx');
+    }
+  });
+
+  it('queues=2 against DPDK testpmd net_vhost queues=2: flows spread over both pairs, echoed on the pair they came in on, contents checked', async () => {
+    const sock = `${d.dir}/mq.sock`;
+    const t = new Testpmd([`net_vhost0,iface=${sock},queues=2`], 'icmpecho', ['--rxq=2', '--txq=2']);
+    const started = t.start();
+    for (let i = 0; i < 50 && !existsSync(sock); i++) await sleep(100);
+    const per = sourcesPerPair('10.81.0.9', 2);
+    const all = per.flat();
+    try {
+      for (const a of all) must('ip', ['-n', c1, 'addr', 'add', `${a}/24`, 'dev', 'c1']);
+      d.ok('add-port', 'br0', 'mq', 'type=virtio-user', `path=${sock}`, 'queues=2', 'queue-size=256');
+      await started;
+      await pingOk(c1, '10.81.0.9');
+      await pingFrom(c1, '10.81.0.9', all);
+      const peer = d.json('show', 'mq').port.peer;
+      assert.equal(peer.link, 'up');
+      assert.equal(peer.queuePairs, 2);
+      assert.ok(peer.backendQueuePairs >= 2, `GET_QUEUE_NUM: ${peer.backendQueuePairs}`);
+      assert.ok(peer.features.negotiated.includes('MQ'));
+      assert.ok(!peer.features.negotiated.includes('CTRL_VQ'), 'pier enables pairs with SET_VRING_ENABLE, as DPDK virtio-user does');
+      // 2 sources x 5 pings hashed to each pair: pier sent at least 10 on each and got the echoes back there.
+      for (const p of peer.pairs) {
+        assert.ok(p.txPackets >= 10, `pair ${p.pair} sent ${p.txPackets}`);
+        assert.ok(p.rxPackets >= 10, `pair ${p.pair} received ${p.rxPackets}`);
+      }
+      // DPDK's own per-queue counters agree: both of its rx queues got packets.
+      const from = t.log.length;
+      t.command('show port xstats 0');
+      await sleep(800);
+      const x = t.log.slice(from);
+      for (const q of [0, 1]) {
+        const m = x.match(new RegExp(`rx_q${q}_packets: (\\d+)`));
+        assert.ok(m && Number(m[1]) >= 10, `testpmd rx_q${q}_packets: ${m?.[1]}`);
+      }
+      assert.match(d.ok('show', 'mq'), /queue pairs 2 \(backend has \d+\)[\s\S]*pair 0: rx [1-9]\d* packets[\s\S]*pair 1: rx [1-9]\d* packets/);
+    } finally {
+      await t.kill();
+      d.pier('del-port', 'br0', 'mq');
+      for (const a of all) must('ip', ['-n', c1, 'addr', 'del', `${a}/24`, 'dev', 'c1']);
+    }
+  });
+
+  it('queues=N beyond the backend: refused with the reason (no MQ offered; GET_QUEUE_NUM too small), link down', async () => {
+    if (!d.json('show').bridges.some((b: any) => b.name === 'br1')) d.ok('add-br', 'br1');
+    const waitError = async (port: string): Promise<any> => {
+      let peer: any;
+      for (let i = 0; i < 50; i++) {
+        peer = d.json('show', port).port.peer;
+        if (peer.lastError) return peer;
+        await sleep(100);
+      }
+      return peer;
+    };
+    try {
+      d.ok('add-port', 'br0', 'vq1', 'type=vhost-user', `path=${d.dir}/vq1.sock`);
+      d.ok('add-port', 'br1', 'vqc1', 'type=virtio-user', `path=${d.dir}/vq1.sock`, 'queues=2');
+      const p1 = await waitError('vqc1');
+      assert.equal(p1.link, 'down');
+      assert.match(p1.lastError, /refused: queues=2 needs VIRTIO_NET_F_MQ and the backend does not offer it: use queues=1/);
+      d.ok('add-port', 'br0', 'vq2', 'type=vhost-user', `path=${d.dir}/vq2.sock`, 'queues=2');
+      d.ok('add-port', 'br1', 'vqc4', 'type=virtio-user', `path=${d.dir}/vq2.sock`, 'queues=4');
+      const p4 = await waitError('vqc4');
+      assert.equal(p4.link, 'down');
+      assert.match(p4.lastError, /refused: the backend has 2 queue pair\(s\) \(GET_QUEUE_NUM\) and queues=4 asks for more: use queues=2/);
+      assert.match(d.ok('show', 'vqc4'), /last error: refused: the backend has 2 queue pair/);
+    } finally {
+      for (const [br, p] of [['br1', 'vqc1'], ['br1', 'vqc4'], ['br0', 'vq1'], ['br0', 'vq2']]) d.pier('del-port', br!, p!);
+    }
+  });
+
+  it('queues=2 against pier\'s own vhost-user port with queues=2: both pairs both ways, iperf3 -P 4 both directions', async () => {
+    if (!d.json('show').bridges.some((b: any) => b.name === 'br1')) {
+      d.ok('add-br', 'br1');
+      d.ok('add-port', 'br1', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.81.0.2/24');
+    }
+    const per = sourcesPerPair('10.81.0.1', 2);
+    const all = per.flat();
+    try {
+      for (const a of all) must('ip', ['-n', c2, 'addr', 'add', `${a}/24`, 'dev', 'c2']);
+      d.ok('add-port', 'br0', 'vu2', 'type=vhost-user', `path=${d.dir}/vu2.sock`, 'queues=2');
+      d.ok('add-port', 'br1', 'vuc2', 'type=virtio-user', `path=${d.dir}/vu2.sock`, 'queues=2', 'queue-size=256');
+      await pingOk(c2, '10.81.0.1');
+      await pingFrom(c2, '10.81.0.1', all);
+      const vu = d.json('show', 'vu2').port.peer;
+      assert.deepEqual(vu.queuePairs, { configured: 2, enabled: 2 }, 'pier\'s device side sees both pairs enabled');
+      const peer = d.json('show', 'vuc2').port.peer;
+      assert.ok(peer.features.negotiated.includes('MQ'));
+      assert.equal(peer.backendQueuePairs, 2);
+      for (const p of peer.pairs) {
+        assert.ok(p.txPackets >= 10, `pair ${p.pair} sent ${p.txPackets}`);
+        assert.ok(p.rxPackets > 0, `pair ${p.pair} received ${p.rxPackets}`);
+      }
+      const up = await iperf(c1, c2, '10.81.0.1', { parallel: 4 });
+      const down = await iperf(c1, c2, '10.81.0.1', { parallel: 4, reverse: true });
+      assert.ok(up.bytes > 50e6 && down.bytes > 50e6, `iperf3 -P 4: ${up.bytes} / ${down.bytes} bytes`);
+      const s = d.json('stats', 'vuc2')[0].counters;
+      assert.ok(s.tx_gso_packets > 0 && s.rx_gso_packets > 0, 'super-frames cross both ways');
+    } finally {
+      d.pier('del-port', 'br1', 'vuc2');
+      d.pier('del-port', 'br0', 'vu2');
+      for (const a of all) must('ip', ['-n', c2, 'addr', 'del', `${a}/24`, 'dev', 'c2']);
     }
   });
 

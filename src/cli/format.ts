@@ -12,7 +12,8 @@ interface PeerView {
 interface DriverView {
   backend: string; mode: string; path: string; connected: boolean; link: string; lastError?: string;
   features: { negotiated: string[]; notTaken: string[] };
-  queueSize: number; rxPosted: number; txInFlight: number;
+  queueSize: number; queuePairs?: number; backendQueuePairs?: number; rxPosted: number; txInFlight: number;
+  pairs?: Array<{ pair: number; rxPosted: number; txInFlight: number; rxPackets: number; txPackets: number }>;
   rings: { rx_buffers_posted: number; rx_ring_empty: number; rx_post_short: number; tx_dropped_full: number };
   connects: number; disconnects: number;
 }
@@ -51,12 +52,17 @@ function port(p: PortView, indent: string): string {
 /** The driver's view of a virtio-user port: backend, features, and its rings. */
 function driver(v: DriverView, i: string): string {
   const where = v.backend === 'vhost-kernel' ? `vhost-net (${v.path})` : `vhost-user ${v.mode} on ${v.path}: ${v.connected ? 'backend connected' : 'no backend'}`;
-  let s = `\n${i}virtio driver over ${where}, link ${v.link}, queue size ${v.queueSize}, connects ${v.connects}, disconnects ${v.disconnects}`;
+  const qp = v.queuePairs ?? 1;
+  let s = `\n${i}virtio driver over ${where}, link ${v.link}, queue size ${v.queueSize}, queue pairs ${qp}` +
+    (v.backendQueuePairs ? ` (backend has ${v.backendQueuePairs})` : '') + `, connects ${v.connects}, disconnects ${v.disconnects}`;
   if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
   for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
   const r = v.rings;
   s += `\n${i}receive ring: ${v.rxPosted} buffers posted now, ${r.rx_buffers_posted} in all; ran empty ${r.rx_ring_empty} times; refills left short ${r.rx_post_short} times`;
   s += `\n${i}transmit ring: ${v.txInFlight} in flight; ${r.tx_dropped_full} dropped on a full ring`;
+  if (qp > 1) {
+    for (const p of v.pairs ?? []) s += `\n${i}  pair ${p.pair}: rx ${p.rxPackets} packets (${p.rxPosted} posted)  tx ${p.txPackets} packets (${p.txInFlight} in flight)`;
+  }
   if (v.lastError) s += `\n${i}last error: ${v.lastError}`;
   return s;
 }

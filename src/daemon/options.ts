@@ -93,7 +93,7 @@ export const virtioUserOptions = z.strictObject({
   path: sockPath,
   server: onOff.optional(),
   'queue-size': intIn(64, 32768, 'ring size', true).optional(),
-  queues: intIn(1, 1, 'queue pairs: multiqueue virtio-user is not built yet').optional(),
+  queues: intIn(1, 16, 'queue pairs').optional(),
   // for path=/dev/vhost-net: the kernel's tap, in the container
   netns: z.string().min(1).optional(),
   ip: ipList.optional(),

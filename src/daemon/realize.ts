@@ -59,24 +59,28 @@ export function realize(name: string, o: StoredPort): Realized {
         throw e;
       }
       const queueSize = o['queue-size'] ?? 1024;
+      const queuePairs = o.queues ?? 1;
       if (cls.kind === 'vhost-kernel') {
         // vhost-net's limit on the memory table, checked before anything is made.
         const mem = memTableProblem(DRIVER_MEM_REGIONS, readMaxMemRegions().value);
         if (mem) throw new PierError('EVHOST', mem.message, mem.hint);
         // The kernel's tap goes into the container exactly as a tap port's does, with a bounded
         // send buffer (see VHOST_TAP_SNDBUF).
-        const t = realizeVhostTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true });
-        let vfd: number;
+        // One tap queue and one vhost-net fd (its own kernel worker) per queue pair.
+        const t = realizeVhostTap(name, { type: 'tap', netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true }, queuePairs);
+        const vfds: number[] = [];
         try {
-          vfd = openVhostNet();
+          for (let q = 0; q < queuePairs; q++) vfds.push(openVhostNet());
         } catch (e) {
-          destroyTap(t.fd);
+          for (const fd of vfds) libc.close(fd);
+          destroyTap(t.fds);
           throw new PierError('EVHOST', `cannot open ${o.path}: ${(e as Error).message}`, 'pier must run as root, and the vhost_net module must be loaded');
         }
+        const closeVhost = (): void => { for (const fd of vfds) libc.close(fd); };
         return {
-          spec: { kind: 'virtio-user', backend: 'vhost-kernel', path: o.path, server: false, listenFd: -1, queueSize, vhostFd: vfd, tapFd: t.fd },
-          destroy: () => { libc.close(vfd); destroyTap(t.fd); },
-          detach: () => { libc.close(vfd); detachTap(t.fd); },
+          spec: { kind: 'virtio-user', backend: 'vhost-kernel', path: o.path, server: false, listenFd: -1, queueSize, queuePairs, vhostFds: vfds, tapFds: t.fds },
+          destroy: () => { closeVhost(); destroyTap(t.fds); },
+          detach: () => { closeVhost(); detachTap(t.fds); },
           ifname: t.ifname,
           kernel: () => {
             const k = tapKernelInfo(t);
@@ -91,7 +95,7 @@ export function realize(name: string, o: StoredPort): Realized {
       }
       const fd = cls.server ? listenVhostUser(o.path) : -1;
       return {
-        spec: { kind: 'virtio-user', backend: 'vhost-user', path: o.path, server: cls.server, listenFd: fd, queueSize, vhostFd: -1, tapFd: -1 },
+        spec: { kind: 'virtio-user', backend: 'vhost-user', path: o.path, server: cls.server, listenFd: fd, queueSize, queuePairs, vhostFds: [], tapFds: [] },
         destroy: () => cls.server && closeListener(fd, o.path),
         detach: () => cls.server && closeListener(fd, o.path),
       };

@@ -6,7 +6,10 @@ import { PierError } from './errors.ts';
 import type { StoredTap } from './state.ts';
 
 export interface RealizedTap {
+  /** The tap's fd (its first queue's, with several). */
   fd: number;
+  /** One fd per queue (IFF_MULTI_QUEUE when more than one); fds[0] === fd. */
+  fds: number[];
   ifname: string;
   netnsPath: string | undefined;
 }
@@ -31,14 +34,21 @@ export function checkTunDevice(): void {
   }
 }
 
-export function realizeTap(portName: string, o: StoredTap): RealizedTap {
+/**
+ * Create (or re-attach to) the tap of a port in its container and configure it. With `queues`
+ * over 1 the tap is a multiqueue tap (IFF_MULTI_QUEUE) opened once per queue: every open of the
+ * same name attaches one more queue. A persistent tap keeps its kind: a multiqueue tap and a
+ * single-queue one of the same name cannot be attached to each other (EINVAL).
+ */
+export function realizeTap(portName: string, o: StoredTap, queues = 1): RealizedTap {
   checkTunDevice();
   const ns = resolveNetns(o.netns);
   const ifname = o.ifname ?? portName;
-  let fd = -1;
+  const fds: number[] = [];
   try {
-    fd = openTap({ ifname, netnsPath: ns, offloads: o.offloads === false ? 0 : OFFLOADS }).fd;
+    for (let q = 0; q < queues; q++) fds.push(openTap({ ifname, netnsPath: ns, offloads: o.offloads === false ? 0 : OFFLOADS, multiQueue: queues > 1 }).fd);
   } catch (e) {
+    for (const fd of fds) closeFd(fd);
     const code = (e as libc.SysError).code;
     if (code === 'EBUSY' || code === 'EINVAL' || code === 'EPERM') {
       throw new PierError('EBUSY', `cannot create tap ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}: ${(e as Error).message}`,
@@ -47,14 +57,14 @@ export function realizeTap(portName: string, o: StoredTap): RealizedTap {
     throw new PierError('ETAP', `cannot create tap ${ifname}: ${(e as Error).message}`, 'check that pier runs as root with CAP_NET_ADMIN');
   }
   try {
-    setPersist(fd, true);
+    setPersist(fds[0]!, true);
     configureLink(ns, ifname, { mac: o.mac, mtu: o.mtu, addresses: o.ip ?? [] });
   } catch (e) {
-    destroyTap(fd);
+    destroyTap(fds);
     const msg = e instanceof IpError ? e.message : (e as Error).message;
     throw new PierError('ECONFIG', `cannot configure ${ifname}: ${msg}`, 'fix the option the message names and add the port again');
   }
-  return { fd, ifname, netnsPath: ns };
+  return { fd: fds[0]!, fds, ifname, netnsPath: ns };
 }
 
 /**
@@ -80,13 +90,16 @@ export function realizeTap(portName: string, o: StoredTap): RealizedTap {
  */
 export const VHOST_TAP_SNDBUF = 1 << 20;
 
-/** The tap of a vhost-net (virtio-user) port: a tap port's tap, plus a bounded send buffer. */
-export function realizeVhostTap(portName: string, o: StoredTap): RealizedTap {
-  const t = realizeTap(portName, o);
+/**
+ * The tap of a vhost-net (virtio-user) port: a tap port's tap with one queue per queue pair (each
+ * the backend of one vhost-net fd), and a bounded send buffer on every queue.
+ */
+export function realizeVhostTap(portName: string, o: StoredTap, queues = 1): RealizedTap {
+  const t = realizeTap(portName, o, queues);
   try {
-    setSndbuf(t.fd, VHOST_TAP_SNDBUF);
+    for (const fd of t.fds) setSndbuf(fd, VHOST_TAP_SNDBUF);
   } catch (e) {
-    destroyTap(t.fd);
+    destroyTap(t.fds);
     throw new PierError('ETAP', `cannot set the send buffer of tap ${t.ifname}: ${(e as Error).message}`, 'check that pier runs as root with CAP_NET_ADMIN');
   }
   return t;
@@ -101,19 +114,20 @@ export function tapSndbuf(fd: number): number | undefined {
   }
 }
 
-/** Remove the device: drop persistence so closing the last fd deletes it. */
-export function destroyTap(fd: number): void {
+/** Remove the device: drop persistence so closing the last fd (of every queue) deletes it. */
+export function destroyTap(fds: number | number[]): void {
+  const all = typeof fds === 'number' ? [fds] : fds;
   try {
-    setPersist(fd, false);
+    setPersist(all[0]!, false);
   } catch {
     /* already gone with its namespace */
   }
-  closeFd(fd);
+  for (const fd of all) closeFd(fd);
 }
 
 /** Detach without deleting: the container keeps its interface while pier restarts. */
-export function detachTap(fd: number): void {
-  closeFd(fd);
+export function detachTap(fds: number | number[]): void {
+  for (const fd of typeof fds === 'number' ? [fds] : fds) closeFd(fd);
 }
 
 export function tapKernelInfo(t: RealizedTap): LinkInfo | undefined {

@@ -26,14 +26,17 @@ export interface VhostUserSpec extends PortBase {
 }
 export interface VirtioUserSpec extends PortBase {
   kind: 'virtio-user';
-  /** vhost-user: pier speaks the protocol on path; vhost-kernel: ioctls on vhostFd, tap tapFd. */
+  /** vhost-user: pier speaks the protocol on path; vhost-kernel: ioctls on vhostFds, taps tapFds. */
   backend: 'vhost-user' | 'vhost-kernel';
   path: string;
   server: boolean;
   listenFd: number;
   queueSize: number;
-  vhostFd: number;
-  tapFd: number;
+  /** Queue pairs (rx 2k, tx 2k+1). */
+  queuePairs: number;
+  /** vhost-kernel: one /dev/vhost-net fd per queue pair, and the tap queue fd each moves packets for. */
+  vhostFds: number[];
+  tapFds: number[];
 }
 export type PortSpec = TapSpec | VhostUserSpec | VirtioUserSpec;
 

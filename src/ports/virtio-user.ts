@@ -9,6 +9,7 @@
 // vhost-user port). The handshake is a small state machine driven by epoll like everything else
 // in the dataplane thread, so pier can even drive its own vhost-user port in the same thread.
 import { C } from '../dataplane/counters.ts';
+import { flowHash } from '../dataplane/flow-hash.ts';
 import type { PacketPool } from '../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { Port, type PortContext } from '../dataplane/port.ts';
@@ -24,8 +25,6 @@ import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX, VIRTIO_
 
 const Q_LISTEN = 0xfe;
 const Q_CONN = 0xfd;
-const RXQ = 0;
-const TXQ = 1;
 const ETH_HLEN = 14;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
@@ -36,8 +35,17 @@ const WANTED = bit(VIRTIO_F_VERSION_1) | bit(P.F_PROTOCOL_FEATURES) | bit(VIRTIO
   bit(NET_F.GUEST_CSUM) | bit(NET_F.HOST_TSO4) | bit(NET_F.HOST_TSO6) | bit(NET_F.GUEST_TSO4) | bit(NET_F.GUEST_TSO6) |
   bit(NET_F.HOST_ECN) | bit(NET_F.GUEST_ECN);
 
-type Phase = 'down' | 'features' | 'protocol' | 'running';
+type Phase = 'down' | 'features' | 'protocol' | 'queues' | 'running';
 
+/** Bytes of one ring (descriptor table, avail ring, used ring), rounded to a page. */
+function ringBytes(n: number): number {
+  return (descTableSize(n) + availRingSize(n) + 3 + usedRingSize(n) + 4095) & ~4095;
+}
+
+/**
+ * Queue numbering is virtio-net's: queue 2k is receiveq k, 2k+1 transmitq k, for k below the
+ * number of queue pairs. The epoll token of receiveq k's call eventfd is its queue number.
+ */
 export class VirtioUserPort extends Port {
   readonly fds: readonly number[] = [];
   private ctx!: PortContext;
@@ -45,14 +53,23 @@ export class VirtioUserPort extends Port {
   private phase: Phase = 'down';
   private offered = 0n;
   features = 0n;
+  /** Queue pairs pier drives (the queues= option). */
+  private readonly pairs: number;
+  /** What the backend said it supports (vhost-user GET_QUEUE_NUM); 0 when not asked. */
+  private backendPairs = 0;
   private readonly ringsFd: number;
   private readonly ringsOff: number;
   private readonly ringsSize: number;
   private readonly queues: DriverQueue[];
   /** Pool handle each descriptor head carries, per queue (-1: none). */
   private readonly owner: Int32Array[];
-  private readonly kick = [new EventFd(), new EventFd()];
-  private readonly call = [new EventFd(), new EventFd()];
+  private readonly kick: EventFd[];
+  private readonly call: EventFd[];
+  /** Packets received and sent per queue pair, for `pier show`. */
+  private readonly rxPair: Float64Array;
+  private readonly txPair: Float64Array;
+  /** Most buffers one receiveq holds posted: the port's half of the pool, shared by its receiveqs. */
+  private readonly rxCap: number;
   private readonly one = new Float64Array(1);
   private readonly len1 = new Uint32Array(1);
   private readonly w1 = new Uint8Array(1);
@@ -69,19 +86,31 @@ export class VirtioUserPort extends Port {
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: Omit<VirtioUserSpec, 'kind' | 'index' | 'name' | 'bridge' | 'counters'>) {
     super(index, name, bridge, counters, pool, false, false);
     const n = opts.queueSize;
-    const one = (descTableSize(n) + availRingSize(n) + 3 + usedRingSize(n) + 4095) & ~4095;
-    this.ringsSize = 2 * one;
+    this.pairs = opts.queuePairs;
+    const nq = 2 * this.pairs;
+    // Every ring of every queue pair in one memfd: the memory table stays two regions.
+    this.ringsSize = nq * ringBytes(n);
     this.ringsFd = memfd(`pier-virtio-user-${name}`, this.ringsSize);
     this.ringsOff = pool.arena.place(this.ringsFd, 0, this.ringsSize);
-    this.queues = [0, 1].map(() => new DriverQueue(pool.arena));
-    this.owner = [new Int32Array(n).fill(-1), new Int32Array(n).fill(-1)];
+    this.queues = Array.from({ length: nq }, () => new DriverQueue(pool.arena));
+    this.owner = Array.from({ length: nq }, () => new Int32Array(n).fill(-1));
+    this.kick = Array.from({ length: nq }, () => new EventFd());
+    this.call = Array.from({ length: nq }, () => new EventFd());
+    this.rxPair = new Float64Array(this.pairs);
+    this.txPair = new Float64Array(this.pairs);
+    this.rxCap = Math.max(1, Math.floor((pool.count >> 1) / this.pairs));
     this.w1[0] = 1;
     this.ro1[0] = 0;
   }
 
+  /** What pier asks of this backend: WANTED, and MQ when it drives more than one pair. */
+  private wanted(): bigint {
+    return WANTED | (this.pairs > 1 ? bit(NET_F.MQ) : 0n);
+  }
+
   override attach(ctx: PortContext): void {
     this.ctx = ctx;
-    ctx.watch(this, this.call[RXQ]!.fd, RXQ);
+    for (let k = 0; k < this.pairs; k++) ctx.watch(this, this.call[2 * k]!.fd, 2 * k);
     if (this.opts.backend === 'vhost-kernel') this.kernelSetUp();
     else if (this.opts.server) ctx.watch(this, this.opts.listenFd, Q_LISTEN);
     else this.tryConnect();
@@ -92,44 +121,54 @@ export class VirtioUserPort extends Port {
    * and the kernel's vhost worker moving packets between them and the container's tap. The tap
    * carries the virtio-net header (IFF_VNET_HDR, 12 bytes), so vhost-net adds none of its own
    * and offloads pass through: the tap takes super-frames and partial checksums from pier.
+   *
+   * vhost-net is one queue pair per fd (its vrings 0 and 1, one kernel worker): queue pair k is
+   * vhost fd k, whose backend is queue k of the container's multiqueue tap.
    */
   private kernelSetUp(): void {
-    const vk = new VhostKernel(this.opts.vhostFd);
-    vk.setOwner();
-    this.offered = vk.getFeatures();
+    const vks = this.opts.vhostFds.map((fd) => new VhostKernel(fd));
+    if (vks.length !== this.pairs || this.opts.tapFds.length !== this.pairs) throw new Error(`${vks.length} vhost-net fds and ${this.opts.tapFds.length} tap queues for ${this.pairs} queue pairs`);
+    for (const vk of vks) vk.setOwner();
+    this.offered = vks[0]!.getFeatures();
     const f = this.offered & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF) | bit(VIRTIO_F_EVENT_IDX));
     if ((f & (bit(VIRTIO_F_VERSION_1) | bit(NET_F.MRG_RXBUF))) === 0n) throw new Error('vhost-net offers neither VERSION_1 nor MRG_RXBUF: its 10-byte header is not supported');
-    vk.setFeatures(f);
-    this.features = f;
     const regions = this.memRegions();
     // Checked by the control plane before the port was made; again here, in case vhost was
     // reloaded with another limit since, and E2BIG named if the kernel still refuses.
     const mem = memTableProblem(regions.length, readMaxMemRegions().value);
     if (mem) throw new Error(`${mem.message}: ${mem.hint}`);
-    try {
-      vk.setMemTable(regions);
-    } catch (e) {
-      if ((e as libc.SysError).code === 'E2BIG') throw new Error(`VHOST_SET_MEM_TABLE: E2BIG: ${memTableProblem(regions.length, 0)!.hint}`);
-      throw e;
+    for (const vk of vks) {
+      vk.setFeatures(f);
+      try {
+        vk.setMemTable(regions);
+      } catch (e) {
+        if ((e as libc.SysError).code === 'E2BIG') throw new Error(`VHOST_SET_MEM_TABLE: E2BIG: ${memTableProblem(regions.length, 0)!.hint}`);
+        throw e;
+      }
     }
+    this.features = f;
     const n = this.opts.queueSize;
     const rings = this.configureRings();
     if (typeof rings === 'string') throw new Error(`ring setup: ${rings}`);
-    for (const q of [RXQ, TXQ]) {
-      const r = rings[q]!;
-      vk.setVringNum(q, n);
-      vk.setVringBase(q, 0);
-      vk.setVringAddr(q, r.desc, r.used, r.avail);
-      vk.setVringKick(q, this.kick[q]!.fd);
-      vk.setVringCall(q, this.call[q]!.fd);
+    for (let k = 0; k < this.pairs; k++) {
+      const vk = vks[k]!;
+      for (const v of [0, 1]) {
+        const q = 2 * k + v;
+        const r = rings[q]!;
+        vk.setVringNum(v, n);
+        vk.setVringBase(v, 0);
+        vk.setVringAddr(v, r.desc, r.used, r.avail);
+        vk.setVringKick(v, this.kick[q]!.fd);
+        vk.setVringCall(v, this.call[q]!.fd);
+      }
+      this.queues[2 * k + 1]!.disableUsedNotifications();
+      for (const v of [0, 1]) vk.setBackend(v, this.opts.tapFds[k]!);
     }
-    this.queues[TXQ]!.disableUsedNotifications();
-    for (const q of [RXQ, TXQ]) vk.setBackend(q, this.opts.tapFd);
     this.gsoTypes = GSO_TCP;
     this.acceptsCsum = true;
     this.connects = 1;
     this.phase = 'running';
-    this.refill();
+    for (let k = 0; k < this.pairs; k++) this.refill(2 * k);
   }
 
   // ---- connection ----
@@ -170,7 +209,11 @@ export class VirtioUserPort extends Port {
     this.acceptsCsum = false;
     this.disconnects++;
     this.releaseBuffers();
-    if (!this.opts.server) this.timerAt = Date.now() + RECONNECT_MIN_MS;
+    if (!this.opts.server) {
+      // A backend that refuses what pier needs (a queue count, a feature) is asked again at the
+      // slowest pace; one that went away, soon.
+      this.timerAt = Date.now() + (why.startsWith('refused: ') ? RECONNECT_MAX_MS : RECONNECT_MIN_MS);
+    }
   }
 
   override onHangup(queue: number): boolean {
@@ -182,6 +225,7 @@ export class VirtioUserPort extends Port {
   }
 
   private send(req: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = []): void {
+    if (this.conn < 0) return;
     const m = new Uint8Array(P.HDR_SIZE + payload.length);
     const dv = new DataView(m.buffer);
     dv.setUint32(0, req, true);
@@ -216,17 +260,36 @@ export class VirtioUserPort extends Port {
     }
   }
 
+  /**
+   * The three questions pier asks (GET_FEATURES, GET_PROTOCOL_FEATURES, and GET_QUEUE_NUM when
+   * it drives several queue pairs); everything else it sends needs no reply.
+   */
   private onReply(req: number, size: number): void {
     const u64 = size === 8 ? this.msgDv.getBigUint64(P.HDR_SIZE, true) : -1n;
     if (this.phase === 'features' && req === P.Req.GET_FEATURES && u64 >= 0n) {
       this.offered = u64;
-      if ((u64 & bit(VIRTIO_F_VERSION_1)) === 0n) return this.disconnect('the backend does not offer VIRTIO_F_VERSION_1 (legacy virtio is not supported)');
+      if ((u64 & bit(VIRTIO_F_VERSION_1)) === 0n) return this.disconnect('refused: the backend does not offer VIRTIO_F_VERSION_1 (legacy virtio is not supported)');
+      if (this.pairs > 1 && (u64 & bit(NET_F.MQ)) === 0n) {
+        return this.disconnect(`refused: queues=${this.pairs} needs VIRTIO_NET_F_MQ and the backend does not offer it: use queues=1, or give the backend queues (DPDK net_vhost: queues=${this.pairs})`);
+      }
       if ((u64 & bit(P.F_PROTOCOL_FEATURES)) !== 0n) {
         this.phase = 'protocol';
         this.send(P.Req.GET_PROTOCOL_FEATURES);
       } else this.setUp();
-    } else if (this.phase === 'protocol' && req === P.Req.GET_PROTOCOL_FEATURES) {
-      this.send(P.Req.SET_PROTOCOL_FEATURES, u64le(0n)); // none needed: pier sends no NEED_REPLY
+    } else if (this.phase === 'protocol' && req === P.Req.GET_PROTOCOL_FEATURES && u64 >= 0n) {
+      // pier sends no NEED_REPLY, so it needs no REPLY_ACK; with several queue pairs it asks for
+      // MQ, which is what makes GET_QUEUE_NUM an answerable question.
+      const mq = this.pairs > 1 ? u64 & bit(P.PF_MQ) : 0n;
+      this.send(P.Req.SET_PROTOCOL_FEATURES, u64le(mq));
+      if (mq !== 0n) {
+        this.phase = 'queues';
+        this.send(P.Req.GET_QUEUE_NUM);
+      } else this.setUp();
+    } else if (this.phase === 'queues' && req === P.Req.GET_QUEUE_NUM && u64 >= 0n) {
+      this.backendPairs = u64 > 0xffffn ? 0xffff : Number(u64);
+      if (this.backendPairs < this.pairs) {
+        return this.disconnect(`refused: the backend has ${this.backendPairs} queue pair(s) (GET_QUEUE_NUM) and queues=${this.pairs} asks for more: use queues=${Math.max(1, this.backendPairs)}, or give the backend more queues`);
+      }
       this.setUp();
     } else {
       this.disconnect(`unexpected reply ${P.REQ_NAMES[req] ?? req} in phase ${this.phase}`);
@@ -235,7 +298,7 @@ export class VirtioUserPort extends Port {
 
   /** Everything after feature discovery: no further replies are needed. */
   private setUp(): void {
-    const f = this.offered & WANTED;
+    const f = this.offered & this.wanted();
     this.features = f;
     const has = (n: number): boolean => (f & bit(n)) !== 0n;
     this.gsoTypes = (has(NET_F.HOST_TSO4) ? 1 << VIRTIO_NET_HDR_GSO_TCPV4 : 0) | (has(NET_F.HOST_TSO6) ? 1 << VIRTIO_NET_HDR_GSO_TCPV6 : 0);
@@ -258,7 +321,7 @@ export class VirtioUserPort extends Port {
     const n = this.opts.queueSize;
     const rings = this.configureRings();
     if (typeof rings === 'string') return this.disconnect(`ring setup: ${rings}`);
-    for (const q of [RXQ, TXQ]) {
+    for (let q = 0; q < 2 * this.pairs; q++) {
       const r = rings[q]!;
       this.send(P.Req.SET_VRING_NUM, state(q, n));
       this.send(P.Req.SET_VRING_BASE, state(q, 0));
@@ -271,13 +334,17 @@ export class VirtioUserPort extends Port {
       this.send(P.Req.SET_VRING_ADDR, a);
       this.send(P.Req.SET_VRING_CALL, u64le(BigInt(q)), [this.call[q]!.fd]);
       this.send(P.Req.SET_VRING_KICK, u64le(BigInt(q)), [this.kick[q]!.fd]);
+      // A transmitq's completions are reclaimed when pier next sends: no interrupts for it.
+      if ((q & 1) === 1) this.queues[q]!.disableUsedNotifications();
     }
-    // The transmitq's completions are reclaimed when pier next sends: no interrupts for it.
-    this.queues[TXQ]!.disableUsedNotifications();
-    if ((f & bit(P.F_PROTOCOL_FEATURES)) !== 0n) for (const q of [RXQ, TXQ]) this.send(P.Req.SET_VRING_ENABLE, state(q, 1));
+    // With protocol features rings start disabled; every ring of every pair is enabled here. A
+    // backend with a control queue of its own never sees one from pier: like DPDK's virtio-user
+    // and QEMU, pier does not ask for CTRL_VQ, and the pairs in use are the enabled ones (what a
+    // VQ_PAIRS_SET would have said is said by SET_VRING_ENABLE per vring).
+    if (has(P.F_PROTOCOL_FEATURES)) for (let q = 0; q < 2 * this.pairs; q++) this.send(P.Req.SET_VRING_ENABLE, state(q, 1));
     if (this.conn < 0) return;
     this.phase = 'running';
-    this.refill();
+    for (let k = 0; k < this.pairs; k++) this.refill(2 * k);
   }
 
   /**
@@ -290,20 +357,20 @@ export class VirtioUserPort extends Port {
   }
 
   /**
-   * Lay both rings out in the port's memfd (zeroed), configure the DriverQueues, and return
+   * Lay every ring out in the port's memfd (zeroed), configure the DriverQueues, and return
    * each ring's addresses as the backend sees them (pier's virtual addresses), or a problem.
    */
   private configureRings(): Array<{ desc: number; avail: number; used: number }> | string {
     const arena = this.pool.arena;
     const n = this.opts.queueSize;
-    const per = this.ringsSize / 2;
+    const per = ringBytes(n);
+    const eventIdx = (this.features & bit(VIRTIO_F_EVENT_IDX)) !== 0n;
     arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
     const out = [];
-    for (const q of [RXQ, TXQ]) {
+    for (let q = 0; q < 2 * this.pairs; q++) {
       const desc = this.ringsOff + q * per;
       const avail = desc + descTableSize(n);
       const used = (avail + availRingSize(n) + 3) & ~3;
-      const eventIdx = (this.features & bit(VIRTIO_F_EVENT_IDX)) !== 0n;
       const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx, addrBase: arena.base });
       if (err) return err;
       out.push({ desc: arena.base + desc, avail: arena.base + avail, used: arena.base + used });
@@ -323,16 +390,18 @@ export class VirtioUserPort extends Port {
 
   // ---- datapath ----
 
-  /** Keep the receiveq full of empty pool buffers. */
-  private refill(): void {
-    const q = this.queues[RXQ]!;
-    const own = this.owner[RXQ]!;
+  /** Keep receiveq `qi` full of empty pool buffers (up to its share of the port's half). */
+  private refill(qi: number): void {
+    const q = this.queues[qi]!;
+    const own = this.owner[qi]!;
     const pool = this.pool;
+    const cap = this.rxCap;
     let added = 0;
     let short = false;
     // Never let one port's posted buffers take more than half the pool from everyone else.
     const reserve = pool.count >> 1;
-    while (q.numFree > 0) {
+    // Each receive chain is one descriptor: size - numFree is what the ring holds posted.
+    while (q.numFree > 0 && q.size - q.numFree < cap) {
       if (pool.available() <= reserve) {
         short = true;
         break;
@@ -356,7 +425,7 @@ export class VirtioUserPort extends Port {
     if (added > 0) {
       this.counters[C.rx_buffers_posted]! += added;
       q.publish();
-      if (q.kickNeeded()) this.kick[RXQ]!.signal();
+      if (q.kickNeeded()) this.kick[qi]!.signal();
     }
   }
 
@@ -371,14 +440,16 @@ export class VirtioUserPort extends Port {
       this.readReplies();
       return 0;
     }
+    if ((queue & 1) !== 0 || queue >= 2 * this.pairs) return 0;
     if (this.phase !== 'running') {
-      this.call[RXQ]!.drain();
+      this.call[queue]!.drain();
       return 0;
     }
-    const q = this.queues[RXQ]!;
-    const own = this.owner[RXQ]!;
+    const q = this.queues[queue]!;
+    const own = this.owner[queue]!;
     const pool = this.pool;
     const c = this.counters;
+    const mrg = (this.features & bit(NET_F.MRG_RXBUF)) !== 0n;
     let n = 0;
     let got = 0;
     while (n < max) {
@@ -392,7 +463,6 @@ export class VirtioUserPort extends Port {
       const ho = pool.hdrOffset(h);
       // One 66 KiB buffer holds any frame: with MRG_RXBUF num_buffers must be 1; without it
       // the field means nothing and is set to 1 for the ports the frame goes to.
-      const mrg = (this.features & bit(NET_F.MRG_RXBUF)) !== 0n;
       if (len < VNET_HDR + ETH_HLEN || len > BUF_SIZE || (mrg && (pool.bytes[ho + 10] !== 1 || pool.bytes[ho + 11] !== 0))) {
         c[C.rx_dropped_malformed]!++;
         pool.release(h);
@@ -406,28 +476,30 @@ export class VirtioUserPort extends Port {
       if (pool.bytes[ho + 1] !== 0) c[C.rx_gso_packets]!++;
       out[n++] = h;
     }
+    this.rxPair[queue >> 1]! += n;
     if (q.broken !== null) {
-      this.disconnect(`receiveq broken: ${q.broken}`);
+      this.disconnect(`receiveq ${queue >> 1} broken: ${q.broken}`);
       return n;
     }
     // When pier last read used.idx the backend had filled every buffer posted to it: until the
     // refill below it had nowhere to put a frame (the DPDK thread's receive-side loss is here).
     if (got > 0 && q.deviceHeld() === 0) c[C.rx_ring_empty]!++;
-    this.refill();
-    if (n === max) this.ctx.again(this, RXQ);
+    this.refill(queue);
+    if (n === max) this.ctx.again(this, queue);
     else {
       // Going to sleep on this ring: clear the eventfd, then ask for a notification (with
       // EVENT_IDX: used_event = what pier consumed; until now the backend had no reason to
       // notify) and look once more, so a frame that landed in between is not left waiting.
-      this.call[RXQ]!.drain();
-      if (q.enableUsedNotifications()) this.ctx.again(this, RXQ);
+      this.call[queue]!.drain();
+      if (q.enableUsedNotifications()) this.ctx.again(this, queue);
     }
     return n;
   }
 
-  private reclaimTx(): void {
-    const q = this.queues[TXQ]!;
-    const own = this.owner[TXQ]!;
+  /** Give the pool back the buffers the backend has sent from transmitq `qi`. */
+  private reclaimTx(qi: number): void {
+    const q = this.queues[qi]!;
+    const own = this.owner[qi]!;
     for (;;) {
       const head = q.getUsed();
       if (head < 0) break;
@@ -445,14 +517,17 @@ export class VirtioUserPort extends Port {
       c[C.tx_dropped_link_down]! += n;
       return;
     }
-    this.reclaimTx();
-    const q = this.queues[TXQ]!;
-    const own = this.owner[TXQ]!;
-    let sent = 0;
+    const pairs = this.pairs;
+    for (let k = 0; k < pairs; k++) this.reclaimTx(2 * k + 1);
+    /** Bit k: transmitq k got packets in this call. */
+    let touched = 0;
     for (let i = 0; i < n; i++) {
       const h = qh[i]!;
       const len = pool.len[h]!;
       const ho = pool.hdrOffset(h);
+      // One flow, one queue pair (and so in order); flows spread over the pairs.
+      const k = pairs === 1 ? 0 : flowHash(pool.bytes, ho + VNET_HDR, len) % pairs;
+      const q = this.queues[2 * k + 1]!;
       pool.bytes[ho + 10] = 0; // num_buffers is the device's to set
       pool.bytes[ho + 11] = 0;
       this.one[0] = ho;
@@ -463,30 +538,40 @@ export class VirtioUserPort extends Port {
         pool.release(h);
         continue;
       }
-      own[head] = h; // the backend reads it in place; released when it is used
+      this.owner[2 * k + 1]![head] = h; // the backend reads it in place; released when it is used
       c[C.tx_packets]!++;
       c[C.tx_bytes]! += len;
+      this.txPair[k]!++;
       if (pool.bytes[ho + 1] !== 0) c[C.tx_gso_packets]!++;
-      sent++;
+      touched |= 1 << k;
     }
-    if (sent > 0) {
+    for (let k = 0; touched !== 0; k++, touched >>>= 1) {
+      if ((touched & 1) === 0) continue;
+      const q = this.queues[2 * k + 1]!;
       q.publish();
-      if (q.kickNeeded()) this.kick[TXQ]!.signal();
+      if (q.kickNeeded()) this.kick[2 * k + 1]!.signal();
+      if (q.broken !== null) return this.disconnect(`transmitq ${k} broken: ${q.broken}`);
     }
-    if (q.broken !== null) this.disconnect(`transmitq broken: ${q.broken}`);
   }
 
   override describe(): unknown {
+    const held = (qi: number): number => this.owner[qi]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0);
+    const pairs = Array.from({ length: this.pairs }, (_, k) => ({
+      pair: k, rxPosted: held(2 * k), txInFlight: held(2 * k + 1), rxPackets: this.rxPair[k]!, txPackets: this.txPair[k]!,
+    }));
     return {
       backend: this.opts.backend,
       mode: this.opts.server ? 'server' : 'client',
       path: this.opts.path,
       connected: this.conn >= 0,
       link: this.phase === 'running' ? 'up' : 'down',
-      features: decodeFeatures(this.features, this.offered & WANTED),
+      features: decodeFeatures(this.features, this.offered & this.wanted()),
       queueSize: this.opts.queueSize,
-      rxPosted: this.owner[RXQ]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0),
-      txInFlight: this.owner[TXQ]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0),
+      queuePairs: this.pairs,
+      backendQueuePairs: this.backendPairs || undefined,
+      rxPosted: pairs.reduce((k, p) => k + p.rxPosted, 0),
+      txInFlight: pairs.reduce((k, p) => k + p.txInFlight, 0),
+      pairs,
       // The ring counters of `pier stats`, here too: the driver's side of the exception path.
       rings: {
         rx_buffers_posted: this.counters[C.rx_buffers_posted]!, rx_ring_empty: this.counters[C.rx_ring_empty]!,
@@ -501,11 +586,11 @@ export class VirtioUserPort extends Port {
   close(): void {
     this.disconnect('');
     if (this.opts.backend === 'vhost-kernel') {
-      // The control plane closes the vhost-net fd (which stops the kernel worker); buffers go back.
+      // The control plane closes the vhost-net fds (which stops the kernel workers); buffers go back.
       this.releaseBuffers();
       this.phase = 'down';
     }
-    this.ctx?.unwatch(this.call[RXQ]!.fd);
+    for (let k = 0; k < this.pairs; k++) this.ctx?.unwatch(this.call[2 * k]!.fd);
     if (this.opts.server) this.ctx?.unwatch(this.opts.listenFd);
     this.timerAt = 0;
     for (const e of [...this.kick, ...this.call]) e.close();

@@ -18,5 +18,5 @@ for _ in $(seq 100); do grep -q 'daemon ready' "$work/daemon.log" 2>/dev/null &&
 "$here/bin/pier" add-port br0 a type=vhost-user path="$1" ${PIER_PORT_OPTS:-}
 "$here/bin/pier" add-port br0 b type=vhost-user path="$2" ${PIER_PORT_OPTS:-}
 # For the benchmark: where the daemon and its dataplane thread are, to read their CPU time.
-[ -n "${PIER_INFO_OUT:-}" ] && "$here/bin/pier" show --json > "$PIER_INFO_OUT"
+[ -n "${PIER_INFO_OUT:-}" ] && "$here/bin/pier" show --json > "$PIER_INFO_OUT.tmp" && echo "$PIER_SOCKET" > "$PIER_INFO_OUT.sock" && mv "$PIER_INFO_OUT.tmp" "$PIER_INFO_OUT"
 while kill -0 "$daemon" 2>/dev/null; do sleep 0.2; done

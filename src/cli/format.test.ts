@@ -32,15 +32,16 @@ describe('pier show text', () => {
         name: 'up', bridge: 'br0', options: {}, state: 'up',
         peer: {
           backend: 'vhost-user', mode: 'client', path: '/run/x.sock', connected: true, link: 'up',
-          features: { negotiated: ['MQ'], notTaken: [] }, queueSize: 256, queuePairs: 2, backendQueuePairs: 8, rxPosted: 512, txInFlight: 0,
-          pairs: [{ pair: 0, rxPosted: 256, txInFlight: 0, rxPackets: 10, txPackets: 11 }, { pair: 1, rxPosted: 256, txInFlight: 0, rxPackets: 12, txPackets: 13 }],
+          features: { negotiated: ['MQ'], notTaken: [] }, queueSize: 1024, queuePairs: 2, backendQueuePairs: 8, rxPostLimit: 512, rxPosted: 1024, txInFlight: 0,
+          pairs: [{ pair: 0, rxPosted: 512, txInFlight: 0, rxPackets: 10, txPackets: 11 }, { pair: 1, rxPosted: 512, txInFlight: 0, rxPackets: 12, txPackets: 13 }],
           rings: { rx_buffers_posted: 534, rx_ring_empty: 0, rx_post_short: 0, tx_dropped_full: 0 }, connects: 1, disconnects: 0,
         },
       },
     });
-    assert.match(text, /virtio driver over vhost-user client on \/run\/x\.sock: backend connected, link up, queue size 256, queue pairs 2 \(backend has 8\)/);
-    assert.match(text, /pair 0: rx 10 packets \(256 posted\) {2}tx 11 packets \(0 in flight\)/);
-    assert.match(text, /pair 1: rx 12 packets \(256 posted\) {2}tx 13 packets \(0 in flight\)/);
+    assert.match(text, /virtio driver over vhost-user client on \/run\/x\.sock: backend connected, link up, queue size 1024, queue pairs 2 \(backend has 8\)/);
+    assert.match(text, /at most 512 buffers posted per receive ring \(of 1024\): a port posts at most a quarter of the packet pool; raise pier daemon --pool/);
+    assert.match(text, /pair 0: rx 10 packets \(512 posted\) {2}tx 11 packets \(0 in flight\)/);
+    assert.match(text, /pair 1: rx 12 packets \(512 posted\) {2}tx 13 packets \(0 in flight\)/);
   });
 
   test('a virtio-user port shows its backend, features and rings (not the vhost-user device view)', () => {

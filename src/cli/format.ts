@@ -12,7 +12,7 @@ interface PeerView {
 interface DriverView {
   backend: string; mode: string; path: string; connected: boolean; link: string; lastError?: string;
   features: { negotiated: string[]; notTaken: string[] };
-  queueSize: number; queuePairs?: number; backendQueuePairs?: number; rxPosted: number; txInFlight: number;
+  queueSize: number; queuePairs?: number; backendQueuePairs?: number; rxPostLimit?: number; rxPosted: number; txInFlight: number;
   pairs?: Array<{ pair: number; rxPosted: number; txInFlight: number; rxPackets: number; txPackets: number }>;
   rings: { rx_buffers_posted: number; rx_ring_empty: number; rx_post_short: number; tx_dropped_full: number };
   connects: number; disconnects: number;
@@ -59,6 +59,9 @@ function driver(v: DriverView, i: string): string {
   for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
   const r = v.rings;
   s += `\n${i}receive ring: ${v.rxPosted} buffers posted now, ${r.rx_buffers_posted} in all; ran empty ${r.rx_ring_empty} times; refills left short ${r.rx_post_short} times`;
+  if (v.rxPostLimit !== undefined && v.rxPostLimit < v.queueSize) {
+    s += `\n${i}  at most ${v.rxPostLimit} buffers posted per receive ring (of ${v.queueSize}): a port posts at most a quarter of the packet pool; raise pier daemon --pool`;
+  }
   s += `\n${i}transmit ring: ${v.txInFlight} in flight; ${r.tx_dropped_full} dropped on a full ring`;
   if (qp > 1) {
     for (const p of v.pairs ?? []) s += `\n${i}  pair ${p.pair}: rx ${p.rxPackets} packets (${p.rxPosted} posted)  tx ${p.txPackets} packets (${p.txInFlight} in flight)`;

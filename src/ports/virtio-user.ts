@@ -68,7 +68,7 @@ export class VirtioUserPort extends Port {
   /** Packets received and sent per queue pair, for `pier show`. */
   private readonly rxPair: Float64Array;
   private readonly txPair: Float64Array;
-  /** Most buffers one receiveq holds posted: the port's half of the pool, shared by its receiveqs. */
+  /** Most buffers one receiveq holds posted: the port's quarter of the pool, shared by its receiveqs. */
   private readonly rxCap: number;
   private readonly one = new Float64Array(1);
   private readonly len1 = new Uint32Array(1);
@@ -98,7 +98,7 @@ export class VirtioUserPort extends Port {
     this.call = Array.from({ length: nq }, () => new EventFd());
     this.rxPair = new Float64Array(this.pairs);
     this.txPair = new Float64Array(this.pairs);
-    this.rxCap = Math.max(1, Math.floor((pool.count >> 1) / this.pairs));
+    this.rxCap = Math.max(1, Math.floor((pool.count >> 2) / this.pairs));
     this.w1[0] = 1;
     this.ro1[0] = 0;
   }
@@ -390,7 +390,13 @@ export class VirtioUserPort extends Port {
 
   // ---- datapath ----
 
-  /** Keep receiveq `qi` full of empty pool buffers (up to its share of the port's half). */
+  /**
+   * Keep receiveq `qi` full of empty pool buffers, within two limits that keep ports from
+   * starving each other and the rest of the switch: one port posts at most a quarter of the
+   * pool (rxCap per receiveq), and nobody posts into the last quarter, which stays free for
+   * what taps and vhost-user peers send, for segmentation and for frames in flight. A refill that
+   * the second limit stops is counted (rx_post_short): the pool is too small for the rings.
+   */
   private refill(qi: number): void {
     const q = this.queues[qi]!;
     const own = this.owner[qi]!;
@@ -398,8 +404,7 @@ export class VirtioUserPort extends Port {
     const cap = this.rxCap;
     let added = 0;
     let short = false;
-    // Never let one port's posted buffers take more than half the pool from everyone else.
-    const reserve = pool.count >> 1;
+    const reserve = pool.count >> 2;
     // Each receive chain is one descriptor: size - numFree is what the ring holds posted.
     while (q.numFree > 0 && q.size - q.numFree < cap) {
       if (pool.available() <= reserve) {
@@ -569,6 +574,8 @@ export class VirtioUserPort extends Port {
       queueSize: this.opts.queueSize,
       queuePairs: this.pairs,
       backendQueuePairs: this.backendPairs || undefined,
+      /** Most buffers posted per receive ring: min(ring, the port's quarter of the pool / pairs). */
+      rxPostLimit: Math.min(this.opts.queueSize, this.rxCap),
       rxPosted: pairs.reduce((k, p) => k + p.rxPosted, 0),
       txInFlight: pairs.reduce((k, p) => k + p.txInFlight, 0),
       pairs,

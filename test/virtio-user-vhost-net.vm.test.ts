@@ -60,7 +60,7 @@ describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
     assert.equal(mq.backend, 'vhost-kernel');
     assert.equal(mq.link, 'up');
     assert.equal(mq.queuePairs, 2);
-    assert.equal(mq.rxPostLimit, 512, 'a port posts at most a quarter of the 4096-buffer pool: 512 per ring with 2 pairs');
+    assert.equal(mq.rxPostLimit, 256, 'a port posts at most an eighth of the 4096-buffer pool: 256 per ring with 2 pairs');
     for (const p of mq.pairs) assert.ok(p.txPackets > 0 && p.rxPackets > 0, `pair ${p.pair}: rx ${p.rxPackets} tx ${p.txPackets}`);
     assert.match(out.mqShowText, /virtio driver over vhost-net \(\/dev\/vhost-net\), link up, queue size 1024, queue pairs 2/);
     assert.equal(s.c4.kernel.sndbuf, 1048576);

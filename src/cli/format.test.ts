@@ -39,7 +39,7 @@ describe('pier show text', () => {
       },
     });
     assert.match(text, /virtio driver over vhost-user client on \/run\/x\.sock: backend connected, link up, queue size 1024, queue pairs 2 \(backend has 8\)/);
-    assert.match(text, /at most 512 buffers posted per receive ring \(of 1024\): a port posts at most a quarter of the packet pool; raise pier daemon --pool/);
+    assert.match(text, /at most 512 buffers posted per receive ring \(of 1024\): a port posts at most an eighth of the packet pool; raise pier daemon --pool/);
     assert.match(text, /pair 0: rx 10 packets \(512 posted\) {2}tx 11 packets \(0 in flight\)/);
     assert.match(text, /pair 1: rx 12 packets \(512 posted\) {2}tx 13 packets \(0 in flight\)/);
   });

@@ -60,7 +60,7 @@ function driver(v: DriverView, i: string): string {
   const r = v.rings;
   s += `\n${i}receive ring: ${v.rxPosted} buffers posted now, ${r.rx_buffers_posted} in all; ran empty ${r.rx_ring_empty} times; refills left short ${r.rx_post_short} times`;
   if (v.rxPostLimit !== undefined && v.rxPostLimit < v.queueSize) {
-    s += `\n${i}  at most ${v.rxPostLimit} buffers posted per receive ring (of ${v.queueSize}): a port posts at most a quarter of the packet pool; raise pier daemon --pool`;
+    s += `\n${i}  at most ${v.rxPostLimit} buffers posted per receive ring (of ${v.queueSize}): a port posts at most an eighth of the packet pool; raise pier daemon --pool`;
   }
   s += `\n${i}transmit ring: ${v.txInFlight} in flight; ${r.tx_dropped_full} dropped on a full ring`;
   if (qp > 1) {

@@ -28,7 +28,7 @@ export const C = {
   rx_ring_empty: 19,
   /** Empty buffers posted to the receive ring(s). */
   rx_buffers_posted: 20,
-  /** Refills that left the receive ring short: the pool was down to the quarter pier keeps free for everything else. */
+  /** Refills that left the receive ring short: the pool was down to the half pier keeps free for frames in flight. */
   rx_post_short: 21,
 } as const;
 export type CounterName = keyof typeof C;

@@ -28,6 +28,8 @@ const Q_CONN = 0xfd;
 const ETH_HLEN = 14;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
+/** How soon a port looks again at transmit buffers the backend holds and at short refills. */
+const HOUSEKEEP_MS = 20;
 const bit = (n: number): bigint => 1n << BigInt(n);
 
 /** What pier asks of the backend; the acked set is this & what the backend offers. */
@@ -68,8 +70,16 @@ export class VirtioUserPort extends Port {
   /** Packets received and sent per queue pair, for `pier show`. */
   private readonly rxPair: Float64Array;
   private readonly txPair: Float64Array;
-  /** Most buffers one receiveq holds posted: the port's quarter of the pool, shared by its receiveqs. */
+  /** Most buffers one receiveq holds posted: the port's eighth of the pool, shared by its receiveqs. */
   private readonly rxCap: number;
+  /**
+   * Most pool buffers the port's transmit rings hold at once (sent, not yet given back): also an
+   * eighth of the pool, so a backend that stops taking from its rings ties up that much and no
+   * more; beyond it frames are dropped as on a full ring (tx_dropped_full).
+   */
+  private readonly txCap: number;
+  /** Pool buffers the transmit rings hold now. */
+  private txHeld = 0;
   private readonly one = new Float64Array(1);
   private readonly len1 = new Uint32Array(1);
   private readonly w1 = new Uint8Array(1);
@@ -98,7 +108,8 @@ export class VirtioUserPort extends Port {
     this.call = Array.from({ length: nq }, () => new EventFd());
     this.rxPair = new Float64Array(this.pairs);
     this.txPair = new Float64Array(this.pairs);
-    this.rxCap = Math.max(1, Math.floor((pool.count >> 2) / this.pairs));
+    this.rxCap = Math.max(1, Math.floor((pool.count >> 3) / this.pairs));
+    this.txCap = Math.max(1, pool.count >> 3);
     this.w1[0] = 1;
     this.ro1[0] = 0;
   }
@@ -168,7 +179,7 @@ export class VirtioUserPort extends Port {
     this.acceptsCsum = true;
     this.connects = 1;
     this.phase = 'running';
-    for (let k = 0; k < this.pairs; k++) this.refill(2 * k);
+    for (let k = 0; k < this.pairs; k++) if (this.refill(2 * k)) this.soon();
   }
 
   // ---- connection ----
@@ -185,7 +196,32 @@ export class VirtioUserPort extends Port {
   }
 
   override onTimer(): void {
-    if (!this.opts.server && this.conn < 0) this.tryConnect();
+    if (this.opts.backend === 'vhost-user' && !this.opts.server && this.conn < 0) this.tryConnect();
+    else if (this.phase === 'running') this.housekeep();
+  }
+
+  /**
+   * Transmit buffers are reclaimed when pier next sends on the port, and receive rings refilled
+   * when frames arrive; neither happens on a port that went quiet. So a port that holds sent
+   * buffers, or whose refill the pool cut short, looks again every HOUSEKEEP_MS until it holds
+   * none and its rings are posted: otherwise a port could keep pool buffers its backend sent
+   * long ago, and a receive ring left empty by a drained pool would never be refilled (nothing
+   * arrives on an empty ring), which stalls every port once the pool runs low.
+   */
+  private housekeep(): void {
+    let again = false;
+    for (let k = 0; k < this.pairs; k++) {
+      const tq = this.queues[2 * k + 1]!;
+      this.reclaimTx(2 * k + 1);
+      if (tq.numFree < tq.size) again = true;
+      if (this.refill(2 * k, false)) again = true;
+    }
+    if (again) this.timerAt = Date.now() + HOUSEKEEP_MS;
+  }
+
+  /** Make sure housekeep() runs soon (a no-op when it is already due). */
+  private soon(): void {
+    if (this.timerAt === 0) this.timerAt = Date.now() + HOUSEKEEP_MS;
   }
 
   private adopt(fd: number): void {
@@ -344,7 +380,7 @@ export class VirtioUserPort extends Port {
     if (has(P.F_PROTOCOL_FEATURES)) for (let q = 0; q < 2 * this.pairs; q++) this.send(P.Req.SET_VRING_ENABLE, state(q, 1));
     if (this.conn < 0) return;
     this.phase = 'running';
-    for (let k = 0; k < this.pairs; k++) this.refill(2 * k);
+    for (let k = 0; k < this.pairs; k++) if (this.refill(2 * k)) this.soon();
   }
 
   /**
@@ -386,25 +422,30 @@ export class VirtioUserPort extends Port {
         own[i] = -1;
       }
     }
+    this.txHeld = 0;
   }
 
   // ---- datapath ----
 
   /**
    * Keep receiveq `qi` full of empty pool buffers, within two limits that keep ports from
-   * starving each other and the rest of the switch: one port posts at most a quarter of the
-   * pool (rxCap per receiveq), and nobody posts into the last quarter, which stays free for
-   * what taps and vhost-user peers send, for segmentation and for frames in flight. A refill that
-   * the second limit stops is counted (rx_post_short): the pool is too small for the rings.
+   * starving each other and the rest of the switch: one port posts at most an eighth of the pool
+   * (rxCap per receiveq: 512 buffers of the default 4096, so four ports with full 1024-entry
+   * rings fit), and posting never takes the pool below half, which stays free for frames in
+   * flight: what taps and vhost-user peers send, segmentation, and the buffers transmit rings
+   * hold until the backend has sent them. (Measured in the VM with three vhost-net ports and
+   * only a quarter kept free: the pool sat at that edge and refills were cut short all the
+   * time.) A refill that the second limit stops is counted (rx_post_short, unless `count` is false: housekeeping
+   * retries) and returns true; housekeeping then tries again.
    */
-  private refill(qi: number): void {
+  private refill(qi: number, count = true): boolean {
     const q = this.queues[qi]!;
     const own = this.owner[qi]!;
     const pool = this.pool;
     const cap = this.rxCap;
     let added = 0;
     let short = false;
-    const reserve = pool.count >> 2;
+    const reserve = pool.count >> 1;
     // Each receive chain is one descriptor: size - numFree is what the ring holds posted.
     while (q.numFree > 0 && q.size - q.numFree < cap) {
       if (pool.available() <= reserve) {
@@ -426,12 +467,13 @@ export class VirtioUserPort extends Port {
       own[head] = h;
       added++;
     }
-    if (short) this.counters[C.rx_post_short]!++;
+    if (short && count) this.counters[C.rx_post_short]!++;
     if (added > 0) {
       this.counters[C.rx_buffers_posted]! += added;
       q.publish();
       if (q.kickNeeded()) this.kick[qi]!.signal();
     }
+    return short;
   }
 
   receive(queue: number, out: Int32Array, max: number): number {
@@ -489,7 +531,7 @@ export class VirtioUserPort extends Port {
     // When pier last read used.idx the backend had filled every buffer posted to it: until the
     // refill below it had nowhere to put a frame (the DPDK thread's receive-side loss is here).
     if (got > 0 && q.deviceHeld() === 0) c[C.rx_ring_empty]!++;
-    this.refill(queue);
+    if (this.refill(queue)) this.soon();
     if (n === max) this.ctx.again(this, queue);
     else {
       // Going to sleep on this ring: clear the eventfd, then ask for a notification (with
@@ -510,7 +552,10 @@ export class VirtioUserPort extends Port {
       if (head < 0) break;
       const h = own[head]!;
       own[head] = -1;
-      if (h >= 0) this.pool.release(h);
+      if (h >= 0) {
+        this.pool.release(h);
+        this.txHeld--;
+      }
     }
   }
 
@@ -537,12 +582,13 @@ export class VirtioUserPort extends Port {
       pool.bytes[ho + 11] = 0;
       this.one[0] = ho;
       this.len1[0] = VNET_HDR + len;
-      const head = q.add(this.one, this.len1, this.ro1, 1);
+      const head = this.txHeld < this.txCap ? q.add(this.one, this.len1, this.ro1, 1) : -1;
       if (head < 0) {
         c[C.tx_dropped_full]!++;
         pool.release(h);
         continue;
       }
+      this.txHeld++;
       this.owner[2 * k + 1]![head] = h; // the backend reads it in place; released when it is used
       c[C.tx_packets]!++;
       c[C.tx_bytes]! += len;
@@ -550,6 +596,7 @@ export class VirtioUserPort extends Port {
       if (pool.bytes[ho + 1] !== 0) c[C.tx_gso_packets]!++;
       touched |= 1 << k;
     }
+    if (touched !== 0) this.soon(); // buffers are in flight: reclaimed here or by housekeeping
     for (let k = 0; touched !== 0; k++, touched >>>= 1) {
       if ((touched & 1) === 0) continue;
       const q = this.queues[2 * k + 1]!;
@@ -574,8 +621,10 @@ export class VirtioUserPort extends Port {
       queueSize: this.opts.queueSize,
       queuePairs: this.pairs,
       backendQueuePairs: this.backendPairs || undefined,
-      /** Most buffers posted per receive ring: min(ring, the port's quarter of the pool / pairs). */
+      /** Most buffers posted per receive ring: min(ring, the port's eighth of the pool / pairs). */
       rxPostLimit: Math.min(this.opts.queueSize, this.rxCap),
+      /** Most buffers the transmit rings hold at once (an eighth of the pool). */
+      txHoldLimit: this.txCap,
       rxPosted: pairs.reduce((k, p) => k + p.rxPosted, 0),
       txInFlight: pairs.reduce((k, p) => k + p.txInFlight, 0),
       pairs,

@@ -68,7 +68,9 @@ async function pierRun(kind: 'virtio-user' | 'tap', queueSize?: number): Promise
   const d = new TestDaemon();
   const [a, b] = makeNetns(2) as [string, string];
   try {
-    await d.start();
+    // A virtio-user port posts at most an eighth of the pool: 8192 buffers let a 1024-entry ring
+    // be full, so queue-size 256 and 1024 compare what they say.
+    await d.start(['--pool', '8192']);
     d.ok('add-br', 'br0');
     const extra = kind === 'virtio-user' ? ['type=virtio-user', 'path=/dev/vhost-net', `queue-size=${queueSize}`] : ['type=tap'];
     d.ok('add-port', 'br0', 'pa', ...extra, `netns=${a}`, 'ip=10.83.0.1/24');

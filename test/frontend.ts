@@ -183,6 +183,7 @@ export class Frontend {
   /** Send one frame with the given 12-byte virtio-net header on vring 1, and kick. */
   sendFrame(frame: Uint8Array, hdr: Uint8Array = new Uint8Array(12)): void {
     const q = this.queues[1]!;
+    while (q.getUsed() >= 0); // take back what pier has sent, or a long exchange fills the ring
     const len = 12 + frame.length;
     const off = this.buffer(Math.max(BUF, len));
     this.space.bytes.set(hdr, off);

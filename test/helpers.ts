@@ -3,6 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { flowHash } from '../src/dataplane/flow-hash.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const PIER = join(ROOT, 'bin', 'pier');
@@ -127,4 +128,15 @@ export async function iperf(server: string, client: string, addr: string, opts: 
   } finally {
     srv.kill();
   }
+}
+
+/** The queue pair pier sends an ICMP packet from src to dst on (its flow hash: addresses only). */
+export function icmpPair(src: string, dst: string, pairs: number): number {
+  const f = new Uint8Array(98);
+  f[12] = 0x08;
+  f[14] = 0x45;
+  f[23] = 1;
+  f.set(src.split('.').map(Number), 26);
+  f.set(dst.split('.').map(Number), 30);
+  return flowHash(f, 0, f.length) % pairs;
 }

@@ -139,6 +139,7 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
     try {
       await fe.setup();
       fe.postRx(64, 65600);
+      let pumpError: unknown;
       const pump = (async () => {
         while (running) {
           for (const { hdr, frame } of fe.receivedPackets()) {
@@ -162,7 +163,11 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
           }
           await sleep(2);
         }
-      })();
+      })().catch((e: unknown) => {
+        // Keep the test's own flow (client exit, then the asserts and finally) in charge.
+        pumpError = e;
+        running = false;
+      });
       const py = [
         'import socket',
         's = socket.socket(); s.bind(("10.80.0.1", 40000)); s.settimeout(20)',
@@ -182,6 +187,7 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       await new Promise((r) => client.once('exit', r));
       running = false;
       await pump;
+      assert.equal(pumpError, undefined, `the reflector failed: ${String(pumpError)}`);
       assert.match(out, /^ok/, `the reflected stream came back intact: ${out}`);
       assert.ok(gsoSeen > 0, 'the frontend received GSO super-frames');
       assert.ok(biggest > 9000, `largest frame ${biggest} bytes: super-frames, not MTU-sized segments`);

@@ -4,8 +4,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { flowHash } from '../src/dataplane/flow-hash.ts';
-import { delNetns, iperf, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
+import { delNetns, icmpPair, iperf, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
 import { Testpmd } from './testpmd.ts';
 
 async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<void> {
@@ -17,17 +16,6 @@ async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<v
     await sleep(500);
   }
   throw new Error(`ping ${addr} never answered: ${last}`);
-}
-
-/** The queue pair pier sends an ICMP packet from src to dst on (its flow hash: addresses only). */
-function icmpPair(src: string, dst: string, pairs: number): number {
-  const f = new Uint8Array(98);
-  f[12] = 0x08;
-  f[14] = 0x45;
-  f[23] = 1;
-  f.set(src.split('.').map(Number), 26);
-  f.set(dst.split('.').map(Number), 30);
-  return flowHash(f, 0, f.length) % pairs;
 }
 
 /** Two source addresses in 10.81.0.20..99 for each of the pairs, by where pier hashes them. */

@@ -1,19 +1,7 @@
 // Runs inside ../shared/tools/vmrun (a stock Debian kernel with /dev/vhost-net): two containers
 // on virtio-user ports over vhost-net and one on a tap port, joined by pier. Prints one JSON line
 // with what happened; test/virtio-user-vhost-net.vm.test.ts runs it and asserts.
-import { flowHash } from '../../src/dataplane/flow-hash.ts';
-import { delNetns, iperf, makeNetns, must, nsExec, ping, TestDaemon } from '../helpers.ts';
-
-/** The queue pair pier sends an ICMP packet from src to dst on (its flow hash: addresses only). */
-function icmpPair(src: string, dst: string, pairs: number): number {
-  const f = new Uint8Array(98);
-  f[12] = 0x08;
-  f[14] = 0x45;
-  f[23] = 1;
-  f.set(src.split('.').map(Number), 26);
-  f.set(dst.split('.').map(Number), 30);
-  return flowHash(f, 0, f.length) % pairs;
-}
+import { delNetns, icmpPair, iperf, makeNetns, must, nsExec, ping, TestDaemon } from '../helpers.ts';
 
 const out: Record<string, unknown> = {};
 const d = new TestDaemon();

@@ -34,13 +34,33 @@ export class TestDaemon {
   log = '';
 
   async start(extra: string[] = []): Promise<void> {
+    // Inside vmrun (QEMU TCG, software emulation) everything is 10-30x slower, and loading the
+    // daemon's modules has been seen to fail there now and then with no fault of pier's (a
+    // "Parse error" from the module lexer on an intact node_modules file, or a silent hang
+    // before the first log line; the same start works on the next try). There, and only there,
+    // a failed start is retried once; the first attempt's output goes to stderr.
+    const attempts = IN_VM ? 2 : 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startOnce(extra, IN_VM ? 300_000 : 20_000);
+        return;
+      } catch (e) {
+        if (attempt >= attempts) throw e;
+        console.error(`TestDaemon: start attempt ${attempt} failed under emulation, retrying: ${(e as Error).message}`);
+        this.proc?.kill('SIGKILL');
+        await sleep(1000);
+        rmSync(this.socket, { force: true });
+      }
+    }
+  }
+
+  private async startOnce(extra: string[], timeoutMs: number): Promise<void> {
     this.log = '';
     const p = spawn(PIER, ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
-    // Inside vmrun (software emulation) everything is 10-30x slower.
-    const deadline = Date.now() + (IN_VM ? 600_000 : 20_000);
+    const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
       if (this.log.includes('pier daemon ready')) return;

@@ -60,7 +60,6 @@ async function run(mode: Mode, len: number): Promise<void> {
       const t0 = Date.now();
       let c1 = c0;
       let t1 = t0;
-      let p1 = p0;
       while (Date.now() - t0 < (T - 2) * 1000) {
         await sleep(500);
         const c = threadCpu(ids.pid, ids.tid);
@@ -68,7 +67,7 @@ async function run(mode: Mode, len: number): Promise<void> {
         c1 = c;
         t1 = Date.now();
       }
-      p1 = dataplanePackets(socket);
+      const p1 = dataplanePackets(socket);
       const c2 = threadCpu(ids.pid, ids.tid);
       if (c2 !== undefined) {
         c1 = c2;

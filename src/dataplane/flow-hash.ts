@@ -1,8 +1,7 @@
 // Which queue pair a frame leaves on, when a port has several: a hash of its flow, so flows
 // spread over the pairs while every frame of one flow takes the same queue (and stays in order).
-// The same idea as the vhost-user port's (src/ports/vhost-user.ts), kept here for the ports that
-// share it; no allocation, no exception, any bytes (a frame shorter than its headers claim is
-// hashed on what it has).
+// Used by every multiqueue port (vhost-user and virtio-user); no allocation, no exception, any
+// bytes (a frame shorter than its headers claim is hashed on what it has).
 //
 // Keys: IPv4 and IPv6 source and destination addresses, plus the two ports for TCP, UDP and SCTP
 // (unfragmented IPv4; IPv6 without extension headers). Anything else (ARP, ICMP, ...) hashes its

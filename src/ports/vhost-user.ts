@@ -6,6 +6,7 @@
 // Queue numbering (virtio-net): vring 2k is receiveq k (pier -> peer), 2k+1 transmitq k
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
 import { C } from '../dataplane/counters.ts';
+import { flowHash } from '../dataplane/flow-hash.ts';
 import type { BufferLender, PacketPool } from '../dataplane/pool.ts';
 import type { VhostUserSpec } from '../dataplane/protocol.ts';
 import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
@@ -424,7 +425,7 @@ export class VhostUserPort extends Port implements BufferLender {
       const h = q[i]!;
       if (pairs === 0) {
         c[C.tx_dropped_link_down]!++;
-      } else if (this.toGuest(vrings[pairs === 1 ? 0 : 2 * (flowHash(pool, h) % pairs)]!, h)) {
+      } else if (this.toGuest(vrings[pairs === 1 ? 0 : 2 * (flowHash(pool.bytes, pool.frameOffset(h), pool.len[h]!) % pairs)]!, h)) {
         sent++;
         bytes += pool.len[h]!;
       }
@@ -637,16 +638,4 @@ function ack(v: number): Uint8Array {
   const r = new Uint8Array(8);
   r[0] = v;
   return r;
-}
-
-/** Spread flows over queue pairs: IPv4/IPv6 addresses and ports, else the MACs. */
-function flowHash(pool: PacketPool, h: number): number {
-  const b = pool.bytes;
-  const fo = pool.frameOffset(h);
-  let x = 0;
-  const et = (b[fo + 12]! << 8) | b[fo + 13]!;
-  const from = et === 0x0800 ? fo + 26 : et === 0x86dd ? fo + 22 : fo;
-  const to = et === 0x0800 ? fo + 38 : et === 0x86dd ? fo + 58 : fo + 12;
-  for (let i = from; i < to && i < fo + pool.len[h]!; i++) x = Math.imul(x ^ b[i]!, 0x01000193);
-  return (x >>> 0);
 }

@@ -2,9 +2,8 @@
 // thread, taps in containers), serves the control socket, and re-applies everything at start.
 // Every change is validated first, realised second, persisted last; a failure in any step undoes
 // the earlier ones, so a failed command leaves nothing behind.
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { existsSync, unlinkSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import pino from 'pino';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from '../dataplane/handle.ts';
@@ -15,6 +14,7 @@ import { type DesiredState, StateStore, type StoredPort } from './state.ts';
 import { realize, type Realized } from './realize.ts';
 import { classifyPath } from '../vhost/path-class.ts';
 import { checkTunDevice } from './tap-control.ts';
+import { type Commands, ControlServer } from './control.ts';
 
 import { VERSION } from './defaults.ts';
 const RETRY_MS = 5000;
@@ -40,10 +40,17 @@ interface PortRuntime {
   error: string | undefined;
 }
 
-export interface Request {
-  cmd: string;
-  args?: string[];
-}
+/** The control socket's commands and their arguments (`handle` below runs them). */
+export const COMMANDS: Commands = {
+  'add-br': ['BRIDGE'],
+  'del-br': ['BRIDGE'],
+  'add-port': ['BRIDGE', 'PORT', 'OPTION...'],
+  'del-port': ['BRIDGE', 'PORT'],
+  show: ['NAME'],
+  stats: ['PORT'],
+  fdb: ['BRIDGE'],
+  ping: [],
+};
 
 export class Daemon {
   // Synchronous: few lines, and a daemon that hangs must still have said what it was doing.
@@ -51,7 +58,7 @@ export class Daemon {
   private readonly store: StateStore;
   private state: DesiredState;
   private dataplane!: Dataplane;
-  private server: Server | undefined;
+  private control: ControlServer | undefined;
   private readonly bridgeIds = new Map<string, number>();
   private readonly ports = new Map<string, PortRuntime>();
   private nextBridgeId = 1;
@@ -96,24 +103,21 @@ export class Daemon {
   }
 
   private async listen(): Promise<void> {
-    mkdirSync(dirname(this.opts.socket), { recursive: true, mode: 0o755 });
-    const server = createServer((sock) => this.serve(sock));
-    const old = process.umask(0o177); // no window in which the socket is open to others
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.opts.socket, () => resolve());
-      });
-    } finally {
-      process.umask(old);
-    }
-    chmodSync(this.opts.socket, this.opts.socketMode);
-    this.server = server;
+    // Framing, limits, deadlines and the request schema are control.ts's; requests that pass
+    // run here, one at a time.
+    this.control = await ControlServer.listen({
+      path: this.opts.socket,
+      mode: this.opts.socketMode,
+      commands: COMMANDS,
+      run: (cmd, args) => this.enqueue(() => this.handle(cmd, args)),
+      log: this.log,
+      deadlineMs: deadlineFromEnv(),
+    });
   }
 
   async stop(): Promise<void> {
     if (this.retryTimer) clearInterval(this.retryTimer);
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await this.control?.close();
     try { unlinkSync(this.opts.socket); } catch { /* gone */ }
     await this.dataplane?.stop();
     // Taps stay (persistent) so containers keep their interfaces until pier is back.
@@ -121,23 +125,7 @@ export class Daemon {
     this.log.info('pier daemon stopped');
   }
 
-  // ---- control socket: one JSON request per line, one JSON reply per line ----
-
-  private serve(sock: Socket): void {
-    let buf = '';
-    sock.setEncoding('utf8');
-    sock.on('error', () => undefined);
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > 1 << 20) return sock.destroy();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        void this.enqueue(() => this.dispatch(line)).then((reply) => sock.write(JSON.stringify(reply) + '\n'));
-      }
-    });
-  }
+  // ---- commands from the control socket (src/daemon/control.ts), one at a time ----
 
   private enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.queue.then(fn, fn);
@@ -145,17 +133,7 @@ export class Daemon {
     return next;
   }
 
-  private async dispatch(line: string): Promise<{ ok: true; result: unknown } | { ok: false; error: ReturnType<PierError['toJSON']> }> {
-    try {
-      const req = JSON.parse(line) as Request;
-      return { ok: true, result: await this.handle(req.cmd, req.args ?? []) };
-    } catch (e) {
-      const pe = e instanceof PierError ? e : new PierError('EINTERNAL', (e as Error).message);
-      if (!(e instanceof PierError)) this.log.error({ err: e }, 'request failed');
-      return { ok: false, error: pe.toJSON() };
-    }
-  }
-
+  /** Run one command; `args` are strings, checked against COMMANDS by the control socket. */
   async handle(cmd: string, args: string[]): Promise<unknown> {
     switch (cmd) {
       case 'add-br': return this.addBridge(arg(args, 0, 'BRIDGE'));
@@ -422,6 +400,15 @@ export class Daemon {
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
     return entries.map((e) => ({ mac: e.mac, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
   }
+}
+
+/**
+ * PIER_CONTROL_DEADLINE_MS shortens the control socket's client deadline (default 10 s); for
+ * tests only, which would otherwise wait that long to see a stale client closed.
+ */
+function deadlineFromEnv(): number | undefined {
+  const v = Number(process.env.PIER_CONTROL_DEADLINE_MS);
+  return Number.isInteger(v) && v > 0 ? v : undefined;
 }
 
 function arg(args: string[], i: number, what: string): string {

@@ -3,6 +3,7 @@
 // Hot-path calls take raw addresses (JS numbers: x86_64 user addresses fit in 47 bits) so a call
 // allocates nothing on the JavaScript side.
 import koffi from 'koffi';
+import { readlinkSync } from 'node:fs';
 
 const lib = koffi.load('libc.so.6');
 
@@ -46,7 +47,31 @@ export const MAP_ANONYMOUS = 0x20;
 export const MAP_FIXED = 0x10;
 export const MAP_NORESERVE = 0x4000;
 export const PROT_NONE = 0x0;
+export const PROT_EXEC = 0x4;
 export const MFD_CLOEXEC = 0x1;
+export const MFD_ALLOW_SEALING = 0x2;
+
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const F_SEAL_WRITE = 0x8;
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+
+export const SIGBUS = 7;
+export const SIGURG = 23;
+export const SA_SIGINFO = 0x4;
+export const SA_ONSTACK = 0x08000000;
+export const SA_RESTART = 0x10000000;
+export const SA_NODEFER = 0x40000000;
+/** Set by glibc's sigaction() itself, with its own __restore_rt as sa_restorer. */
+export const SA_RESTORER = 0x04000000;
+export const BUS_ADRERR = 2;
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
@@ -61,6 +86,9 @@ export const MSG_CTRUNC = 0x8;
 
 export const EAGAIN = 11;
 export const EINTR = 4;
+export const EPERM = 1;
+export const EBADF = 9;
+export const EINVAL = 22;
 
 // ---- ioctl numbers, derived from the _IOC encoding and checked against the uapi values ----
 const IOC_WRITE = 1;
@@ -106,6 +134,19 @@ export const SIZEOF_MSGHDR = 56;
 export const SIZEOF_CMSGHDR = 16;
 export const SIZEOF_SOCKADDR_UN = 110;
 export const SUN_PATH_MAX = 107; // 108 bytes with the terminating NUL
+/** glibc's struct sigaction (not the kernel's): handler, sigset_t of 1024 bits, flags, restorer. */
+export const sigaction_t = koffi.struct('pier_sigaction', {
+  sa_handler: 'uintptr_t', sa_mask: koffi.array('uint64_t', 16, 'Array'), sa_flags: 'int', sa_restorer: 'uintptr_t',
+});
+export const SIZEOF_SIGACTION = 152;
+export const SIGACTION_FLAGS = 136;
+export const SIGACTION_RESTORER = 144;
+/** struct stat (x86_64): the fields pier reads. */
+export const SIZEOF_STAT = 144;
+const STAT_MODE = 24;
+const STAT_RDEV = 40;
+const STAT_SIZE = 48;
+const STAT_BLKSIZE = 56;
 
 function assertAbi(): void {
   if (process.arch !== 'x64' || process.platform !== 'linux') {
@@ -118,6 +159,7 @@ function assertAbi(): void {
     ['struct msghdr', koffi.sizeof(msghdr), SIZEOF_MSGHDR],
     ['struct cmsghdr', koffi.sizeof(cmsghdr), SIZEOF_CMSGHDR],
     ['struct sockaddr_un', koffi.sizeof(sockaddr_un), SIZEOF_SOCKADDR_UN],
+    ['struct sigaction (glibc)', koffi.sizeof(sigaction_t), SIZEOF_SIGACTION],
     ['size_t', koffi.sizeof('size_t'), 8],
     ['off_t', koffi.sizeof('int64_t'), 8],
   ];
@@ -126,6 +168,9 @@ function assertAbi(): void {
   }
   if (koffi.offsetof(ifreq, 'ifr_flags') !== 16) throw new Error('ABI check failed: ifreq.ifr_flags offset');
   if (koffi.offsetof(epoll_event, 'data') !== 4) throw new Error('ABI check failed: epoll_event.data offset');
+  for (const [f, o] of [['sa_handler', 0], ['sa_mask', 8], ['sa_flags', SIGACTION_FLAGS], ['sa_restorer', SIGACTION_RESTORER]] as const) {
+    if (koffi.offsetof(sigaction_t, f) !== o) throw new Error(`ABI check failed: sigaction.${f} offset`);
+  }
   for (const [f, o] of [['msg_iov', 16], ['msg_iovlen', 24], ['msg_control', 32], ['msg_controllen', 40], ['msg_flags', 48]] as const) {
     if (koffi.offsetof(msghdr, f) !== o) throw new Error(`ABI check failed: msghdr.${f} offset`);
   }
@@ -165,6 +210,10 @@ export const sendmsg = lib.func('intptr_t sendmsg(int fd, uintptr_t msg, int fla
 export const shutdown = lib.func('int shutdown(int fd, int how)');
 export const dup = lib.func('int dup(int fd)');
 export const fstatSize = lib.func('int fstat(int fd, _Out_ void *statbuf)');
+export const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
+export const mprotect = lib.func('int mprotect(uintptr_t addr, size_t len, int prot)');
+export const sigaction = lib.func('int sigaction(int sig, const void *act, _Out_ void *oact)');
+export const tgkill = lib.func('int tgkill(int tgid, int tid, int sig)');
 export const sched_setaffinity = lib.func('int sched_setaffinity(int pid, size_t size, const void *mask)');
 export const getpid = lib.func('int getpid()');
 export const gettid = lib.func('int gettid()');
@@ -178,6 +227,41 @@ export function fileIdentity(fd: number): string | null {
   const st = new BigUint64Array(32); // 256 bytes: more than any 64-bit struct stat
   if (fstatSize(fd, st) !== 0) return null;
   return `${st[0]}:${st[1]}`;
+}
+
+export interface FileStat {
+  dev: bigint;
+  ino: bigint;
+  /** st_mode: type (S_IFMT) and permission bits. */
+  mode: number;
+  rdev: bigint;
+  size: number;
+  /** st_blksize: the huge page size on hugetlbfs, 4096 on tmpfs and memfds. */
+  blksize: number;
+}
+
+/** fstat(fd), or null with errno set when it fails. */
+export function fstat(fd: number): FileStat | null {
+  const st = new BigUint64Array(SIZEOF_STAT / 8);
+  if (fstatSize(fd, st) !== 0) return null;
+  return {
+    dev: st[0]!, ino: st[1]!, mode: Number(st[STAT_MODE / 8]! & 0xffffffffn), rdev: st[STAT_RDEV / 8]!,
+    size: Number(BigInt.asIntN(64, st[STAT_SIZE / 8]!)), blksize: Number(st[STAT_BLKSIZE / 8]!),
+  };
+}
+
+/** fcntl with an int argument (F_SETFL, F_ADD_SEALS) or none (F_GETFL, F_GET_SEALS); -1 + errno on failure. */
+export function fcntlInt(fd: number, cmd: number, arg?: number): number {
+  return arg === undefined ? fcntl(fd, cmd) : fcntl(fd, cmd, 'int', arg);
+}
+
+/** Where /proc/self/fd/N points ("anon_inode:[eventfd]", "pipe:[123]", "/memfd:x (deleted)"), or null. */
+export function fdTarget(fd: number): string | null {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return null;
+  }
 }
 
 export function errno(): number {

@@ -1,7 +1,10 @@
-// A minimal vhost-user frontend (the driver side) in-process, built from pier's own pieces:
-// raw unix sockets with SCM_RIGHTS, a memfd as "guest memory", DriverQueue for the rings. Tests
-// use it to speak the protocol correctly, and to break it on purpose.
-import { EventFd, libc, mapShared, unixConnect, FdReceiver, sendWithFds, type Mapping } from '../src/sys/index.ts';
+// A minimal vhost-user frontend (the driver side) in-process, built from pier's own pieces: the
+// vhost-user codec and connection (src/vhost), a memfd as "guest memory", DriverQueue for the
+// rings. Tests use it to speak the protocol correctly, and to break it on purpose (`sendRaw`
+// writes any bytes, lies included).
+import { EventFd, libc, mapShared, unixConnect, sendWithFds, unmap, type Mapping } from '../src/sys/index.ts';
+import * as codec from '../src/vhost/codec.ts';
+import { type Message, VhostConnection } from '../src/vhost/connection.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { DriverQueue } from '../src/virtio/driver-queue.ts';
 import { availRingSize, descTableSize, usedRingSize } from '../src/virtio/ring.ts';
@@ -14,89 +17,78 @@ const BUF = 8192;
 export interface Reply { req: number; flags: number; body: DataView }
 
 export class Frontend {
-  readonly fd: number;
+  readonly conn: VhostConnection;
   readonly mem: Mapping = mapShared('pier-test-guest', MEM);
   readonly space = { bytes: new Uint8Array(this.mem.buffer), dv: new DataView(this.mem.buffer), u16: new Uint16Array(this.mem.buffer) };
   readonly queues: DriverQueue[] = [];
   readonly kicks: EventFd[] = [];
   readonly calls: EventFd[] = [];
-  private readonly rx = new FdReceiver();
+  private readonly inbox: Reply[] = [];
   private nextBuf = BUFS;
 
   constructor(path: string) {
-    this.fd = unixConnect(path);
+    this.conn = new VhostConnection(unixConnect(path));
   }
 
-  send(req: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = P.VHOST_USER_VERSION, size = payload.length): void {
-    const m = new Uint8Array(P.HDR_SIZE + payload.length);
-    const dv = new DataView(m.buffer);
-    dv.setUint32(0, req, true);
-    dv.setUint32(4, flags, true);
-    dv.setUint32(8, size, true);
-    m.set(payload, P.HDR_SIZE);
-    if (sendWithFds(this.fd, m, m.length, fds) !== m.length) throw new Error('short send');
+  get fd(): number {
+    return this.conn.fd;
+  }
+
+  /** Send a well-framed message (`size` may lie about the payload's length). */
+  send(req: number, payload: Uint8Array = codec.EMPTY, fds: number[] = [], flags = P.VHOST_USER_VERSION, size = payload.length): void {
+    if (size === payload.length) {
+      const d = this.conn.send(req, payload, fds, flags);
+      if (d) throw new Error(`send ${codec.requestName(req)}: ${d}`);
+      return;
+    }
+    const m = codec.message(req, payload, flags);
+    new DataView(m.buffer).setUint32(8, size, true);
+    this.sendRaw(m, fds);
+  }
+
+  /** Write raw bytes (half a header, garbage), with fds. */
+  sendRaw(bytes: Uint8Array, fds: number[] = []): void {
+    if (sendWithFds(this.fd, bytes, bytes.length, fds) !== bytes.length) throw new Error('short send');
   }
 
   /** Wait for one reply; throws on EOF (pier dropped the connection) or timeout. */
   async reply(timeoutMs = 3000): Promise<Reply> {
-    const buf = new Uint8Array(P.HDR_SIZE + 512);
-    let have = 0;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const want = have < P.HDR_SIZE ? P.HDR_SIZE : P.HDR_SIZE + new DataView(buf.buffer).getUint32(8, true);
-      const n = this.rx.recv(this.fd, buf, have, want - have);
-      if (n === 0) throw new Error('EOF: pier closed the connection');
-      if (n > 0) have += n;
-      const dv = new DataView(buf.buffer);
-      if (have >= P.HDR_SIZE && have === P.HDR_SIZE + dv.getUint32(8, true)) {
-        return { req: dv.getUint32(0, true), flags: dv.getUint32(4, true), body: new DataView(buf.buffer.slice(P.HDR_SIZE, have)) };
-      }
-      if (n < 0) await sleep(10);
+      const d = this.conn.read((m: Message) => {
+        for (const fd of m.fds) libc.close(fd);
+        this.inbox.push({ req: m.req, flags: m.flags, body: new DataView(m.payload.buffer.slice(m.payload.byteOffset, m.payload.byteOffset + m.payload.byteLength)) });
+      });
+      const r = this.inbox.shift();
+      if (r) return r;
+      if (d) throw new Error(`EOF: pier closed the connection (${d})`);
+      await sleep(10);
     }
     throw new Error('no reply');
   }
 
   /** True once pier has closed the connection. */
   async closedByPeer(timeoutMs = 3000): Promise<boolean> {
-    const b = new Uint8Array(64);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      try {
-        const n = this.rx.recv(this.fd, b, 0, 64);
-        if (n === 0) return true;
-      } catch {
-        return true; // ECONNRESET
-      }
+      const d = this.conn.read((m: Message) => { for (const fd of m.fds) libc.close(fd); });
+      if (d) return true;
       await sleep(20);
     }
     return false;
   }
 
   u64(v: bigint): Uint8Array {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, v, true);
-    return b;
+    return codec.u64(v);
   }
 
   state(index: number, num: number): Uint8Array {
-    const b = new Uint8Array(8);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, index, true);
-    dv.setUint32(4, num, true);
-    return b;
+    return codec.vringState(index, num);
   }
 
   memTable(regions = 1, fds = 1): { payload: Uint8Array; fds: number[] } {
-    const b = new Uint8Array(8 + 32 * regions);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, regions, true);
-    for (let i = 0; i < regions; i++) {
-      dv.setBigUint64(8 + 32 * i, BigInt(i * MEM), true); // guest-physical
-      dv.setBigUint64(16 + 32 * i, BigInt(MEM), true);
-      dv.setBigUint64(24 + 32 * i, BigInt(this.mem.addr), true); // frontend virtual
-      dv.setBigUint64(32 + 32 * i, 0n, true);
-    }
-    return { payload: b, fds: Array.from({ length: fds }, () => this.mem.fd) };
+    const table = Array.from({ length: regions }, (_, i) => ({ gpa: i * MEM, size: MEM, uva: this.mem.addr, mmapOffset: 0 }));
+    return { payload: codec.memTable(table), fds: Array.from({ length: fds }, () => this.mem.fd) };
   }
 
   /**
@@ -128,15 +120,9 @@ export class Frontend {
       this.calls[q] = new EventFd();
       this.send(P.Req.SET_VRING_NUM, this.state(q, size));
       this.send(P.Req.SET_VRING_BASE, this.state(q, 0));
-      const a = new Uint8Array(40);
-      const adv = new DataView(a.buffer);
-      adv.setUint32(0, q, true);
-      adv.setBigUint64(8, BigInt(this.mem.addr + desc), true);
-      adv.setBigUint64(16, BigInt(this.mem.addr + used), true);
-      adv.setBigUint64(24, BigInt(this.mem.addr + avail), true);
-      this.send(P.Req.SET_VRING_ADDR, a);
-      this.send(P.Req.SET_VRING_CALL, this.u64(BigInt(q)), [this.calls[q]!.fd]);
-      this.send(P.Req.SET_VRING_KICK, this.u64(BigInt(q)), [this.kicks[q]!.fd]);
+      this.send(P.Req.SET_VRING_ADDR, codec.vringAddr({ index: q, desc: this.mem.addr + desc, used: this.mem.addr + used, avail: this.mem.addr + avail }));
+      this.send(P.Req.SET_VRING_CALL, codec.vringFile(q), [this.calls[q]!.fd]);
+      this.send(P.Req.SET_VRING_KICK, codec.vringFile(q), [this.kicks[q]!.fd]);
       this.send(P.Req.SET_VRING_ENABLE, this.state(q, 1));
     }
     return features;
@@ -207,7 +193,8 @@ export class Frontend {
   }
 
   close(): void {
-    libc.close(this.fd);
+    this.conn.close();
     for (const e of [...this.kicks, ...this.calls]) e.close();
+    unmap(this.mem);
   }
 }

@@ -13,19 +13,28 @@ import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
 import { closeAll } from '../memory/guest-memory.ts';
-import { FdReceiver, libc, unixAccept, unixConnect } from '../sys/index.ts';
+import { libc } from '../sys/index.ts';
 import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost/backend.ts';
+import * as codec from '../vhost/codec.ts';
+import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../vhost/connection.ts';
 import * as P from '../vhost/protocol.ts';
 import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
 
 const Q_LISTEN = 0xfe;
-const Q_CONN = 0xfd;
+/** Epoll tokens of connections: Q_SESSION + slot (vrings use 0..32). */
+const Q_SESSION = 0xc0;
+/** Connections a server port holds besides the frontend in charge (see "connections"). */
+const MAX_NEWCOMERS = 16;
+/** A newer connection that sends nothing whole for this long is let go. */
+export const NEWCOMER_IDLE_MS = 3000;
+/** Connections accepted per readiness of the listening socket. */
+const ACCEPT_BATCH = 64;
+/** How long the listener rests after accept() failed (EMFILE, ENFILE, ENOMEM). */
+const ACCEPT_RETRY_MS = 100;
 const ETH_HLEN = 14;
 /** Most receive buffers one packet may take with MRG_RXBUF (a 64 KiB frame in 1 KiB buffers). */
 const MAX_MERGE = 128;
 const MAX_SEGS = 1024;
-const RECONNECT_MIN_MS = 100;
-const RECONNECT_MAX_MS = 5000;
 
 /** What the control plane tells the port (see VhostUserSpec). */
 export type VhostUserOptions = Omit<VhostUserSpec, 'kind' | 'index' | 'name' | 'bridge' | 'counters'>;
@@ -44,19 +53,21 @@ export function offeredFeatures(queuePairs: number, mtu: number): bigint {
 export class VhostUserPort extends Port implements BufferLender {
   readonly fds: readonly number[] = [];
   private ctx!: PortContext;
-  private conn = -1;
   readonly backend: VhostUserBackend;
-  private readonly msg = new Uint8Array(P.HDR_SIZE + P.MAX_PAYLOAD);
-  private readonly msgDv = new DataView(this.msg.buffer);
-  private have = 0;
-  private readonly msgFds: number[] = [];
-  private readonly receiver = new FdReceiver();
+  /** Connections by slot; `active` is the frontend in charge (-1: none). */
+  private readonly slots: Array<VhostConnection | null>;
+  private active = -1;
+  /** Client mode: how pier reaches the frontend. */
+  private readonly dialer: Dialer | null;
+  /** When a listener that failed to accept is watched again (0: it is watched). */
+  private listenResumeAt = 0;
+  /** Connections ended, by kind (pier show). */
+  readonly ended: Record<DisconnectKind, number> = { 'peer-closed': 0, protocol: 0, timeout: 0, resource: 0, refused: 0, superseded: 0, memory: 0, local: 0 };
   private readonly kick = new BigUint64Array(1);
   private readonly one = new BigUint64Array([1n]);
   /** Virtio-net header length the driver uses: 12 with VERSION_1 or MRG_RXBUF, else 10. */
   private hdrLen = 12;
   private mergeable = false;
-  private reconnectMs = RECONNECT_MIN_MS;
   /** Scatter plan for one packet towards the peer: segments and the chains they belong to. */
   private readonly segOff = new Float64Array(MAX_SEGS);
   private readonly segLen = new Uint32Array(MAX_SEGS);
@@ -74,6 +85,8 @@ export class VhostUserPort extends Port implements BufferLender {
     super(index, name, bridge, counters, pool, false, false);
     this.busyPoll = opts.busyPoll;
     this.acceptsExternal = true; // toGuest copies and is done
+    this.slots = new Array<VhostConnection | null>(opts.server ? MAX_NEWCOMERS + 1 : 1).fill(null);
+    this.dialer = opts.server ? null : new Dialer(opts.path);
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
     this.backend = new VhostUserBackend(pool.arena, {
       features: offeredFeatures(opts.queuePairs, opts.mtu),
@@ -89,163 +102,197 @@ export class VhostUserPort extends Port implements BufferLender {
   override attach(ctx: PortContext): void {
     this.ctx = ctx;
     if (this.opts.server) ctx.watch(this, this.opts.listenFd, Q_LISTEN);
-    else this.tryConnect();
+    else this.dial();
   }
 
-  // ---- connection handling ----
+  // ---- connections ----
+  //
+  // A server port holds the frontend in charge (`active`) and up to MAX_NEWCOMERS newer
+  // connections. A newcomer may ask what the device offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
+  // GET_QUEUE_NUM); its first request that sets anything up makes it the frontend in charge and
+  // ends the old one ('superseded'): a VM restarted by its manager reconnects before its old
+  // connection is seen dead, and the newest session that sets up wins. A newcomer that sends
+  // nothing whole for NEWCOMER_IDLE_MS is let go, and when all slots are taken the oldest silent
+  // newcomer makes room, so neither a stalled peer nor a flood of idle connections keeps a
+  // frontend off the port for more than a few seconds.
 
-  private tryConnect(): void {
-    try {
-      this.adopt(unixConnect(this.opts.path));
-      this.reconnectMs = RECONNECT_MIN_MS;
-    } catch (e) {
-      this.lastError = (e as Error).message;
-      this.timerAt = Date.now() + this.reconnectMs;
-      this.reconnectMs = Math.min(RECONNECT_MAX_MS, this.reconnectMs * 2);
+  private dial(now = Date.now()): void {
+    const d = this.dialer!;
+    const fd = d.dial(now);
+    if (fd < 0) this.lastError = d.lastError;
+    else this.adopt(0, fd, now);
+    this.rearm(now);
+  }
+
+  private adopt(slot: number, fd: number, now: number): void {
+    this.slots[slot] = new VhostConnection(fd, now);
+    this.ctx.watch(this, fd, Q_SESSION + slot);
+    if (!this.opts.server) this.takeOver(slot);
+  }
+
+  private accept(now = Date.now()): void {
+    const { fds, error } = acceptPending(this.opts.listenFd, ACCEPT_BATCH);
+    for (const fd of fds) {
+      let slot = this.slots.indexOf(null);
+      if (slot < 0) {
+        slot = this.oldestNewcomer();
+        this.end(slot, new Disconnect('resource', `${MAX_NEWCOMERS} newer connections were waiting: the oldest silent one was let go`), now);
+      }
+      this.adopt(slot, fd, now);
     }
+    if (error) {
+      // accept() fails with the connection still queued (EMFILE...): stop looking for a while,
+      // or a level-triggered listener would spin the dataplane.
+      this.lastError = `accept: ${error}`;
+      this.ctx.unwatch(this.opts.listenFd);
+      this.listenResumeAt = now + ACCEPT_RETRY_MS;
+    }
+    this.rearm(now);
   }
 
-  override onTimer(): void {
-    if (!this.opts.server && this.conn < 0) this.tryConnect();
+  /** The newcomer to let go when every slot is taken: the oldest that never sent a whole message, else the oldest. */
+  private oldestNewcomer(): number {
+    let best = -1;
+    for (let s = 0; s < this.slots.length; s++) {
+      const c = this.slots[s];
+      if (!c || s === this.active) continue;
+      const b = best < 0 ? undefined : this.slots[best]!;
+      if (!b || (c.messages === 0 && b.messages > 0) || ((c.messages === 0) === (b.messages === 0) && c.openedAt < b.openedAt)) best = s;
+    }
+    return best;
   }
 
-  private adopt(fd: number): void {
-    this.conn = fd;
-    this.have = 0;
+  private takeOver(slot: number): void {
+    if (this.active === slot) return;
+    if (this.active >= 0) this.end(this.active, new Disconnect('superseded', 'a newer frontend took the port over'));
+    this.active = slot;
     this.connects++;
-    this.ctx.watch(this, fd, Q_CONN);
   }
 
-  private accept(): void {
-    let fd: number;
-    try {
-      fd = unixAccept(this.opts.listenFd);
-    } catch (e) {
-      this.lastError = (e as Error).message;
-      return;
-    }
-    if (fd < 0) return;
-    if (this.conn >= 0) {
-      // One frontend at a time: a second one is turned away, the first keeps its port.
-      libc.close(fd);
-      this.lastError = 'refused a second frontend while one is connected';
-      return;
-    }
-    this.adopt(fd);
-  }
-
-  /** The frontend went away or broke the protocol: forget everything it set up. */
-  private disconnect(why: string): void {
-    if (this.conn < 0) return;
-    if (why) this.lastError = why;
-    this.ctx.unwatch(this.conn);
-    libc.close(this.conn);
-    this.conn = -1;
-    closeAll(this.msgFds.splice(0));
+  /** End the connection in `slot`; for the frontend in charge, forget everything it set up. */
+  private end(slot: number, d: Disconnect, now = Date.now()): void {
+    const c = this.slots[slot];
+    if (!c) return;
+    if (c.open) this.ctx.unwatch(c.fd);
+    c.close();
+    this.slots[slot] = null;
+    this.ended[d.kind]++;
+    if (slot !== this.active) return;
+    this.active = -1;
+    if (d.kind !== 'local') this.lastError = d.toString();
+    if (d.kind === 'protocol') this.protocolErrors++;
     this.backend.reset();
     this.gsoTypes = 0;
     this.acceptsCsum = false;
     this.disconnects++;
-    if (!this.opts.server) {
-      this.reconnectMs = RECONNECT_MIN_MS;
-      this.timerAt = Date.now() + RECONNECT_MIN_MS;
+    this.dialer?.after(d, now);
+  }
+
+  /** The frontend in charge is gone or broke something: its session ends. */
+  private endActive(d: Disconnect): void {
+    if (this.active >= 0) this.end(this.active, d);
+    this.rearm();
+  }
+
+  override onTimer(): void {
+    const now = Date.now();
+    if (this.dialer && this.active < 0 && this.dialer.retryAt <= now) this.dial(now);
+    if (this.listenResumeAt > 0 && this.listenResumeAt <= now) {
+      this.listenResumeAt = 0;
+      this.ctx.watch(this, this.opts.listenFd, Q_LISTEN);
     }
+    for (let s = 0; s < this.slots.length; s++) {
+      const c = this.slots[s];
+      if (!c) continue;
+      const d = c.expired(now) ??
+        (s !== this.active && now - c.lastMessageAt >= NEWCOMER_IDLE_MS ? new Disconnect('timeout', `a newer connection sent nothing whole for ${NEWCOMER_IDLE_MS} ms`) : null);
+      if (d) this.end(s, d, now);
+    }
+    this.rearm(now);
+  }
+
+  /** Set the timer to the next deadline: a reconnect, a stalled message, an idle newcomer. */
+  private rearm(now = Date.now()): void {
+    let t = 0;
+    const at = (x: number): void => {
+      if (x > 0 && (t === 0 || x < t)) t = x;
+    };
+    if (this.dialer && this.active < 0) at(Math.max(this.dialer.retryAt, now + 1));
+    at(this.listenResumeAt);
+    for (let s = 0; s < this.slots.length; s++) {
+      const c = this.slots[s];
+      if (!c) continue;
+      at(c.deadline());
+      if (s !== this.active) at(c.lastMessageAt + NEWCOMER_IDLE_MS);
+    }
+    this.timerAt = t;
   }
 
   override onHangup(queue: number): boolean {
-    if (queue === Q_CONN) {
-      this.readMessages(); // take what is still buffered, then notice EOF
-      this.disconnect('frontend closed the connection');
+    if (queue >= Q_SESSION && queue < Q_SESSION + this.slots.length) {
+      this.readSession(queue - Q_SESSION); // take what is still buffered, then notice EOF
+      const slot = queue - Q_SESSION;
+      if (this.slots[slot]) this.end(slot, new Disconnect('peer-closed', 'the frontend closed the connection'));
+      this.rearm();
       return true;
     }
     if (queue === Q_LISTEN) return false;
     // A kick eventfd does not hang up; if one errs, the ring is unusable.
-    const v = this.backend.vrings[queue];
-    if (v) this.disconnect(`vring ${queue}: kick fd error`);
+    if (this.backend.vrings[queue]) this.endActive(new Disconnect('protocol', `vring ${queue}: kick fd error`));
     return true;
   }
 
   // ---- protocol messages ----
 
-  private readMessages(): void {
-    for (let guard = 0; guard < 64 && this.conn >= 0; guard++) {
-      const want = this.have < P.HDR_SIZE ? P.HDR_SIZE : P.HDR_SIZE + this.msgDv.getUint32(8, true);
-      let n: number;
-      try {
-        n = this.receiver.recv(this.conn, this.msg, this.have, want - this.have);
-      } catch (e) {
-        this.disconnect((e as Error).message);
-        return;
-      }
-      this.msgFds.push(...this.receiver.fds);
-      if (this.receiver.truncated) return this.disconnect('file descriptors were truncated (more than pier accepts in one message)');
-      if (n < 0) return; // EAGAIN: the rest comes later
-      if (n === 0) return this.disconnect('frontend closed the connection');
-      this.have += n;
-      if (this.have === P.HDR_SIZE) {
-        const size = this.msgDv.getUint32(8, true);
-        if (size > P.MAX_PAYLOAD) return this.protocolError(`message of ${size} bytes is over ${P.MAX_PAYLOAD}`, true);
-        if ((this.msgDv.getUint32(4, true) & P.FLAG_VERSION_MASK) !== P.VHOST_USER_VERSION) return this.protocolError('wrong protocol version in flags', true);
-      }
-      if (this.have >= P.HDR_SIZE && this.have === P.HDR_SIZE + this.msgDv.getUint32(8, true)) {
-        this.have = 0;
-        this.dispatch();
-      }
-    }
+  private readSession(slot: number): void {
+    const c = this.slots[slot];
+    if (!c) return;
+    const d = c.read((m) => this.onMessage(slot, m));
+    if (d && this.slots[slot] === c) this.end(slot, d);
+    this.rearm();
   }
 
-  private dispatch(): void {
-    const req = this.msgDv.getUint32(0, true);
-    const flags = this.msgDv.getUint32(4, true);
-    const size = this.msgDv.getUint32(8, true);
-    const fds = this.msgFds.splice(0);
-    const needReply = (flags & P.FLAG_NEED_REPLY) !== 0 && this.backend.hasProtocol(P.PF_REPLY_ACK);
-    const shape = P.SHAPES[req];
-    const name = P.REQ_NAMES[req] ?? `request ${req}`;
-    if (!shape) {
-      // Unknown or unsupported: never acted on; answered "failed" when an answer is expected.
-      closeAll(fds);
-      this.backend.count(`unsupported ${name}`);
-      if (needReply) this.reply(req, ack(1));
-      return;
+  private onMessage(slot: number, m: Message): void {
+    const be = this.backend;
+    const { req, payload, fds } = m;
+    const name = codec.requestName(req);
+    const verdict = codec.checkRequest(req, payload, fds.length);
+    if (slot !== this.active) {
+      if (verdict.kind === 'ok' && codec.isQuery(req)) return this.reply(slot, req, be.handle(req, payload, fds)!);
+      this.takeOver(slot);
     }
-    if (!P.sizeOk(shape, size) || (shape.fds >= 0 && fds.length !== shape.fds)) {
+    const needReply = (m.flags & P.FLAG_NEED_REPLY) !== 0 && be.hasProtocol(P.PF_REPLY_ACK);
+    const answered = codec.replySize(req) > 0;
+    if (verdict.kind !== 'ok') {
+      // Never acted on. A request whose answer the frontend waits for cannot be answered
+      // sensibly: it would misread anything pier sent, so the connection ends.
       closeAll(fds);
-      this.backend.count(`malformed ${name}`);
-      // A request that expects a body cannot be answered sensibly: the frontend is broken.
-      if (shape.reply) return this.protocolError(`malformed ${name} (${size} bytes, ${fds.length} fds)`, true);
-      if (needReply) this.reply(req, ack(1));
+      be.count(`${verdict.kind} ${name}`);
+      if (verdict.kind === 'malformed' && answered) return this.end(slot, new Disconnect('protocol', verdict.why));
+      if (verdict.kind === 'malformed') this.lastError = verdict.why;
+      if (needReply) this.reply(slot, req, codec.ack(true));
       return;
     }
     let body: Uint8Array | undefined;
     try {
-      body = this.backend.handle(req, new DataView(this.msg.buffer, P.HDR_SIZE, size), fds);
+      body = be.handle(req, payload, fds);
     } catch (e) {
-      this.backend.count(`failed ${name}`);
-      const fatal = shape.reply || (e instanceof VhostError && e.fatal) || !(e instanceof VhostError);
-      if (fatal) return this.protocolError(`${name}: ${(e as Error).message}`, true);
-      this.protocolError(`${name}: ${(e as Error).message}`, false);
-      if (needReply) this.reply(req, ack(1));
+      be.count(`failed ${name}`);
+      const why = `${name}: ${(e as Error).message}`;
+      if (answered || !(e instanceof VhostError) || e.fatal) return this.end(slot, new Disconnect('protocol', why));
+      this.protocolErrors++;
+      this.lastError = why;
+      if (needReply) this.reply(slot, req, codec.ack(true));
       return;
     }
-    if (shape.reply) this.reply(req, body ?? new Uint8Array(0));
-    else if (needReply) this.reply(req, ack(0));
+    if (answered) this.reply(slot, req, body ?? codec.EMPTY);
+    else if (needReply) this.reply(slot, req, codec.ack(false));
   }
 
-  private protocolError(why: string, fatal: boolean): void {
-    this.protocolErrors++;
-    this.lastError = why;
-    if (fatal) this.disconnect(why);
-  }
-
-  private reply(req: number, body: Uint8Array): void {
-    const out = new Uint8Array(P.HDR_SIZE + body.length);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, req, true);
-    dv.setUint32(4, P.VHOST_USER_VERSION | P.FLAG_REPLY, true);
-    dv.setUint32(8, body.length, true);
-    out.set(body, P.HDR_SIZE);
-    if (libc.writeBuf(this.conn, out, out.length) !== out.length) this.disconnect('cannot write a reply to the frontend');
+  private reply(slot: number, req: number, body: Uint8Array): void {
+    const c = this.slots[slot];
+    const d = c ? c.send(req, body, [], P.VHOST_USER_VERSION | P.FLAG_REPLY) : null;
+    if (d) this.end(slot, d);
   }
 
   // ---- negotiated state ----
@@ -292,8 +339,8 @@ export class VhostUserPort extends Port implements BufferLender {
       this.accept();
       return 0;
     }
-    if (queue === Q_CONN) {
-      this.readMessages();
+    if (queue >= Q_SESSION) {
+      this.readSession(queue - Q_SESSION);
       return 0;
     }
     const v = this.backend.vrings[queue];
@@ -603,7 +650,7 @@ export class VhostUserPort extends Port implements BufferLender {
   /** The peer broke a ring's rules: its port resets (the daemon and every other port carry on). */
   private ringBroken(v: Vring): void {
     this.counters[C.rx_errors]!++;
-    this.disconnect(`vring ${v.index} broken: ${v.queue.broken}`);
+    this.endActive(new Disconnect('protocol', `vring ${v.index} broken: ${v.queue.broken}`));
   }
 
   override describe(): unknown {
@@ -612,7 +659,8 @@ export class VhostUserPort extends Port implements BufferLender {
     return {
       mode: this.opts.server ? 'server' : 'client',
       path: this.opts.path,
-      connected: this.conn >= 0,
+      connected: this.active >= 0,
+      newcomers: this.slots.filter((c, s) => c !== null && s !== this.active).length,
       link: this.enabledPairs() > 0 ? 'up' : 'down',
       features: decodeFeatures(be.features, offeredFeatures(this.opts.queuePairs, this.opts.mtu)),
       protocolFeatures: `0x${be.protocolFeatures.toString(16)}`,
@@ -622,20 +670,16 @@ export class VhostUserPort extends Port implements BufferLender {
       connects: this.connects,
       disconnects: this.disconnects,
       protocolErrors: this.protocolErrors,
+      ended: Object.fromEntries(Object.entries(this.ended).filter(([, n]) => n > 0)),
       lastError: this.lastError || undefined,
       refused: Object.fromEntries(be.errors),
     };
   }
 
   close(): void {
-    this.disconnect('');
-    if (this.opts.server) this.ctx?.unwatch(this.opts.listenFd);
+    for (let s = 0; s < this.slots.length; s++) if (s !== this.active) this.end(s, new Disconnect('local', 'the port is deleted'));
+    this.endActive(new Disconnect('local', 'the port is deleted'));
+    if (this.opts.server && this.listenResumeAt === 0) this.ctx?.unwatch(this.opts.listenFd);
     this.timerAt = 0;
   }
-}
-
-function ack(v: number): Uint8Array {
-  const r = new Uint8Array(8);
-  r[0] = v;
-  return r;
 }

@@ -1,25 +1,25 @@
 // The vhost-user backend state machine: what one frontend connection has set up (features, memory
 // table, vrings) and the replies the protocol asks for. It knows nothing of sockets (the port
 // feeds it decoded messages) nor of packets (the port's datapath drives the DeviceQueues it
-// configures). Every message was checked against SHAPES before it gets here; handlers check the
-// values. A handler returns a reply body, or throws VhostError: the port answers failure when the
+// configures). Every message was framed and checked against the codec's table before it gets
+// here (size, fd count); handlers check the values. A handler returns a reply body, or throws VhostError: the port answers failure when the
 // frontend asked for an answer, counts it, and drops the connection when the error is fatal.
 import type { Arena } from '../memory/arena.ts';
 import { closeAll, GuestMemory, MAX_REGIONS, type RegionSpec } from '../memory/guest-memory.ts';
-import { libc } from '../sys/index.ts';
 import { DescriptorChain } from '../virtio/chain.ts';
 import { DeviceQueue } from '../virtio/split-queue.ts';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from '../virtio/ring.ts';
+import * as codec from './codec.ts';
 import * as P from './protocol.ts';
 
+/** A request the backend refuses: answered with failure (REPLY_ACK), counted; `fatal` drops the connection. */
 export class VhostError extends Error {
   constructor(message: string, readonly fatal = false) {
     super(message);
   }
 }
 
-export const VIRTIO_F_INDIRECT_DESC = 28;
-export const VIRTIO_F_EVENT_IDX = 29;
-export const VIRTIO_F_VERSION_1 = 32;
+export { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
 export const MAX_QUEUE_SIZE = 32768;
 
 export class Vring {
@@ -124,9 +124,9 @@ export class VhostUserBackend {
   private dispatch(req: number, p: DataView, fds: number[]): Uint8Array | undefined {
     switch (req) {
       case P.Req.GET_FEATURES:
-        return u64(this.cfg.features);
+        return codec.u64(this.cfg.features);
       case P.Req.SET_FEATURES: {
-        const f = p.getBigUint64(0, true);
+        const f = codec.readU64(p);
         if ((f & ~this.cfg.features) !== 0n) throw new VhostError(`SET_FEATURES acks features pier did not offer (0x${(f & ~this.cfg.features).toString(16)})`);
         this.features = f;
         // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled (spec: "Ring states").
@@ -140,31 +140,29 @@ export class VhostUserBackend {
         this.reset();
         return undefined;
       case P.Req.GET_PROTOCOL_FEATURES:
-        return u64(this.cfg.protocolFeatures);
+        return codec.u64(this.cfg.protocolFeatures);
       case P.Req.SET_PROTOCOL_FEATURES: {
-        const f = p.getBigUint64(0, true);
+        const f = codec.readU64(p);
         if ((f & ~this.cfg.protocolFeatures) !== 0n) throw new VhostError('SET_PROTOCOL_FEATURES acks protocol features pier did not offer');
         this.protocolFeatures = f;
         return undefined;
       }
       case P.Req.GET_QUEUE_NUM:
-        return u64(BigInt(this.cfg.queuePairs));
+        return codec.u64(this.cfg.queuePairs);
       case P.Req.SET_MEM_TABLE:
         this.setMemTable(p, fds);
         return undefined;
       case P.Req.SET_VRING_NUM: {
-        const v = this.vring(p.getUint32(0, true));
-        const num = p.getUint32(4, true);
+        const { index, num } = codec.readVringState(p);
+        const v = this.vring(index);
         const max = Math.min(MAX_QUEUE_SIZE, this.cfg.maxQueueSize);
         if (num === 0 || num > max || (num & (num - 1)) !== 0) throw new VhostError(`vring ${v.index}: size ${num} is not a power of two up to ${max}`);
         v.num = num;
         return undefined;
       }
       case P.Req.SET_VRING_ADDR: {
-        const v = this.vring(p.getUint32(0, true));
-        const desc = safe(p.getBigUint64(8, true));
-        const used = safe(p.getBigUint64(16, true));
-        const avail = safe(p.getBigUint64(24, true));
+        const { index, desc, used, avail } = codec.readVringAddr(p);
+        const v = this.vring(index);
         if (desc < 0 || used < 0 || avail < 0) throw new VhostError(`vring ${v.index}: ring address beyond 2^53`);
         v.descUva = desc;
         v.usedUva = used;
@@ -173,32 +171,26 @@ export class VhostUserBackend {
         return undefined;
       }
       case P.Req.SET_VRING_BASE: {
-        const v = this.vring(p.getUint32(0, true));
-        const base = p.getUint32(4, true);
+        const { index, num: base } = codec.readVringState(p);
+        const v = this.vring(index);
         if (base > 0xffff) throw new VhostError(`vring ${v.index}: base ${base} is over 65535`);
         v.base = base;
         return undefined;
       }
       case P.Req.GET_VRING_BASE: {
-        const v = this.vring(p.getUint32(0, true));
+        const v = this.vring(codec.readVringState(p).index);
         const last = v.started ? v.queue.lastAvailIdx : v.base;
         this.stop(v);
         // The ring is stopped: its kick fd is no longer wanted (spec: GET_VRING_BASE).
         closeAll([v.kickFd]);
         v.kickFd = -1;
-        const r = new Uint8Array(8);
-        const dv = new DataView(r.buffer);
-        dv.setUint32(0, v.index, true);
-        dv.setUint32(4, last, true);
-        return r;
+        return codec.vringState(v.index, last);
       }
       case P.Req.SET_VRING_KICK:
       case P.Req.SET_VRING_CALL:
       case P.Req.SET_VRING_ERR: {
-        const u = p.getBigUint64(0, true);
-        const v = this.vring(Number(u & BigInt(P.VRING_IDX_MASK)));
-        const nofd = (u & BigInt(P.VRING_NOFD_MASK)) !== 0n;
-        if (nofd !== (fds.length === 0) || fds.length > 1) throw new VhostError(`vring ${v.index}: ${P.REQ_NAMES[req]} with ${fds.length} fds and NOFD=${nofd}`);
+        const { index, nofd } = codec.readVringFile(p);
+        const v = this.vring(index);
         if (nofd && req === P.Req.SET_VRING_KICK) throw new VhostError(`vring ${v.index}: polling without a kick fd is not supported`);
         const fd = nofd ? -1 : fds.pop()!;
         if (req === P.Req.SET_VRING_KICK) {
@@ -218,8 +210,8 @@ export class VhostUserBackend {
         return undefined;
       }
       case P.Req.SET_VRING_ENABLE: {
-        const v = this.vring(p.getUint32(0, true));
-        const on = p.getUint32(4, true);
+        const { index, num: on } = codec.readVringState(p);
+        const v = this.vring(index);
         if (on > 1) throw new VhostError(`vring ${v.index}: SET_VRING_ENABLE ${on}`);
         v.enabled = on === 1;
         if (v.enabled) this.maybeStart(v);
@@ -227,16 +219,16 @@ export class VhostUserBackend {
         return undefined;
       }
       case P.Req.NET_SET_MTU: {
-        const mtu = Number(p.getBigUint64(0, true));
+        const mtu = codec.safeNumber(codec.readU64(p));
         if (mtu < 68 || mtu > 65535) throw new VhostError(`NET_SET_MTU ${mtu} is out of range 68..65535`);
         this.mtu = mtu;
         return undefined;
       }
       case P.Req.SET_STATUS:
-        this.status = Number(p.getBigUint64(0, true) & 0xffn);
+        this.status = Number(codec.readU64(p) & 0xffn);
         return undefined;
       case P.Req.GET_STATUS:
-        return u64(BigInt(this.status));
+        return codec.u64(this.status);
       default:
         throw new VhostError(`${P.REQ_NAMES[req] ?? `request ${req}`} is not supported`);
     }
@@ -249,17 +241,8 @@ export class VhostUserBackend {
   }
 
   private setMemTable(p: DataView, fds: number[]): void {
-    const n = p.byteLength >= 8 ? p.getUint32(0, true) : -1;
-    if (n < 1 || n > MAX_REGIONS || p.byteLength < 8 + 32 * n) throw new VhostError(`SET_MEM_TABLE: ${n} regions in ${p.byteLength} bytes`);
-    if (fds.length !== n) throw new VhostError(`SET_MEM_TABLE: ${n} regions but ${fds.length} fds`);
-    const regions: RegionSpec[] = [];
-    for (let i = 0; i < n; i++) {
-      const o = 8 + 32 * i;
-      regions.push({
-        gpa: safe(p.getBigUint64(o, true)), size: safe(p.getBigUint64(o + 8, true)),
-        uva: safe(p.getBigUint64(o + 16, true)), mmapOffset: safe(p.getBigUint64(o + 24, true)), fd: fds[i]!,
-      });
-    }
+    const regions: RegionSpec[] = codec.readMemTable(p).map((r, i) => ({ ...r, fd: fds[i]! }));
+    if (regions.length !== fds.length || regions.length > MAX_REGIONS) throw new VhostError(`SET_MEM_TABLE: ${regions.length} regions but ${fds.length} fds`);
     const problem = GuestMemory.check(regions);
     if (problem) throw new VhostError(`SET_MEM_TABLE: ${problem}`);
     // Running rings keep their indexes but must be re-translated into the new mapping.
@@ -306,15 +289,3 @@ export class VhostUserBackend {
   }
 }
 
-function u64(v: bigint): Uint8Array {
-  const r = new Uint8Array(8);
-  new DataView(r.buffer).setBigUint64(0, v, true);
-  return r;
-}
-
-/** A u64 from the wire as an exact number, or -1 when it is 2^53 or more. */
-function safe(v: bigint): number {
-  return v < 2n ** 53n ? Number(v) : -1;
-}
-
-void libc;

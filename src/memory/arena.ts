@@ -4,7 +4,7 @@
 // guest buffer and a packet buffer is `bytes.copyWithin(dst, src, end)`: a memmove with no
 // object created, whatever memory the two sides live in. 4 GiB is the largest typed array V8
 // (Node 20) accepts over foreign memory.
-import { libc } from '../sys/index.ts';
+import { guardRange, libc } from '../sys/index.ts';
 import type { ByteSpace } from './types.ts';
 
 export const ARENA_SIZE = 2 ** 32;
@@ -16,6 +16,12 @@ export class Arena implements ByteSpace {
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   readonly u16: Uint16Array;
+  /**
+   * The SIGBUS guard covers the arena (src/sys/signals.ts): a peer's file that shrinks under a
+   * mapping costs a zero page and a counted fault, not the process. False only when the guard
+   * could not be installed (another SIGBUS handler) or its range table is full.
+   */
+  readonly guarded: boolean;
   /** Free ranges [offset, length], sorted by offset, merged on release. */
   private readonly free: Array<[number, number]>;
 
@@ -28,6 +34,7 @@ export class Arena implements ByteSpace {
     this.dv = new DataView(ab);
     this.u16 = new Uint16Array(ab);
     this.free = [[0, ARENA_SIZE]];
+    this.guarded = guardRange(a, ARENA_SIZE);
   }
 
   /**
@@ -86,6 +93,22 @@ export class Arena implements ByteSpace {
         this.free.splice(j + 1, 1);
       } else j++;
     }
+  }
+
+  /**
+   * A fault hit the mapping that holds arena offset `offset` (part of it may now be a zero page):
+   * it is never handed to another place() of the same file range; its holders keep it until
+   * they release it. Returns whether such a mapping exists.
+   */
+  forget(offset: number): boolean {
+    for (const [start, p] of this.placed) {
+      if (offset >= p.off && offset < p.off + p.len) {
+        if (p.key !== null && this.byKey.get(p.key) === start) this.byKey.delete(p.key);
+        p.key = null;
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Mappings currently placed (for leak checks in tests); a shared mapping counts once. */

@@ -214,6 +214,7 @@ export const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
 export const mprotect = lib.func('int mprotect(uintptr_t addr, size_t len, int prot)');
 export const sigaction = lib.func('int sigaction(int sig, const void *act, _Out_ void *oact)');
 export const tgkill = lib.func('int tgkill(int tgid, int tid, int sig)');
+export const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
 export const sched_setaffinity = lib.func('int sched_setaffinity(int pid, size_t size, const void *mask)');
 export const getpid = lib.func('int getpid()');
 export const gettid = lib.func('int gettid()');

@@ -54,17 +54,9 @@ export class VhostKernel {
     ioctl(this.fd, VHOST_SET_FEATURES, new Uint8Array(new BigUint64Array([f]).buffer), 'VHOST_SET_FEATURES');
   }
 
-  /** Regions as [guest-physical = user address, size]. */
-  setMemTable(regions: Array<[number, number]>): void {
-    const b = new Uint8Array(8 + 32 * regions.length);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, regions.length, true);
-    regions.forEach(([va, size], i) => {
-      dv.setBigUint64(8 + 32 * i, BigInt(va), true);
-      dv.setBigUint64(16 + 32 * i, BigInt(size), true);
-      dv.setBigUint64(24 + 32 * i, BigInt(va), true);
-    });
-    ioctl(this.fd, VHOST_SET_MEM_TABLE, b, 'VHOST_SET_MEM_TABLE');
+  /** A struct vhost_memory, encoded by the caller (src/vhost/codec.ts memTable). */
+  setMemTable(table: Uint8Array): void {
+    ioctl(this.fd, VHOST_SET_MEM_TABLE, table, 'VHOST_SET_MEM_TABLE');
   }
 
   private state(req: number, name: string, index: number, num: number): void {

@@ -36,7 +36,10 @@ export class Epoll {
     c.check(c.epoll_ctl(this.fd, op, fd, this.ctlBuf), 'epoll_ctl', `fd ${fd}`);
   }
 
-  /** Blocks up to `timeoutMs` (-1 = forever). Returns the number of ready events, 0 on EINTR. */
+  /**
+   * Blocks up to `timeoutMs` (-1 = forever). Returns the number of ready events, 0 on EINTR
+   * (the peer-write watchdog's wake-up signal, or any other: the caller's loop just goes round).
+   */
   wait(timeoutMs: number): number {
     const n = c.epoll_wait(this.fd, this.addr, this.maxEvents, timeoutMs);
     if (n < 0) {
@@ -59,20 +62,27 @@ export class Epoll {
   }
 }
 
-/** An eventfd used as a doorbell between threads. */
+/**
+ * An eventfd of pier's own: a doorbell between threads. (A peer's eventfd, or one of pier's that
+ * a peer also holds, goes through peer-fd.ts: the peer can clear O_NONBLOCK on it.) Calls that a
+ * signal interrupts (EINTR: the watchdog's wake-up) are retried.
+ */
 export class EventFd {
   readonly fd: number;
-  private readonly cell = new BigUint64Array(1);
+  private readonly cell = new BigUint64Array(new ArrayBuffer(8));
   constructor(fd?: number) {
     this.fd = fd ?? c.check(c.eventfd(0, c.EFD_NONBLOCK | c.EFD_CLOEXEC), 'eventfd');
   }
   signal(): void {
     this.cell[0] = 1n;
-    c.writeBuf(this.fd, this.cell, 8);
+    while (c.writeBuf(this.fd, this.cell, 8) < 0 && c.errno() === c.EINTR);
   }
   /** Drain the counter; returns true when it had been signalled. */
   drain(): boolean {
-    return c.readBuf(this.fd, this.cell, 8) === 8;
+    for (;;) {
+      if (c.readBuf(this.fd, this.cell, 8) === 8) return true;
+      if (c.errno() !== c.EINTR) return false;
+    }
   }
   close(): void {
     c.close(this.fd);

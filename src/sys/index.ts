@@ -4,6 +4,7 @@ export { Epoll, EventFd } from './epoll.ts';
 export { openTap, setPersist, setOffload, setSndbuf, getSndbuf, closeFd, VNET_HDR_LEN, type Tap, type TapOptions } from './tun.ts';
 export { withNetns, netnsPath, netnsExists, NETNS_RUN_DIR } from './netns.ts';
 export { mapShared, unmap, memfd, PIER_SEALS, type Mapping } from './mem.ts';
+export { checkPeerEventFd, signalPeer, drainPeer, watchPeerWrites, PeerWriteWatchdog, peerWatchBuffer, W_SEQ, W_TID, W_WAKES } from './peer-fd.ts';
 export { sigbusGuard, guardRange, faultCount, faultAddress, guardStatus, caughtSignals, installWakeSignal, wakeThread, FAULT_RING, WAKE_SIGNAL, type SigbusGuard, type GuardStatus } from './signals.ts';
 export { unixListen, unixConnect, unixAccept, FdReceiver, sendWithFds, MAX_FDS } from './unix.ts';
 export { ip, configureLink, linkInfo, linkExists, IpError, type LinkInfo, type LinkConfig } from './iproute.ts';

@@ -7,6 +7,9 @@ interface PeerView {
   queuePairs: { configured: number; enabled: number };
   vrings: Array<{ vring: number; size: number }>;
   connects: number; disconnects: number; protocolErrors: number; refused: Record<string, number>;
+  newcomers?: number; ended?: Record<string, number>;
+  memory?: Array<{ region: number; gpa: string; size: number; file: string; seal: string; sealDetail?: string; guarded: boolean }>;
+  strictMemory?: boolean;
 }
 /** What a virtio-user port (pier as the driver) describes of itself. */
 interface DriverView {
@@ -38,7 +41,13 @@ function port(p: PortView, indent: string): string {
     s += `\n${i}${v.mode} on ${v.path}: ${v.connected ? 'peer connected' : 'no peer'}, link ${v.link}` +
       `, queue pairs ${v.queuePairs.enabled}/${v.queuePairs.configured}` +
       (v.vrings.length ? `, vrings ${v.vrings.map((r) => `${r.vring}:${r.size}`).join(' ')}` : '') +
-      `, connects ${v.connects}, disconnects ${v.disconnects}`;
+      `, connects ${v.connects}, disconnects ${v.disconnects}` + (v.newcomers ? `, ${v.newcomers} newer connection(s) waiting` : '');
+    if (v.ended && Object.keys(v.ended).length) s += `\n${i}connections ended: ${Object.entries(v.ended).map(([k, n]) => `${k} x${n}`).join(', ')}`;
+    for (const m of v.memory ?? []) {
+      s += `\n${i}memory region ${m.region}: gpa ${m.gpa} size ${m.size} ${m.file}, ${m.seal}` +
+        (m.seal === 'unsealed' ? (m.guarded ? ' (a shrink resets this port only: SIGBUS guard)' : ' (NOT guarded)') : '');
+    }
+    if (v.strictMemory) s += `\n${i}strict-memory=on: memory that cannot be sealed is refused`;
     if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
     for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
     if (v.protocolErrors || Object.keys(v.refused).length) {

@@ -84,6 +84,8 @@ const vhostCommon = {
   mtu: intIn(68, 65521, 'MTU').optional(),
   'queue-size': intIn(64, 32768, 'largest ring the peer may use', true).optional(),
   'busy-poll': onOff.optional(),
+  /** Refuse peer memory that cannot be sealed against shrinking (docs/design/peer-memory.md). */
+  'strict-memory': onOff.optional(),
 };
 export const vhostUserOptions = z.strictObject({ type: z.literal('vhost-user'), ...vhostCommon });
 export const vhostUserClientOptions = z.strictObject({ type: z.literal('vhost-user-client'), ...vhostCommon });

@@ -43,7 +43,7 @@ export function realize(name: string, o: StoredPort): Realized {
     case 'vhost-user-client': {
       const server = o.type === 'vhost-user';
       const fd = server ? listenVhostUser(o.path) : -1;
-      const spec: KindSpec = { kind: 'vhost-user', path: o.path, server, listenFd: fd, queuePairs: o.queues ?? 1, mtu: o.mtu ?? 0, maxQueueSize: o['queue-size'] ?? 32768, busyPoll: o['busy-poll'] === true };
+      const spec: KindSpec = { kind: 'vhost-user', path: o.path, server, listenFd: fd, queuePairs: o.queues ?? 1, mtu: o.mtu ?? 0, maxQueueSize: o['queue-size'] ?? 32768, busyPoll: o['busy-poll'] === true, requireSealedMemory: o['strict-memory'] === true };
       return {
         spec,
         destroy: () => server && closeListener(fd, o.path),

@@ -22,6 +22,7 @@ const storedVhost = z.object({
   mtu: z.number().optional(),
   'queue-size': z.number().optional(),
   'busy-poll': z.boolean().optional(),
+  'strict-memory': z.boolean().optional(),
 });
 const storedVirtioUser = z.object({
   type: z.literal('virtio-user'),

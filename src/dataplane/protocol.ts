@@ -23,6 +23,8 @@ export interface VhostUserSpec extends PortBase {
   maxQueueSize: number;
   /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
   busyPoll: boolean;
+  /** Strict mode: refuse peer memory that cannot be sealed against shrinking. */
+  requireSealedMemory: boolean;
 }
 export interface VirtioUserSpec extends PortBase {
   kind: 'virtio-user';

@@ -91,7 +91,7 @@ export class VhostUserPort extends Port implements BufferLender {
     this.backend = new VhostUserBackend(pool.arena, {
       features: offeredFeatures(opts.queuePairs, opts.mtu),
       protocolFeatures: bit(P.PF_MQ) | bit(P.PF_REPLY_ACK) | bit(P.PF_MTU) | bit(P.PF_STATUS),
-      vrings, queuePairs: opts.queuePairs, mtu: opts.mtu, maxQueueSize: opts.maxQueueSize,
+      vrings, queuePairs: opts.queuePairs, mtu: opts.mtu, maxQueueSize: opts.maxQueueSize, requireSealedMemory: opts.requireSealedMemory,
     }, {
       onStart: (v) => this.vringStarted(v),
       onStop: (v) => this.vringStopped(v),
@@ -667,6 +667,10 @@ export class VhostUserPort extends Port implements BufferLender {
       mtu: be.mtu || undefined,
       queuePairs: { configured: this.opts.queuePairs, enabled: this.enabledPairs() },
       vrings: rings,
+      // The frontend's memory as pier mapped it: each region's file, whether it is sealed
+      // against shrinking, and whether the SIGBUS guard covers it (docs/design/peer-memory.md).
+      memory: be.mem.regions().map((r) => ({ region: r.index, gpa: hex(r.gpa), size: r.size, file: r.file, seal: r.seal, sealDetail: r.sealDetail, guarded: r.guarded })),
+      strictMemory: this.opts.requireSealedMemory || undefined,
       connects: this.connects,
       disconnects: this.disconnects,
       protocolErrors: this.protocolErrors,
@@ -682,4 +686,8 @@ export class VhostUserPort extends Port implements BufferLender {
     if (this.opts.server && this.listenResumeAt === 0) this.ctx?.unwatch(this.opts.listenFd);
     this.timerAt = 0;
   }
+}
+
+function hex(v: number): string {
+  return `0x${v.toString(16)}`;
 }

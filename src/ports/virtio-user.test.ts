@@ -24,7 +24,7 @@ function setUp(poolSize: number, queueSize: number): { engine: Engine; dev: Vhos
   engine.addBridge(2, 'drv');
   const path = join(dir, `s${Math.random().toString(36).slice(2)}.sock`);
   const listenFd = listenVhostUser(path);
-  const dev = new VhostUserPort(1, 'dev', 1, newCounters(), engine.pool, { path, server: true, listenFd, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false });
+  const dev = new VhostUserPort(1, 'dev', 1, newCounters(), engine.pool, { path, server: true, listenFd, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false, requireSealedMemory: false });
   const drvCounters = newCounters();
   const drv = new VirtioUserPort(2, 'drv', 2, drvCounters, engine.pool, {
     backend: 'vhost-user', path, server: false, listenFd: -1, queueSize, queuePairs: 1, vhostFds: [], tapFds: [],

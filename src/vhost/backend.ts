@@ -60,6 +60,8 @@ export interface BackendConfig {
   mtu: number;
   /** Largest ring the frontend may ask for (the port's queue-size option). */
   maxQueueSize: number;
+  /** Strict mode: refuse memory whose file cannot be sealed against shrinking. */
+  requireSealedMemory?: boolean;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -77,7 +79,7 @@ export class VhostUserBackend {
   readonly errors = new Map<string, number>();
 
   constructor(private readonly arena: Arena, private readonly cfg: BackendConfig, private readonly hooks: BackendHooks) {
-    this.mem = new GuestMemory(arena);
+    this.mem = new GuestMemory(arena, { requireSealed: cfg.requireSealedMemory === true });
     this.vrings = Array.from({ length: cfg.vrings }, (_, i) => new Vring(i, arena, this.mem));
   }
 
@@ -243,23 +245,24 @@ export class VhostUserBackend {
   private setMemTable(p: DataView, fds: number[]): void {
     const regions: RegionSpec[] = codec.readMemTable(p).map((r, i) => ({ ...r, fd: fds[i]! }));
     if (regions.length !== fds.length || regions.length > MAX_REGIONS) throw new VhostError(`SET_MEM_TABLE: ${regions.length} regions but ${fds.length} fds`);
-    const problem = GuestMemory.check(regions);
-    if (problem) throw new VhostError(`SET_MEM_TABLE: ${problem}`);
+    // replace() checks every region against its file, seals it where it can, and maps it; all
+    // or nothing, so a refused table leaves the running rings on the old one, untouched.
+    try {
+      this.mem.replace(regions);
+    } catch (e) {
+      throw new VhostError(`SET_MEM_TABLE refused: ${(e as Error).message}`);
+    } finally {
+      closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
+    }
     // Running rings keep their indexes but must be re-translated into the new mapping.
     const running = this.vrings.filter((v) => v.started);
     for (const v of running) {
       v.base = v.queue.lastAvailIdx;
       this.stop(v);
     }
-    try {
-      this.mem.replace(regions);
-    } catch (e) {
-      throw new VhostError(`SET_MEM_TABLE: ${(e as Error).message}`);
-    } finally {
-      closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
-    }
     for (const v of running) this.maybeStart(v);
   }
+
 
   private maybeStart(v: Vring): void {
     if (v.started || !v.enabled || v.kickFd < 0 || v.num === 0 || v.descUva < 0 || this.mem.n === 0) return;

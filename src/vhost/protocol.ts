@@ -1,7 +1,6 @@
-// The vhost-user wire format (QEMU docs/interop/vhost-user.rst): a 12-byte header (request u32,
-// flags u32, size u32) then `size` bytes of payload, fds as SCM_RIGHTS. One table says, for each
-// request pier understands, how big its payload must be, how many fds it carries and whether it
-// is answered, so every message is checked once, before any handler sees it.
+// vhost-user's numbers (QEMU docs/interop/vhost-user.rst): a 12-byte header (request u32, flags
+// u32, size u32) then `size` bytes of payload, fds as SCM_RIGHTS; request codes, flags, protocol
+// feature bits. How each request is framed and checked is codec.ts.
 
 export const HDR_SIZE = 12;
 /** Largest payload pier accepts; larger means a broken or hostile frontend. */
@@ -72,39 +71,3 @@ export const F_PROTOCOL_FEATURES = 30;
 
 export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 1 << 8;
-
-/** How each request is checked: payload size (exact or minimum), fds, and whether it is answered. */
-export interface Shape {
-  /** Exact payload size; -1 when variable (checked by the handler). */
-  size: number;
-  /** Fds that must come with it; -1 when it depends on the payload. */
-  fds: number;
-  /** The request always gets a reply with a body (GET_*). */
-  reply: boolean;
-}
-
-export const SHAPES: Partial<Record<number, Shape>> = {
-  [Req.GET_FEATURES]: { size: 0, fds: 0, reply: true },
-  [Req.SET_FEATURES]: { size: 8, fds: 0, reply: false },
-  [Req.SET_OWNER]: { size: 0, fds: 0, reply: false },
-  [Req.RESET_OWNER]: { size: 0, fds: 0, reply: false },
-  [Req.SET_MEM_TABLE]: { size: -1, fds: -1, reply: false },
-  [Req.SET_VRING_NUM]: { size: 8, fds: 0, reply: false },
-  [Req.SET_VRING_ADDR]: { size: 40, fds: 0, reply: false },
-  [Req.SET_VRING_BASE]: { size: 8, fds: 0, reply: false },
-  [Req.GET_VRING_BASE]: { size: 8, fds: 0, reply: true },
-  [Req.SET_VRING_KICK]: { size: 8, fds: -1, reply: false },
-  [Req.SET_VRING_CALL]: { size: 8, fds: -1, reply: false },
-  [Req.SET_VRING_ERR]: { size: 8, fds: -1, reply: false },
-  [Req.GET_PROTOCOL_FEATURES]: { size: 0, fds: 0, reply: true },
-  [Req.SET_PROTOCOL_FEATURES]: { size: 8, fds: 0, reply: false },
-  [Req.GET_QUEUE_NUM]: { size: 0, fds: 0, reply: true },
-  [Req.SET_VRING_ENABLE]: { size: 8, fds: 0, reply: false },
-  [Req.NET_SET_MTU]: { size: 8, fds: 0, reply: false },
-  [Req.SET_STATUS]: { size: 8, fds: 0, reply: false },
-  [Req.GET_STATUS]: { size: 0, fds: 0, reply: true },
-};
-
-export function sizeOk(shape: Shape, size: number): boolean {
-  return shape.size < 0 ? size <= MAX_PAYLOAD : size === shape.size;
-}

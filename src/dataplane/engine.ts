@@ -2,7 +2,8 @@
 // ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes every
 // output queue, fixing up offloads a receiving port does not accept. Control requests arrive on a
 // doorbell eventfd in the same epoll set, so the loop never spins while idle.
-import { Epoll, EventFd, libc } from '../sys/index.ts';
+import { ARENA_SIZE } from '../memory/arena.ts';
+import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
 import { C } from './counters.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
@@ -40,12 +41,32 @@ export class Engine implements PortContext {
   private readonly pending = new Int32Array(4096);
   private npending = 0;
   private readonly pendingNext = new Int32Array(4096);
+  /**
+   * The SIGBUS guard's counter ([0]: low 32 bits of the faults survived) and the value last
+   * dispatched: a peer's file shrank under its mapping when they differ (docs/design/peer-memory.md).
+   */
+  private readonly faults: Int32Array;
+  private faultsSeen: number;
+  private faultsDispatched: number;
+  /** Guarded faults in this engine's arena dispatched to ports; of those, none claimed; bursts dropped because of one. */
+  memoryFaults = 0;
+  memoryFaultsUnclaimed = 0;
+  faultDroppedBursts = 0;
 
   constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void,
     /** Called once when a port's fd reports an error or hang-up (its device went away). */
     private readonly onPortDown: (index: number, reason: string) => void = () => {}) {
     this.pool = new PacketPool(poolSize);
     if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);
+    let counter: Int32Array;
+    try {
+      counter = sigbusGuard().counter; // the arena installed it, unless SIGBUS was someone else's
+    } catch {
+      counter = new Int32Array(2);
+    }
+    this.faults = counter;
+    this.faultsDispatched = faultCount();
+    this.faultsSeen = Atomics.load(counter, 0);
   }
 
   addBridge(id: number, name: string, agingSeconds?: number): void {
@@ -155,6 +176,9 @@ export class Engine implements PortContext {
       const p = this.busyPorts[i]!;
       for (let k = 0; k < p.busyQueues.length; k++) this.poll(p, p.busyQueues[k]!);
     }
+    // A fault may also happen outside a received burst: copying into a peer's memory in
+    // transmit(), reading its rings in a control request.
+    if (Atomics.load(this.faults, 0) !== this.faultsSeen) this.dispatchFaults();
     if (!housekeeping) return;
     const nowMs = Date.now();
     for (const p of this.ports) {
@@ -175,6 +199,16 @@ export class Engine implements PortContext {
     const br = this.bridges.get(p.bridge);
     const n = p.receive(queue, this.batch, BURST);
     if (n === 0) return n;
+    if (Atomics.load(this.faults, 0) !== this.faultsSeen) {
+      // Some packet of this burst may have been read from a page the guard just replaced with
+      // zeros: drop it. Releasing returns lent buffers to their port (which writes its used
+      // ring), so that happens first, while the port still has its memory; resets come after.
+      for (let i = 0; i < n; i++) this.pool.release(this.batch[i]!);
+      p.afterBurst(queue);
+      this.faultDroppedBursts++;
+      this.dispatchFaults();
+      return n;
+    }
     if (!br) {
       for (let i = 0; i < n; i++) this.pool.release(this.batch[i]!);
       p.afterBurst(queue);
@@ -198,6 +232,46 @@ export class Engine implements PortContext {
     // Lent packets are all released by now: the port may return its buffers to the peer.
     p.afterBurst(queue);
     return n;
+  }
+
+  /**
+   * Tell the ports about every fault survived since the last call: each address, as an arena
+   * offset, to every port's memoryFault() (the one whose peer memory it is resets itself); -1 to
+   * every port when the guard's ring of addresses overflowed. Faults in another arena of the
+   * process (tests make several) are not this engine's.
+   */
+  private dispatchFaults(): void {
+    const arena = this.pool.arena;
+    for (let total = faultCount(); total !== this.faultsDispatched; total = faultCount()) {
+      const from = this.faultsDispatched;
+      this.faultsDispatched = total;
+      this.faultsSeen = total | 0;
+      if (total - from > FAULT_RING) {
+        this.memoryFaults += total - from;
+        this.memoryFaultsUnclaimed += this.tellPorts(-1) ? 0 : total - from;
+        continue;
+      }
+      for (let k = from; k < total; k++) {
+        const off = faultAddress(k) - arena.base;
+        if (off < 0 || off >= ARENA_SIZE) continue;
+        this.memoryFaults++;
+        arena.forget(off); // never shared with a later mapping of the same file range
+        if (!this.tellPorts(off)) this.memoryFaultsUnclaimed++;
+      }
+    }
+  }
+
+  private tellPorts(off: number): boolean {
+    let claimed = false;
+    for (const p of this.ports) {
+      if (!p) continue;
+      try {
+        if (p.memoryFault(off)) claimed = true;
+      } catch (e) {
+        this.onPortDown(p.index, `memory fault handling failed: ${(e as Error).message}`);
+      }
+    }
+    return claimed;
   }
 
   /** Send a port's queued packets, segmenting or checksumming for a port that cannot. */

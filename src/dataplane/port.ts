@@ -86,6 +86,17 @@ export abstract class Port {
   /** Called after a burst this port received was forwarded and every output port flushed. */
   afterBurst(_queue: number): void {}
 
+  /**
+   * The SIGBUS guard caught a fault at arena offset `arenaOffset` (the file behind a peer's
+   * mapping shrank: the page now reads as zeros). A port whose peer memory holds that offset
+   * resets itself (drops the peer, unmaps its memory) and returns true; -1 means the address was
+   * lost (more faults than the guard records at once): reset if your peer's memory is unsealed.
+   * Called by the engine after the burst in flight was dropped and its handles released.
+   */
+  memoryFault(_arenaOffset: number): boolean {
+    return false;
+  }
+
   /** What `pier show` says about the port beyond its counters (negotiated state, peer, ...). */
   describe(): unknown {
     return undefined;

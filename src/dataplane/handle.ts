@@ -1,6 +1,6 @@
 // The daemon's handle on the dataplane thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { EventFd } from '../sys/index.ts';
+import { EventFd, PeerWriteWatchdog, peerWatchBuffer, sigbusGuard } from '../sys/index.ts';
 import type { DataplaneEvent, Reply, RequestBody } from './protocol.ts';
 
 export class Dataplane {
@@ -12,12 +12,28 @@ export class Dataplane {
   private exited = false;
   /** Unsolicited news from the dataplane (a port's device went away). */
   onEvent: ((e: DataplaneEvent) => void) | undefined;
+  /**
+   * Shared with the dataplane: the peer write or read in progress and the thread's id. The
+   * watchdog interrupts one that a peer made block (docs/design/peer-memory.md).
+   */
+  private readonly watch = peerWatchBuffer();
+  private readonly watchdog = new PeerWriteWatchdog(this.watch);
 
   constructor(poolSize = 1024, cpu = -1) {
+    // Process-wide signal handlers, installed here before the dataplane thread exists (its
+    // module instance finds them): the SIGBUS guard its arena registers with, and the wake-up
+    // signal (by the watchdog). Without the guard (SIGBUS taken by someone else) unsealable peer
+    // memory is refused instead.
+    try {
+      sigbusGuard();
+    } catch {
+      // the arena reports guarded = false
+    }
+    this.watchdog.start();
     const { port1, port2 } = new MessageChannel();
     this.ctrl = port1;
     this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
-      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu },
+      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu, watch: this.watch },
       transferList: [port2],
       name: 'pier-dataplane',
     });
@@ -36,8 +52,14 @@ export class Dataplane {
     this.worker.on('exit', (code) => this.fail(new Error(`dataplane thread exited (${code})`)));
   }
 
+  /** Wake-up signals the watchdog sent the dataplane thread (a peer made a notification block). */
+  get peerWakes(): number {
+    return this.watchdog.wakes;
+  }
+
   private fail(e: Error): void {
     this.exited = true;
+    this.watchdog.stop();
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
   }

@@ -2,17 +2,20 @@
 // announced by an eventfd doorbell that sits in the engine's epoll set; they are drained
 // synchronously with receiveMessageOnPort, so the engine's loop never has to yield to Node's.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EventFd, libc } from '../sys/index.ts';
+import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { Engine } from './engine.ts';
 import { createPort } from './port-kinds.ts';
 import type { Reply, Request } from './protocol.ts';
 
-const { ctrl, doorbellFd, poolSize, cpu } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number };
+const { ctrl, doorbellFd, poolSize, cpu, watch } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array };
 // Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with
 // a peer that busy-polls.
 if (cpu >= 0) libc.pinThread(cpu);
 
 const tid = libc.gettid(); // so `pier show` can name the thread whose CPU time a benchmark reads
+// Peer notifications (signalPeer/drainPeer) are watched from the main thread, which interrupts one
+// that a peer made block: it needs this thread's id, and the wake-up signal's handler.
+watchPeerWrites(watch);
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
 }, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }));
@@ -47,7 +50,11 @@ function apply(req: Request): unknown {
     }
     case 'pool':
       return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,
-        wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets };
+        wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets,
+        // Peer memory and fds (docs/design/peer-memory.md): faults the SIGBUS guard survived in
+        // this arena, those no port claimed, bursts dropped for one; watchdog wake-ups.
+        sigbusGuard: engine.pool.arena.guarded, memoryFaults: engine.memoryFaults, memoryFaultsUnclaimed: engine.memoryFaultsUnclaimed,
+        faultDroppedBursts: engine.faultDroppedBursts, peerWakes: Atomics.load(watch, W_WAKES) };
     case 'describe':
       return engine.ports[req.index]?.describe() ?? null;
     case 'stop':

@@ -104,7 +104,12 @@ test('signals: the guard survives a shrunk hugetlbfs mapping by zeroing the 2 Mi
     // 2 MiB-aligned, as the arena places it.
     const r = Number(c.mmap(0, 8 << 20, c.PROT_NONE, c.MAP_PRIVATE | c.MAP_ANONYMOUS | c.MAP_NORESERVE, -1, 0));
     const base = Math.ceil(r / (2 << 20)) * (2 << 20);
-    assert.equal(Number(c.mmap(base, 4 << 20, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED | c.MAP_FIXED, fd, 0)), base);
+    if (Number(c.mmap(base, 4 << 20, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED | c.MAP_FIXED, fd, 0)) !== base) {
+      c.munmap(r, 8 << 20);
+      c.close(fd);
+      t.skip('two free 2 MiB huge pages could not be reserved');
+      return;
+    }
     assert.ok(guardRange(r, 8 << 20));
     const u = new Uint8Array(c.view(base, 4 << 20));
     u[0] = 1;

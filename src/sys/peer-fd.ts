@@ -24,12 +24,13 @@ export function peerWatchBuffer(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(WATCH_WORDS * 4));
 }
 
-// Off-heap buffers (an ArrayBuffer's store never moves), addressed once.
-const one = new BigUint64Array(new ArrayBuffer(8));
+// The 8-byte buffers, passed as typed arrays (koffi hands the call a pointer to their memory).
+// Not as addresses taken once: nothing else would hold the arrays, so they were collected and
+// the write sent whatever the freed memory held (seen: a notification of 0, lost) and the read
+// wrote into freed memory (glibc: munmap_chunk(): invalid pointer).
+const one = new BigUint64Array(1);
 one[0] = 1n;
-const oneAddr = c.addressOf(one);
-const cell = new BigUint64Array(new ArrayBuffer(8));
-const cellAddr = c.addressOf(cell);
+const cell = new BigUint64Array(1);
 let watch: Int32Array = new Int32Array(WATCH_WORDS); // private until the dataplane shares one
 let seq = 0;
 
@@ -51,7 +52,7 @@ export function watchPeerWrites(words: Int32Array): void {
 export function signalPeer(fd: number): number {
   seq = (seq + 1) & 0x7fffffff || 1;
   Atomics.store(watch, W_SEQ, seq);
-  const r = c.write(fd, oneAddr, 8);
+  const r = c.writeBuf(fd, one, 8);
   Atomics.store(watch, W_SEQ, 0);
   return r === 8 ? 0 : -c.errno();
 }
@@ -64,7 +65,7 @@ export function signalPeer(fd: number): number {
 export function drainPeer(fd: number): number {
   seq = (seq + 1) & 0x7fffffff || 1;
   Atomics.store(watch, W_SEQ, seq);
-  const r = c.read(fd, cellAddr, 8);
+  const r = c.readBuf(fd, cell, 8);
   Atomics.store(watch, W_SEQ, 0);
   return r === 8 ? 0 : -c.errno();
 }

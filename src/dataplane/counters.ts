@@ -30,6 +30,11 @@ export const C = {
   rx_buffers_posted: 20,
   /** Refills that left the receive ring short: the pool was down to the half pier keeps free for frames in flight. */
   rx_post_short: 21,
+  // Notifications between pier and a peer (vhost-user call/kick eventfds).
+  /** A notification the peer could not take: its eventfd counter was full. The peer still finds the work on its ring. */
+  notify_dropped: 22,
+  /** A write or read on a peer's eventfd blocked (the peer cleared O_NONBLOCK on it) until the watchdog interrupted it: the session ends. */
+  notify_stalled: 23,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

@@ -13,7 +13,7 @@ import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
 import { closeAll } from '../memory/guest-memory.ts';
-import { libc } from '../sys/index.ts';
+import { drainPeer, libc, signalPeer } from '../sys/index.ts';
 import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost/backend.ts';
 import * as codec from '../vhost/codec.ts';
 import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../vhost/connection.ts';
@@ -63,8 +63,6 @@ export class VhostUserPort extends Port implements BufferLender {
   private listenResumeAt = 0;
   /** Connections ended, by kind (pier show). */
   readonly ended: Record<DisconnectKind, number> = { 'peer-closed': 0, protocol: 0, timeout: 0, resource: 0, refused: 0, superseded: 0, memory: 0, local: 0 };
-  private readonly kick = new BigUint64Array(1);
-  private readonly one = new BigUint64Array([1n]);
   /** Virtio-net header length the driver uses: 12 with VERSION_1 or MRG_RXBUF, else 10. */
   private hdrLen = 12;
   private mergeable = false;
@@ -346,7 +344,7 @@ export class VhostUserPort extends Port implements BufferLender {
     const v = this.backend.vrings[queue];
     if (!v || !v.started) return 0;
     if (queue === 2 * this.opts.queuePairs) {
-      libc.readBuf(v.kickFd, this.kick, 8);
+      if (this.drainKick(v)) return 0;
       return this.controlQueue(v);
     }
     if ((queue & 1) === 0) return 0; // receiveq: the driver posted buffers; used when we send
@@ -456,7 +454,7 @@ export class VhostUserPort extends Port implements BufferLender {
       return n;
     }
     // Going to sleep on this ring: clear the doorbell, then ask for kicks and look once more.
-    libc.readBuf(v.kickFd, this.kick, 8);
+    if (this.drainKick(v)) return n;
     if (vq.enableNotifications()) this.ctx.again(this, v.index);
     return n;
   }
@@ -644,7 +642,32 @@ export class VhostUserPort extends Port implements BufferLender {
   }
 
   private signal(v: Vring): void {
-    if (v.callFd >= 0) libc.writeBuf(v.callFd, this.one, 8);
+    if (v.callFd < 0) return;
+    const r = signalPeer(v.callFd);
+    if (r !== 0) this.peerFdFailed(v, 'call', r);
+  }
+
+  /** Clear a ring's doorbell; true when that ended the session (a peer that made it block). */
+  private drainKick(v: Vring): boolean {
+    const r = drainPeer(v.kickFd);
+    if (r === 0 || r === -libc.EAGAIN) return false;
+    this.peerFdFailed(v, 'kick', r);
+    return true;
+  }
+
+  /**
+   * A peer's eventfd failed pier: a full counter costs one notification (the peer finds the
+   * work on its ring anyway); one that blocked until the watchdog interrupted it, or any other
+   * error, ends the session: pier stops touching that peer's fds.
+   */
+  private peerFdFailed(v: Vring, what: string, r: number): void {
+    if (r === -libc.EAGAIN) {
+      this.counters[C.notify_dropped]!++;
+      return;
+    }
+    if (r === -libc.EINTR) this.counters[C.notify_stalled]!++;
+    const why = r === -libc.EINTR ? `it blocked pier (O_NONBLOCK cleared by the peer) until the watchdog interrupted it` : `errno ${-r}`;
+    this.endActive(new Disconnect('protocol', `vring ${v.index} ${what} eventfd: ${why}`));
   }
 
   /** The peer broke a ring's rules: its port resets (the daemon and every other port carry on). */

@@ -16,7 +16,7 @@ import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
 import type { VirtioUserSpec } from '../dataplane/protocol.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
-import { EventFd, libc, memfd } from '../sys/index.ts';
+import { drainPeer, EventFd, libc, memfd, signalPeer } from '../sys/index.ts';
 import type { MemRegion } from '../vhost/codec.ts';
 import { Disconnect } from '../vhost/connection.ts';
 import { type DriverBackend, type Offer, VhostKernelBackend, VhostUserDriver } from '../vhost/driver-backend.ts';
@@ -320,7 +320,7 @@ export class VirtioUserPort extends Port {
     if (added > 0) {
       this.counters[C.rx_buffers_posted]! += added;
       q.publish();
-      if (q.kickNeeded()) this.kick[qi]!.signal();
+      if (q.kickNeeded()) this.notify(qi);
     }
     return short;
   }
@@ -338,7 +338,7 @@ export class VirtioUserPort extends Port {
     }
     if ((queue & 1) !== 0 || queue >= 2 * this.pairs) return 0;
     if (!this.running) {
-      this.call[queue]!.drain();
+      this.drainCall(queue);
       return 0;
     }
     const q = this.queues[queue]!;
@@ -386,10 +386,33 @@ export class VirtioUserPort extends Port {
       // Going to sleep on this ring: clear the eventfd, then ask for a notification (with
       // EVENT_IDX: used_event = what pier consumed; until now the backend had no reason to
       // notify) and look once more, so a frame that landed in between is not left waiting.
-      this.call[queue]!.drain();
+      this.drainCall(queue);
       if (q.enableUsedNotifications()) this.ctx.again(this, queue);
     }
     return n;
+  }
+
+  // pier's own kick and call eventfds are shared with the backend, which could clear O_NONBLOCK
+  // on them (a vhost-user backend holds the same file description): both go through the
+  // watched peer-fd calls, so that costs a counter and the session, never a frozen dataplane.
+
+  private notify(q: number): void {
+    const r = signalPeer(this.kick[q]!.fd);
+    if (r !== 0) this.peerFdFailed(q, 'kick', r);
+  }
+
+  private drainCall(q: number): void {
+    const r = drainPeer(this.call[q]!.fd);
+    if (r !== 0 && r !== -libc.EAGAIN) this.peerFdFailed(q, 'call', r);
+  }
+
+  private peerFdFailed(q: number, what: string, r: number): void {
+    if (r === -libc.EAGAIN) {
+      this.counters[C.notify_dropped]!++;
+      return;
+    }
+    if (r === -libc.EINTR) this.counters[C.notify_stalled]!++;
+    this.broken(`queue ${q} ${what} eventfd: ${r === -libc.EINTR ? 'it blocked pier (O_NONBLOCK cleared by the backend) until the watchdog interrupted it' : `errno ${-r}`}`);
   }
 
   /** Give the pool back the buffers the backend has sent from transmitq `qi`. */
@@ -450,7 +473,7 @@ export class VirtioUserPort extends Port {
       if ((touched & 1) === 0) continue;
       const q = this.queues[2 * k + 1]!;
       q.publish();
-      if (q.kickNeeded()) this.kick[2 * k + 1]!.signal();
+      if (q.kickNeeded()) this.notify(2 * k + 1);
       if (q.broken !== null) return this.broken(`transmitq ${k} broken: ${q.broken}`);
     }
   }

@@ -8,6 +8,7 @@ import type { Arena } from '../memory/arena.ts';
 import { closeAll, GuestMemory, MAX_REGIONS, type RegionSpec } from '../memory/guest-memory.ts';
 import { DescriptorChain } from '../virtio/chain.ts';
 import { DeviceQueue } from '../virtio/split-queue.ts';
+import { checkPeerEventFd, libc } from '../sys/index.ts';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from '../virtio/ring.ts';
 import * as codec from './codec.ts';
 import * as P from './protocol.ts';
@@ -195,6 +196,13 @@ export class VhostUserBackend {
         const v = this.vring(index);
         if (nofd && req === P.Req.SET_VRING_KICK) throw new VhostError(`vring ${v.index}: polling without a kick fd is not supported`);
         const fd = nofd ? -1 : fds.pop()!;
+        // Only an eventfd, made non-blocking: pier writes call fds and reads kick fds from the
+        // dataplane thread, and a pipe or socket there could block it.
+        const bad = fd < 0 ? undefined : checkPeerEventFd(fd, `vring ${v.index} ${req === P.Req.SET_VRING_KICK ? 'kick' : req === P.Req.SET_VRING_CALL ? 'call' : 'error'}`);
+        if (bad !== undefined) {
+          libc.close(fd);
+          throw new VhostError(bad);
+        }
         if (req === P.Req.SET_VRING_KICK) {
           this.stop(v);
           closeAll([v.kickFd]);

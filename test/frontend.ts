@@ -16,17 +16,36 @@ const BUF = 8192;
 
 export interface Reply { req: number; flags: number; body: DataView }
 
+/**
+ * What the frontend's guest memory is: 'pier' (pier's own mapShared: a memfd sealed against
+ * shrinking and growing), 'unsealable' (a memfd made without MFD_ALLOW_SEALING, as DPDK's
+ * --no-huge memory: it can shrink and nobody can seal it) or 'sealable' (MFD_ALLOW_SEALING and no
+ * seals yet: pier seals it).
+ */
+export type GuestMemoryKind = 'pier' | 'unsealable' | 'sealable';
+
+function guestMemory(kind: GuestMemoryKind, size: number): Mapping {
+  if (kind === 'pier') return mapShared('pier-test-guest', size);
+  const fd = libc.check(libc.memfd_create(`test-guest-${kind}`, libc.MFD_CLOEXEC | (kind === 'sealable' ? libc.MFD_ALLOW_SEALING : 0)), 'memfd_create');
+  libc.check(libc.ftruncate(fd, size), 'ftruncate');
+  const addr = Number(libc.mmap(0, size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0));
+  if (addr === 0 || addr >= 2 ** 53) throw new libc.SysError('mmap', libc.errno());
+  return { fd, addr, size, buffer: libc.view(addr, size) };
+}
+
 export class Frontend {
   readonly conn: VhostConnection;
-  readonly mem: Mapping = mapShared('pier-test-guest', MEM);
-  readonly space = { bytes: new Uint8Array(this.mem.buffer), dv: new DataView(this.mem.buffer), u16: new Uint16Array(this.mem.buffer) };
+  readonly mem: Mapping;
+  readonly space: { bytes: Uint8Array; dv: DataView; u16: Uint16Array };
   readonly queues: DriverQueue[] = [];
   readonly kicks: EventFd[] = [];
   readonly calls: EventFd[] = [];
   private readonly inbox: Reply[] = [];
   private nextBuf = BUFS;
 
-  constructor(path: string) {
+  constructor(path: string, memory: GuestMemoryKind = 'pier') {
+    this.mem = guestMemory(memory, MEM);
+    this.space = { bytes: new Uint8Array(this.mem.buffer), dv: new DataView(this.mem.buffer), u16: new Uint16Array(this.mem.buffer) };
     this.conn = new VhostConnection(unixConnect(path));
   }
 
@@ -95,7 +114,7 @@ export class Frontend {
    * The whole correct setup: features (those offered minus `without`), memory, two vrings of
    * `size` entries, enabled. Guest-physical addresses are offsets in the memfd.
    */
-  async setup(size = 64, without = 0n): Promise<bigint> {
+  async setup(size = 64, without = 0n, table: { payload: Uint8Array; fds: number[] } = this.memTable()): Promise<bigint> {
     this.send(P.Req.GET_FEATURES);
     const offered = (await this.reply()).body.getBigUint64(0, true);
     this.send(P.Req.GET_PROTOCOL_FEATURES);
@@ -104,8 +123,7 @@ export class Frontend {
     this.send(P.Req.SET_OWNER);
     const features = offered & ~without & ~(1n << 29n); // no EVENT_IDX: simpler to drive
     this.send(P.Req.SET_FEATURES, this.u64(features));
-    const mt = this.memTable();
-    this.send(P.Req.SET_MEM_TABLE, mt.payload, mt.fds);
+    this.send(P.Req.SET_MEM_TABLE, table.payload, table.fds);
     let off = 0;
     for (let q = 0; q < 2; q++) {
       const desc = off;

@@ -670,6 +670,23 @@ export class VhostUserPort extends Port implements BufferLender {
     this.endActive(new Disconnect('protocol', `vring ${v.index} ${what} eventfd: ${why}`));
   }
 
+  /**
+   * The SIGBUS guard caught an access to this port's peer memory (its file shrank under pier,
+   * the page now reads zeros): the session ends, the memory is unmapped. -1: an address the
+   * guard's ring lost; claimed when any region of this peer is unsealed.
+   */
+  override memoryFault(arenaOffset: number): boolean {
+    if (this.active < 0) return false;
+    const mem = this.backend.mem;
+    const mine = arenaOffset >= 0 ? mem.containsOffset(arenaOffset) : mem.regions().some((r) => r.seal === 'unsealed');
+    if (!mine) return false;
+    this.counters[C.rx_errors]!++;
+    this.endActive(new Disconnect('memory', arenaOffset >= 0
+      ? `the frontend's memory failed under pier at arena offset 0x${arenaOffset.toString(16)} (its file shrank after SET_MEM_TABLE; the page reads zeros until the reset)`
+      : 'guarded faults were lost from the record; this frontend has unsealed memory'));
+    return true;
+  }
+
   /** The peer broke a ring's rules: its port resets (the daemon and every other port carry on). */
   private ringBroken(v: Vring): void {
     this.counters[C.rx_errors]!++;

@@ -21,7 +21,8 @@ export function unixListen(path: string): number {
   const fd = c.check(c.socket(c.AF_UNIX, c.SOCK_STREAM | c.SOCK_NONBLOCK | c.SOCK_CLOEXEC, 0), 'socket');
   try {
     c.check(c.bind(fd, sa, sa.length), 'bind', path);
-    c.check(c.listen(fd, 16), 'listen', path);
+    // A deep backlog: a burst of connections waits to be accepted (and sorted out by the port) rather than refused.
+    c.check(c.listen(fd, 1024), 'listen', path);
     return fd;
   } catch (e) {
     c.close(fd);
@@ -44,7 +45,8 @@ export function unixConnect(path: string): number {
 /** accept4 on a non-blocking listener: the new fd, or -1 when nothing is pending. */
 export function unixAccept(fd: number): number {
   const r = c.accept4(fd, 0, 0, c.SOCK_NONBLOCK | c.SOCK_CLOEXEC);
-  if (r < 0 && c.errno() !== c.EAGAIN) throw new c.SysError('accept4', c.errno());
+  // EINTR (the peer-write watchdog's wake-up landing here) is as harmless as EAGAIN: try later.
+  if (r < 0 && c.errno() !== c.EAGAIN && c.errno() !== c.EINTR) throw new c.SysError('accept4', c.errno());
   return r;
 }
 
@@ -79,7 +81,7 @@ export class FdReceiver {
     this.msgDv.setInt32(48, 0, true);
     const n = c.recvmsg(fd, c.addressOf(this.msg), c.MSG_CMSG_CLOEXEC | c.MSG_DONTWAIT);
     if (n < 0) {
-      if (c.errno() === c.EAGAIN) return -1;
+      if (c.errno() === c.EAGAIN || c.errno() === c.EINTR) return -1;
       throw new c.SysError('recvmsg', c.errno());
     }
     const controllen = Number(this.msgDv.getBigUint64(40, true));
@@ -122,7 +124,7 @@ export function sendWithFds(fd: number, buf: Uint8Array, len: number, fds: reado
   }
   const n = c.sendmsg(fd, c.addressOf(msg), c.MSG_NOSIGNAL | c.MSG_DONTWAIT);
   if (n < 0) {
-    if (c.errno() === c.EAGAIN) return -1;
+    if (c.errno() === c.EAGAIN || c.errno() === c.EINTR) return -1;
     throw new c.SysError('sendmsg', c.errno());
   }
   return n;

@@ -13,7 +13,7 @@ import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
 import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
 import { closeAll } from '../memory/guest-memory.ts';
-import { drainPeer, libc, signalPeer } from '../sys/index.ts';
+import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../sys/index.ts';
 import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost/backend.ts';
 import * as codec from '../vhost/codec.ts';
 import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../vhost/connection.ts';
@@ -73,6 +73,8 @@ export class VhostUserPort extends Port implements BufferLender {
   private readonly chainCap = new Float64Array(MAX_MERGE);
   /** Transmit buffers lent to the pool in the current burst, and a ring that broke meanwhile. */
   private lent = 0;
+  /** SIGBUS guard faults already looked at (faultedHere). */
+  private faultsSeen = faultCount();
   private brokenDuringBurst: Vring | null = null;
   connects = 0;
   disconnects = 0;
@@ -690,7 +692,21 @@ export class VhostUserPort extends Port implements BufferLender {
   /** The peer broke a ring's rules: its port resets (the daemon and every other port carry on). */
   private ringBroken(v: Vring): void {
     this.counters[C.rx_errors]!++;
-    this.endActive(new Disconnect('protocol', `vring ${v.index} broken: ${v.queue.broken}`));
+    // A ring that reads as nonsense because its pages went to zeros under the SIGBUS guard (the
+    // file shrank) is the memory's fault, not the ring's: say so.
+    this.endActive(this.faultedHere()
+      ? new Disconnect('memory', `vring ${v.index} read from memory whose file shrank after SET_MEM_TABLE (zeros under the SIGBUS guard: ${v.queue.broken})`)
+      : new Disconnect('protocol', `vring ${v.index} broken: ${v.queue.broken}`));
+  }
+
+  /** Guard faults since the last look: was one of them in this peer's memory? */
+  private faultedHere(): boolean {
+    const total = faultCount();
+    const base = this.pool.arena.base;
+    let hit = false;
+    for (let n = Math.max(this.faultsSeen, total - FAULT_RING); n < total && !hit; n++) hit = this.backend.mem.containsOffset(faultAddress(n) - base);
+    this.faultsSeen = total;
+    return hit;
   }
 
   override describe(): unknown {

@@ -94,6 +94,7 @@ function describeFd(fd: number, target: string): string {
   if (target.startsWith('/memfd:')) return `a memfd (${target})`;
   const st = c.fstat(fd);
   const kind = st === null ? 0 : st.mode & c.S_IFMT;
+  if (kind === 0o010000) return `a pipe (the FIFO ${target})`;
   if (kind === 0o020000 || kind === 0o060000) return `a device (${target})`;
   if (kind === 0o040000) return `a directory (${target})`;
   return `a file (${target})`;

@@ -258,7 +258,7 @@ export class VhostUserBackend {
     try {
       this.mem.replace(regions);
     } catch (e) {
-      throw new VhostError(`SET_MEM_TABLE refused: ${(e as Error).message}`);
+      throw new VhostError((e as Error).message);
     } finally {
       closeAll(fds.splice(0)); // mappings keep the memory; the fds are not needed any more
     }

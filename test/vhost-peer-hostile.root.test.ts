@@ -102,6 +102,8 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
         fe.close();
       }
     }
+    // The reason is in the daemon's log too, as a warning naming the port.
+    assert.ok(await until(() => d.log.split('\n').some((l) => l.includes('"peer refused"') && l.includes('"port":"vu"') && /page size/.test(l))), 'logged');
     await unharmed();
   });
 
@@ -126,6 +128,7 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       assert.match(p.lastError ?? '', /^memory: /, p.lastError);
       assert.ok(p.ended.memory >= 1, JSON.stringify(p.ended));
       assert.ok(d.json('show').dataplane.memoryFaults > faultsBefore, 'the guard counted the fault');
+      assert.ok(await until(() => d.log.split('\n').some((l) => l.includes('"peer ended"') && l.includes('"kind":"memory"'))), 'the end and its kind are logged');
     } finally {
       fe.close();
     }

@@ -7,6 +7,7 @@ import { createConnection } from 'node:net';
 import pino from 'pino';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from '../dataplane/handle.ts';
+import type { PeerNews } from '../dataplane/protocol.ts';
 import { hasNetAdmin } from '../sys/index.ts';
 import { err, PierError } from './errors.ts';
 import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './options.ts';
@@ -79,7 +80,10 @@ export class Daemon {
     checkTunDevice();
     await this.refuseIfRunning();
     this.dataplane = new Dataplane(this.opts.poolSize, this.opts.dataplaneCpu);
-    this.dataplane.onEvent = (e) => this.portDown(e.index, e.reason);
+    this.dataplane.onEvent = (e) => {
+      if (e.event === 'port-down') this.portDown(e.index, e.reason);
+      else this.peerNews(e.index, e);
+    };
     for (const [br, b] of Object.entries(this.state.bridges)) {
       await this.realizeBridge(br);
       for (const [name, o] of Object.entries(b.ports)) await this.startPort(br, name, o, false);
@@ -295,6 +299,15 @@ export class Daemon {
     this.persist();
     this.log.info({ bridge: br, port: name }, 'port deleted');
     return null;
+  }
+
+  /** A port's peer came, went or was refused something: one log line, warn when it was the peer's fault. */
+  private peerNews(index: number, n: PeerNews): void {
+    const rt = [...this.ports.values()].find((p) => p.index === index);
+    const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
+    const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');
+    if (fault) this.log.warn(fields, `peer ${n.what}`);
+    else this.log.info(fields, `peer ${n.what}`);
   }
 
   private portDown(index: number, reason: string): void {

@@ -9,6 +9,7 @@ import { C } from './counters.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
+import type { PeerNews } from './protocol.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
@@ -55,7 +56,9 @@ export class Engine implements PortContext {
 
   constructor(poolSize: number, private readonly doorbell: EventFd | undefined, private readonly onControl: () => void,
     /** Called once when a port's fd reports an error or hang-up (its device went away). */
-    private readonly onPortDown: (index: number, reason: string) => void = () => {}) {
+    private readonly onPortDown: (index: number, reason: string) => void = () => {},
+    /** Called with what a port says about its peer (for the daemon's log). */
+    private readonly onNews: (index: number, n: PeerNews) => void = () => {}) {
     this.pool = new PacketPool(poolSize);
     if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);
     let counter: Int32Array;
@@ -92,6 +95,10 @@ export class Engine implements PortContext {
 
   watch(p: Port, fd: number, queue: number): void {
     this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | queue);
+  }
+
+  news(p: Port, n: PeerNews): void {
+    this.onNews(p.index, n);
   }
 
   unwatch(fd: number): void {

@@ -1,5 +1,6 @@
 // What the engine needs from a port, whatever its kind (tap, vhost-user, virtio-user, ...).
 import type { PacketPool } from './pool.ts';
+import type { PeerNews } from './protocol.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
 export const TXQ_SIZE = 256;
@@ -13,6 +14,8 @@ export interface PortContext {
   unwatch(fd: number): void;
   /** Poll port.receive(queue) again next turn without waiting (a burst hit its budget). */
   again(port: Port, queue: number): void;
+  /** Tell the daemon's log about the port's peer (rare: sessions, refusals; never per packet). */
+  news(port: Port, n: PeerNews): void;
 }
 
 export abstract class Port {

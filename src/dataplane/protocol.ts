@@ -57,8 +57,14 @@ export type Reply = { seq: number; ok: true; data: unknown } | { seq: number; ok
 type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type RequestBody = DistributiveOmit<Request, 'seq'>;
 
-export interface DataplaneEvent {
-  event: 'port-down';
-  index: number;
-  reason: string;
+/** What a port says about its peer, for the daemon's log: a session began, ended, or a request was refused. */
+export interface PeerNews {
+  what: 'connected' | 'ended' | 'refused';
+  /** For 'ended': the disconnect kind (peer-closed, protocol, timeout, resource, refused, superseded, memory, local). */
+  kind?: string;
+  detail: string;
 }
+
+export type DataplaneEvent =
+  | { event: 'port-down'; index: number; reason: string }
+  | ({ event: 'peer'; index: number } & PeerNews);

@@ -18,7 +18,8 @@ const tid = libc.gettid(); // so `pier show` can name the thread whose CPU time 
 watchPeerWrites(watch);
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
-}, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }));
+}, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }),
+(index, n) => ctrl.postMessage({ event: 'peer', index, ...n }));
 
 function handle(req: Request): void {
   let reply: Reply;

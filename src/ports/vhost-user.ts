@@ -27,6 +27,8 @@ const Q_SESSION = 0xc0;
 const MAX_NEWCOMERS = 16;
 /** A newer connection that sends nothing whole for this long is let go. */
 export const NEWCOMER_IDLE_MS = 3000;
+/** Refused requests a session gets into the daemon's log (all are counted in pier show). */
+const MAX_REFUSALS_LOGGED = 10;
 /** Connections accepted per readiness of the listening socket. */
 const ACCEPT_BATCH = 64;
 /** How long the listener rests after accept() failed (EMFILE, ENFILE, ENOMEM). */
@@ -61,6 +63,7 @@ export class VhostUserPort extends Port implements BufferLender {
   private readonly dialer: Dialer | null;
   /** When a listener that failed to accept is watched again (0: it is watched). */
   private listenResumeAt = 0;
+  private refusalsLogged = 0;
   /** Connections ended, by kind (pier show). */
   readonly ended: Record<DisconnectKind, number> = { 'peer-closed': 0, protocol: 0, timeout: 0, resource: 0, refused: 0, superseded: 0, memory: 0, local: 0 };
   /** Virtio-net header length the driver uses: 12 with VERSION_1 or MRG_RXBUF, else 10. */
@@ -167,6 +170,8 @@ export class VhostUserPort extends Port implements BufferLender {
     if (this.active >= 0) this.end(this.active, new Disconnect('superseded', 'a newer frontend took the port over'));
     this.active = slot;
     this.connects++;
+    this.refusalsLogged = 0;
+    this.ctx.news(this, { what: 'connected', detail: `frontend session ${this.connects} on ${this.opts.path}` });
   }
 
   /** End the connection in `slot`; for the frontend in charge, forget everything it set up. */
@@ -180,6 +185,7 @@ export class VhostUserPort extends Port implements BufferLender {
     if (slot !== this.active) return;
     this.active = -1;
     if (d.kind !== 'local') this.lastError = d.toString();
+    this.ctx.news(this, { what: 'ended', kind: d.kind, detail: d.detail });
     if (d.kind === 'protocol') this.protocolErrors++;
     this.backend.reset();
     this.gsoTypes = 0;
@@ -270,6 +276,7 @@ export class VhostUserPort extends Port implements BufferLender {
       be.count(`${verdict.kind} ${name}`);
       if (verdict.kind === 'malformed' && answered) return this.end(slot, new Disconnect('protocol', verdict.why));
       if (verdict.kind === 'malformed') this.lastError = verdict.why;
+      this.refused(verdict.kind === 'malformed' ? verdict.why : `${name} is not supported`);
       if (needReply) this.reply(slot, req, codec.ack(true));
       return;
     }
@@ -282,11 +289,17 @@ export class VhostUserPort extends Port implements BufferLender {
       if (answered || !(e instanceof VhostError) || e.fatal) return this.end(slot, new Disconnect('protocol', why));
       this.protocolErrors++;
       this.lastError = why;
+      this.refused(why);
       if (needReply) this.reply(slot, req, codec.ack(true));
       return;
     }
     if (answered) this.reply(slot, req, body ?? codec.EMPTY);
     else if (needReply) this.reply(slot, req, codec.ack(false));
+  }
+
+  /** Log a refused request: the first few of a session (a hostile peer must not flood the log). */
+  private refused(why: string): void {
+    if (this.refusalsLogged++ < MAX_REFUSALS_LOGGED) this.ctx.news(this, { what: 'refused', detail: why });
   }
 
   private reply(slot: number, req: number, body: Uint8Array): void {

@@ -168,6 +168,7 @@ export class VirtioUserPort extends Port {
     for (let q = 0; q < 2 * this.pairs; q++) be.enableVring(q);
     if (this.user && this.user.phase !== 'running') return; // the connection ended on the way
     this.running = true;
+    if (this.user) this.ctx.news(this, { what: 'connected', detail: `backend session ${this.user.connects} on ${this.opts.path}` });
     for (let k = 0; k < this.pairs; k++) if (this.refill(2 * k)) this.soon();
   }
 
@@ -177,7 +178,10 @@ export class VirtioUserPort extends Port {
     this.features = 0n;
     this.gsoTypes = 0;
     this.acceptsCsum = false;
-    if (d.kind !== 'local') this.disconnects++;
+    if (d.kind !== 'local') {
+      this.disconnects++;
+      this.ctx.news(this, { what: 'ended', kind: d.kind, detail: d.detail });
+    }
     this.releaseBuffers();
     this.rearm();
   }

@@ -4,7 +4,8 @@
 // (memory-backend-memfd,share=on) and a vhost-user virtio-net NIC on pier's socket; a container
 // on a tap port and the guest ping each other through pier. Flows: boot and ping both ways, with
 // what pier shows (features, vrings, QEMU's sealed memfd); the guest's link down/up and a real
-// driver reset (QEMU stops and restarts the vrings); QEMU killed and started again on the same
+// driver reset (QEMU stops and restarts the vrings); pier restarted under the running VM (QEMU
+// reconnects and sets the device up again); QEMU killed and started again on the same
 // socket, and a hung QEMU replaced by a new one (the newest session wins), with the counters and
 // the daemon's fds checked; pier as the client of a QEMU that listens (server=on).
 //
@@ -221,6 +222,30 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000 }, ()
     assert.equal(p.lastError, undefined);
   });
 
+  it('pier restarts under a running VM (QEMU reconnect=1): QEMU sets the device up again at its rings\' indexes, traffic resumes', async (t) => {
+    const vm = vms[0]!;
+    const before = vm.requests().length;
+    const old = peer('vm1').vrings.map((v: any) => v.lastAvailIdx);
+    await d.stop('SIGTERM');
+    // QEMU sees its backend gone (its GET_VRING_BASE cannot be answered: "vhost VQ n ring restore
+    // failed" on its stderr) and redials every second; the restarted daemon listens again.
+    await d.start();
+    await pingOk(ns, `${NET}.2`);
+    const r = await vm.run(`ping -c 3 -W 2 ${TAP_IP}`);
+    assert.equal(r.rc, 0, r.out);
+    const again = vm.requests().slice(before);
+    t.diagnostic(`vhost-user requests after the restart: [${again}]`);
+    assert.ok(count(again, REQ.SET_MEM_TABLE) >= 1 && count(again, REQ.SET_VRING_KICK) >= 2, `[${again}]`);
+    const p = peer('vm1');
+    assert.equal(p.connected, true);
+    assert.equal(p.connects, 1, 'a new daemon, a first session');
+    assert.equal(p.link, 'up');
+    assert.equal(p.memory[0].seal, 'sealed');
+    // The rings went on from where the old daemon left them (QEMU's own copy of the indexes).
+    p.vrings.forEach((v: any, i: number) => assert.ok(v.lastAvailIdx >= old[i], `vring ${i}: ${old[i]} -> ${v.lastAvailIdx}`));
+    assert.equal(p.protocolErrors, 0);
+  });
+
   it('QEMU killed (SIGKILL) and started again on the same socket, then a hung QEMU replaced by a new one: the newest session wins, counters move, no fd leak', async () => {
     const pid = d.json('show').pid as number;
     const p0 = peer('vm1');
@@ -248,7 +273,7 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000 }, ()
 
     // A QEMU that hangs (SIGSTOP: its connection stays open, it answers nothing) and a new VM on
     // the same socket: the newcomer's first set-up request takes the port over (superseded).
-    vm2.proc!.kill('SIGSTOP');
+    vm2.signal('SIGSTOP');
     const vm3 = await boot(`socket,id=c0,path=${d.dir}/vm1.sock,reconnect=1`, 2);
     await pingOk(ns, `${NET}.2`);
     p = peer('vm1');
@@ -307,6 +332,16 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000 }, ()
     assert.equal(p.protocolErrors, 0);
     await vm.kill('SIGKILL');
     d.ok('del-port', 'br0', 'vm2');
-    t.diagnostic('daemon log:\n' + d.log);
+    t.diagnostic('daemon log, peer lines:\n' + d.log.split('\n').filter((l) => l.includes('"peer ')).join('\n'));
+  });
+
+  // pier logs a client port's first "peer connected" under its index ("#3") when the frontend
+  // answers before add-port has recorded the port's name (daemon.ts: peerNews() looks the name up
+  // in this.ports, which startPort() fills only after attach()). Cosmetic; a race, so it fails
+  // most but not necessarily all runs.
+  it('the daemon log names the client port in its first "peer connected" line', { todo: 'pier logs "#N" for a port whose peer connects during add-port' }, () => {
+    const lines = d.log.split('\n').filter((l) => l.includes('vm2.sock') && l.includes('peer connected'));
+    assert.ok(lines.length >= 2, d.log);
+    for (const l of lines) assert.equal(JSON.parse(l).port, 'vm2', l);
   });
 });

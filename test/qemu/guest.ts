@@ -165,6 +165,8 @@ poweroff -f
 `;
 
 let vmCounter = 0;
+/** Hard limit on a VM's life (s), whatever happens to the test runner. */
+const MAX_LIFE_S = 900;
 
 export interface VmOptions {
   /** Guest RAM in MiB (the memfd backend's size). */
@@ -183,6 +185,7 @@ export class QemuVm {
   console = '';
   stderr = '';
   private nextId = 1;
+  private qemuPid = -1;
 
   constructor(readonly img: GuestImage, readonly opts: VmOptions) {}
 
@@ -206,16 +209,35 @@ export class QemuVm {
     ];
   }
 
+  /**
+   * Start QEMU under `timeout`, so that a VM outlives a test runner killed without its after()
+   * hooks by at most MAX_LIFE_S. `proc` is timeout's process, `pid` QEMU's.
+   */
   start(): void {
-    const p = spawn('qemu-system-x86_64', this.args(), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn('timeout', ['-s', 'KILL', String(MAX_LIFE_S), 'qemu-system-x86_64', ...this.args()], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
+    this.qemuPid = -1;
     p.stdout!.on('data', (d: Buffer) => (this.console += d.toString().replace(/\r/g, '')));
     p.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     p.stdin!.on('error', () => {}); // a killed VM: EPIPE on the next command is reported by waitFor
   }
 
+  /** QEMU's pid (timeout's only child). */
   get pid(): number {
-    return this.proc?.pid ?? -1;
+    if (this.qemuPid < 0 && this.proc?.pid) {
+      try {
+        const kids = readFileSync(`/proc/${this.proc.pid}/task/${this.proc.pid}/children`, 'utf8').trim();
+        if (kids) this.qemuPid = Number(kids.split(/\s+/)[0]);
+      } catch { /* timeout has exited */ }
+    }
+    return this.qemuPid;
+  }
+
+  /** Send QEMU a signal (SIGSTOP: a hung VM whose connection stays open). */
+  signal(sig: NodeJS.Signals): void {
+    const pid = this.pid;
+    if (pid <= 0) throw new Error(`QEMU ${this.name} has no pid (not started, or gone)`);
+    process.kill(pid, sig);
   }
 
   running(): boolean {
@@ -253,11 +275,16 @@ export class QemuVm {
     return `\n--- console ---\n${this.console.slice(-n)}\n--- qemu stderr (trace) ---\n${this.stderr.split('\n').filter((l) => !l.includes('vhost_user_write')).join('\n').slice(-n)}`;
   }
 
+  /** Signal QEMU and wait until it is gone (timeout exits with it). */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proc;
     if (!p || !this.running()) return;
     const done = new Promise((r) => p.once('exit', r));
-    p.kill(signal);
+    const pid = this.pid;
+    if (pid > 0) {
+      process.kill(pid, signal);
+      if (signal !== 'SIGKILL') process.kill(pid, 'SIGCONT'); // a stopped QEMU must run to die of SIGTERM
+    } else p.kill('SIGTERM'); // QEMU not found yet: timeout passes SIGTERM on to its child, if any
     await done;
   }
 }

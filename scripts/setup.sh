@@ -16,3 +16,9 @@ if [ ! -d node_modules/koffi ] || [ ! -d node_modules/tsx ] || [ package-lock.js
   echo "setup: installing npm packages (npm ci)" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# The build: bin/pier runs dist/, compiled from src/ (tests excepted) by `npm run build`; rebuilt
+# when missing or older than a source file or the compiler's configuration.
+if [ ! -f dist/cli/main.js ] || [ -n "$(find src tsconfig.json tsconfig.build.json package-lock.json -newer dist/cli/main.js ! -name '*.test.ts' -print -quit)" ]; then
+  echo "setup: building dist/ (npm run build)" >&2
+  npm run build --silent
+fi

@@ -1,6 +1,6 @@
 // Test helpers for the root integration tests: a private daemon, the CLI, namespaces, iperf3.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { flowHash } from '../src/dataplane/flow-hash.ts';
@@ -9,6 +9,26 @@ export const ROOT = resolve(import.meta.dirname, '..');
 export const PIER = join(ROOT, 'bin', 'pier');
 /** Inside ../shared/tools/vmrun (software emulation): everything is 10-30x slower. */
 export const IN_VM = hostname() === 'vmrun';
+
+/**
+ * bin/pier runs the build in dist/: refuse to test a build older than its sources (a test file
+ * run by hand after an edit would otherwise test the old code). Unit tests are not built.
+ */
+export function checkBuild(): void {
+  const built = join(ROOT, 'dist', 'cli', 'main.js');
+  let builtAt: number;
+  try {
+    builtAt = statSync(built).mtimeMs;
+  } catch {
+    throw new Error(`dist/ is missing (${built}): run npm run build (or scripts/setup.sh)`);
+  }
+  const src = join(ROOT, 'src');
+  for (const f of readdirSync(src, { recursive: true, encoding: 'utf8' })) {
+    if (f.endsWith('.test.ts')) continue;
+    const s = statSync(join(src, f), { throwIfNoEntry: false });
+    if (s?.isFile() && s.mtimeMs > builtAt) throw new Error(`dist/ is older than src/ (src/${f} changed after the build): run npm run build`);
+  }
+}
 
 export interface Run { code: number; stdout: string; stderr: string }
 
@@ -56,6 +76,7 @@ export class TestDaemon {
 
   private async startOnce(extra: string[], timeoutMs: number): Promise<void> {
     this.log = '';
+    checkBuild();
     const p = spawn(PIER, ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));

@@ -32,7 +32,10 @@ export class Dataplane {
     this.watchdog.start();
     const { port1, port2 } = new MessageChannel();
     this.ctrl = port1;
-    this.worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
+    // Built (dist/): the compiled worker.js beside this module. From the sources under tsx:
+    // worker-boot.mjs, which registers tsx in the new thread first.
+    const entry = import.meta.url.endsWith('.js') ? './worker.js' : './worker-boot.mjs';
+    this.worker = new Worker(new URL(entry, import.meta.url), {
       workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu, watch: this.watch },
       transferList: [port2],
       name: 'pier-dataplane',

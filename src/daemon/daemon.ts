@@ -4,7 +4,6 @@
 // the earlier ones, so a failed command leaves nothing behind.
 import { existsSync, unlinkSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import pino from 'pino';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from '../dataplane/handle.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
@@ -18,6 +17,7 @@ import { checkTunDevice } from './tap-control.ts';
 import { type Commands, ControlServer } from './control.ts';
 
 import { VERSION } from './defaults.ts';
+import { Logger } from './log.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -55,7 +55,7 @@ export const COMMANDS: Commands = {
 
 export class Daemon {
   // Synchronous: few lines, and a daemon that hangs must still have said what it was doing.
-  private readonly log = pino({ name: 'pier' }, pino.destination({ fd: 2, sync: true }));
+  private readonly log = new Logger('pier');
   private readonly store: StateStore;
   private state: DesiredState;
   private dataplane!: Dataplane;

@@ -3,7 +3,7 @@
 // container with a bounded send buffer. The vhost-net half runs in the VM test.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { destroyTap, realizeVhostTap, tapSndbuf, VHOST_TAP_SNDBUF } from '../src/daemon/tap-control.ts';
+import { destroyTap, realizeVhostTap, tapSndbuf, VHOST_TAP_SNDBUF } from '../src/ports/tap/control.ts';
 import { closeFd, getSndbuf, openTap, setSndbuf } from '../src/sys/index.ts';
 import { delNetns, makeNetns, must, nsExec } from './helpers.ts';
 
@@ -15,7 +15,7 @@ describe('the tap behind a vhost-net port (root)', () => {
   after(() => delNetns([ns]));
 
   it('gets an explicit 1 MiB send buffer instead of the kernel\'s unbounded default', () => {
-    const t = realizeVhostTap('vt0', { type: 'tap', netns: ns, ip: ['10.83.0.1/24'], ifname: 'eth0', offloads: true });
+    const t = realizeVhostTap('vt0', { netns: ns, ip: ['10.83.0.1/24'], ifname: 'eth0', offloads: true });
     try {
       assert.equal(VHOST_TAP_SNDBUF, 1048576);
       assert.equal(getSndbuf(t.fd), VHOST_TAP_SNDBUF);
@@ -37,7 +37,7 @@ describe('the tap behind a vhost-net port (root)', () => {
   });
 
   it('queues=2: one multiqueue tap, opened once per queue pair, every queue with the send buffer', () => {
-    const t = realizeVhostTap('vt1', { type: 'tap', netns: ns, ip: ['10.83.0.2/24'], ifname: 'mq0', offloads: true }, 2);
+    const t = realizeVhostTap('vt1', { netns: ns, ip: ['10.83.0.2/24'], ifname: 'mq0', offloads: true }, 2);
     try {
       assert.equal(t.fds.length, 2);
       assert.equal(t.fds[0], t.fd);
@@ -53,9 +53,9 @@ describe('the tap behind a vhost-net port (root)', () => {
     assert.equal(nsExec(ns, 'ip', ['link', 'show', 'dev', 'mq0']).code, 1, 'del-port removes the multiqueue tap');
     // A single-queue tap of the same name cannot be re-attached as a multiqueue one (or back):
     // the kernel refuses, and pier says so instead of half-creating a port.
-    const one = realizeVhostTap('vt2', { type: 'tap', netns: ns, ifname: 'sq0', offloads: true }, 1);
+    const one = realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 1);
     try {
-      assert.throws(() => realizeVhostTap('vt2', { type: 'tap', netns: ns, ifname: 'sq0', offloads: true }, 2), /cannot create tap sq0 in netns .*: .*EINVAL/);
+      assert.throws(() => realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 2), /cannot create tap sq0 in netns .*: .*EINVAL/);
     } finally {
       destroyTap(one.fds);
     }

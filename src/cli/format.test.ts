@@ -29,7 +29,7 @@ describe('pier show text', () => {
   test('a virtio-user port with two queue pairs lists each pair', () => {
     const text = formatShow({
       port: {
-        name: 'up', bridge: 'br0', options: {}, state: 'up',
+        name: 'up', bridge: 'br0', options: { type: 'virtio-user', path: '/run/x.sock' }, state: 'up',
         peer: {
           backend: 'vhost-user', mode: 'client', path: '/run/x.sock', connected: true, link: 'up',
           features: { negotiated: ['MQ'], notTaken: [] }, queueSize: 1024, queuePairs: 2, backendQueuePairs: 8, rxPostLimit: 512, rxPosted: 1024, txInFlight: 0,

@@ -66,6 +66,11 @@ client('add-port', 'add a port from KEY=VALUE options: type=tap netns= ip= mac= 
 client('del-port', 'delete a port').argument('<bridge>').argument('<port>').action(async (br: string, port: string, _o, cmd: Command) => {
   await call(socketOf(cmd), 'del-port', [br, port]);
 });
+client('set-port', 'change a port: what can change on a running port changes live (mtu, ip, mac, offloads, queue-size, busy-poll, ...); KEY= drops a key; --recreate makes the port again for the rest')
+  .argument('<port>').argument('<options...>').option('--recreate', 'make the port again when a key cannot change live')
+  .action(async (port: string, words: string[], o: { recreate?: boolean }, cmd: Command) => {
+    await call(socketOf(cmd), 'set-port', [port, ...words, ...(o.recreate ? ['--recreate'] : [])]);
+  });
 client('show', 'show bridges and ports (or one of them)').argument('[name]').option('--json', 'machine-readable output')
   .action(async (name: string | undefined, o: { json?: boolean }, cmd: Command) => {
     print(await call(socketOf(cmd), 'show', name ? [name] : []), !!o.json, formatShow);

@@ -8,12 +8,12 @@ import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from '../dataplane/handle.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
 import { hasNetAdmin } from '../sys/index.ts';
+import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
+import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
+import { kindOf, loadControls, PORT_TYPES } from '../ports/registry.ts';
+import { checkTunDevice } from '../ports/tap/control.ts';
 import { err, PierError } from './errors.ts';
-import { IFNAME_MAX, parseKeyValues, randomMac, validatePortOptions } from './options.ts';
 import { type DesiredState, StateStore, type StoredPort } from './state.ts';
-import { realize, type Realized } from './realize.ts';
-import { classifyPath } from '../vhost/path-class.ts';
-import { checkTunDevice } from './tap-control.ts';
 import { type Commands, ControlServer } from './control.ts';
 
 import { VERSION } from './defaults.ts';
@@ -36,7 +36,10 @@ interface PortRuntime {
   bridge: string;
   index: number;
   counters: Float64Array;
-  dev: Realized | undefined;
+  /** What the kind's control half made (undefined: not running). */
+  dev: Realized<unknown> | undefined;
+  /** The options `dev` was made or last changed with (compared with the desired ones). */
+  options: KindOptions | undefined;
   /** Why the port is not forwarding, when it is not. */
   error: string | undefined;
 }
@@ -47,6 +50,7 @@ export const COMMANDS: Commands = {
   'del-br': ['BRIDGE'],
   'add-port': ['BRIDGE', 'PORT', 'OPTION...'],
   'del-port': ['BRIDGE', 'PORT'],
+  'set-port': ['PORT', 'OPTION...'],
   show: ['NAME'],
   stats: ['PORT'],
   fdb: ['BRIDGE'],
@@ -64,6 +68,8 @@ export class Daemon {
   private readonly ports = new Map<string, PortRuntime>();
   private nextBridgeId = 1;
   private nextPortIndex = 1;
+  /** Each kind's control half, by type (loaded at start). */
+  private controls = new Map<string, ControlHalf<KindOptions, unknown, unknown>>();
   private retryTimer: NodeJS.Timeout | undefined;
   /** Requests run one at a time, so a change never interleaves with another. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -84,9 +90,16 @@ export class Daemon {
       if (e.event === 'port-down') this.portDown(e.index, e.reason);
       else this.peerNews(e.index, e);
     };
+    this.controls = await loadControls();
+    // A state file an older pier wrote is kept beside the migrated one, which is saved at once.
+    const kept = this.store.keepOriginal();
+    if (kept) {
+      this.persist();
+      this.log.info({ from: this.store.loadedVersion, kept }, 'state file migrated');
+    }
     for (const [br, b] of Object.entries(this.state.bridges)) {
       await this.realizeBridge(br);
-      for (const [name, o] of Object.entries(b.ports)) await this.startPort(br, name, o, false);
+      for (const name of Object.keys(b.ports)) await this.reconcile(name, false);
     }
     await this.listen();
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
@@ -144,6 +157,7 @@ export class Daemon {
       case 'del-br': return this.delBridge(arg(args, 0, 'BRIDGE'));
       case 'add-port': return this.addPort(arg(args, 0, 'BRIDGE'), arg(args, 1, 'PORT'), args.slice(2));
       case 'del-port': return this.delPort(arg(args, 0, 'BRIDGE'), arg(args, 1, 'PORT'));
+      case 'set-port': return this.setPort(arg(args, 0, 'PORT'), args.slice(1));
       case 'show': return this.show(args[0]);
       case 'stats': return this.stats(args[0]);
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
@@ -184,118 +198,198 @@ export class Daemon {
   private async delBridge(br: string): Promise<null> {
     const b = this.state.bridges[br];
     if (!b) throw err.noBridge(br);
-    for (const name of Object.keys(b.ports)) await this.stopPort(name, true);
+    const names = Object.keys(b.ports);
     delete this.state.bridges[br];
+    for (const name of names) await this.reconcile(name, false);
     await this.unrealizeBridge(br);
     this.persist();
     this.log.info({ bridge: br }, 'bridge deleted');
     return null;
   }
 
-  // ---- ports ----
+  // ---- ports: desired state in, differences applied (docs/design/ports.md) ----
+
+  /** Every port of the desired state, with its bridge. */
+  private desired(name: string): { bridge: string; port: StoredPort } | undefined {
+    for (const [br, b] of Object.entries(this.state.bridges)) {
+      const p = b.ports[name];
+      if (p) return { bridge: br, port: p };
+    }
+    return undefined;
+  }
+
+  /** The other ports, as a kind's control half sees them when it looks for clashes. */
+  private others(name: string): OtherPort[] {
+    const out: OtherPort[] = [];
+    for (const b of Object.values(this.state.bridges)) {
+      for (const [n, p] of Object.entries(b.ports)) if (n !== name) out.push({ name: n, options: p.options, ifname: this.ports.get(n)?.dev?.ifname });
+    }
+    return out;
+  }
+
+  private controlOf(type: string): ControlHalf<KindOptions, unknown, unknown> {
+    const c = this.controls.get(type);
+    if (!c) throw new PierError('EINVAL', `unknown port type '${type}'`, `types: ${PORT_TYPES.join(', ')}`);
+    return c;
+  }
+
+  /**
+   * Bring port `name` to what the desired state says: make it, remove it, change it live, or
+   * (with `recreate`) make it again. The one path for start, add, del, set, retry and a device
+   * that went away. With `strict` a failure is thrown, having changed nothing; without it the
+   * port keeps its error and the 5 s retry comes back to it.
+   */
+  private async reconcile(name: string, strict: boolean, recreate = false): Promise<void> {
+    const want = this.desired(name);
+    let rt = this.ports.get(name);
+    if (!want) {
+      if (rt) {
+        if (rt.dev) await this.unrealize(rt, true);
+        this.ports.delete(name);
+      }
+      return;
+    }
+    if (!rt) {
+      // In the map before it is made: the dataplane's news about it already finds its name.
+      rt = { name, bridge: want.bridge, index: this.nextPortIndex++, counters: newCounters(), dev: undefined, options: undefined, error: undefined };
+      this.ports.set(name, rt);
+    }
+    const o = want.port.options;
+    if (rt.dev && rt.options && !recreate) {
+      const changed = changedKeys(rt.options, o);
+      if (changed.length === 0) return;
+      const kind = kindOf(o.type)!;
+      const fixed = changed.filter((k) => !kind.live.includes(k));
+      if (fixed.length > 0) {
+        throw new PierError('EBUSY', `${fixed.join(', ')} of port ${name} cannot change while it runs`,
+          `add --recreate to make the port again with the new options (${o.type === 'tap' || (o as { netns?: string }).netns !== undefined ? 'the container\'s interface is removed and made again' : 'its peer reconnects'})`);
+      }
+      const spec = this.controlOf(o.type).update(name, rt.dev, rt.options, o);
+      if (spec !== undefined) {
+        // The control half stays (the tap, the socket); the dataplane half is rebuilt from the new spec.
+        await this.dataplane.request({ op: 'del-port', index: rt.index });
+        rt.dev.spec = spec;
+        await this.plug(rt, o.type, spec).catch((e: unknown) => {
+          rt!.error = (e as Error).message;
+          throw e;
+        });
+      }
+      rt.options = o;
+      return;
+    }
+    if (rt.dev) await this.unrealize(rt, true);
+    rt.bridge = want.bridge;
+    try {
+      const dev = this.controlOf(o.type).realize(name, o);
+      try {
+        await this.plug(rt, o.type, dev.spec);
+      } catch (e) {
+        dev.destroy();
+        throw e;
+      }
+      rt.dev = dev;
+      rt.options = o;
+      if (rt.error) this.log.info({ port: name }, 'port recovered');
+      rt.error = undefined;
+    } catch (e) {
+      rt.error = (e as Error).message;
+      if (strict) throw e;
+      this.log.warn({ port: name, error: rt.error }, 'port could not be started; will retry');
+    }
+  }
+
+  /** Hand a spec to the dataplane: the kind's dataplane half builds the port in the engine. */
+  private async plug(rt: PortRuntime, type: string, spec: unknown): Promise<void> {
+    try {
+      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, spec } });
+    } catch (e) {
+      // The engine may hold the port already (it failed while setting up): take it out, or the
+      // slot stays taken and every retry fails.
+      await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
+      if (e instanceof PierError) throw e;
+      throw new PierError('EPORT', `port ${rt.name} could not be set up: ${(e as Error).message}`, 'fix what the message names; pier doctor checks what this machine offers pier');
+    }
+  }
+
+  /** Take a port out of the dataplane and remove (or, on daemon stop, let go of) what it made. */
+  private async unrealize(rt: PortRuntime, destroy: boolean): Promise<void> {
+    await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
+    if (rt.dev) (destroy ? rt.dev.destroy : rt.dev.detach)();
+    rt.dev = undefined;
+    rt.options = undefined;
+  }
+
+  /**
+   * Change the desired state with `change`, reconcile port `name`, persist. A failure anywhere
+   * puts the desired state back and reconciles again, so a refused command leaves nothing behind.
+   */
+  private async apply(name: string, change: () => () => void, recreate = false): Promise<void> {
+    const undo = change();
+    try {
+      await this.reconcile(name, true, recreate);
+      this.persist();
+    } catch (e) {
+      undo();
+      await this.reconcile(name, false).catch(() => undefined);
+      throw e;
+    }
+  }
 
   private async addPort(br: string, name: string, words: string[]): Promise<unknown> {
     checkName('port', name);
     const b = this.state.bridges[br];
     if (!b) throw err.noBridge(br);
-    const owner = this.ports.get(name);
+    const owner = this.desired(name);
     if (owner) throw err.portExists(name, owner.bridge);
     if (this.state.bridges[name]) throw new PierError('EEXIST', `${name} is already the name of a bridge`, 'choose another port name');
-    const o = validatePortOptions(parseKeyValues(words)) as StoredPort;
-    if (o.type === 'tap') {
-      const ifname = o.ifname ?? name;
-      if (Buffer.byteLength(ifname) > IFNAME_MAX) {
-        throw new PierError('EINVAL', `interface name ${ifname} is ${Buffer.byteLength(ifname)} bytes; Linux interface names are at most ${IFNAME_MAX} bytes`,
-          o.ifname ? 'pass a shorter ifname=NAME' : `the interface is named after the port by default: pass ifname=NAME (at most ${IFNAME_MAX} bytes)`);
-      }
-      for (const p of this.ports.values()) {
-        const po = this.state.bridges[p.bridge]?.ports[p.name];
-        if (po?.type === 'tap' && (po.ifname ?? p.name) === ifname && po.netns === o.netns) {
-          throw new PierError('EEXIST', `port ${p.name} already uses interface ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}`, 'choose another ifname=NAME');
-        }
-      }
-      if (!o.mac) o.mac = randomMac(); // kept in the state so a restart brings the same address back
-    } else {
-      if (o.type === 'virtio-user' && o.netns !== undefined && !o.mac) o.mac = randomMac(); // the vhost-net tap keeps its address too
-      // Two listeners, or two connectors, on one socket path clash; one of each is pier
-      // talking to itself (a virtio-user port on a vhost-user port), which is fine.
-      const listens = (x: StoredPort): boolean => x.type === 'vhost-user' || (x.type === 'virtio-user' && x.server === true);
-      // /dev/vhost-net is opened once per port: any number of ports share the device.
-      const kernel = (x: StoredPort): boolean => x.type === 'virtio-user' && isVhostNet(x.path);
-      for (const p of this.ports.values()) {
-        const po = this.state.bridges[p.bridge]?.ports[p.name];
-        if (po && po.type !== 'tap' && !kernel(o) && po.path === o.path && listens(po) === listens(o)) {
-          throw new PierError('EEXIST', `port ${p.name} already ${listens(o) ? 'listens on' : 'connects to'} socket ${o.path}`, 'choose another path=');
-        }
-      }
-    }
-    const rt = await this.startPort(br, name, o, true);
-    b.ports[name] = o;
-    this.persist(() => {
-      delete b.ports[name];
-      void this.stopPort(name, true);
+    const parsed = validatePortOptions(parseKeyValues(words));
+    const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+    await this.apply(name, () => {
+      b.ports[name] = { options: o };
+      return () => delete b.ports[name];
     });
     this.log.info({ bridge: br, port: name, options: o }, 'port added');
-    return this.describePort(rt);
+    return this.describePort(this.ports.get(name)!);
   }
 
   /**
-   * Bring a port up. With `strict` (a user's add-port) any failure undoes everything and throws;
-   * otherwise (start-up) the port is kept with its error and retried.
+   * `set-port PORT key=value... [--recreate]`: merge the words into the port's options (`key=`
+   * with no value drops the key), check the whole result with the kind's schema, and apply it:
+   * live where the kind can, else only with --recreate.
    */
-  private async startPort(br: string, name: string, o: StoredPort, strict: boolean): Promise<PortRuntime> {
-    const rt: PortRuntime = { name, bridge: br, index: this.nextPortIndex++, counters: newCounters(), dev: undefined, error: undefined };
-    this.log.debug({ port: name, type: o.type }, 'starting port');
-    try {
-      await this.attach(rt, o);
-    } catch (e) {
-      if (strict) throw e;
-      rt.error = (e as Error).message;
-      this.log.warn({ port: name, error: rt.error }, 'port could not be started; will retry');
+  private async setPort(name: string, words: string[]): Promise<unknown> {
+    const want = this.desired(name);
+    if (!want) throw new PierError('ENOENT', `no port named ${name}`, 'list the ports with: pier show');
+    const recreate = words.includes('--recreate');
+    const kv = parseKeyValues(words.filter((w) => w !== '--recreate'));
+    if (Object.keys(kv).length === 0) throw new PierError('EINVAL', 'set-port needs at least one KEY=VALUE', `for example: pier set-port ${name} mtu=9000`);
+    if ('type' in kv && kv.type !== want.port.options.type) {
+      throw new PierError('EINVAL', `the type of port ${name} cannot change (${want.port.options.type})`, `remove it and add it again: pier del-port ${want.bridge} ${name}; pier add-port ${want.bridge} ${name} type=${kv.type} ...`);
     }
-    this.ports.set(name, rt);
-    return rt;
-  }
-
-  private async attach(rt: PortRuntime, o: StoredPort): Promise<void> {
-    const dev = realize(rt.name, o);
-    try {
-      await this.dataplane.request({
-        op: 'add-port',
-        port: { ...dev.spec, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters },
-      });
-    } catch (e) {
-      // The engine may hold the port already (it failed while setting up): take it out, or the
-      // slot stays taken and every retry fails.
-      await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
-      dev.destroy();
-      if (e instanceof PierError) throw e;
-      throw new PierError('EPORT', `port ${rt.name} could not be set up: ${(e as Error).message}`, 'fix what the message names; pier doctor checks what this machine offers pier');
+    const merged: Record<string, unknown> = { ...want.port.options };
+    for (const [k, v] of Object.entries(kv)) {
+      if (v === '') delete merged[k];
+      else merged[k] = v;
     }
-    rt.dev = dev;
-    rt.error = undefined;
-  }
-
-  private async detach(rt: PortRuntime, destroy: boolean): Promise<void> {
-    await this.dataplane.request({ op: 'del-port', index: rt.index });
-    if (rt.dev) (destroy ? rt.dev.destroy : rt.dev.detach)();
-    rt.dev = undefined;
-  }
-
-  private async stopPort(name: string, destroy: boolean): Promise<void> {
-    const rt = this.ports.get(name);
-    if (!rt) return;
-    await this.detach(rt, destroy);
-    this.ports.delete(name);
-    const b = this.state.bridges[rt.bridge];
-    if (b) delete b.ports[name];
+    const parsed = validatePortOptions(merged);
+    const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+    const ports = this.state.bridges[want.bridge]!.ports;
+    const before = ports[name]!;
+    await this.apply(name, () => {
+      ports[name] = { ...before, options: o };
+      return () => (ports[name] = before);
+    }, recreate);
+    this.log.info({ port: name, options: o, recreate }, 'port changed');
+    return this.describePort(this.ports.get(name)!);
   }
 
   private async delPort(br: string, name: string): Promise<null> {
     const b = this.state.bridges[br];
     if (!b) throw err.noBridge(br);
-    if (!b.ports[name]) throw err.noPort(br, name);
-    await this.stopPort(name, true);
+    const p = b.ports[name];
+    if (!p) throw err.noPort(br, name);
+    delete b.ports[name];
+    await this.reconcile(name, false);
     this.persist();
     this.log.info({ bridge: br, port: name }, 'port deleted');
     return null;
@@ -313,26 +407,17 @@ export class Daemon {
   private portDown(index: number, reason: string): void {
     void this.enqueue(async () => {
       for (const rt of this.ports.values()) {
-        if (rt.index !== index) continue;
+        if (rt.index !== index || !rt.dev) continue;
         this.log.warn({ port: rt.name, reason }, 'port device went away; will retry');
-        await this.detach(rt, true);
+        await this.unrealize(rt, true);
         rt.error = `device went away (${reason}); is its network namespace gone?`;
       }
     });
   }
 
+  /** The 5 s retry: every port that is desired and not running is reconciled again. */
   private async retryFailed(): Promise<void> {
-    for (const rt of this.ports.values()) {
-      if (!rt.error) continue;
-      const o = this.state.bridges[rt.bridge]?.ports[rt.name];
-      if (!o) continue;
-      try {
-        await this.attach(rt, o);
-        this.log.info({ port: rt.name }, 'port recovered');
-      } catch (e) {
-        rt.error = (e as Error).message;
-      }
-    }
+    for (const rt of [...this.ports.values()]) if (!rt.dev) await this.reconcile(rt.name, false);
   }
 
   /** Save the desired state; if that fails, run `undo` and report. */
@@ -348,7 +433,7 @@ export class Daemon {
   // ---- views ----
 
   private describePort(rt: PortRuntime): Record<string, unknown> {
-    const o = this.state.bridges[rt.bridge]?.ports[rt.name] ?? {};
+    const o = this.desired(rt.name)?.port.options ?? {};
     return {
       name: rt.name,
       bridge: rt.bridge,
@@ -437,10 +522,9 @@ function checkName(what: string, name: string): void {
   if (!NAME_RE.test(name)) throw err.badName(what, name);
 }
 
-function isVhostNet(path: string): boolean {
-  try {
-    return classifyPath(path).kind === 'vhost-kernel';
-  } catch {
-    return false;
-  }
+/** Option keys whose values differ (compared as stored: JSON). */
+function changedKeys(a: KindOptions, b: KindOptions): string[] {
+  const ra = a as unknown as Record<string, unknown>;
+  const rb = b as unknown as Record<string, unknown>;
+  return [...new Set([...Object.keys(ra), ...Object.keys(rb)])].filter((k) => JSON.stringify(ra[k]) !== JSON.stringify(rb[k]));
 }

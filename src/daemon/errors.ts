@@ -1,12 +1,7 @@
-// Errors a user sees: a stable code, what is wrong, and how to fix it.
-export class PierError extends Error {
-  constructor(readonly code: string, message: string, readonly hint?: string) {
-    super(message);
-  }
-  toJSON(): { code: string; message: string; hint?: string | undefined } {
-    return { code: this.code, message: this.message, hint: this.hint };
-  }
-}
+// The daemon's common refusals, each with its fix.
+import { PierError } from '../errors.ts';
+
+export { PierError };
 
 export const err = {
   noBridge: (br: string) => new PierError('ENOBRIDGE', `bridge ${br} does not exist`, `create it with: pier add-br ${br}`),

@@ -1,58 +1,65 @@
 // The desired state: what the user asked for, stored atomically (write, fsync, rename, fsync the
-// directory) so a crash leaves either the old or the new file, never half of one.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+// directory) so a crash leaves either the old or the new file, never half of one. Versioned: a
+// file an older pier wrote is migrated when it is loaded (and the original kept beside it), so an
+// upgraded daemon keeps its ports and containers keep their interfaces.
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { tapOptions } from './options.ts';
+import { PierError } from '../errors.ts';
+import type { KindOptions } from '../ports/kind.ts';
+import { validatePortOptions } from '../ports/parse.ts';
 
-// Stored options are already validated and normalised (ip is a list, mtu a number).
-const storedTap = z.object({
-  type: z.literal('tap'),
-  netns: z.string().optional(),
-  ip: z.array(z.string()).optional(),
-  mac: z.string().optional(),
-  mtu: z.number().optional(),
-  ifname: z.string().optional(),
-  offloads: z.boolean().optional(),
-});
-const storedVhost = z.object({
-  type: z.enum(['vhost-user', 'vhost-user-client']),
-  path: z.string(),
-  queues: z.number().optional(),
-  mtu: z.number().optional(),
-  'queue-size': z.number().optional(),
-  'busy-poll': z.boolean().optional(),
-  'strict-memory': z.boolean().optional(),
-});
-const storedVirtioUser = z.object({
-  type: z.literal('virtio-user'),
-  path: z.string(),
-  server: z.boolean().optional(),
-  'queue-size': z.number().optional(),
-  queues: z.number().optional(),
-  netns: z.string().optional(),
-  ip: z.array(z.string()).optional(),
-  mac: z.string().optional(),
-  mtu: z.number().optional(),
-  ifname: z.string().optional(),
-});
-const storedPort = z.discriminatedUnion('type', [storedTap, storedVhost, storedVirtioUser]);
-void tapOptions;
+export const STATE_VERSION = 2;
 
-const stateSchema = z.object({
-  version: z.literal(1),
-  bridges: z.record(z.string(), z.object({ ports: z.record(z.string(), storedPort) })),
+/**
+ * One port as stored. Version 2 keeps the options apart from what pier records about the port
+ * (room for who made it: the CNI plugin's network, container and interface), where version 1
+ * stored the options alone.
+ */
+export interface StoredPort {
+  options: KindOptions;
+}
+
+export interface DesiredState {
+  version: typeof STATE_VERSION;
+  bridges: Record<string, { ports: Record<string, StoredPort> }>;
+}
+
+const fileSchema = z.object({
+  version: z.number().int(),
+  bridges: z.record(z.string(), z.object({ ports: z.record(z.string(), z.unknown()) })),
 });
-export type DesiredState = z.infer<typeof stateSchema>;
-export type StoredPort = z.infer<typeof storedPort>;
-export type StoredTap = z.infer<typeof storedTap>;
 
 export function emptyState(): DesiredState {
-  return { version: 1, bridges: {} };
+  return { version: STATE_VERSION, bridges: {} };
+}
+
+/** Bring a parsed file of any known version to the current one; unknown versions are refused. */
+export function migrate(raw: z.infer<typeof fileSchema>, file: string): DesiredState {
+  if (raw.version > STATE_VERSION || raw.version < 1) {
+    throw new PierError('ESTATE', `${file} has state version ${raw.version}; this pier reads versions 1..${STATE_VERSION}`, 'run the pier that wrote it, or move the file away to start empty');
+  }
+  const out = emptyState();
+  for (const [br, b] of Object.entries(raw.bridges)) {
+    const ports: Record<string, StoredPort> = {};
+    for (const [name, p] of Object.entries(b.ports)) {
+      // Version 1: the options themselves; version 2: { options }.
+      const options = raw.version === 1 ? p : (p as { options?: unknown }).options;
+      try {
+        ports[name] = { options: validatePortOptions((options ?? {}) as Record<string, unknown>) };
+      } catch (e) {
+        throw new PierError('ESTATE', `${file}: port ${name} on bridge ${br}: ${(e as Error).message}`, 'fix or remove that port in the file, or move the file away to start empty');
+      }
+    }
+    out.bridges[br] = { ports };
+  }
+  return out;
 }
 
 export class StateStore {
   readonly file: string;
+  /** The version of the file as it was loaded (0: there was none). */
+  loadedVersion = 0;
   constructor(readonly dir: string) {
     this.file = join(dir, 'state.json');
   }
@@ -65,9 +72,24 @@ export class StateStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
       throw e;
     }
-    const r = stateSchema.safeParse(JSON.parse(text));
-    if (!r.success) throw new Error(`${this.file} is not a valid pier state file: ${r.error.issues[0]?.message}; move it away to start empty`);
-    return r.data;
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      throw new PierError('ESTATE', `${this.file} is not JSON: ${(e as Error).message}`, 'move it away to start empty');
+    }
+    const r = fileSchema.safeParse(json);
+    if (!r.success) throw new PierError('ESTATE', `${this.file} is not a valid pier state file: ${r.error.issues[0]?.message}`, 'move it away to start empty');
+    this.loadedVersion = r.data.version;
+    return migrate(r.data, this.file);
+  }
+
+  /** Keep the file an older pier wrote (state.v1.json) before the first save rewrites it. */
+  keepOriginal(): string | undefined {
+    if (this.loadedVersion === 0 || this.loadedVersion === STATE_VERSION) return undefined;
+    const copy = join(this.dir, `state.v${this.loadedVersion}.json`);
+    if (!existsSync(copy)) copyFileSync(this.file, copy);
+    return copy;
   }
 
   save(s: DesiredState): void {

@@ -1,46 +1,15 @@
 // Messages between the daemon (control plane) and the dataplane thread.
-interface PortBase {
+
+/** A port to add: what every port has, and its kind's spec (typed by the kind, src/ports/<kind>/options.ts). */
+export interface PortSpec {
+  /** The kind's `type=` name: the worker builds the port with that kind's dataplane half. */
+  type: string;
   index: number;
   name: string;
   bridge: number;
   counters: Float64Array;
+  spec: unknown;
 }
-export interface TapSpec extends PortBase {
-  kind: 'tap';
-  fd: number;
-  offloads: boolean;
-}
-export interface VhostUserSpec extends PortBase {
-  kind: 'vhost-user';
-  path: string;
-  /** Server: pier listens (fd made by the control plane); client: pier connects and reconnects. */
-  server: boolean;
-  /** The listening socket (server mode); -1 in client mode. */
-  listenFd: number;
-  queuePairs: number;
-  mtu: number;
-  /** Largest queue size pier accepts from the frontend. */
-  maxQueueSize: number;
-  /** Poll the rings every turn (no kicks needed) instead of sleeping until a kick. */
-  busyPoll: boolean;
-  /** Strict mode: refuse peer memory that cannot be sealed against shrinking. */
-  requireSealedMemory: boolean;
-}
-export interface VirtioUserSpec extends PortBase {
-  kind: 'virtio-user';
-  /** vhost-user: pier speaks the protocol on path; vhost-kernel: ioctls on vhostFds, taps tapFds. */
-  backend: 'vhost-user' | 'vhost-kernel';
-  path: string;
-  server: boolean;
-  listenFd: number;
-  queueSize: number;
-  /** Queue pairs (rx 2k, tx 2k+1). */
-  queuePairs: number;
-  /** vhost-kernel: one /dev/vhost-net fd per queue pair, and the tap queue fd each moves packets for. */
-  vhostFds: number[];
-  tapFds: number[];
-}
-export type PortSpec = TapSpec | VhostUserSpec | VirtioUserSpec;
 
 export type Request =
   | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number }

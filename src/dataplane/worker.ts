@@ -4,8 +4,9 @@
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { Engine } from './engine.ts';
-import { createPort } from './port-kinds.ts';
-import type { Reply, Request } from './protocol.ts';
+import { loadDataplanes } from '../ports/registry.ts';
+import type { Port } from './port.ts';
+import type { PortSpec, Reply, Request } from './protocol.ts';
 
 const { ctrl, doorbellFd, poolSize, cpu, watch } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array };
 // Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with
@@ -16,6 +17,15 @@ const tid = libc.gettid(); // so `pier show` can name the thread whose CPU time 
 // Peer notifications (signalPeer/drainPeer) are watched from the main thread, which interrupts one
 // that a peer made block: it needs this thread's id, and the wake-up signal's handler.
 watchPeerWrites(watch);
+// Every kind's dataplane half, loaded before the loop runs: building a port is synchronous.
+const dataplanes = await loadDataplanes();
+
+function createPort(p: PortSpec): Port {
+  const kind = dataplanes.get(p.type);
+  if (!kind) throw new Error(`no dataplane for port type ${p.type}`);
+  return kind.create(p, p.spec, engine.pool);
+}
+
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
 }, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }),
@@ -40,7 +50,7 @@ function apply(req: Request): unknown {
       engine.removeBridge(req.id);
       return null;
     case 'add-port':
-      engine.addPort(createPort(req.port, engine.pool));
+      engine.addPort(createPort(req.port));
       return null;
     case 'del-port':
       engine.removePort(req.index);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { PierError } from './errors.ts';
-import { validatePortOptions } from './options.ts';
+import { PierError } from '../errors.ts';
+import { validatePortOptions } from './parse.ts';
 
 describe('virtio-user options', () => {
   test('queues=1..16 are accepted as numbers', () => {

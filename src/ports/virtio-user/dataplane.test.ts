@@ -7,11 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { C, newCounters } from '../dataplane/counters.ts';
-import { Engine } from '../dataplane/engine.ts';
-import { listenVhostUser, closeListener } from '../daemon/vhost-control.ts';
-import { VhostUserPort } from './vhost-user.ts';
-import { VirtioUserPort } from './virtio-user.ts';
+import { C, newCounters } from '../../dataplane/counters.ts';
+import { Engine } from '../../dataplane/engine.ts';
+import { listenVhostUser, closeListener } from '../vhost-user/control.ts';
+import { VhostUserPort } from '../vhost-user/dataplane.ts';
+import { VirtioUserPort } from './dataplane.ts';
 
 interface Peer { link: string; rxPosted: number; txInFlight: number; rxPostLimit: number; txHoldLimit: number }
 

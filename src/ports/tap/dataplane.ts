@@ -1,11 +1,13 @@
 // The dataplane half of a tap port: read() and write() whole virtio-net-header + frame buffers
 // on the non-blocking tap fd. The tap's vnet header is the pool's header, byte for byte, so a
 // TSO super-frame or a partial checksum crosses pier untouched.
-import { C } from '../dataplane/counters.ts';
-import type { PacketPool } from '../dataplane/pool.ts';
-import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
-import { Port } from '../dataplane/port.ts';
-import { libc } from '../sys/index.ts';
+import { C } from '../../dataplane/counters.ts';
+import type { PacketPool } from '../../dataplane/pool.ts';
+import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
+import { Port } from '../../dataplane/port.ts';
+import { libc } from '../../sys/index.ts';
+import type { DataplaneHalf } from '../kind.ts';
+import type { TapSpec } from './options.ts';
 
 const ETH_HLEN = 14;
 /** Where a frame goes to be dropped when the pool is empty. */
@@ -75,3 +77,7 @@ export class TapPort extends Port {
 
   close(): void {}
 }
+
+export const tapDataplane: DataplaneHalf<TapSpec> = {
+  create: (b, spec, pool) => new TapPort(b.index, b.name, b.bridge, b.counters, pool, spec.fd, spec.offloads),
+};

@@ -5,20 +5,22 @@
 //
 // Queue numbering (virtio-net): vring 2k is receiveq k (pier -> peer), 2k+1 transmitq k
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
-import { C } from '../dataplane/counters.ts';
-import { flowHash } from '../dataplane/flow-hash.ts';
-import type { BufferLender, PacketPool } from '../dataplane/pool.ts';
-import type { VhostUserSpec } from '../dataplane/protocol.ts';
-import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
-import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
-import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
-import { closeAll } from '../memory/guest-memory.ts';
-import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../sys/index.ts';
-import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost/backend.ts';
-import * as codec from '../vhost/codec.ts';
-import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../vhost/connection.ts';
-import * as P from '../vhost/protocol.ts';
-import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
+import { C } from '../../dataplane/counters.ts';
+import { flowHash } from '../../dataplane/flow-hash.ts';
+import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
+import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
+import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
+import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+import { closeAll } from '../../memory/guest-memory.ts';
+import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../../sys/index.ts';
+import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../../vhost/backend.ts';
+import * as codec from '../../vhost/codec.ts';
+import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../../vhost/connection.ts';
+import * as P from '../../vhost/protocol.ts';
+import type { DataplaneHalf } from '../kind.ts';
+import type { VhostUserSpec } from './options.ts';
+import type { VhostUserView } from './view.ts';
+import { decodeFeatures, NET_F } from '../../virtio/net-features.ts';
 
 const Q_LISTEN = 0xfe;
 /** Epoll tokens of connections: Q_SESSION + slot (vrings use 0..32). */
@@ -38,8 +40,6 @@ const ETH_HLEN = 14;
 const MAX_MERGE = 128;
 const MAX_SEGS = 1024;
 
-/** What the control plane tells the port (see VhostUserSpec). */
-export type VhostUserOptions = Omit<VhostUserSpec, 'kind' | 'index' | 'name' | 'bridge' | 'counters'>;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
@@ -84,7 +84,7 @@ export class VhostUserPort extends Port implements BufferLender {
   protocolErrors = 0;
   lastError = '';
 
-  constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: VhostUserOptions) {
+  constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: VhostUserSpec) {
     super(index, name, bridge, counters, pool, false, false);
     this.busyPoll = opts.busyPoll;
     this.acceptsExternal = true; // toGuest copies and is done
@@ -722,7 +722,7 @@ export class VhostUserPort extends Port implements BufferLender {
     return hit;
   }
 
-  override describe(): unknown {
+  override describe(): VhostUserView {
     const be = this.backend;
     const rings = be.vrings.filter((v) => v.started).map((v) => ({ vring: v.index, size: v.num, lastAvailIdx: v.queue.lastAvailIdx, usedIdx: v.queue.usedIdx, waiting: v.queue.available(), kickFd: v.kickFd, callFd: v.callFd }));
     return {
@@ -760,3 +760,7 @@ export class VhostUserPort extends Port implements BufferLender {
 function hex(v: number): string {
   return `0x${v.toString(16)}`;
 }
+
+export const vhostUserDataplane: DataplaneHalf<VhostUserSpec> = {
+  create: (b, spec, pool) => new VhostUserPort(b.index, b.name, b.bridge, b.counters, pool, spec),
+};

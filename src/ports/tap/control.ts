@@ -1,9 +1,14 @@
 // The control-plane half of a tap port: create (or re-attach to) the tap inside the container's
 // namespace and bring it to the configured name, MAC, MTU and addresses. Undone completely on error.
 import { existsSync } from 'node:fs';
-import { closeFd, configureLink, getSndbuf, IpError, libc, netnsExists, netnsPath, openTap, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../sys/index.ts';
-import { PierError } from './errors.ts';
-import type { StoredTap } from './state.ts';
+import { PierError } from '../../errors.ts';
+import { closeFd, configureLink, getSndbuf, ip, IpError, libc, netnsExists, netnsPath, openTap, setOffload, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../../sys/index.ts';
+import { IFNAME_MAX, randomMac } from '../fields.ts';
+import type { ControlHalf, OtherPort, Realized } from '../kind.ts';
+import type { TapOptions, TapSpec } from './options.ts';
+
+/** What a tap needs to be made (a tap port's options, or those of a vhost-net port's tap). */
+export type TapConfig = Pick<TapOptions, 'netns' | 'ip' | 'mac' | 'mtu' | 'ifname' | 'offloads'>;
 
 export interface RealizedTap {
   /** The tap's fd (its first queue's, with several). */
@@ -40,7 +45,7 @@ export function checkTunDevice(): void {
  * same name attaches one more queue. A persistent tap keeps its kind: a multiqueue tap and a
  * single-queue one of the same name cannot be attached to each other (EINVAL).
  */
-export function realizeTap(portName: string, o: StoredTap, queues = 1): RealizedTap {
+export function realizeTap(portName: string, o: TapConfig, queues = 1): RealizedTap {
   checkTunDevice();
   const ns = resolveNetns(o.netns);
   const ifname = o.ifname ?? portName;
@@ -94,7 +99,7 @@ export const VHOST_TAP_SNDBUF = 1 << 20;
  * The tap of a vhost-net (virtio-user) port: a tap port's tap with one queue per queue pair (each
  * the backend of one vhost-net fd), and a bounded send buffer on every queue.
  */
-export function realizeVhostTap(portName: string, o: StoredTap, queues = 1): RealizedTap {
+export function realizeVhostTap(portName: string, o: TapConfig, queues = 1): RealizedTap {
   const t = realizeTap(portName, o, queues);
   try {
     for (const fd of t.fds) setSndbuf(fd, VHOST_TAP_SNDBUF);
@@ -133,3 +138,70 @@ export function detachTap(fds: number | number[]): void {
 export function tapKernelInfo(t: RealizedTap): LinkInfo | undefined {
   return linkInfo(t.netnsPath, t.ifname);
 }
+
+/**
+ * Refuse an interface name that is too long or that another port already uses in the same
+ * namespace; give the port a MAC kept in the stored options, so a restart brings it back.
+ */
+export function prepareInterface<O extends TapConfig>(name: string, o: O, others: readonly OtherPort[]): O {
+  const ifname = o.ifname ?? name;
+  if (Buffer.byteLength(ifname) > IFNAME_MAX) {
+    throw new PierError('EINVAL', `interface name ${ifname} is ${Buffer.byteLength(ifname)} bytes; Linux interface names are at most ${IFNAME_MAX} bytes`,
+      o.ifname ? 'pass a shorter ifname=NAME' : `the interface is named after the port by default: pass ifname=NAME (at most ${IFNAME_MAX} bytes)`);
+  }
+  for (const p of others) {
+    const po = p.options as TapConfig;
+    if (p.ifname === ifname && po.netns === o.netns) {
+      throw new PierError('EEXIST', `port ${p.name} already uses interface ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}`, 'choose another ifname=NAME');
+    }
+  }
+  return o.mac ? o : { ...o, mac: randomMac() };
+}
+
+/**
+ * Bring a running tap's link to `next` from `prev`: MAC, MTU (back to 1500 when dropped), and
+ * addresses (those dropped removed, the others replaced). The interface is never removed.
+ */
+export function updateLink(t: RealizedTap, prev: TapConfig, next: TapConfig): void {
+  try {
+    if (next.mac && next.mac !== prev.mac) ip(t.netnsPath, ['link', 'set', 'dev', t.ifname, 'address', next.mac]);
+    if (next.mtu !== prev.mtu) ip(t.netnsPath, ['link', 'set', 'dev', t.ifname, 'mtu', String(next.mtu ?? 1500)]);
+    const keep = new Set(next.ip ?? []);
+    for (const a of prev.ip ?? []) if (!keep.has(a)) ip(t.netnsPath, ['addr', 'del', a, 'dev', t.ifname]);
+    for (const a of next.ip ?? []) ip(t.netnsPath, ['addr', 'replace', a, 'dev', t.ifname]);
+  } catch (e) {
+    throw new PierError('ECONFIG', `cannot change ${t.ifname}: ${(e as Error).message}`, 'fix the option the message names and run set-port again');
+  }
+}
+
+export function tapInfo(t: RealizedTap): Record<string, number | string> | undefined {
+  const k = tapKernelInfo(t);
+  return k ? { ifname: k.ifname, rx_packets: k.rxPackets, tx_packets: k.txPackets, rx_dropped: k.rxDropped, tx_dropped: k.txDropped } : undefined;
+}
+
+export const tapControl: ControlHalf<TapOptions, TapSpec, RealizedTap> = {
+  prepare: (name, o, others) => prepareInterface(name, o, others),
+  realize(name, o): Realized<TapSpec, RealizedTap> {
+    const t = realizeTap(name, o);
+    return {
+      spec: { fd: t.fd, offloads: o.offloads !== false },
+      handle: t,
+      destroy: () => destroyTap(t.fd),
+      detach: () => detachTap(t.fd),
+      ifname: t.ifname,
+      kernel: () => tapInfo(t),
+    };
+  },
+  update(_name, r, prev, next) {
+    const t = r.handle;
+    updateLink(t, prev, next);
+    const on = next.offloads !== false;
+    if (on === (prev.offloads !== false)) return undefined;
+    try {
+      setOffload(t.fd, on ? OFFLOADS : 0);
+    } catch (e) {
+      throw new PierError('ETAP', `cannot change the offloads of tap ${t.ifname}: ${(e as Error).message}`, 'check that pier runs as root');
+    }
+    return { fd: t.fd, offloads: on };
+  },
+};

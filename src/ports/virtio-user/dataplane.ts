@@ -9,20 +9,22 @@
 // dpdkvhostuser, pier's own vhost-user port), both behind src/vhost/driver-backend.ts: this file
 // runs one set-up sequence against either and owns the datapath. Everything is driven by epoll
 // in the dataplane thread, so pier can even drive its own vhost-user port in the same thread.
-import { C } from '../dataplane/counters.ts';
-import { flowHash } from '../dataplane/flow-hash.ts';
-import type { PacketPool } from '../dataplane/pool.ts';
-import { BUF_SIZE, VNET_HDR } from '../dataplane/pool.ts';
-import { GSO_TCP, Port, type PortContext } from '../dataplane/port.ts';
-import type { VirtioUserSpec } from '../dataplane/protocol.ts';
-import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../dataplane/vnet.ts';
-import { drainPeer, EventFd, libc, memfd, signalPeer } from '../sys/index.ts';
-import type { MemRegion } from '../vhost/codec.ts';
-import { Disconnect } from '../vhost/connection.ts';
-import { type DriverBackend, type Offer, VhostKernelBackend, VhostUserDriver } from '../vhost/driver-backend.ts';
-import { DriverQueue } from '../virtio/driver-queue.ts';
-import { decodeFeatures, NET_F } from '../virtio/net-features.ts';
-import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX } from '../virtio/ring.ts';
+import { C } from '../../dataplane/counters.ts';
+import { flowHash } from '../../dataplane/flow-hash.ts';
+import type { PacketPool } from '../../dataplane/pool.ts';
+import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
+import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
+import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+import { drainPeer, EventFd, libc, memfd, signalPeer } from '../../sys/index.ts';
+import type { MemRegion } from '../../vhost/codec.ts';
+import { Disconnect } from '../../vhost/connection.ts';
+import { type DriverBackend, type Offer, VhostKernelBackend, VhostUserDriver } from '../../vhost/driver-backend.ts';
+import { DriverQueue } from '../../virtio/driver-queue.ts';
+import { decodeFeatures, NET_F } from '../../virtio/net-features.ts';
+import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX } from '../../virtio/ring.ts';
+import type { DataplaneHalf } from '../kind.ts';
+import type { VirtioUserSpec } from './options.ts';
+import type { VirtioUserView } from './view.ts';
 
 const ETH_HLEN = 14;
 /** How soon a port looks again at transmit buffers the backend holds and at short refills. */
@@ -83,7 +85,7 @@ export class VirtioUserPort extends Port {
   disconnects = 0;
   lastError = '';
 
-  constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: Omit<VirtioUserSpec, 'kind' | 'index' | 'name' | 'bridge' | 'counters'>) {
+  constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly opts: VirtioUserSpec) {
     super(index, name, bridge, counters, pool, false, false);
     const n = opts.queueSize;
     this.pairs = opts.queuePairs;
@@ -482,7 +484,7 @@ export class VirtioUserPort extends Port {
     }
   }
 
-  override describe(): unknown {
+  override describe(): VirtioUserView {
     const held = (qi: number): number => this.owner[qi]!.reduce((k, h) => k + (h >= 0 ? 1 : 0), 0);
     const pairs = Array.from({ length: this.pairs }, (_, k) => ({
       pair: k, rxPosted: held(2 * k), txInFlight: held(2 * k + 1), rxPackets: this.rxPair[k]!, txPackets: this.txPair[k]!,
@@ -548,3 +550,6 @@ export class VirtioUserPort extends Port {
   }
 }
 
+export const virtioUserDataplane: DataplaneHalf<VirtioUserSpec> = {
+  create: (b, spec, pool) => new VirtioUserPort(b.index, b.name, b.bridge, b.counters, pool, spec),
+};

@@ -1,0 +1,82 @@
+// The option fields port kinds share. Each is one zod schema that takes either the word a user
+// typed (`mtu=9000`) or the value stored in state.json (9000) and yields the value: so a kind's
+// one schema parses the CLI and validates the stored state alike, with the same messages.
+import { isIPv4, isIPv6 } from 'node:net';
+import { z } from 'zod';
+
+export const TAP_MTU_MIN = 68;
+export const TAP_MTU_MAX = 65521; // tun: 65535 - Ethernet header
+export const IFNAME_MAX = 15;
+
+const macRe = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+
+function cidrProblem(s: string): string | undefined {
+  const [addr, len, extra] = s.split('/');
+  if (!addr || len === undefined || extra !== undefined || !/^\d{1,3}$/.test(len)) return 'expected ADDRESS/PREFIX, for example 10.0.0.1/24';
+  const max = isIPv4(addr) ? 32 : isIPv6(addr) ? 128 : -1;
+  if (max < 0) return `${addr} is not an IPv4 or IPv6 address`;
+  if (Number(len) > max) return `prefix length ${len} is over ${max}`;
+  return undefined;
+}
+
+export const ifname = z.string().superRefine((s, ctx) => {
+  const bytes = Buffer.byteLength(s);
+  if (bytes > IFNAME_MAX) ctx.addIssue({ code: 'custom', message: `'${s}' is ${bytes} bytes; Linux interface names are at most ${IFNAME_MAX} bytes: choose a shorter ifname=NAME` });
+  else if (!/^[A-Za-z0-9_.][A-Za-z0-9_.-]*$/.test(s) || s === '.' || s === '..') ctx.addIssue({ code: 'custom', message: `'${s}' is not a usable interface name: use letters, digits, '_', '.', '-'` });
+});
+
+/** An integer in lo..hi (a power of two if asked): a word of digits, or the stored number. Refused, never clamped. */
+export const intIn = (lo: number, hi: number, what: string, pow2 = false) => z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(Number.isInteger(n) && n >= lo && n <= hi) || (pow2 && (n & (n - 1)) !== 0)) {
+    ctx.addIssue({ code: 'custom', message: `${v} is not ${pow2 ? 'a power of two ' : ''}in ${lo}..${hi} (${what}; pier refuses rather than clamps)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+export const mtu = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(Number.isInteger(n) && n >= TAP_MTU_MIN && n <= TAP_MTU_MAX)) {
+    ctx.addIssue({ code: 'custom', message: `${v} is out of range: a tap port's MTU is ${TAP_MTU_MIN}..${TAP_MTU_MAX}` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+export const mac = z.string().superRefine((s, ctx) => {
+  if (!macRe.test(s)) ctx.addIssue({ code: 'custom', message: `'${s}' is not a MAC address: expected six hex pairs such as 02:00:00:00:00:01` });
+  else if (parseInt(s.slice(0, 2), 16) & 1) ctx.addIssue({ code: 'custom', message: `${s} is a multicast address: the first octet must be even (02:... is a safe local choice)` });
+}).transform((s) => s.toLowerCase());
+
+/** Addresses with prefix: `a/n,b/m` as typed, or the stored list. */
+export const ipList = z.union([z.array(z.string()), z.string()]).transform((v, ctx) => {
+  const list = typeof v === 'string' ? v.split(',').filter((x) => x.length > 0) : v;
+  for (const a of list) {
+    const p = cidrProblem(a);
+    if (p) {
+      ctx.addIssue({ code: 'custom', message: `'${a}': ${p}` });
+      return z.NEVER;
+    }
+  }
+  return list;
+});
+
+/** on/off (true/false) as typed, or the stored boolean. */
+export const onOff = z.union([z.boolean(), z.enum(['on', 'off', 'true', 'false'])]).transform((v) => v === true || v === 'on' || v === 'true');
+
+export const netns = z.string().min(1);
+
+export const sockPath = z.string().superRefine((s, ctx) => {
+  const n = Buffer.byteLength(s);
+  if (!s.startsWith('/')) ctx.addIssue({ code: 'custom', message: `'${s}' is not an absolute path` });
+  else if (n > 107) ctx.addIssue({ code: 'custom', message: `'${s}' is ${n} bytes; unix socket paths are at most 107 bytes: choose a shorter path` });
+});
+
+/** A stable locally administered unicast MAC, so a restarted port keeps its address. */
+export function randomMac(): string {
+  const b = Buffer.alloc(6);
+  for (let i = 0; i < 6; i++) b[i] = Math.floor(Math.random() * 256);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}

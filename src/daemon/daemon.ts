@@ -11,7 +11,6 @@ import { hasNetAdmin } from '../sys/index.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
 import { kindOf, loadControls, PORT_TYPES } from '../ports/registry.ts';
-import { checkTunDevice } from '../ports/tap/control.ts';
 import { err, PierError } from './errors.ts';
 import { type DesiredState, StateStore, type StoredPort } from './state.ts';
 import { type Commands, ControlServer } from './control.ts';
@@ -83,14 +82,14 @@ export class Daemon {
     if (!hasNetAdmin()) {
       throw new PierError('EPERM', 'pier daemon needs CAP_NET_ADMIN to create taps and configure containers', 'run it as root (sudo pier daemon)');
     }
-    checkTunDevice();
+    this.controls = await loadControls();
+    for (const c of new Set(this.controls.values())) c.preflight?.();
     await this.refuseIfRunning();
     this.dataplane = new Dataplane(this.opts.poolSize, this.opts.dataplaneCpu);
     this.dataplane.onEvent = (e) => {
       if (e.event === 'port-down') this.portDown(e.index, e.reason);
       else this.peerNews(e.index, e);
     };
-    this.controls = await loadControls();
     // A state file an older pier wrote is kept beside the migrated one, which is saved at once.
     const kept = this.store.keepOriginal();
     if (kept) {

@@ -42,6 +42,8 @@ export interface Realized<S, H = unknown> {
 }
 
 export interface ControlHalf<O extends KindOptions, S, H = unknown> {
+  /** What the kind needs of the machine, checked when the daemon starts (throws PierError with the fix). */
+  preflight?(): void;
   /**
    * Before anything is made: refuse what clashes with the other ports (throws PierError), and
    * return the options as they are to be stored (a generated MAC is kept so a restart brings

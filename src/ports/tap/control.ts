@@ -180,6 +180,7 @@ export function tapInfo(t: RealizedTap): Record<string, number | string> | undef
 }
 
 export const tapControl: ControlHalf<TapOptions, TapSpec, RealizedTap> = {
+  preflight: checkTunDevice,
   prepare: (name, o, others) => prepareInterface(name, o, others),
   realize(name, o): Realized<TapSpec, RealizedTap> {
     const t = realizeTap(name, o);

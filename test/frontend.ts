@@ -8,7 +8,7 @@ import { type Message, VhostConnection } from '../src/vhost/connection.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { DriverQueue } from '../src/virtio/driver-queue.ts';
 import { availRingSize, descTableSize, usedRingSize } from '../src/virtio/ring.ts';
-import { sleep } from './helpers.ts';
+import { waitFor } from './helpers.ts';
 
 const MEM = 8 * 1024 * 1024;
 const BUFS = 0x100000; // buffers from 1 MiB on; rings below
@@ -57,7 +57,7 @@ export class Frontend {
   send(req: number, payload: Uint8Array = codec.EMPTY, fds: number[] = [], flags = P.VHOST_USER_VERSION, size = payload.length): void {
     if (size === payload.length) {
       const d = this.conn.send(req, payload, fds, flags);
-      if (d) throw new Error(`send ${codec.requestName(req)}: ${d}`);
+      if (d) throw new Error(`send ${codec.requestName(req)}: ${d.toString()}`);
       return;
     }
     const m = codec.message(req, payload, flags);
@@ -72,29 +72,26 @@ export class Frontend {
 
   /** Wait for one reply; throws on EOF (pier dropped the connection) or timeout. */
   async reply(timeoutMs = 3000): Promise<Reply> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    return waitFor(() => {
       const d = this.conn.read((m: Message) => {
         for (const fd of m.fds) libc.close(fd);
         this.inbox.push({ req: m.req, flags: m.flags, body: new DataView(m.payload.buffer.slice(m.payload.byteOffset, m.payload.byteOffset + m.payload.byteLength)) });
       });
       const r = this.inbox.shift();
       if (r) return r;
-      if (d) throw new Error(`EOF: pier closed the connection (${d})`);
-      await sleep(10);
-    }
-    throw new Error('no reply');
+      if (d) throw new Error(`EOF: pier closed the connection (${d.toString()})`);
+      return undefined;
+    }, timeoutMs, 'a reply from pier', 10);
   }
 
-  /** True once pier has closed the connection. */
+  /** True once pier has closed the connection; false if it has not within `timeoutMs`. */
   async closedByPeer(timeoutMs = 3000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const d = this.conn.read((m: Message) => { for (const fd of m.fds) libc.close(fd); });
-      if (d) return true;
-      await sleep(20);
+    try {
+      await waitFor(() => this.conn.read((m: Message) => { for (const fd of m.fds) libc.close(fd); }), timeoutMs, 'pier to close the connection');
+      return true;
+    } catch {
+      return false;
     }
-    return false;
   }
 
   u64(v: bigint): Uint8Array {

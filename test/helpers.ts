@@ -1,14 +1,104 @@
-// Test helpers for the root integration tests: a private daemon, the CLI, namespaces, iperf3.
+// Test helpers for the root integration tests: a private daemon, the CLI, namespaces, iperf3;
+// waitFor(), the one way a test waits for something; requires(), what a test needs from the
+// machine (skipped with the reason when it is missing, a failure under CI=true).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { test, type TestContext } from 'node:test';
 import { flowHash } from '../src/dataplane/flow-hash.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const PIER = join(ROOT, 'bin', 'pier');
 /** Inside ../shared/tools/vmrun (software emulation): everything is 10-30x slower. */
 export const IN_VM = hostname() === 'vmrun';
+/** The VM runner of this project's layout: a checkout of shared/ next to this repository. */
+export const VMRUN = resolve(ROOT, '..', 'shared', 'tools', 'vmrun');
+/** Under CI=true a missing prerequisite fails the run instead of skipping. */
+const CI = process.env.CI === 'true';
+
+/** Wait this long for nothing in particular: pacing only. To wait for something, use waitFor(). */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Poll `cond` every `everyMs` until it returns something truthy, and return that. After
+ * `timeoutMs` throw "timed out after N ms waiting for WHAT" (`what` may be a function, for the
+ * state worth showing at that moment). An exception from `cond` ends the wait at once.
+ */
+export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs: number, what: string | (() => string), everyMs = 20): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** Something a test needs from the machine; missing() says what is not there and how to get it. */
+export interface Prerequisite {
+  name: string;
+  missing(): string | undefined;
+}
+
+function command(cmd: string, how: string): Prerequisite {
+  let found: boolean | undefined;
+  return {
+    name: cmd,
+    missing: () => {
+      found ??= spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+      return found ? undefined : `${cmd} is not on PATH: ${how}`;
+    },
+  };
+}
+
+/** What the tests need beyond Node, root and iproute2. scripts/setup.sh installs the packages. */
+export const NEEDS = {
+  tun: {
+    name: '/dev/net/tun',
+    missing: () => (existsSync('/dev/net/tun') ? undefined : '/dev/net/tun is missing (tap ports): modprobe tun, or mknod /dev/net/tun c 10 200'),
+  },
+  testpmd: command('dpdk-testpmd', 'apt-get install dpdk-dev (scripts/setup.sh installs it)'),
+  iperf3: command('iperf3', 'apt-get install iperf3 (scripts/setup.sh installs it)'),
+  python3: command('python3', 'apt-get install python3'),
+  vmrun: {
+    name: 'vmrun',
+    missing: () => {
+      try {
+        accessSync(VMRUN, constants.X_OK);
+        return undefined;
+      } catch {
+        return `${VMRUN} is missing: the VM tests boot a stock Debian kernel (one with /dev/vhost-net) through ../shared/tools/vmrun, ` +
+          'which exists only where this repository is checked out next to the project\'s shared/ folder (as on the project\'s machines and in CI)';
+      }
+    },
+  },
+} satisfies Record<string, Prerequisite>;
+
+/**
+ * Options for describe() or it(): skip the suite or test when a prerequisite is missing, with a
+ * message naming it and how to get it. Under CI=true a missing prerequisite fails the run: a
+ * failing test that says what is missing stands next to the skipped one.
+ */
+export function requires(...needs: Prerequisite[]): { skip?: string } {
+  const why = needs.map((n) => n.missing()).filter((m): m is string => m !== undefined);
+  if (why.length === 0) return {};
+  const message = `missing prerequisite: ${why.join('; ')}`;
+  if (CI) {
+    test(`${message} (CI=true: a missing prerequisite fails the run)`, () => {
+      throw new Error(message);
+    });
+  }
+  return { skip: message };
+}
+
+/** A prerequisite found missing only while the test runs: skip it with the reason (return after), or fail it under CI=true. */
+export function skipMissing(t: TestContext, why: string): void {
+  if (CI) throw new Error(`missing prerequisite (CI=true: a missing prerequisite fails the run): ${why}`);
+  t.skip(`missing prerequisite: ${why}`);
+}
 
 /**
  * bin/pier runs the build in dist/: refuse to test a build older than its sources (a test file
@@ -67,8 +157,7 @@ export class TestDaemon {
       } catch (e) {
         if (attempt >= attempts) throw e;
         console.error(`TestDaemon: start attempt ${attempt} failed under emulation, retrying: ${(e as Error).message}`);
-        this.proc?.kill('SIGKILL');
-        await sleep(1000);
+        await this.stop('SIGKILL');
         rmSync(this.socket, { force: true });
       }
     }
@@ -79,15 +168,12 @@ export class TestDaemon {
     checkBuild();
     const p = spawn(PIER, ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = p;
-    p.stdout!.on('data', (d) => (this.log += d));
-    p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (p.exitCode !== null) throw new Error(`daemon exited (${p.exitCode}): ${this.log}`);
-      if (this.log.includes('pier daemon ready')) return;
-      await sleep(50);
-    }
-    throw new Error(`daemon did not become ready: ${this.log}`);
+    p.stdout.on('data', (d) => (this.log += d));
+    p.stderr.on('data', (d) => (this.log += d));
+    await waitFor(() => {
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`daemon exited (${p.exitCode ?? p.signalCode}): ${this.log}`);
+      return this.log.includes('pier daemon ready');
+    }, timeoutMs, () => `the daemon to be ready: ${this.log}`, 50);
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -125,10 +211,6 @@ export class TestDaemon {
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 let nsCounter = 0;
 /** Fresh named network namespaces, unique to this process. */
 export function makeNetns(n: number): string[] {
@@ -154,11 +236,32 @@ export function ping(ns: string, addr: string, extra: string[] = []): Run {
   return nsExec(ns, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', ...extra, addr]);
 }
 
+/**
+ * Ping (2 echoes) until `addr` answers: a peer that is still starting, a guest bringing its link
+ * up, ARP not resolved yet. Returns ping's output; throws with the last one after `timeoutMs`.
+ */
+export async function pingUntil(ns: string, addr: string, extra: string[] = [], timeoutMs = 30_000): Promise<string> {
+  let last = '';
+  return waitFor(() => {
+    const r = ping(ns, addr, ['-c', '2', ...extra]);
+    last = r.stdout + r.stderr;
+    return r.code === 0 ? r.stdout : '';
+  }, timeoutMs, () => `ping ${addr} from ${ns} to be answered: ${last}`, 300);
+}
+
+/** Whether something in netns `ns` listens on TCP `port` (ss). */
+export function listening(ns: string, port: number): boolean {
+  return nsExec(ns, 'ss', ['-Hltn', `sport = :${port}`]).stdout.trim() !== '';
+}
+
 /** iperf3 from `client` to a server in `server`; returns receiver Gbit/s. reverse = server sends. */
 export async function iperf(server: string, client: string, addr: string, opts: { reverse?: boolean; seconds?: number; parallel?: number } = {}): Promise<{ gbps: number; bytes: number; retransmits: number }> {
   const srv = spawn('ip', ['netns', 'exec', server, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
   try {
-    await sleep(400);
+    await waitFor(() => {
+      if (srv.exitCode !== null) throw new Error(`iperf3 -s in ${server} exited (${srv.exitCode}) before it listened`);
+      return listening(server, 5201);
+    }, IN_VM ? 60_000 : 10_000, `iperf3 -s in ${server} to listen on 5201`);
     const args = ['-c', addr, '-t', String(opts.seconds ?? 2), '-J'];
     if (opts.reverse) args.push('-R');
     if (opts.parallel) args.push('-P', String(opts.parallel));

@@ -8,11 +8,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, ROOT, sh, sleep } from './helpers.ts';
+import { delNetns, makeNetns, NEEDS, requires, ROOT, sh, waitFor } from './helpers.ts';
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string>; devDependencies: Record<string, string> };
 
-describe('npm pack and npm install -g (root)', () => {
+describe('npm pack and npm install -g (root)', requires(NEEDS.tun), () => {
   // Under /tmp, so that no node_modules of the checkout is on the installed package's way up.
   const dir = mkdtempSync(join(tmpdir(), 'pier-package-'));
   const prefix = join(dir, 'prefix');
@@ -20,7 +20,6 @@ describe('npm pack and npm install -g (root)', () => {
   const installed = join(prefix, 'lib', 'node_modules', 'pier');
   let tarball = '';
   let daemon: ChildProcess | undefined;
-  let ns: string[] = [];
 
   before(() => {
     // In the checkout, as a user would: its prepack script builds dist/ first.
@@ -31,13 +30,18 @@ describe('npm pack and npm install -g (root)', () => {
     assert.equal(install.code, 0, `npm install -g failed: ${install.stderr}${install.stdout}`);
   });
 
-  after(async () => {
-    if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-      const done = new Promise((r) => daemon!.once('exit', r));
-      daemon.kill('SIGKILL');
+  async function stopDaemon(): Promise<void> {
+    const p = daemon;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const done = new Promise((r) => p.once('exit', r));
+      p.kill('SIGKILL');
       await done;
     }
-    delNetns(ns);
+    daemon = undefined;
+  }
+
+  after(async () => {
+    await stopDaemon();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -72,32 +76,37 @@ describe('npm pack and npm install -g (root)', () => {
   it('the installed daemon forwards between two tap ports (dataplane thread from dist, koffi)', async () => {
     const socket = join(dir, 'pier.sock');
     let log = '';
-    daemon = spawn(pier, ['daemon', '--socket', socket, '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
-    daemon.stdout!.on('data', (b) => (log += b));
-    daemon.stderr!.on('data', (b) => (log += b));
-    const deadline = Date.now() + 20_000;
-    while (!log.includes('"msg":"pier daemon ready"')) {
-      assert.ok(daemon.exitCode === null && Date.now() < deadline, `the installed daemon did not start: ${log}`);
-      await sleep(50);
+    const p = spawn(pier, ['daemon', '--socket', socket, '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
+    daemon = p;
+    const ns = makeNetns(2);
+    try {
+      p.stdout.on('data', (b) => (log += b));
+      p.stderr.on('data', (b) => (log += b));
+      await waitFor(() => {
+        assert.ok(p.exitCode === null && p.signalCode === null, `the installed daemon exited: ${log}`);
+        return log.includes('"msg":"pier daemon ready"');
+      }, 20_000, () => `the installed daemon to start: ${log}`, 50);
+      const run = (...args: string[]): string => {
+        const r = sh(pier, ['--socket', socket, ...args]);
+        assert.equal(r.code, 0, `pier ${args.join(' ')}: ${r.stderr}`);
+        return r.stdout;
+      };
+      run('add-br', 'br0');
+      run('add-port', 'br0', 'pa', 'type=tap', `netns=${ns[0]}`, 'ip=10.79.0.1/24', 'ifname=eth0');
+      run('add-port', 'br0', 'pb', 'type=tap', `netns=${ns[1]}`, 'ip=10.79.0.2/24', 'ifname=eth0');
+      const ping = sh('ip', ['netns', 'exec', ns[0]!, 'ping', '-c', '2', '-i', '0.2', '-W', '2', '10.79.0.2']);
+      assert.equal(ping.code, 0, `ping through the installed pier failed: ${ping.stdout}${ping.stderr}`);
+      const show = JSON.parse(run('show', '--json')) as { dataplane: { tid: number } };
+      assert.ok(show.dataplane.tid > 0);
+      run('del-br', 'br0');
+      const done = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      await done;
+      assert.equal(p.exitCode, 0, log);
+      assert.match(log, /"msg":"pier daemon stopped"/);
+    } finally {
+      await stopDaemon();
+      delNetns(ns);
     }
-    const run = (...args: string[]): string => {
-      const r = sh(pier, ['--socket', socket, ...args]);
-      assert.equal(r.code, 0, `pier ${args.join(' ')}: ${r.stderr}`);
-      return r.stdout;
-    };
-    ns = makeNetns(2);
-    run('add-br', 'br0');
-    run('add-port', 'br0', 'pa', 'type=tap', `netns=${ns[0]}`, 'ip=10.79.0.1/24', 'ifname=eth0');
-    run('add-port', 'br0', 'pb', 'type=tap', `netns=${ns[1]}`, 'ip=10.79.0.2/24', 'ifname=eth0');
-    const ping = sh('ip', ['netns', 'exec', ns[0]!, 'ping', '-c', '2', '-i', '0.2', '-W', '2', '10.79.0.2']);
-    assert.equal(ping.code, 0, `ping through the installed pier failed: ${ping.stdout}${ping.stderr}`);
-    const show = JSON.parse(run('show', '--json')) as { dataplane: { tid: number } };
-    assert.ok(show.dataplane.tid > 0);
-    run('del-br', 'br0');
-    const done = new Promise((r) => daemon!.once('exit', r));
-    daemon.kill('SIGTERM');
-    await done;
-    assert.equal(daemon.exitCode, 0, log);
-    assert.match(log, /"msg":"pier daemon stopped"/);
   });
 });

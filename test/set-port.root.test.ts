@@ -6,33 +6,43 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, must, ping, sh, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, must, NEEDS, ping, requires, sh, TestDaemon } from './helpers.ts';
 
 function link(ns: string, dev: string): { ifindex: number; mtu: number; address: string; addrs: string[] } {
   const j = JSON.parse(must('ip', ['-n', ns, '-j', 'addr', 'show', 'dev', dev]))[0];
   return { ifindex: j.ifindex, mtu: j.mtu, address: j.address, addrs: j.addr_info.filter((a: any) => a.family === 'inet').map((a: any) => `${a.local}/${a.prefixlen}`) };
 }
 
-describe('pier set-port (root)', () => {
+describe('pier set-port (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
-  let a = '';
-  let b = '';
-  let other = '';
 
   before(async () => {
-    [a, b, other] = makeNetns(3) as [string, string, string];
     await d.start();
     d.ok('add-br', 'br0');
-    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.83.0.1/24');
-    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.83.0.2/24');
   });
 
   after(async () => {
     await d.cleanup();
-    delNetns([a, b, other]);
   });
 
-  it('mtu, ip, mac and offloads change live: same interface, traffic goes on', () => {
+  /**
+   * Two containers of the test's own on tap ports pa and pb (10.83.0.1 and .2), and a third
+   * namespace; the ports and namespaces go when `body` ends, however it ends.
+   */
+  async function withPair(body: (a: string, b: string, other: string) => void | Promise<void>): Promise<void> {
+    const [a, b, other] = makeNetns(3) as [string, string, string];
+    try {
+      d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.83.0.1/24');
+      d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.83.0.2/24');
+      await body(a, b, other);
+    } finally {
+      d.pier('del-port', 'br0', 'pa');
+      d.pier('del-port', 'br0', 'pb');
+      delNetns([a, b, other]);
+    }
+  }
+
+  it('mtu, ip, mac and offloads change live: same interface, traffic goes on', () => withPair((a, b) => {
     const before = link(a, 'pa');
     d.ok('set-port', 'pa', 'mtu=9000');
     d.ok('set-port', 'pb', 'mtu=9000');
@@ -49,16 +59,15 @@ describe('pier set-port (root)', () => {
     const o = d.json('show', 'pa').port.options;
     assert.deepEqual({ mtu: o.mtu, ip: o.ip, mac: o.mac, offloads: o.offloads }, { mtu: 9000, ip: ['10.83.0.11/24'], mac: '02:00:00:83:00:11', offloads: false });
     assert.equal(d.json('show', 'pa').port.state, 'up');
-  });
+  }));
 
-  it('KEY= drops a key (no address at all)', () => {
+  it('KEY= drops a key (no address at all)', () => withPair((_a, b) => {
     d.ok('set-port', 'pb', 'ip=');
     assert.deepEqual(link(b, 'pb').addrs, []);
     assert.equal(d.json('show', 'pb').port.options.ip, undefined);
-    d.ok('set-port', 'pb', 'ip=10.83.0.2/24');
-  });
+  }));
 
-  it('bad values, unknown keys and ports, a new type: refused, nothing changed', () => {
+  it('bad values, unknown keys and ports, a new type: refused, nothing changed', () => withPair((a) => {
     const state = readFileSync(join(d.stateDir, 'state.json'), 'utf8');
     const l = link(a, 'pa');
     for (const [args, msg] of [
@@ -74,9 +83,10 @@ describe('pier set-port (root)', () => {
     }
     assert.equal(readFileSync(join(d.stateDir, 'state.json'), 'utf8'), state, 'state unchanged');
     assert.deepEqual(link(a, 'pa'), l, 'interface unchanged (the mtu of the refused command too)');
-  });
+  }));
 
-  it('what cannot change live is refused with the reason, and done with --recreate', () => {
+  it('what cannot change live is refused with the reason, and done with --recreate', () => withPair((a, b, other) => {
+    d.ok('set-port', 'pa', 'mtu=9000', 'ip=10.83.0.11/24');
     const r = d.pier('set-port', 'pa', `netns=${other}`);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /netns of port pa cannot change while it runs/);
@@ -85,20 +95,25 @@ describe('pier set-port (root)', () => {
     assert.equal(link(other, 'pa').mtu, 9000, 'made again in the other namespace, with its options');
     assert.equal(sh('ip', ['-n', a, 'link', 'show', 'pa']).code !== 0, true, 'and gone from the first');
     assert.equal(ping(b, '10.83.0.11', ['-c', '2']).code, 0);
-  });
+  }));
 
-  it('a restart keeps what set-port changed', async () => {
-    await d.stop();
-    await d.start();
+  it('a restart keeps what set-port changed', () => withPair(async (_a, b, other) => {
+    d.ok('set-port', 'pa', 'mtu=9000', 'ip=10.83.0.11/24', 'mac=02:00:00:83:00:11', 'offloads=off');
+    d.ok('set-port', 'pa', `netns=${other}`, '--recreate');
+    try {
+      await d.stop();
+    } finally {
+      await d.start();
+    }
     const l = link(other, 'pa');
     assert.equal(l.mtu, 9000);
     assert.equal(l.address, '02:00:00:83:00:11');
     assert.equal(d.json('show', 'pa').port.options.offloads, false);
     assert.equal(ping(b, '10.83.0.11', ['-c', '2']).code, 0);
-  });
+  }));
 });
 
-describe('state file of version 1 (root)', () => {
+describe('state file of version 1 (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let ns = '';
   before(() => {

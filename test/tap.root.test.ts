@@ -1,10 +1,12 @@
 // End to end, as root: two network namespaces ("containers") joined by pier through tap ports,
 // with the kernel's own stack, ping and iperf3 on both ends.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, iperf, makeNetns, must, nsExec, ping, TestDaemon } from './helpers.ts';
+import { delNetns, iperf, makeNetns, must, NEEDS, nsExec, ping, requires, TestDaemon, waitFor } from './helpers.ts';
 
-describe('two containers on tap ports (root)', () => {
+describe('two containers on tap ports (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
   const d = new TestDaemon();
   let a = '';
   let b = '';
@@ -56,6 +58,7 @@ describe('two containers on tap ports (root)', () => {
   });
 
   it('shows the ports and counts them', () => {
+    assert.equal(ping(a, '10.77.0.2').code, 0, 'traffic both ways, for the counters and the FDB');
     const show = d.json('show');
     assert.deepEqual(show.bridges.map((x: any) => x.name), ['br0']);
     assert.deepEqual(show.bridges[0].ports.map((p: any) => [p.name, p.state]), [['pa', 'up'], ['pb', 'up']]);
@@ -89,11 +92,12 @@ describe('two containers on tap ports (root)', () => {
 
   it('accepts netns as pid:PID and as a /proc path', async () => {
     const [c, e] = makeNetns(2) as [string, string];
-    const { spawn } = await import('node:child_process');
     const holder = spawn('ip', ['netns', 'exec', c, 'sleep', '60'], { stdio: 'ignore' });
     try {
-      await new Promise((r) => setTimeout(r, 300));
       const pid = holder.pid!;
+      // ip netns exec enters the namespace, then becomes sleep (same pid).
+      const inode = statSync(`/var/run/netns/${c}`).ino;
+      await waitFor(() => statSync(`/proc/${pid}/ns/net`, { throwIfNoEntry: false })?.ino === inode, 5000, `pid ${pid} to be in netns ${c}`);
       d.ok('add-port', 'br0', 'pp', 'type=tap', `netns=pid:${pid}`, 'ip=10.77.0.4/24');
       d.ok('add-port', 'br0', 'pq', 'type=tap', `netns=/var/run/netns/${e}`, 'ip=10.77.0.5/24');
       assert.equal(ping(c, '10.77.0.1').code, 0);
@@ -108,28 +112,42 @@ describe('two containers on tap ports (root)', () => {
 
   it('brings every port back after a restart, same name, address and MAC, and traffic resumes', async () => {
     const macBefore = JSON.parse(must('ip', ['-n', a, '-j', 'link', 'show', 'dev', 'eth0']))[0].address;
-    await d.stop('SIGKILL'); // the harshest restart: no clean shutdown at all
-    assert.notEqual(ping(a, '10.77.0.2', ['-c', '1']).code, 0, 'with pier down nothing should forward');
-    await d.start();
-    const link = JSON.parse(must('ip', ['-n', a, '-j', 'addr', 'show', 'dev', 'eth0']))[0];
-    assert.equal(link.address, macBefore);
-    assert.equal(link.mtu, 9000);
-    assert.ok(link.addr_info.some((x: any) => x.local === '10.77.0.1'));
-    assert.equal(ping(a, '10.77.0.2').code, 0);
-    const r = await iperf(b, a, '10.77.0.2');
-    assert.ok(r.bytes > 50e6);
-    // and after a clean stop too
-    await d.stop('SIGTERM');
-    await d.start();
-    assert.equal(ping(b, '10.77.0.1').code, 0);
+    try {
+      await d.stop('SIGKILL'); // the harshest restart: no clean shutdown at all
+      assert.notEqual(ping(a, '10.77.0.2', ['-c', '1']).code, 0, 'with pier down nothing should forward');
+      await d.start();
+      const link = JSON.parse(must('ip', ['-n', a, '-j', 'addr', 'show', 'dev', 'eth0']))[0];
+      assert.equal(link.address, macBefore);
+      assert.equal(link.mtu, 9000);
+      assert.ok(link.addr_info.some((x: any) => x.local === '10.77.0.1'));
+      assert.equal(ping(a, '10.77.0.2').code, 0);
+      const r = await iperf(b, a, '10.77.0.2');
+      assert.ok(r.bytes > 50e6);
+      // and after a clean stop too
+      await d.stop('SIGTERM');
+      await d.start();
+      assert.equal(ping(b, '10.77.0.1').code, 0);
+    } finally {
+      if (!d.proc) await d.start(); // the next test finds the daemon running
+    }
   });
 
-  it('del-port removes the interface from the container', () => {
-    d.ok('del-port', 'br0', 'pb');
-    assert.notEqual(nsExec(b, 'ip', ['link', 'show', 'eth0']).code, 0, 'eth0 should be gone');
-    assert.deepEqual(d.json('show').bridges[0].ports.map((p: any) => p.name), ['pa']);
-    d.ok('del-br', 'br0');
-    assert.notEqual(nsExec(a, 'ip', ['link', 'show', 'eth0']).code, 0, 'del-br removes its ports');
-    assert.deepEqual(d.json('show').bridges, []);
+  it('del-port removes the interface from the container, del-br its bridge\'s', () => {
+    // A bridge and containers of its own: the others' stay as they are.
+    const [x, y] = makeNetns(2) as [string, string];
+    try {
+      d.ok('add-br', 'br9');
+      d.ok('add-port', 'br9', 'px', 'type=tap', `netns=${x}`, 'ifname=eth0');
+      d.ok('add-port', 'br9', 'py', 'type=tap', `netns=${y}`, 'ifname=eth0');
+      d.ok('del-port', 'br9', 'py');
+      assert.notEqual(nsExec(y, 'ip', ['link', 'show', 'eth0']).code, 0, 'eth0 should be gone');
+      assert.deepEqual(d.json('show', 'br9').bridges[0].ports.map((p: any) => p.name), ['px']);
+      d.ok('del-br', 'br9');
+      assert.notEqual(nsExec(x, 'ip', ['link', 'show', 'eth0']).code, 0, 'del-br removes its ports');
+      assert.ok(!d.json('show').bridges.some((br: any) => br.name === 'br9'), 'the bridge is gone');
+    } finally {
+      d.pier('del-br', 'br9');
+      delNetns([x, y]);
+    }
   });
 });

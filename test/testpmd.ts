@@ -2,7 +2,7 @@
 // prompt, stopped politely or killed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { sleep } from './helpers.ts';
+import { waitFor } from './helpers.ts';
 
 let counter = 0;
 
@@ -22,16 +22,23 @@ export class Testpmd {
     // stdbuf: testpmd's printf output is block-buffered into a pipe; line-buffer it so it can be read live.
     const p = spawn('stdbuf', ['-oL', '-eL', 'dpdk-testpmd', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
-    p.stdout!.on('data', (d) => (this.log += d));
-    p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (p.exitCode !== null) throw new Error(`testpmd exited (${p.exitCode}): ${this.log.slice(-2000)}`);
+    p.stdout.on('data', (d) => (this.log += d));
+    p.stderr.on('data', (d) => (this.log += d));
+    await waitFor(() => {
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`testpmd exited (${p.exitCode ?? p.signalCode}): ${this.log.slice(-2000)}`);
       if (this.log.includes('No probed ethernet devices')) throw new Error(`testpmd found no port: ${this.log.slice(-2000)}`);
-      if (this.log.includes('Start automatic packet forwarding') || this.log.includes('forwards packets on')) return;
-      await sleep(100);
-    }
-    throw new Error(`testpmd did not start forwarding: ${this.log.slice(-2000)}`);
+      return this.log.includes('Start automatic packet forwarding') || this.log.includes('forwards packets on');
+    }, timeoutMs, () => `testpmd to start forwarding: ${this.log.slice(-2000)}`, 100);
+  }
+
+  /** Send a command and wait until what it printed since matches `done`; returns that output. */
+  async ask(cmd: string, done: (out: string) => boolean, timeoutMs = 5000): Promise<string> {
+    const from = this.log.length;
+    this.command(cmd);
+    return waitFor(() => {
+      const out = this.log.slice(from);
+      return done(out) ? out : '';
+    }, timeoutMs, () => `testpmd's answer to '${cmd}': ${this.log.slice(from).slice(-2000)}`);
   }
 
   command(cmd: string): void {
@@ -40,11 +47,9 @@ export class Testpmd {
 
   /** Ask for port stats and return the RX/TX packet counts of each port. */
   async stats(): Promise<Array<{ rx: number; tx: number }>> {
-    const from = this.log.length;
-    this.command('show port stats all');
-    await sleep(500);
-    const out = [...this.log.slice(from).matchAll(/RX-packets:\s+(\d+).*?TX-packets:\s+(\d+)/gs)];
-    return out.map((m) => ({ rx: Number(m[1]), tx: Number(m[2]) }));
+    const each = /RX-packets:\s+(\d+).*?TX-packets:\s+(\d+)/gs;
+    const out = await this.ask('show port stats all', (o) => [...o.matchAll(each)].length >= this.vdevs.length);
+    return [...out.matchAll(each)].map((m) => ({ rx: Number(m[1]), tx: Number(m[2]) }));
   }
 
   async stop(): Promise<void> {

@@ -42,6 +42,7 @@ export class Frontend {
   readonly calls: EventFd[] = [];
   private readonly inbox: Reply[] = [];
   private nextBuf = BUFS;
+  private closed = false;
 
   constructor(path: string, memory: GuestMemoryKind = 'pier') {
     this.mem = guestMemory(memory, MEM);
@@ -207,7 +208,10 @@ export class Frontend {
     return out;
   }
 
+  /** Close the connection and the eventfds, unmap the memory; again: nothing. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.conn.close();
     for (const e of [...this.kicks, ...this.calls]) e.close();
     unmap(this.mem);

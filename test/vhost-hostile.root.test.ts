@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import * as P from '../src/vhost/protocol.ts';
 import { checksum, sumWords } from '../src/dataplane/checksum.ts';
 import { Frontend } from './frontend.ts';
-import { delNetns, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, must, NEEDS, ping, requires, sleep, TestDaemon, waitFor } from './helpers.ts';
 
 const ME = [0x02, 0, 0, 0, 0, 0xaa];
 const MY_IP = [10, 80, 0, 9];
@@ -50,7 +50,7 @@ function tcpSuperFrame(dstMac: number[], dst: number[], payload: number, mss: nu
   return { frame: f, hdr };
 }
 
-describe('vhost-user backend against a test frontend, correct and hostile (root)', () => {
+describe('vhost-user backend against a test frontend, correct and hostile (root)', requires(NEEDS.tun, NEEDS.python3), () => {
   const d = new TestDaemon();
   let c1 = '';
   let c2 = '';
@@ -72,6 +72,12 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
     delNetns([c1, c2]);
   });
 
+  /** Close the frontend and wait until the port has let it go (free for the next one). */
+  async function release(fe: Frontend): Promise<void> {
+    fe.close();
+    await waitFor(() => d.json('show', 'vu').port.peer.connected === false, 5000, () => `the port to let the frontend go: ${JSON.stringify(d.json('show', 'vu').port.peer)}`);
+  }
+
   /** The daemon answers, the two containers still reach each other, and the port is free again. */
   async function unharmed(): Promise<void> {
     assert.equal(d.pier('show').code, 0, 'the daemon answers');
@@ -79,11 +85,10 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
     const fe = new Frontend(sock());
     try {
       await fe.setup();
-      assert.equal(d.json('show', 'vu').port.peer.link, 'up', 'the port takes the next frontend');
+      await waitFor(() => d.json('show', 'vu').port.peer.link === 'up', 5000, 'the port to take the next frontend (link up)');
     } finally {
-      fe.close();
+      await release(fe);
     }
-    await sleep(200);
   }
 
   it('a correct frontend: the kernel answers its ARP request, contents checked', async () => {
@@ -92,19 +97,13 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       await fe.setup();
       fe.postRx(32);
       fe.sendFrame(arpRequest([10, 80, 0, 1]));
-      let reply: Uint8Array | undefined;
-      for (let i = 0; i < 50 && !reply; i++) {
-        await sleep(50);
-        reply = fe.receivedFrames().find((f) => f[12] === 0x08 && f[13] === 0x06 && f[21] === 2);
-      }
-      assert.ok(reply, 'an ARP reply came back');
+      const reply = await waitFor(() => fe.receivedFrames().find((f) => f[12] === 0x08 && f[13] === 0x06 && f[21] === 2), 2500, 'an ARP reply');
       assert.deepEqual([...reply.subarray(0, 6)], ME, 'addressed to the frontend');
       assert.deepEqual([...reply.subarray(28, 32)], [10, 80, 0, 1], 'from the address asked for');
       assert.deepEqual([...reply.subarray(6, 12)], c1Mac);
     } finally {
-      fe.close();
+      await release(fe);
     }
-    await sleep(200);
   });
 
   it('a TSO super-frame from the frontend reaches the tap as one GSO frame, and the kernel answers it', async () => {
@@ -115,17 +114,12 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       const before = d.json('stats', 'c1')[0].counters.tx_gso_packets;
       const { frame, hdr } = tcpSuperFrame(c1Mac, [10, 80, 0, 1], 4000, 1000);
       fe.sendFrame(frame, hdr);
-      let rst: Uint8Array | undefined;
-      for (let i = 0; i < 50 && !rst; i++) {
-        await sleep(50);
-        rst = fe.receivedFrames().find((f) => f[23] === 6 && (f[47]! & 0x04) !== 0);
-      }
+      // The kernel took the super-frame as valid TCP and answers with a reset.
+      await waitFor(() => fe.receivedFrames().some((f) => f[23] === 6 && (f[47]! & 0x04) !== 0), 2500, 'the kernel\'s TCP reset');
       assert.equal(d.json('stats', 'c1')[0].counters.tx_gso_packets, before + 1, 'written to the tap as one GSO frame');
-      assert.ok(rst, 'the kernel took the super-frame as valid TCP and answered with a reset');
     } finally {
-      fe.close();
+      await release(fe);
     }
-    await sleep(200);
   });
 
   it('TSO super-frames from the tap reach the vhost-user port as super-frames (and back)', async () => {
@@ -136,11 +130,12 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
     let gsoSeen = 0;
     let biggest = 0;
     let running = true;
+    let pump: Promise<void> | undefined;
     try {
       await fe.setup();
       fe.postRx(64, 65600);
       let pumpError: unknown;
-      const pump = (async () => {
+      pump = (async () => {
         while (running) {
           for (const { hdr, frame } of fe.receivedPackets()) {
             if (hdr[1] !== 0) gsoSeen++;
@@ -161,7 +156,7 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
             }
             fe.postRx(1, 65600);
           }
-          await sleep(2);
+          await sleep(2); // pacing: the reflector polls the ring (no call eventfd wait) and yields to the test's own flow
         }
       })().catch((e: unknown) => {
         // Keep the test's own flow (client exit, then the asserts and finally) in charge.
@@ -194,9 +189,9 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       assert.ok(d.json('stats', 'c1')[0].counters.tx_gso_packets > 0, 'and the reflected super-frames went back to the tap whole');
     } finally {
       running = false;
-      fe.close();
+      await pump;
+      await release(fe);
     }
-    await sleep(200);
   });
 
   it('unknown and malformed messages are refused with an answer; the connection stays', async () => {
@@ -220,9 +215,8 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       const refused = d.json('show', 'vu').port.peer.refused;
       assert.ok(Object.keys(refused).length >= 4, JSON.stringify(refused));
     } finally {
-      fe.close();
+      await release(fe);
     }
-    await sleep(200);
     await unharmed();
   });
 
@@ -233,9 +227,8 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
         fe.send(P.Req.GET_FEATURES, new Uint8Array(0), [], flags, size);
         assert.ok(await fe.closedByPeer(), 'pier closed the connection');
       } finally {
-        fe.close();
+        await release(fe);
       }
-      await sleep(200);
       await unharmed();
     }
     assert.ok(d.json('show', 'vu').port.peer.protocolErrors >= 2);
@@ -253,9 +246,8 @@ describe('vhost-user backend against a test frontend, correct and hostile (root)
       assert.match(d.json('show', 'vu').port.peer.lastError ?? '', reason);
       check();
     } finally {
-      fe.close();
+      await release(fe);
     }
-    await sleep(200);
     await unharmed();
   }
 

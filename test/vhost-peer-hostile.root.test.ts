@@ -10,22 +10,12 @@ import { libc, unixConnect } from '../src/sys/index.ts';
 import * as codec from '../src/vhost/codec.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { Frontend } from './frontend.ts';
-import { delNetns, makeNetns, must, ping, sh, sleep, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, must, NEEDS, ping, requires, sh, TestDaemon, waitFor } from './helpers.ts';
 
 const NEED = P.VHOST_USER_VERSION | P.FLAG_NEED_REPLY;
 const MIB = 1024 * 1024;
 
-/** Poll `cond` every 20 ms until it holds or `ms` pass; returns whether it held. */
-async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await sleep(20);
-  }
-  return cond();
-}
-
-describe('a hostile vhost-user frontend costs at most its own session (root)', () => {
+describe('a hostile vhost-user frontend costs at most its own session (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let c1 = '';
   let c2 = '';
@@ -46,6 +36,12 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     delNetns([c1, c2]);
   });
 
+  /** Close the frontends and wait until the port has let them go (free for the next test). */
+  async function release(...fes: Frontend[]): Promise<void> {
+    for (const fe of fes) fe.close();
+    await waitFor(() => peer().connected === false, 5000, () => `the port to let the frontend go: ${JSON.stringify(peer())}`);
+  }
+
   /** The daemon answers, the taps reach each other, and a correct frontend gets the port. */
   async function unharmed(): Promise<void> {
     assert.equal(d.pier('show').code, 0, 'the daemon answers');
@@ -53,11 +49,10 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fe = new Frontend(sock());
     try {
       await fe.setup();
-      assert.ok(await until(() => peer().link === 'up'), 'a correct frontend gets the port');
+      await waitFor(() => peer().link === 'up', 5000, 'a correct frontend to get the port (link up)');
     } finally {
-      fe.close();
+      await release(fe);
     }
-    assert.ok(await until(() => peer().connected === false), 'and lets it go');
   }
 
   /** REPLY_ACK negotiated, owner and features set: ready for a memory table. */
@@ -99,11 +94,11 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
         await refused(fe, P.Req.SET_VRING_ENABLE, fe.state(99, 1), []); // a round trip: everything before it was handled
         assert.equal(peer().vrings.length, 0, `${what}: no ring started`);
       } finally {
-        fe.close();
+        await release(fe);
       }
     }
     // The reason is in the daemon's log too, as a warning naming the port.
-    assert.ok(await until(() => d.log.split('\n').some((l) => l.includes('"peer refused"') && l.includes('"port":"vu"') && /page size/.test(l))), 'logged');
+    await waitFor(() => d.log.split('\n').some((l) => l.includes('"peer refused"') && l.includes('"port":"vu"') && /page size/.test(l)), 5000, 'the refusal in the daemon\'s log');
     await unharmed();
   });
 
@@ -111,7 +106,7 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fe = new Frontend(sock(), 'unsealable');
     try {
       await fe.setup();
-      assert.ok(await until(() => peer().link === 'up'));
+      await waitFor(() => peer().link === 'up', 5000, 'link up');
       const mem = peer().memory;
       assert.equal(mem.length, 1);
       assert.equal(mem[0].seal, 'unsealed', 'DPDK-like memory cannot be sealed');
@@ -128,9 +123,9 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       assert.match(p.lastError ?? '', /^memory: /, p.lastError);
       assert.ok(p.ended.memory >= 1, JSON.stringify(p.ended));
       assert.ok(d.json('show').dataplane.memoryFaults > faultsBefore, 'the guard counted the fault');
-      assert.ok(await until(() => d.log.split('\n').some((l) => l.includes('"peer ended"') && l.includes('"kind":"memory"'))), 'the end and its kind are logged');
+      await waitFor(() => d.log.split('\n').some((l) => l.includes('"peer ended"') && l.includes('"kind":"memory"')), 5000, 'the end and its kind in the daemon\'s log');
     } finally {
-      fe.close();
+      await release(fe);
     }
     await unharmed();
   });
@@ -139,12 +134,12 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fe = new Frontend(sock(), 'sealable');
     try {
       await fe.setup();
-      assert.ok(await until(() => peer().link === 'up'));
+      await waitFor(() => peer().link === 'up', 5000, 'link up');
       assert.equal(peer().memory[0].seal, 'sealed by pier');
       assert.equal(libc.ftruncate(fe.mem.fd, 0), -1, 'ftruncate fails');
       assert.equal(libc.errno(), 1, 'EPERM');
     } finally {
-      fe.close();
+      await release(fe);
     }
   });
 
@@ -163,7 +158,7 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       const good = new Frontend(`${d.dir}/vs.sock`, 'sealable');
       try {
         await good.setup();
-        assert.ok(await until(() => peer('vs').link === 'up'), 'sealable memory is taken');
+        await waitFor(() => peer('vs').link === 'up', 5000, 'sealable memory to be taken (link up)');
       } finally {
         good.close();
       }
@@ -195,9 +190,9 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       }
       assert.ok(Object.keys(peer().refused).some((k) => /SET_VRING_CALL/.test(k)));
     } finally {
-      fe.close();
       closeSync(pipe);
       closeSync(file);
+      await release(fe);
     }
     await unharmed();
   });
@@ -206,7 +201,7 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fe = new Frontend(sock());
     try {
       await fe.setup();
-      assert.ok(await until(() => peer().link === 'up'));
+      await waitFor(() => peer().link === 'up', 5000, 'link up');
       fe.postRx(32);
       const call = fe.calls[0]!.fd; // the receive ring's: pier writes it when it delivers a frame
       const fl = libc.fcntlInt(call, libc.F_GETFL);
@@ -219,7 +214,7 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       assert.equal(d.json('stats', 'vu')[0].counters.notify_stalled, stalledBefore + 1);
       assert.match(peer().lastError ?? '', /call eventfd: it blocked pier/);
     } finally {
-      fe.close();
+      await release(fe);
     }
     await unharmed();
   });
@@ -235,12 +230,11 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
       const fe = new Frontend(sock());
       try {
         await fe.setup();
-        assert.ok(await until(() => peer().link === 'up', 3000), `${what}: the correct frontend gets the port`);
+        await waitFor(() => peer().link === 'up', 3000, `${what}: the correct frontend to get the port`);
         assert.ok(await bad.closedByPeer(5000), `${what}: the stalled connection is let go after the message deadline`);
         assert.equal(peer().link, 'up', `${what}: the correct frontend keeps it`);
       } finally {
-        fe.close();
-        bad.close();
+        await release(fe, bad);
       }
     }
     assert.ok(peer().ended.timeout >= 2, JSON.stringify(peer().ended));
@@ -251,15 +245,14 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fe = new Frontend(sock());
     try {
       await stuck.setup();
-      assert.ok(await until(() => peer().link === 'up'));
+      await waitFor(() => peer().link === 'up', 5000, 'link up');
       stuck.sendRaw(codec.message(P.Req.SET_VRING_BASE, fe.state(0, 0)).subarray(0, 15));
       await fe.setup();
       assert.ok(await stuck.closedByPeer(), 'the old session ends when the new one sets up');
-      assert.ok(await until(() => peer().link === 'up'), 'the newest session has the port');
+      await waitFor(() => peer().link === 'up', 5000, 'the newest session to have the port');
       assert.ok(peer().ended.superseded >= 1, JSON.stringify(peer().ended));
     } finally {
-      fe.close();
-      stuck.close();
+      await release(fe, stuck);
     }
   });
 
@@ -268,45 +261,46 @@ describe('a hostile vhost-user frontend costs at most its own session (root)', (
     const fresh = new Frontend(sock());
     try {
       await old.setup();
-      assert.ok(await until(() => peer().link === 'up'));
+      await waitFor(() => peer().link === 'up', 5000, 'link up');
       const connects = peer().connects;
       await fresh.setup();
       assert.ok(await old.closedByPeer());
-      assert.ok(await until(() => peer().link === 'up' && peer().connects === connects + 1));
+      await waitFor(() => peer().link === 'up' && peer().connects === connects + 1, 5000, () => `link up on a new session: ${JSON.stringify(peer())}`);
       // The fresh session really carries traffic: an ARP request to c1 is answered.
       fresh.postRx(16);
       const arp = new Uint8Array(42);
       arp.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xbb, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0xbb, 10, 81, 0, 9, 0, 0, 0, 0, 0, 0, 10, 81, 0, 1]);
       fresh.sendFrame(arp);
-      assert.ok(await until(() => fresh.receivedFrames().some((f) => f[12] === 0x08 && f[13] === 0x06 && f[21] === 2)), 'the ARP reply came back');
+      await waitFor(() => fresh.receivedFrames().some((f) => f[12] === 0x08 && f[13] === 0x06 && f[21] === 2), 5000, 'the ARP reply');
     } finally {
-      fresh.close();
-      old.close();
+      await release(fresh, old);
     }
   });
 
   it('hundreds of idle connections do not keep a correct frontend off the port, and are let go', async () => {
     const pid = d.proc!.pid!;
     const fdsBefore = (): number => Number(must('sh', ['-c', `ls /proc/${pid}/fd | wc -l`]).trim());
-    await until(() => peer().connected === false);
+    await waitFor(() => peer().connected === false, 5000, 'the port to be free');
     const base = fdsBefore();
     const idle: number[] = [];
-    for (let i = 0; i < 300; i++) idle.push(unixConnect(sock()));
-    const fe = new Frontend(sock());
+    let fe: Frontend | undefined;
     try {
+      for (let i = 0; i < 300; i++) idle.push(unixConnect(sock()));
+      fe = new Frontend(sock()); // the newest: pier lets the oldest silent ones go first
       const t0 = Date.now();
       await fe.setup();
-      assert.ok(await until(() => peer().link === 'up', 5000), 'the correct frontend gets the port');
+      await waitFor(() => peer().link === 'up', 5000, 'the correct frontend to get the port');
       const took = Date.now() - t0;
       assert.ok(took < 5000, `within a few seconds (${took} ms)`);
       assert.ok(peer().newcomers <= 16, `pier holds at most 16 newer connections (${peer().newcomers})`);
+      await release(fe);
+      // Every idle one is closed by pier: the oldest silent ones at once, the rest after 3 s.
+      await waitFor(() => peer().newcomers === 0 && peer().connected === false, 8000, () => `every idle connection let go: ${JSON.stringify(peer())}`);
     } finally {
-      fe.close();
+      fe?.close();
+      for (const fd of idle.splice(0)) libc.close(fd);
     }
-    // Every idle one is closed by pier: the oldest silent ones at once, the rest after 3 s.
-    assert.ok(await until(() => peer().newcomers === 0 && peer().connected === false, 8000), JSON.stringify(peer()));
-    for (const fd of idle) libc.close(fd);
-    assert.ok(await until(() => fdsBefore() === base, 5000), `the daemon's fds back to ${base} (now ${fdsBefore()})`);
+    await waitFor(() => fdsBefore() === base, 5000, () => `the daemon's fds back to ${base} (now ${fdsBefore()})`);
     await unharmed();
   });
 });

@@ -10,9 +10,9 @@ import type { PeerNews } from '../dataplane/protocol.ts';
 import { hasNetAdmin } from '../sys/index.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
-import { kindOf, loadControls, PORT_TYPES } from '../ports/registry.ts';
+import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
 import { err, PierError } from './errors.ts';
-import { type DesiredState, StateStore, type StoredPort } from './state.ts';
+import { type DesiredState, emptyState, StateStore, type StoredPort } from './state.ts';
 import { type Commands, ControlServer } from './control.ts';
 
 import { VERSION } from './defaults.ts';
@@ -60,7 +60,7 @@ export class Daemon {
   // Synchronous: few lines, and a daemon that hangs must still have said what it was doing.
   private readonly log = new Logger('pier');
   private readonly store: StateStore;
-  private state: DesiredState;
+  private state: DesiredState = emptyState();
   private dataplane!: Dataplane;
   private control: ControlServer | undefined;
   private readonly bridgeIds = new Map<string, number>();
@@ -75,7 +75,6 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions) {
     this.store = new StateStore(opts.stateDir);
-    this.state = this.store.load();
   }
 
   async start(): Promise<void> {
@@ -84,6 +83,8 @@ export class Daemon {
     }
     this.controls = await loadControls();
     for (const c of new Set(this.controls.values())) c.preflight?.();
+    await loadSchemas();
+    this.state = this.store.load();
     await this.refuseIfRunning();
     this.dataplane = new Dataplane(this.opts.poolSize, this.opts.dataplaneCpu);
     this.dataplane.onEvent = (e) => {

@@ -68,8 +68,11 @@ export interface DataplaneHalf<S> {
 export interface PortKind<O extends KindOptions = KindOptions, S = unknown, V = unknown> {
   /** The `type=` names this kind answers to. */
   readonly types: readonly string[];
-  /** The one schema: CLI words and stored options alike (see src/ports/fields.ts). */
-  readonly options: z.ZodType<O, unknown>;
+  /**
+   * The one schema: CLI words and stored options alike (see src/ports/fields.ts). Loaded
+   * lazily like the halves: a client command renders views and must not pay for zod.
+   */
+  options(): Promise<z.ZodType<O, unknown>>;
   /** Option keys `pier set-port` changes on a running port; others need --recreate. */
   readonly live: readonly string[];
   /** Text for `pier show` of what the dataplane half's describe() returned (its View). */

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { PierError } from '../errors.ts';
 import { validatePortOptions } from './parse.ts';
+import { loadSchemas } from './registry.ts';
 
 describe('virtio-user options', () => {
+  before(loadSchemas);
   test('queues=1..16 are accepted as numbers', () => {
     for (const n of [1, 2, 16]) {
       const o = validatePortOptions({ type: 'virtio-user', path: '/dev/vhost-net', queues: String(n) });

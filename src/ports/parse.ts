@@ -3,7 +3,7 @@
 // per problem naming the key and the fix.
 import { PierError } from '../errors.ts';
 import type { KindOptions } from './kind.ts';
-import { kindOf, PORT_TYPES } from './registry.ts';
+import { PORT_TYPES, schemaOf } from './registry.ts';
 
 /** `['type=tap', 'netns=c1']` -> `{ type: 'tap', netns: 'c1' }`, every word checked. */
 export function parseKeyValues(words: string[]): Record<string, string> {
@@ -20,17 +20,20 @@ export function parseKeyValues(words: string[]): Record<string, string> {
 
 /** The option keys of `type`, in the schema's order (type first). */
 export function optionKeys(type: string): string[] {
-  const schema = kindOf(type)?.options as unknown as { shape?: Record<string, unknown> } | undefined;
+  const schema = schemaOf(type) as unknown as { shape?: Record<string, unknown> } | undefined;
   return Object.keys(schema?.shape ?? {});
 }
 
-/** Words as typed (strings) or stored values: the kind's options, or a PierError naming the key. */
+/**
+ * Words as typed (strings) or stored values: the kind's options, or a PierError naming the key.
+ * The schemas must be loaded (registry.loadSchemas()).
+ */
 export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   const type = raw.type;
   if (type === undefined) throw new PierError('EINVAL', 'the port has no type', `add type=TYPE; types: ${PORT_TYPES.join(', ')}`);
-  const kind = typeof type === 'string' ? kindOf(type) : undefined;
-  if (!kind) throw new PierError('EINVAL', `unknown port type '${String(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
-  const r = kind.options.safeParse(raw);
+  const schema = typeof type === 'string' ? schemaOf(type) : undefined;
+  if (!schema) throw new PierError('EINVAL', `unknown port type '${String(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
+  const r = schema.safeParse(raw);
   if (r.success) return r.data as KindOptions;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {

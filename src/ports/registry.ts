@@ -1,5 +1,6 @@
 // Every port kind pier has, one line each (docs/design/ports.md). The CLI, the daemon, the state
 // file and the dataplane worker all find a kind here by its `type=` name.
+import type { z } from 'zod';
 import type { ControlHalf, DataplaneHalf, KindOptions, PortKind } from './kind.ts';
 import { tap } from './tap/index.ts';
 import { vhostUser } from './vhost-user/index.ts';
@@ -18,6 +19,22 @@ export const PORT_TYPES: readonly string[] = [...byType.keys()];
 
 export function kindOf(type: string): PortKind<any, any, any> | undefined {
   return byType.get(type);
+}
+
+const schemas = new Map<string, z.ZodType<KindOptions, unknown>>();
+
+/** Load every kind's option schema (the daemon and tests, before parsing options). */
+export async function loadSchemas(): Promise<void> {
+  for (const k of KINDS) {
+    const s = await k.options();
+    for (const t of k.types) schemas.set(t, s);
+  }
+}
+
+/** A kind's option schema; loadSchemas() must have run (the CLI never parses options itself). */
+export function schemaOf(type: string): z.ZodType<KindOptions, unknown> | undefined {
+  if (schemas.size === 0) throw new Error('option schemas are not loaded: call loadSchemas() first');
+  return schemas.get(type);
 }
 
 /** Load every kind's control half (the daemon, once at start): lookups are synchronous after. */

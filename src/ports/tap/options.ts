@@ -14,8 +14,6 @@ export const tapOptions = z.strictObject({
 });
 export type TapOptions = z.output<typeof tapOptions>;
 
-/** What `pier set-port` changes on a running tap port: the container keeps its interface. */
-export const TAP_LIVE = ['ip', 'mac', 'mtu', 'offloads'] as const;
 
 /** What the dataplane half is built from. */
 export interface TapSpec {

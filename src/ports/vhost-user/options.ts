@@ -15,12 +15,6 @@ export const vhostUserOptions = z.strictObject({
 });
 export type VhostUserOptions = z.output<typeof vhostUserOptions>;
 
-/**
- * What `pier set-port` changes without touching the socket: the dataplane half is rebuilt with
- * the new values (the frontend in session reconnects and negotiates them; a listening socket
- * stays where it is).
- */
-export const VHOST_USER_LIVE = ['mtu', 'queue-size', 'busy-poll', 'strict-memory'] as const;
 
 /** What the dataplane half is built from. */
 export interface VhostUserSpec {

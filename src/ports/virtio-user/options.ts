@@ -19,12 +19,6 @@ export const virtioUserOptions = z.strictObject({
 });
 export type VirtioUserOptions = z.output<typeof virtioUserOptions>;
 
-/**
- * What `pier set-port` changes on a running virtio-user port: the container tap's link (vhost-net
- * ports), and the ring size of a port on a vhost-user socket (the dataplane half is rebuilt and
- * reconnects; over vhost-net the rings belong to fds the kernel has taken: --recreate).
- */
-export const VIRTIO_USER_LIVE = ['ip', 'mac', 'mtu', 'queue-size'] as const;
 
 /** What the dataplane half is built from. */
 export interface VirtioUserSpec {

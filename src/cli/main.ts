@@ -36,7 +36,7 @@ program.command('daemon')
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
     if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
-    const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, pino, the dataplane
+    const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, zod, the dataplane
     const cpu = o.dataplaneCpu === undefined ? -1 : Number(o.dataplaneCpu);
     const ncpu = (await import('node:os')).cpus().length;
     if (!Number.isInteger(cpu) || cpu < -1 || cpu >= ncpu) throw new PierError('EINVAL', `--dataplane-cpu ${o.dataplaneCpu} is not a CPU of this machine`, `use 0..${ncpu - 1}`);

@@ -3,26 +3,14 @@
 // two pier bridges to another testpmd; both socket modes; offloads and two queue pairs
 // negotiated; MTU 9000; the peer killed with SIGKILL and restarted.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, ping, sleep, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, NEEDS, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
 import { Testpmd } from './testpmd.ts';
 
 // testpmd asks virtio-user for checksum and TSO offloads (rx: TCP/UDP csum, LRO, scatter; tx:
 // TCP/UDP csum, TSO, multi-segment), so the virtio features pier offers are really negotiated.
 const OFFLOADS = ['--rx-offloads=0x201c', '--tx-offloads=0x802c', '--max-pkt-len=9018'];
-
-/** Ping until it works (testpmd flushes its queues when forwarding starts) or give up. */
-async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<string> {
-  let last = '';
-  for (let i = 0; i < 10; i++) {
-    const r = ping(ns, addr, ['-c', '2', ...extra]);
-    if (r.code === 0) return r.stdout;
-    last = r.stdout + r.stderr;
-    await sleep(500);
-  }
-  throw new Error(`ping ${addr} from ${ns} never answered: ${last}`);
-}
 
 function openFds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
@@ -32,122 +20,129 @@ function memfdMappings(pid: number): number {
   return readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
 }
 
-describe('vhost-user ports with DPDK testpmd (root)', () => {
+describe('vhost-user ports with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS.testpmd), () => {
   const d = new TestDaemon();
   let c1 = '';
   let c2 = '';
-  const peers: Testpmd[] = [];
 
   before(async () => {
     [c1, c2] = makeNetns(2) as [string, string];
     await d.start();
     d.ok('add-br', 'br0');
     d.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${c1}`, 'ip=10.79.0.1/24', 'mtu=9000');
+    // A second container, to show the other ports carry on while a peer comes and goes.
+    d.ok('add-port', 'br0', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.79.0.3/24', 'mtu=9000');
   });
 
   after(async () => {
-    for (const p of peers) await p.kill();
     await d.cleanup();
     delNetns([c1, c2]);
   });
 
+  /** Kill the testpmds, delete the ports and bridges a test made (each may not exist). */
+  async function cleanup(peers: Testpmd[], ports: Array<[string, string]>, bridges: string[] = []): Promise<void> {
+    for (const p of peers) await p.kill();
+    for (const [br, port] of ports) d.pier('del-port', br, port);
+    for (const br of bridges) d.pier('del-br', br);
+  }
+
   it('server mode: a container pings testpmd (icmpecho) with offloads, two queue pairs and MTU 9000', async () => {
-    d.ok('add-port', 'br0', 'app1', 'type=vhost-user', `path=${d.dir}/app1.sock`, 'queues=2', 'mtu=9000');
     const t = new Testpmd([`net_virtio_user0,path=${d.dir}/app1.sock,queues=2`], 'icmpecho', ['--rxq=2', '--txq=2', ...OFFLOADS]);
-    peers.push(t);
-    await t.start();
-    const out = await pingOk(c1, '10.79.0.2', ['-p', 'a5c3']); // ping checks the echoed pattern
-    assert.match(out, /2 received/);
-    await pingOk(c1, '10.79.0.2', ['-M', 'do', '-s', '8900']);
-    const peer = d.json('show', 'app1').port.peer;
-    assert.equal(peer.connected, true);
-    assert.equal(peer.link, 'up');
-    for (const f of ['VERSION_1', 'MRG_RXBUF', 'CSUM', 'GUEST_CSUM', 'HOST_TSO4', 'HOST_TSO6', 'GUEST_TSO4', 'GUEST_TSO6', 'MQ']) {
-      assert.ok(peer.features.negotiated.includes(f), `${f} not negotiated: ${peer.features.negotiated}`);
+    try {
+      d.ok('add-port', 'br0', 'app1', 'type=vhost-user', `path=${d.dir}/app1.sock`, 'queues=2', 'mtu=9000');
+      await t.start();
+      const out = await pingUntil(c1, '10.79.0.2', ['-p', 'a5c3']); // ping checks the echoed pattern
+      assert.match(out, /2 received/);
+      await pingUntil(c1, '10.79.0.2', ['-M', 'do', '-s', '8900']);
+      const peer = d.json('show', 'app1').port.peer;
+      assert.equal(peer.connected, true);
+      assert.equal(peer.link, 'up');
+      for (const f of ['VERSION_1', 'MRG_RXBUF', 'CSUM', 'GUEST_CSUM', 'HOST_TSO4', 'HOST_TSO6', 'GUEST_TSO4', 'GUEST_TSO6', 'MQ']) {
+        assert.ok(peer.features.negotiated.includes(f), `${f} not negotiated: ${peer.features.negotiated}`);
+      }
+      assert.deepEqual(peer.queuePairs, { configured: 2, enabled: 2 });
+      const s = d.json('stats', 'app1')[0].counters;
+      assert.ok(s.rx_packets > 0 && s.tx_packets > 0);
+      assert.match(d.ok('show', 'app1'), /type=vhost-user/);
+    } finally {
+      await cleanup([t], [['br0', 'app1']]);
     }
-    assert.deepEqual(peer.queuePairs, { configured: 2, enabled: 2 });
-    const s = d.json('stats', 'app1')[0].counters;
-    assert.ok(s.rx_packets > 0 && s.tx_packets > 0);
-    assert.match(d.ok('show', 'app1'), /type=vhost-user/);
   });
 
   it('a testpmd forwards through pier to another testpmd, contents intact', async () => {
     // c1 -> br0 -> fwd port 0 -> testpmd io -> fwd port 1 -> br1 -> echo (testpmd icmpecho) and back
-    d.ok('del-port', 'br0', 'app1');
-    await peers.pop()!.kill();
-    d.ok('add-br', 'br1');
-    d.ok('add-port', 'br0', 'fwd0', 'type=vhost-user', `path=${d.dir}/fwd0.sock`);
-    d.ok('add-port', 'br1', 'fwd1', 'type=vhost-user', `path=${d.dir}/fwd1.sock`);
-    d.ok('add-port', 'br1', 'echo', 'type=vhost-user', `path=${d.dir}/echo.sock`);
     const echo = new Testpmd([`net_virtio_user0,path=${d.dir}/echo.sock`], 'icmpecho');
     const fwd = new Testpmd([`net_virtio_user0,path=${d.dir}/fwd0.sock`, `net_virtio_user1,path=${d.dir}/fwd1.sock`], 'io');
-    peers.push(echo, fwd);
-    await echo.start();
-    await fwd.start();
-    for (const pattern of ['00', 'ff', '5aa5', 'deadbeef']) await pingOk(c1, '10.79.0.2', ['-p', pattern, '-s', '1400']);
-    const stats = Object.fromEntries(d.json('stats').map((s: any) => [s.port, s.counters]));
-    assert.ok(stats.fwd1.rx_packets > 0 && stats.echo.tx_packets > 0 && stats.echo.rx_packets > 0);
-    await fwd.kill();
-    await echo.kill();
-    peers.length = 0;
-    d.ok('del-br', 'br1');
-    d.ok('del-port', 'br0', 'fwd0');
+    try {
+      d.ok('add-br', 'br1');
+      d.ok('add-port', 'br0', 'fwd0', 'type=vhost-user', `path=${d.dir}/fwd0.sock`);
+      d.ok('add-port', 'br1', 'fwd1', 'type=vhost-user', `path=${d.dir}/fwd1.sock`);
+      d.ok('add-port', 'br1', 'echo', 'type=vhost-user', `path=${d.dir}/echo.sock`);
+      await echo.start();
+      await fwd.start();
+      for (const pattern of ['00', 'ff', '5aa5', 'deadbeef']) await pingUntil(c1, '10.79.0.2', ['-p', pattern, '-s', '1400']);
+      const stats = Object.fromEntries(d.json('stats').map((s: any) => [s.port, s.counters]));
+      assert.ok(stats.fwd1.rx_packets > 0 && stats.echo.tx_packets > 0 && stats.echo.rx_packets > 0);
+    } finally {
+      await cleanup([fwd, echo], [['br0', 'fwd0']], ['br1']);
+    }
   });
 
   it('client mode: pier connects to testpmd (server=1), and reconnects after testpmd is killed', async () => {
     const sock = `${d.dir}/vm1.sock`;
     const mk = (): Testpmd => new Testpmd([`net_virtio_user0,path=${sock},server=1,queues=1`], 'icmpecho', OFFLOADS);
-    let t = mk();
-    peers.push(t);
-    const started = t.start(); // testpmd waits for pier to connect before it starts forwarding
-    await sleep(500);
-    d.ok('add-port', 'br0', 'vm1', 'type=vhost-user-client', `path=${sock}`);
-    await started;
-    await pingOk(c1, '10.79.0.2', ['-p', 'c0ffee']);
-    assert.equal(d.json('show', 'vm1').port.peer.mode, 'client');
-    // A second container on a tap port keeps talking to the first while the peer is away.
-    d.ok('add-port', 'br0', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.79.0.3/24', 'mtu=9000');
-    await t.kill();
-    peers.pop();
-    assert.equal(ping(c1, '10.79.0.3').code, 0, 'other ports are unaffected');
-    // A killed testpmd leaves its socket file behind and refuses to bind over it next time.
-    rmSync(sock, { force: true });
-    t = mk();
-    peers.push(t);
-    await t.start();
-    await pingOk(c1, '10.79.0.2');
-    const peer = d.json('show', 'vm1').port.peer;
-    assert.ok(peer.connects >= 2, `connects ${peer.connects}`);
-    await t.kill();
-    peers.pop();
-    d.ok('del-port', 'br0', 'vm1');
+    const peers = [mk()];
+    try {
+      const started = peers[0]!.start(); // testpmd waits for pier to connect before it starts forwarding
+      started.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
+      await waitFor(() => existsSync(sock), 30_000, `testpmd to listen on ${sock}`);
+      d.ok('add-port', 'br0', 'vm1', 'type=vhost-user-client', `path=${sock}`);
+      await started;
+      await pingUntil(c1, '10.79.0.2', ['-p', 'c0ffee']);
+      assert.equal(d.json('show', 'vm1').port.peer.mode, 'client');
+      // The other container keeps talking to the first while the peer is away.
+      await peers[0]!.kill();
+      assert.equal(ping(c1, '10.79.0.3').code, 0, 'other ports are unaffected');
+      // A killed testpmd leaves its socket file behind and refuses to bind over it next time.
+      rmSync(sock, { force: true });
+      peers.push(mk());
+      await peers[1]!.start();
+      await pingUntil(c1, '10.79.0.2');
+      const peer = d.json('show', 'vm1').port.peer;
+      assert.ok(peer.connects >= 2, `connects ${peer.connects}`);
+    } finally {
+      await cleanup(peers, [['br0', 'vm1']]);
+    }
   });
 
   it('server mode: testpmd killed with SIGKILL and restarted, traffic resumes, no fd or mapping leaks', async () => {
-    d.ok('add-port', 'br0', 'app2', 'type=vhost-user', `path=${d.dir}/app2.sock`);
-    const pid = d.json('show').pid as number;
     const mk = (): Testpmd => new Testpmd([`net_virtio_user0,path=${d.dir}/app2.sock`], 'icmpecho');
-    let fds0 = -1;
-    let maps0 = -1;
-    for (let round = 0; round < 3; round++) {
-      const t = mk();
-      peers.push(t);
-      await t.start();
-      await pingOk(c1, '10.79.0.2');
-      assert.equal(ping(c1, '10.79.0.3').code, 0, 'the tap ports are unaffected');
-      await t.kill();
-      peers.pop();
-      await sleep(300);
-      const show = d.json('show', 'app2').port.peer;
-      assert.equal(show.connected, false);
-      if (round === 0) {
-        fds0 = openFds(pid);
-        maps0 = memfdMappings(pid);
-      } else {
-        assert.equal(openFds(pid), fds0, 'open fds grow with reconnects');
-        assert.equal(memfdMappings(pid), maps0, 'memfd mappings grow with reconnects');
+    const peers: Testpmd[] = [];
+    try {
+      d.ok('add-port', 'br0', 'app2', 'type=vhost-user', `path=${d.dir}/app2.sock`);
+      const pid = d.json('show').pid as number;
+      let fds0 = -1;
+      let maps0 = -1;
+      for (let round = 0; round < 3; round++) {
+        const t = mk();
+        peers.push(t);
+        await t.start();
+        await pingUntil(c1, '10.79.0.2');
+        assert.equal(ping(c1, '10.79.0.3').code, 0, 'the tap ports are unaffected');
+        await t.kill();
+        await waitFor(() => d.json('show', 'app2').port.peer.connected === false, 5000, 'pier to see the killed testpmd gone');
+        if (round === 0) {
+          fds0 = openFds(pid);
+          maps0 = memfdMappings(pid);
+        } else {
+          // A leak never settles back: wait for the count of the first round, not a fixed time.
+          await waitFor(() => openFds(pid) === fds0, 5000, () => `open fds back to ${fds0} (now ${openFds(pid)}): they grow with reconnects`);
+          await waitFor(() => memfdMappings(pid) === maps0, 5000, () => `memfd mappings back to ${maps0} (now ${memfdMappings(pid)}): they grow with reconnects`);
+        }
       }
+      assert.equal(d.json('show', 'app2').port.peer.disconnects, 3);
+    } finally {
+      await cleanup(peers, [['br0', 'app2']]);
     }
-    assert.equal(d.json('show', 'app2').port.peer.disconnects, 3);
   });
 });

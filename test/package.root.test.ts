@@ -47,7 +47,7 @@ describe('npm pack and npm install -g (root)', requires(NEEDS.tun), () => {
 
   it('packs the build, the launcher and nothing of the sources or tests', () => {
     const files = sh('tar', ['-tzf', tarball]).stdout.split('\n').filter(Boolean);
-    for (const f of ['package/package.json', 'package/README.md', 'package/bin/pier', 'package/dist/cli/main.js', 'package/dist/daemon/daemon.js', 'package/dist/dataplane/worker.js'])
+    for (const f of ['package/package.json', 'package/README.md', 'package/bin/pier', 'package/dist/cli/main.js', 'package/dist/daemon/daemon.js', 'package/dist/daemon/worker.js'])
       assert.ok(files.includes(f), `${f} is not in the package`);
     const stray = files.filter((f) => !/^package\/(package\.json|README\.md|LICENSE|bin\/pier|dist\/.*\.js)$/.test(f) || f.endsWith('.test.js'));
     assert.deepEqual(stray, [], 'files that do not belong in the package');

@@ -5,7 +5,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
-import { Dataplane } from '../dataplane/handle.ts';
+import { Dataplane } from './dataplane.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
 import { hasNetAdmin } from '../sys/index.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';

@@ -1,7 +1,7 @@
 // The daemon's handle on the dataplane thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { EventFd, PeerWriteWatchdog, peerWatchBuffer, sigbusGuard } from '../sys/index.ts';
-import type { DataplaneEvent, Reply, RequestBody } from './protocol.ts';
+import type { DataplaneEvent, Reply, RequestBody } from '../dataplane/protocol.ts';
 
 export class Dataplane {
   private readonly worker: Worker;

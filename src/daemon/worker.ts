@@ -3,10 +3,10 @@
 // synchronously with receiveMessageOnPort, so the engine's loop never has to yield to Node's.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
-import { Engine } from './engine.ts';
+import { Engine } from '../dataplane/engine.ts';
 import { loadDataplanes } from '../ports/registry.ts';
-import type { Port } from './port.ts';
-import type { PortSpec, Reply, Request } from './protocol.ts';
+import type { Port } from '../dataplane/port.ts';
+import type { PortSpec, Reply, Request } from '../dataplane/protocol.ts';
 
 const { ctrl, doorbellFd, poolSize, cpu, watch } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array };
 // Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with

@@ -62,7 +62,7 @@ test('peer fds: signalPeer and drainPeer never throw: 0, -EAGAIN on a full or em
 
 /** A thread that calls op(fd) once, as the dataplane would; reports what it returned and how long it took. */
 async function blockedThread(op: 'signalPeer' | 'drainPeer', fd: number, words: Int32Array): Promise<{ r: number; ms: number }> {
-  // Worker threads do not inherit tsx's loader (see src/dataplane/worker-boot.mjs): register it first.
+  // Worker threads do not inherit tsx's loader (see src/daemon/worker-boot.mjs): register it first.
   const code = `
     import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
     import { workerData, parentPort } from 'node:worker_threads';

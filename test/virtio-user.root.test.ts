@@ -4,19 +4,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, icmpPair, iperf, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
+import { delNetns, icmpPair, iperf, makeNetns, must, NEEDS, ping, pingUntil, requires, sh, TestDaemon, waitFor } from './helpers.ts';
 import { Testpmd } from './testpmd.ts';
-
-async function pingOk(ns: string, addr: string, extra: string[] = []): Promise<void> {
-  let last = '';
-  for (let i = 0; i < 10; i++) {
-    const r = ping(ns, addr, ['-c', '2', ...extra]);
-    if (r.code === 0) return;
-    last = r.stdout + r.stderr;
-    await sleep(500);
-  }
-  throw new Error(`ping ${addr} never answered: ${last}`);
-}
 
 /** Two source addresses in 10.81.0.20..99 for each of the pairs, by where pier hashes them. */
 function sourcesPerPair(dst: string, pairs: number): string[][] {
@@ -35,18 +24,16 @@ async function pingFrom(ns: string, dst: string, sources: string[], count = 5): 
   const whole = (r: { code: number; stdout: string }): boolean => r.code === 0 && r.stdout.includes(`${count} received, 0% packet loss`);
   for (const src of sources) {
     // A first round may lose its first echo to ARP or to testpmd starting up; a later one may not.
-    let r = ping(ns, dst, ['-c', String(count), '-I', src, '-p', 'a5c3e1f0', '-s', '1200']);
-    for (let i = 0; i < 5 && !whole(r); i++) {
-      await sleep(500);
-      r = ping(ns, dst, ['-c', String(count), '-I', src, '-p', 'a5c3e1f0', '-s', '1200']);
-    }
+    const round = (): { code: number; stdout: string; stderr: string } => ping(ns, dst, ['-c', String(count), '-I', src, '-p', 'a5c3e1f0', '-s', '1200']);
+    let r = round();
+    if (!whole(r)) await waitFor(() => whole((r = round())), 15_000, () => `a whole round of ${count} echoes to ${dst} from ${src}: ${r.stdout}${r.stderr}`, 300);
     assert.equal(r.code, 0, `ping ${dst} from ${src}: ${r.stdout}${r.stderr}`);
     assert.match(r.stdout, new RegExp(`${count} received, 0% packet loss`), r.stdout);
     assert.doesNotMatch(r.stdout, /wrong data|DUP!/, 'echoed contents intact');
   }
 }
 
-describe('virtio-user ports over vhost-user (root)', () => {
+describe('virtio-user ports over vhost-user (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
   const d = new TestDaemon();
   let c1 = '';
   let c2 = '';
@@ -55,48 +42,62 @@ describe('virtio-user ports over vhost-user (root)', () => {
     await d.start();
     d.ok('add-br', 'br0');
     d.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${c1}`, 'ip=10.81.0.1/24');
+    // A second bridge with a container, reached from br0 through a vhost-user/virtio-user pair.
+    d.ok('add-br', 'br1');
+    d.ok('add-port', 'br1', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.81.0.2/24');
   });
   after(async () => {
     await d.cleanup();
     delNetns([c1, c2]);
   });
 
+  /** testpmd with a net_vhost vdev that listens on `sock`: started, and its socket there. */
+  async function listeningTestpmd(t: Testpmd, sock: string): Promise<Promise<void>> {
+    const started = t.start(); // forwarding starts once pier connects
+    started.catch(() => undefined); // awaited by the caller; a failure meanwhile is not unhandled
+    await waitFor(() => existsSync(sock), 30_000, () => `testpmd to listen on ${sock}: ${t.log.slice(-2000)}`, 50);
+    return started;
+  }
+
   it('drives pier\'s own vhost-user port: ping and TCP both ways, TSO end to end, zero copies in the driver', async () => {
-    d.ok('add-br', 'br1');
-    d.ok('add-port', 'br1', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.81.0.2/24');
-    d.ok('add-port', 'br0', 'vu', 'type=vhost-user', `path=${d.dir}/vu.sock`);
-    d.ok('add-port', 'br1', 'vuc', 'type=virtio-user', `path=${d.dir}/vu.sock`, 'queue-size=256');
-    await pingOk(c1, '10.81.0.2', ['-p', '1234abcd']);
-    const peer = d.json('show', 'vuc').port.peer;
-    assert.equal(peer.link, 'up');
-    for (const f of ['VERSION_1', 'MRG_RXBUF', 'HOST_TSO4', 'GUEST_TSO4', 'CSUM', 'GUEST_CSUM', 'EVENT_IDX']) assert.ok(peer.features.negotiated.includes(f), f);
-    const up = await iperf(c2, c1, '10.81.0.2');
-    const down = await iperf(c2, c1, '10.81.0.2', { reverse: true });
-    assert.ok(up.bytes > 50e6 && down.bytes > 50e6);
-    const s = Object.fromEntries(d.json('stats').map((x: any) => [x.port, x.counters]));
-    assert.ok(s.vuc.tx_gso_packets > 0 && s.vuc.rx_gso_packets > 0, 'super-frames cross the rings both ways');
-    assert.equal(s.c2.tx_segmented + s.c1.tx_segmented, 0);
-    // Once traffic stops, housekeeping gives the pool back what the backend has sent, and every
-    // buffer is either free or posted on the receive ring: none leaked, none held.
-    await sleep(300);
-    const quiet = d.json('show');
-    const vuc = quiet.bridges.flatMap((b: any) => b.ports).find((p: any) => p.name === 'vuc').peer;
-    assert.equal(vuc.txInFlight, 0, 'sent buffers given back while the port is quiet');
-    assert.equal(vuc.rxPostLimit, 256, 'the whole 256-entry ring (a port may post an eighth of the 4096-buffer pool: 512)');
-    assert.equal(quiet.dataplane.available + vuc.rxPosted, quiet.dataplane.size, `pool: ${JSON.stringify(quiet.dataplane)}, posted ${vuc.rxPosted}`);
-    d.ok('del-port', 'br1', 'vuc');
-    d.ok('del-port', 'br0', 'vu');
+    try {
+      d.ok('add-port', 'br0', 'vu', 'type=vhost-user', `path=${d.dir}/vu.sock`);
+      d.ok('add-port', 'br1', 'vuc', 'type=virtio-user', `path=${d.dir}/vu.sock`, 'queue-size=256');
+      await pingUntil(c1, '10.81.0.2', ['-p', '1234abcd']);
+      const peer = d.json('show', 'vuc').port.peer;
+      assert.equal(peer.link, 'up');
+      for (const f of ['VERSION_1', 'MRG_RXBUF', 'HOST_TSO4', 'GUEST_TSO4', 'CSUM', 'GUEST_CSUM', 'EVENT_IDX']) assert.ok(peer.features.negotiated.includes(f), f);
+      const up = await iperf(c2, c1, '10.81.0.2');
+      const down = await iperf(c2, c1, '10.81.0.2', { reverse: true });
+      assert.ok(up.bytes > 50e6 && down.bytes > 50e6);
+      const s = Object.fromEntries(d.json('stats').map((x: any) => [x.port, x.counters]));
+      assert.ok(s.vuc.tx_gso_packets > 0 && s.vuc.rx_gso_packets > 0, 'super-frames cross the rings both ways');
+      assert.equal(s.c2.tx_segmented + s.c1.tx_segmented, 0);
+      // Once traffic stops, housekeeping gives the pool back what the backend has sent, and every
+      // buffer is either free or posted on the receive ring: none leaked, none held.
+      const quiet = (): { show: any; vuc: any } => {
+        const show = d.json('show');
+        return { show, vuc: show.bridges.flatMap((b: any) => b.ports).find((p: any) => p.name === 'vuc').peer };
+      };
+      await waitFor(() => {
+        const q = quiet();
+        return q.vuc.txInFlight === 0 && q.show.dataplane.available + q.vuc.rxPosted === q.show.dataplane.size;
+      }, 5000, () => `housekeeping to give the sent buffers back: ${JSON.stringify(quiet().show.dataplane)}, vuc ${JSON.stringify(quiet().vuc)}`, 50);
+      assert.equal(quiet().vuc.rxPostLimit, 256, 'the whole 256-entry ring (a port may post an eighth of the 4096-buffer pool: 512)');
+    } finally {
+      d.pier('del-port', 'br1', 'vuc');
+      d.pier('del-port', 'br0', 'vu');
+    }
   });
 
-  it('against DPDK testpmd net_vhost (testpmd listens): ping answered by icmpecho, contents checked', async () => {
+  it('against DPDK testpmd net_vhost (testpmd listens): ping answered by icmpecho, contents checked', requires(NEEDS.testpmd), async () => {
     const sock = `${d.dir}/tp.sock`;
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=1`], 'icmpecho');
-    const started = t.start();
-    for (let i = 0; i < 50 && !existsSync(sock); i++) await sleep(100);
     try {
+      const started = await listeningTestpmd(t, sock);
       d.ok('add-port', 'br0', 'tp', 'type=virtio-user', `path=${sock}`);
       await started;
-      await pingOk(c1, '10.81.0.9', ['-p', 'feedface', '-s', '1200']);
+      await pingUntil(c1, '10.81.0.9', ['-p', 'feedface', '-s', '1200']);
       const peer = d.json('show', 'tp').port.peer;
       assert.equal(peer.link, 'up');
       assert.ok(peer.features.negotiated.includes('EVENT_IDX'), `EVENT_IDX negotiated with DPDK's vhost: ${peer.features.negotiated}`);
@@ -108,19 +109,17 @@ describe('virtio-user ports over vhost-user (root)', () => {
     }
   });
 
-  it('counts its receive ring running empty when testpmd (txonly) sends faster than pier refills a 64-entry ring', async () => {
+  it('counts its receive ring running empty when testpmd (txonly) sends faster than pier refills a 64-entry ring', requires(NEEDS.testpmd), async () => {
     const sock = `${d.dir}/tx.sock`;
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=1`], 'txonly', ['--txpkts=128']);
-    const started = t.start();
-    for (let i = 0; i < 50 && !existsSync(sock); i++) await sleep(100);
     try {
+      const started = await listeningTestpmd(t, sock);
       d.ok('add-port', 'br0', 'tx', 'type=virtio-user', `path=${sock}`, 'queue-size=64');
       await started;
-      await sleep(2000);
-      const c = d.json('stats', 'tx')[0].counters;
-      assert.ok(c.rx_packets > 1000, `rx_packets ${c.rx_packets}`);
+      const counters = (): any => d.json('stats', 'tx')[0].counters;
+      await waitFor(() => counters().rx_packets > 1000 && counters().rx_ring_empty > 0, 20_000, () => `over 1000 frames received and the ring run empty: ${JSON.stringify(counters())}`, 100);
+      const c = counters();
       assert.ok(c.rx_buffers_posted >= c.rx_packets, `every received frame was in a posted buffer: ${c.rx_buffers_posted} >= ${c.rx_packets}`);
-      assert.ok(c.rx_ring_empty > 0, `rx_ring_empty ${c.rx_ring_empty}`);
       const text = d.ok('stats', 'tx');
       assert.match(text, /rx ring: rx_buffers_posted: \d+ {2}rx_ring_empty: [1-9]\d* {2}rx_post_short: \d+/);
       const show = d.ok('show', 'tx');
@@ -134,18 +133,17 @@ describe('virtio-user ports over vhost-user (root)', () => {
     }
   });
 
-  it('queues=2 against DPDK testpmd net_vhost queues=2: flows spread over both pairs, echoed on the pair they came in on, contents checked', async () => {
+  it('queues=2 against DPDK testpmd net_vhost queues=2: flows spread over both pairs, echoed on the pair they came in on, contents checked', requires(NEEDS.testpmd), async () => {
     const sock = `${d.dir}/mq.sock`;
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=2`], 'icmpecho', ['--rxq=2', '--txq=2']);
-    const started = t.start();
-    for (let i = 0; i < 50 && !existsSync(sock); i++) await sleep(100);
     const per = sourcesPerPair('10.81.0.9', 2);
     const all = per.flat();
     try {
+      const started = await listeningTestpmd(t, sock);
       for (const a of all) must('ip', ['-n', c1, 'addr', 'add', `${a}/24`, 'dev', 'c1']);
       d.ok('add-port', 'br0', 'mq', 'type=virtio-user', `path=${sock}`, 'queues=2', 'queue-size=256');
       await started;
-      await pingOk(c1, '10.81.0.9');
+      await pingUntil(c1, '10.81.0.9');
       await pingFrom(c1, '10.81.0.9', all);
       const peer = d.json('show', 'mq').port.peer;
       assert.equal(peer.link, 'up');
@@ -159,10 +157,7 @@ describe('virtio-user ports over vhost-user (root)', () => {
         assert.ok(p.rxPackets >= 10, `pair ${p.pair} received ${p.rxPackets}`);
       }
       // DPDK's own per-queue counters agree: both of its rx queues got packets.
-      const from = t.log.length;
-      t.command('show port xstats 0');
-      await sleep(800);
-      const x = t.log.slice(from);
+      const x = await t.ask('show port xstats 0', (o) => /rx_q0_packets: \d+\n/.test(o) && /rx_q1_packets: \d+\n/.test(o));
       for (const q of [0, 1]) {
         const m = x.match(new RegExp(`rx_q${q}_packets: (\\d+)`));
         assert.ok(m && Number(m[1]) >= 10, `testpmd rx_q${q}_packets: ${m?.[1]}`);
@@ -171,30 +166,24 @@ describe('virtio-user ports over vhost-user (root)', () => {
     } finally {
       await t.kill();
       d.pier('del-port', 'br0', 'mq');
-      for (const a of all) must('ip', ['-n', c1, 'addr', 'del', `${a}/24`, 'dev', 'c1']);
+      for (const a of all) sh('ip', ['-n', c1, 'addr', 'del', `${a}/24`, 'dev', 'c1']);
     }
   });
 
   it('queues=N beyond the backend: refused with the reason (no MQ offered; GET_QUEUE_NUM too small), link down', async () => {
-    if (!d.json('show').bridges.some((b: any) => b.name === 'br1')) d.ok('add-br', 'br1');
-    const waitError = async (port: string): Promise<any> => {
-      let peer: any;
-      for (let i = 0; i < 50; i++) {
-        peer = d.json('show', port).port.peer;
-        if (peer.lastError) return peer;
-        await sleep(100);
-      }
-      return peer;
-    };
+    const refusal = (port: string): Promise<any> => waitFor(() => {
+      const peer = d.json('show', port).port.peer;
+      return peer.lastError ? peer : undefined;
+    }, 5000, () => `an error on ${port}: ${JSON.stringify(d.json('show', port).port.peer)}`, 50);
     try {
       d.ok('add-port', 'br0', 'vq1', 'type=vhost-user', `path=${d.dir}/vq1.sock`);
       d.ok('add-port', 'br1', 'vqc1', 'type=virtio-user', `path=${d.dir}/vq1.sock`, 'queues=2');
-      const p1 = await waitError('vqc1');
+      const p1 = await refusal('vqc1');
       assert.equal(p1.link, 'down');
       assert.match(p1.lastError, /refused: queues=2 needs VIRTIO_NET_F_MQ and the backend does not offer it: use queues=1/);
       d.ok('add-port', 'br0', 'vq2', 'type=vhost-user', `path=${d.dir}/vq2.sock`, 'queues=2');
       d.ok('add-port', 'br1', 'vqc4', 'type=virtio-user', `path=${d.dir}/vq2.sock`, 'queues=4');
-      const p4 = await waitError('vqc4');
+      const p4 = await refusal('vqc4');
       assert.equal(p4.link, 'down');
       assert.match(p4.lastError, /refused: the backend has 2 queue pair\(s\) \(GET_QUEUE_NUM\) and queues=4 asks for more: use queues=2/);
       assert.match(d.ok('show', 'vqc4'), /last error: refused: the backend has 2 queue pair/);
@@ -204,17 +193,13 @@ describe('virtio-user ports over vhost-user (root)', () => {
   });
 
   it('queues=2 against pier\'s own vhost-user port with queues=2: both pairs both ways, iperf3 -P 4 both directions', async () => {
-    if (!d.json('show').bridges.some((b: any) => b.name === 'br1')) {
-      d.ok('add-br', 'br1');
-      d.ok('add-port', 'br1', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.81.0.2/24');
-    }
     const per = sourcesPerPair('10.81.0.1', 2);
     const all = per.flat();
     try {
       for (const a of all) must('ip', ['-n', c2, 'addr', 'add', `${a}/24`, 'dev', 'c2']);
       d.ok('add-port', 'br0', 'vu2', 'type=vhost-user', `path=${d.dir}/vu2.sock`, 'queues=2');
       d.ok('add-port', 'br1', 'vuc2', 'type=virtio-user', `path=${d.dir}/vu2.sock`, 'queues=2', 'queue-size=256');
-      await pingOk(c2, '10.81.0.1');
+      await pingUntil(c2, '10.81.0.1');
       await pingFrom(c2, '10.81.0.1', all);
       const vu = d.json('show', 'vu2').port.peer;
       assert.deepEqual(vu.queuePairs, { configured: 2, enabled: 2 }, 'pier\'s device side sees both pairs enabled');
@@ -233,17 +218,17 @@ describe('virtio-user ports over vhost-user (root)', () => {
     } finally {
       d.pier('del-port', 'br1', 'vuc2');
       d.pier('del-port', 'br0', 'vu2');
-      for (const a of all) must('ip', ['-n', c2, 'addr', 'del', `${a}/24`, 'dev', 'c2']);
+      for (const a of all) sh('ip', ['-n', c2, 'addr', 'del', `${a}/24`, 'dev', 'c2']);
     }
   });
 
-  it('server=true: pier listens and testpmd net_vhost connects (client=1)', async () => {
+  it('server=true: pier listens and testpmd net_vhost connects (client=1)', requires(NEEDS.testpmd), async () => {
     const sock = `${d.dir}/tps.sock`;
-    d.ok('add-port', 'br0', 'tps', 'type=virtio-user', `path=${sock}`, 'server=true');
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=1,client=1`], 'icmpecho');
     try {
+      d.ok('add-port', 'br0', 'tps', 'type=virtio-user', `path=${sock}`, 'server=true');
       await t.start();
-      await pingOk(c1, '10.81.0.9');
+      await pingUntil(c1, '10.81.0.9');
       assert.equal(d.json('show', 'tps').port.peer.mode, 'server');
     } finally {
       await t.kill();

@@ -5,14 +5,16 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import { delNetns, IN_VM, makeNetns, TestDaemon } from './helpers.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { delNetns, IN_VM, makeNetns, NEEDS, requires, TestDaemon, waitFor } from './helpers.ts';
 
 const SLOW = IN_VM ? 5 : 1;
 /** The daemon's client deadline for this test (PIER_CONTROL_DEADLINE_MS; 10 s by default). */
 const DEADLINE_MS = 2000 * SLOW;
 /** What the requirement allows the next well-formed client to wait. */
 const NEXT_CLIENT_MS = 1000 * SLOW;
+/** How long a client's state may take to change (waitFor polls every 5 ms: these tests time clients). */
+const WAIT_MS = 10_000 * SLOW;
 
 /** A raw client of the control socket: the lines it read, and whether it was closed. */
 class Raw {
@@ -44,15 +46,7 @@ class Raw {
   }
 }
 
-async function until(what: string, cond: () => boolean, ms = 10_000 * SLOW): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-describe('control socket under hostile clients (root)', () => {
+describe('control socket under hostile clients (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let ns = '';
   const open: Raw[] = [];
@@ -82,7 +76,7 @@ describe('control socket under hostile clients (root)', () => {
     const start = Date.now();
     const r = raw();
     r.sock.write(JSON.stringify({ cmd, args }) + '\n');
-    await until(`a reply to ${cmd}`, () => r.lines.length > 0 || r.closed);
+    await waitFor(() => r.lines.length > 0 || r.closed, WAIT_MS, `a reply to ${cmd}`, 5);
     const ms = Date.now() - start;
     r.sock.destroy();
     assert.ok(r.lines.length > 0, `${cmd}: closed without a reply (${r.error ?? ''})`);
@@ -112,8 +106,12 @@ describe('control socket under hostile clients (root)', () => {
     quietFds = fds();
   });
 
+  // Every test's clients go when it ends, however it ends (a finally for each test).
+  afterEach(() => {
+    for (const r of open.splice(0)) r.sock.destroy();
+  });
+
   after(async () => {
-    for (const r of open) r.sock.destroy();
     await d.cleanup();
     delNetns([ns]);
   });
@@ -130,7 +128,7 @@ describe('control socket under hostile clients (root)', () => {
     const r = raw();
     const bad = ['{"cmd": "add-br", "args": ["brx"', '{cmd: add-br}', '[', '\u0000\u00ff garbage', '{"cmd":"add-br","args":["brx"]}}', ''];
     r.sock.write(bad.map((l) => l + '\n').join('') + '{"cmd":"ping"}\n');
-    await until('all replies', () => r.lines.length === bad.length + 1 || r.closed);
+    await waitFor(() => r.lines.length === bad.length + 1 || r.closed, WAIT_MS, 'all replies', 5);
     assert.equal(r.lines.length, bad.length + 1, `closed early: ${r.lines.join('\n')}`);
     for (let i = 0; i < bad.length; i++) {
       const e = r.reply(i);
@@ -169,12 +167,12 @@ describe('control socket under hostile clients (root)', () => {
   it('a 100 MB request: refused at 1 MiB without being buffered; others are answered meanwhile', async (t) => {
     const rss = rssKiB();
     const big = raw();
-    await until('connected', () => big.connected);
+    await waitFor(() => big.connected, WAIT_MS, 'connected', 5);
     const body = Buffer.alloc(100 << 20, 'a');
     body.write('{"cmd":"add-br","args":["');
     big.sock.write(body);
     const ms = await nextClientServed('during a 100 MB request');
-    await until('the 100 MB client closed', () => big.closed);
+    await waitFor(() => big.closed, WAIT_MS, 'the 100 MB client closed', 5);
     // Its write may fail (EPIPE) before it reads the reply; if it read one, it names the limit.
     if (big.lines.length) {
       assert.equal(big.reply().error.code, 'EMSGSIZE');
@@ -189,10 +187,10 @@ describe('control socket under hostile clients (root)', () => {
   it('a client that never finishes its request: others are served, it is closed after the deadline', async (t) => {
     const stale = raw();
     stale.sock.write('{"cmd":"add-br","args":["br7"]');
-    await until('connected', () => stale.connected);
+    await waitFor(() => stale.connected, WAIT_MS, 'connected', 5);
     const start = Date.now();
     const ms = await nextClientServed('with a stale client');
-    await until('the stale client closed', () => stale.closed, DEADLINE_MS * 3);
+    await waitFor(() => stale.closed, DEADLINE_MS * 3, 'the stale client closed', 5);
     const waited = Date.now() - start;
     t.diagnostic(`next client answered in ${ms} ms; the stale one closed after ${waited} ms (deadline ${DEADLINE_MS} ms)`);
     assert.ok(waited >= DEADLINE_MS * 0.9, `closed after ${waited} ms, before the deadline`);
@@ -211,11 +209,11 @@ describe('control socket under hostile clients (root)', () => {
         if ((i + j) % 2) r.sock.write('{"cmd":"add-br","args":["crowd');
         batch.push(r);
       }
-      await until('a batch connected', () => batch.every((r) => r.connected || r.closed));
+      await waitFor(() => batch.every((r) => r.connected || r.closed), WAIT_MS, 'a batch connected', 5);
       crowd.push(...batch);
     }
     assert.equal(crowd.filter((r) => r.closed).length, 0, `refused: ${crowd.find((r) => r.closed)?.error}`);
-    await until('the daemon holds them all', () => fds() >= base + 1000);
+    await waitFor(() => fds() >= base + 1000, WAIT_MS, 'the daemon holds them all', 5);
     const ms = await nextClientServed('under 1000 idle/partial clients');
     const show = await ask('show');
     assert.equal(show.reply.ok, true);
@@ -223,7 +221,7 @@ describe('control socket under hostile clients (root)', () => {
     assert.equal(crowd.filter((r) => r.closed).length, 0, 'the crowd was still open when the next client was answered');
     t.diagnostic(`${fds() - base} more fds in the daemon; next client: ping ${ms} ms, show ${show.ms} ms`);
     for (const r of crowd) r.sock.destroy();
-    await until('the daemon let them go', () => fds() <= quietFds);
+    await waitFor(() => fds() <= quietFds, WAIT_MS, 'the daemon let them go', 5);
   });
 
   it('1000 concurrent clients asking at once: all answered, and the next one within a second', async (t) => {
@@ -236,34 +234,34 @@ describe('control socket under hostile clients (root)', () => {
         r.sock.write(JSON.stringify({ cmd: (i + j) % 2 ? 'ping' : 'show', args: [] }) + '\n');
         batch.push(r);
       }
-      await until('a batch connected', () => batch.every((r) => r.connected || r.closed));
+      await waitFor(() => batch.every((r) => r.connected || r.closed), WAIT_MS, 'a batch connected', 5);
       crowd.push(...batch);
     }
     const ms = await nextClientServed('with 1000 clients asking');
-    await until('all answered', () => crowd.every((r) => r.lines.length > 0 || r.closed));
+    await waitFor(() => crowd.every((r) => r.lines.length > 0 || r.closed), WAIT_MS, 'all answered', 5);
     assert.ok(crowd.every((r) => r.lines.length > 0 && r.reply().ok), 'a client was not answered');
     t.diagnostic(`1000 answered in ${Date.now() - start} ms; the next client during them: ${ms} ms`);
     for (const r of crowd) r.sock.destroy();
-    await until('the daemon let them go', () => fds() <= quietFds);
+    await waitFor(() => fds() <= quietFds, WAIT_MS, 'the daemon let them go', 5);
   });
 
   it('a client that never reads its replies: the daemon stops taking its requests; others are served', async (t) => {
     const rss = rssKiB();
     const deaf = raw();
     deaf.sock.pause();
-    await until('connected', () => deaf.connected && fds() > quietFds);
+    await waitFor(() => deaf.connected && fds() > quietFds, WAIT_MS, 'connected', 5);
     // 160 KB of requests fit in the socket's buffer, so its write completes (a pending write
     // would fail with EPIPE at the close, before it reads); their replies are 100x that.
     const sent = 10_000;
     deaf.sock.write('{"cmd":"show"}\n'.repeat(sent));
-    await until('its requests sent', () => deaf.sock.writableLength === 0);
+    await waitFor(() => deaf.sock.writableLength === 0, WAIT_MS, 'its requests sent', 5);
     const ms = await nextClientServed('with a client that does not read');
     // It cannot see itself closed (it does not read): the daemon's fd count shows it.
-    await until('the deaf client dropped', () => fds() <= quietFds, DEADLINE_MS * 3);
+    await waitFor(() => fds() <= quietFds, DEADLINE_MS * 3, 'the deaf client dropped', 5);
     const grown = (rssKiB() - rss) / 1024;
     // Now it reads: only what the socket buffers held was answered, not all it asked.
     deaf.sock.resume();
-    await until('the deaf client sees the close', () => deaf.closed);
+    await waitFor(() => deaf.closed, WAIT_MS, 'the deaf client sees the close', 5);
     t.diagnostic(`next client answered in ${ms} ms; ${deaf.lines.length} of ${sent} requests answered before the daemon dropped it; daemon RSS grew ${grown.toFixed(1)} MiB`);
     assert.ok(deaf.lines.length > 0 && deaf.lines.length < sent / 10, `${deaf.lines.length} replies`);
     assert.ok(grown < 32, `the daemon's RSS grew ${grown.toFixed(1)} MiB`);

@@ -2,9 +2,8 @@
 // stock Debian kernel that has it. Root.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PIER, ROOT, sh, TestDaemon } from './helpers.ts';
+import { NEEDS, PIER, requires, sh, TestDaemon, VMRUN } from './helpers.ts';
 
 interface Finding { check: string; level: string; detail: string; fix?: string }
 const find = (fs: Finding[], check: string): Finding => {
@@ -13,7 +12,7 @@ const find = (fs: Finding[], check: string): Finding => {
   return f;
 };
 
-describe('pier doctor (root)', () => {
+describe('pier doctor (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   before(async () => d.start());
   after(async () => d.cleanup());
@@ -57,9 +56,8 @@ describe('pier doctor (root)', () => {
     assert.equal(find(fs, 'unix socket paths').level, 'fail');
   });
 
-  it('in a VM with a stock Debian kernel (vmrun): /dev/vhost-net is found, 10:238, with the vhost module parameters', () => {
-    const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
-    const r = sh(vmrun, ['--timeout', '300', '--clean-env', '--', PIER, 'doctor', '--json'], { timeout: 400_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
+  it('in a VM with a stock Debian kernel (vmrun): /dev/vhost-net is found, 10:238, with the vhost module parameters', requires(NEEDS.vmrun), () => {
+    const r = sh(VMRUN, ['--timeout', '300', '--clean-env', '--', PIER, 'doctor', '--json'], { timeout: 400_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
     // exit 1 is expected: no daemon runs in the VM
     assert.ok(r.code === 0 || r.code === 1, `vmrun failed (${r.code}): ${r.stderr.slice(-2000)}`);
     const fs = JSON.parse(r.stdout) as Finding[];

@@ -2,9 +2,9 @@
 // and leaves no partial state (neither in `pier show` nor in the container).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, must, PIER, sh, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, must, NEEDS, PIER, requires, sh, TestDaemon } from './helpers.ts';
 
-describe('bad input (root)', () => {
+describe('bad input (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let ns = '';
 
@@ -58,8 +58,11 @@ describe('bad input (root)', () => {
 
   it('an interface that already exists in the container and is not pier\'s', () => {
     must('ip', ['-n', ns, 'link', 'add', 'taken0', 'type', 'veth', 'peer', 'name', 'taken1']);
-    refused(['add-port', 'br0', 'p3', 'type=tap', `netns=${ns}`, 'ifname=taken0'], /cannot create tap taken0/, /another ifname/);
-    must('ip', ['-n', ns, 'link', 'del', 'taken0']);
+    try {
+      refused(['add-port', 'br0', 'p3', 'type=tap', `netns=${ns}`, 'ifname=taken0'], /cannot create tap taken0/, /another ifname/);
+    } finally {
+      must('ip', ['-n', ns, 'link', 'del', 'taken0']);
+    }
   });
 
   it('interface name over 15 bytes', () => {

@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { destroyTap, realizeVhostTap, tapSndbuf, VHOST_TAP_SNDBUF } from '../src/ports/tap/control.ts';
 import { closeFd, getSndbuf, openTap, setSndbuf } from '../src/sys/index.ts';
-import { delNetns, makeNetns, must, nsExec } from './helpers.ts';
+import { delNetns, makeNetns, must, NEEDS, nsExec, requires } from './helpers.ts';
 
-describe('the tap behind a vhost-net port (root)', () => {
+describe('the tap behind a vhost-net port (root)', requires(NEEDS.tun), () => {
   let ns = '';
   before(() => {
     [ns] = makeNetns(1) as [string];

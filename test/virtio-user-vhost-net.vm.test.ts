@@ -3,15 +3,14 @@
 // The scenario (test/vm/vhost-net-scenario.ts) runs inside; this test asserts on what it saw.
 // Software emulation makes it slow (minutes) and its throughput figures meaningless. The VM gets
 // a clean environment: the test runner's own variables (NODE_TEST_CONTEXT, ...) stay outside.
+// Without ../shared/tools/vmrun (this repository checked out alone) the test is skipped, saying so.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ROOT, sh } from './helpers.ts';
+import { NEEDS, requires, sh, VMRUN } from './helpers.ts';
 
-describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', () => {
+describe('virtio-user over /dev/vhost-net in a VM (root, vmrun)', requires(NEEDS.vmrun), () => {
   it('two containers on vhost-net virtio-user ports and one on a tap port talk through pier, also after a restart', (t) => {
-    const vmrun = join(ROOT, '..', 'shared', 'tools', 'vmrun');
-    const r = sh(vmrun, ['--timeout', '1800', '--mem', '3072', '--clean-env', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
+    const r = sh(VMRUN, ['--timeout', '1800', '--mem', '3072', '--clean-env', '--', 'node', '--import', 'tsx', 'test/vm/vhost-net-scenario.ts'],
       { timeout: 1_900_000, env: { ...process.env, VMRUN_ACCEL: process.env.VMRUN_ACCEL ?? 'tcg' } });
     const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
     assert.ok(line, `no result from the VM (exit ${r.code}): ${r.stdout.slice(-2000)} ${r.stderr.slice(-2000)}`);

@@ -6,10 +6,10 @@
 // answered by "@@<id> rc=<status>".
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { ROOT, sleep } from '../helpers.ts';
+import { join } from 'node:path';
+import { VMRUN, waitFor } from '../helpers.ts';
 
-export const VMRUN = resolve(ROOT, '..', 'shared', 'tools', 'vmrun');
+export { VMRUN };
 const CACHE = process.env.VMRUN_CACHE ?? '/var/cache/vmrun';
 /** What the guest must load (each with its dependencies, in order) unless it is built in. */
 const GUEST_MODULES = ['virtio_pci', 'virtio_net'];
@@ -39,9 +39,23 @@ function readyKernel(): string | undefined {
 }
 
 /**
+ * What keeps a guest from being had here, with how to get it; undefined when QEMU runs and the
+ * kernel and busybox are cached (or vmrun is there to fetch them: prepareGuest runs its --setup).
+ */
+export function guestMissing(): string | undefined {
+  const q = run('qemu-system-x86_64', ['--version']);
+  const why: string[] = [];
+  if (q.code !== 0) why.push(`qemu-system-x86_64 cannot be run (${q.error ?? q.stderr.trim()}): apt-get install --no-install-recommends qemu-system-x86`);
+  if ((!readyKernel() || !existsSync(join(CACHE, 'busybox', 'bin', 'busybox'))) && !existsSync(VMRUN)) {
+    why.push(`no guest kernel and busybox in ${CACHE} and no ${VMRUN} to fetch them (\`vmrun --setup\`): the VM tests need this repository checked out next to the project's shared/ folder`);
+  }
+  return why.length ? why.join('; ') : undefined;
+}
+
+/**
  * The kernel and busybox from vmrun's cache (running `vmrun --setup` when the cache is cold),
  * QEMU, and an initramfs built into `dir`. Throws with the reason and the fix when anything
- * cannot be had: the caller's test must fail, never skip.
+ * cannot be had; guestMissing() finds the missing prerequisites first, for the test's requires().
  */
 export function prepareGuest(dir: string): GuestImage {
   const notes: string[] = [];
@@ -247,14 +261,12 @@ export class QemuVm {
 
   /** Wait for a console line matching `re` (searching from `from`); throws with the console's tail. */
   async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    return waitFor(() => {
       const m = re.exec(this.console.slice(from));
       if (m) return m;
       if (!this.running()) throw new Error(`QEMU ${this.name} exited (${this.proc?.exitCode ?? this.proc?.signalCode}) before ${re}: ${this.tail()}`);
-      if (Date.now() > deadline) throw new Error(`QEMU ${this.name}: no ${re} within ${timeoutMs} ms: ${this.tail()}`);
-      await sleep(50);
-    }
+      return null;
+    }, timeoutMs, () => `QEMU ${this.name} to print ${re}: ${this.tail()}`, 50);
   }
 
   /** Run a shell command in the guest; its output (console lines between) and exit status. */

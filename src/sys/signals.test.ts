@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { skipMissing } from '../../test/helpers.ts';
 import * as c from './libc.ts';
 import { caughtSignals, faultAddress, faultCount, guardRange, guardStatus, installWakeSignal, sigbusGuard, WAKE_SIGNAL } from './signals.ts';
 
@@ -89,7 +90,7 @@ test('signals: the guard survives a shrunk hugetlbfs mapping by zeroing the 2 Mi
     had = readFileSync(knob, 'utf8').trim();
     if (had === '0') writeFileSync(knob, '2');
   } catch (e) {
-    t.skip(`cannot reserve huge pages: ${(e as Error).message}`);
+    skipMissing(t, `huge pages cannot be reserved (${knob}: ${(e as Error).message}): a kernel with hugetlbfs, and root`);
     return;
   }
   try {
@@ -97,7 +98,7 @@ test('signals: the guard survives a shrunk hugetlbfs mapping by zeroing the 2 Mi
     const fd = c.memfd_create('huge-test', c.MFD_CLOEXEC | MFD_HUGETLB);
     if (fd < 0 || c.ftruncate(fd, 4 << 20) < 0) {
       if (fd >= 0) c.close(fd);
-      t.skip('no 2 MiB huge pages available');
+      skipMissing(t, `no 2 MiB huge pages available (memfd_create with MFD_HUGETLB, or ftruncate to 4 MiB, failed): echo 2 > ${knob}`);
       return;
     }
     assert.equal(c.fstat(fd)!.blksize, 2 << 20);
@@ -107,7 +108,7 @@ test('signals: the guard survives a shrunk hugetlbfs mapping by zeroing the 2 Mi
     if (Number(c.mmap(base, 4 << 20, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED | c.MAP_FIXED, fd, 0)) !== base) {
       c.munmap(r, 8 << 20);
       c.close(fd);
-      t.skip('two free 2 MiB huge pages could not be reserved');
+      skipMissing(t, `two free 2 MiB huge pages could not be mapped: echo 2 > ${knob} with enough free memory`);
       return;
     }
     assert.ok(guardRange(r, 8 << 20));

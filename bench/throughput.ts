@@ -70,7 +70,7 @@ for (const [mode, dirs] of Object.entries(results)) {
   for (const dir of ['a->b', 'b->a'] as Dir[]) {
     const xs = dirs[dir];
     const cpu = xs.every((x) => x.cpu !== undefined) ? median(xs.map((x) => x.cpu!)) : undefined;
-    summary[mode]![dir] = { gbps: +median(xs.map((x) => x.gbps)).toFixed(2), ...(cpu !== undefined ? { cpu: +cpu.toFixed(2) } : {}), samples: xs.map((x) => x.gbps) };
+    summary[mode][dir] = { gbps: +median(xs.map((x) => x.gbps)).toFixed(2), ...(cpu !== undefined ? { cpu: +cpu.toFixed(2) } : {}), samples: xs.map((x) => x.gbps) };
   }
 }
 const ratio = (mode: string, ref: string, dir: Dir): number => +(summary[mode]![dir].gbps / summary[ref]![dir].gbps).toFixed(2);

@@ -1,6 +1,7 @@
 #!/bin/bash
-# pier's test suite: type check, unit tests, and the root integration tests (namespaces, taps,
-# iperf3). Run as root on Debian 12: `scripts/test.sh`. Extra arguments select test files.
+# pier's test suite: type check, lint, unit tests, and the root integration tests (namespaces,
+# taps, iperf3). Run as root on Debian 12: `scripts/test.sh`. Extra arguments select test files.
+# Under CI=true a test whose prerequisite is missing fails instead of being skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -10,6 +11,8 @@ fi
 scripts/setup.sh
 echo "== type check" >&2
 npx --no-install tsc --noEmit -p .
+echo "== lint" >&2
+npx --no-install eslint .
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find src test -name '*.test.ts' | sort); fi
 echo "== tests: ${#files[@]} files" >&2
 exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"

@@ -57,7 +57,7 @@ async function fdsBackTo(pid: number, want: number, what: string): Promise<void>
 /** The seals on QEMU's guest-RAM memfd, read through /proc/PID/fd (F_GET_SEALS). */
 function qemuMemfdSeals(pid: number): number {
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let link = '';
+    let link: string;
     try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
     if (!link.startsWith('/memfd:memory-backend-memfd')) continue;
     const mine = openSync(`/proc/${pid}/fd/${fd}`, 'r');
@@ -311,13 +311,13 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000, ...r
       const sock = `${d.dir}/vm2.sock`;
       const chardev = `socket,id=c0,path=${sock},server=on,wait=off`;
       // QEMU creates the socket and waits at the netdev for its backend before the guest runs.
-      const mk = async (): Promise<QemuVm> => {
+      const mk = (): QemuVm => {
         const vm = new QemuVm(img, { chardev, mac: '52:54:00:83:00:03', ip: `${NET}.3/24`, peer: TAP_IP });
         vms.push(vm);
         vm.start();
         return vm;
       };
-      let vm = await mk();
+      let vm = mk();
       await waitFor(() => { try { return readdirSync(d.dir).includes('vm2.sock'); } catch { return false; } }, 30_000, 'QEMU to listen', 100);
       d.ok('add-port', 'br0', 'vm2', 'type=vhost-user-client', `path=${sock}`, 'strict-memory=on');
       let m = await vm.waitFor(/@@ping-peer (\w+)/, 120_000);
@@ -333,7 +333,7 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000, ...r
 
       await vm.kill('SIGKILL');
       await waitFor(() => !peer('vm2').connected, 15_000, 'pier to see the listening QEMU gone', 100);
-      vm = await mk(); // QEMU unlinks the stale socket and listens again; pier redials (backoff up to 5 s)
+      vm = mk(); // QEMU unlinks the stale socket and listens again; pier redials (backoff up to 5 s)
       m = await vm.waitFor(/@@ping-peer (\w+)/, 120_000);
       assert.equal(m[1], 'ok', vm.tail());
       await pingUntil(ns, `${NET}.3`, [], GUEST_PING_MS);

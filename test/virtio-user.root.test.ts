@@ -51,12 +51,15 @@ describe('virtio-user ports over vhost-user (root)', requires(NEEDS.tun, NEEDS.i
     delNetns([c1, c2]);
   });
 
-  /** testpmd with a net_vhost vdev that listens on `sock`: started, and its socket there. */
-  async function listeningTestpmd(t: Testpmd, sock: string): Promise<Promise<void>> {
-    const started = t.start(); // forwarding starts once pier connects
+  /**
+   * Start testpmd with a net_vhost vdev that listens on `sock` and wait for the socket; its
+   * forwarding starts once pier connects: `started` (wrapped, or awaiting this would await it).
+   */
+  async function listeningTestpmd(t: Testpmd, sock: string): Promise<{ started: Promise<void> }> {
+    const started = t.start();
     started.catch(() => undefined); // awaited by the caller; a failure meanwhile is not unhandled
     await waitFor(() => existsSync(sock), 30_000, () => `testpmd to listen on ${sock}: ${t.log.slice(-2000)}`, 50);
-    return started;
+    return { started };
   }
 
   it('drives pier\'s own vhost-user port: ping and TCP both ways, TSO end to end, zero copies in the driver', async () => {
@@ -94,7 +97,7 @@ describe('virtio-user ports over vhost-user (root)', requires(NEEDS.tun, NEEDS.i
     const sock = `${d.dir}/tp.sock`;
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=1`], 'icmpecho');
     try {
-      const started = await listeningTestpmd(t, sock);
+      const { started } = await listeningTestpmd(t, sock);
       d.ok('add-port', 'br0', 'tp', 'type=virtio-user', `path=${sock}`);
       await started;
       await pingUntil(c1, '10.81.0.9', ['-p', 'feedface', '-s', '1200']);
@@ -113,7 +116,7 @@ describe('virtio-user ports over vhost-user (root)', requires(NEEDS.tun, NEEDS.i
     const sock = `${d.dir}/tx.sock`;
     const t = new Testpmd([`net_vhost0,iface=${sock},queues=1`], 'txonly', ['--txpkts=128']);
     try {
-      const started = await listeningTestpmd(t, sock);
+      const { started } = await listeningTestpmd(t, sock);
       d.ok('add-port', 'br0', 'tx', 'type=virtio-user', `path=${sock}`, 'queue-size=64');
       await started;
       const counters = (): any => d.json('stats', 'tx')[0].counters;
@@ -139,7 +142,7 @@ describe('virtio-user ports over vhost-user (root)', requires(NEEDS.tun, NEEDS.i
     const per = sourcesPerPair('10.81.0.9', 2);
     const all = per.flat();
     try {
-      const started = await listeningTestpmd(t, sock);
+      const { started } = await listeningTestpmd(t, sock);
       for (const a of all) must('ip', ['-n', c1, 'addr', 'add', `${a}/24`, 'dev', 'c1']);
       d.ok('add-port', 'br0', 'mq', 'type=virtio-user', `path=${sock}`, 'queues=2', 'queue-size=256');
       await started;

@@ -20,8 +20,9 @@ function client(name: string, description: string): Command {
   return program.command(name).description(description).option('--socket <path>', 'control socket (env PIER_SOCKET)');
 }
 
-function print(v: unknown, json: boolean, text: (v: any) => string): void {
-  process.stdout.write((json ? JSON.stringify(v, null, 2) : text(v)) + '\n');
+/** The daemon's reply as JSON, or as `text` renders it (the reply has the shape `text` reads). */
+function print<T>(v: unknown, json: boolean, text: (v: T) => string): void {
+  process.stdout.write((json ? JSON.stringify(v, null, 2) : text(v as T)) + '\n');
 }
 
 program.command('daemon')

@@ -104,6 +104,7 @@ describe('ControlServer', async () => {
   async function server(path: string, extra: { deadlineMs?: number; maxRequestBytes?: number; maxConnections?: number } = {}): Promise<ControlServer> {
     return ControlServer.listen({
       path: join(dir, path), mode: 0o600, commands: COMMANDS, log, ...extra,
+      // eslint-disable-next-line @typescript-eslint/require-await -- async: a throw must become the promise's rejection
       run: async (cmd, args) => {
         runs.push(cmd);
         if (cmd === 'big') return 'x'.repeat(256 * 1024);

@@ -270,7 +270,7 @@ export class Daemon {
         await this.dataplane.request({ op: 'del-port', index: rt.index });
         rt.dev.spec = spec;
         await this.plug(rt, o.type, spec).catch((e: unknown) => {
-          rt!.error = (e as Error).message;
+          rt.error = (e as Error).message;
           throw e;
         });
       }
@@ -314,7 +314,7 @@ export class Daemon {
   /** Take a port out of the dataplane and remove (or, on daemon stop, let go of) what it made. */
   private async unrealize(rt: PortRuntime, destroy: boolean): Promise<void> {
     await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
-    if (rt.dev) (destroy ? rt.dev.destroy : rt.dev.detach)();
+    if (rt.dev) { if (destroy) rt.dev.destroy(); else rt.dev.detach(); }
     rt.dev = undefined;
     rt.options = undefined;
   }

@@ -397,7 +397,7 @@ describe('Bridge against a reference model (property)', () => {
             frames.push([dst, src, t]);
             if (isUnicast(src)) fdb.set(src, inPort);
             const known = isUnicast(dst) ? fdb.get(dst) : undefined;
-            if (known === undefined) for (let p = 0; p < 4; p++) p !== inPort && want[p]!.push(t);
+            if (known === undefined) for (let p = 0; p < 4; p++) { if (p !== inPort) want[p]!.push(t); }
             else if (known === inPort) hairpins++;
             else want[known]!.push(t);
           }

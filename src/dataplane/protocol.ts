@@ -23,7 +23,7 @@ export type Request =
 
 export type Reply = { seq: number; ok: true; data: unknown } | { seq: number; ok: false; error: string };
 
-type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 export type RequestBody = DistributiveOmit<Request, 'seq'>;
 
 /** What a port says about its peer, for the daemon's log: a session began, ended, or a request was refused. */

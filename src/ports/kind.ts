@@ -77,6 +77,7 @@ export interface PortKind<O extends KindOptions = KindOptions, S = unknown, V = 
   readonly live: readonly string[];
   /** Text for `pier show` of what the dataplane half's describe() returned (its View). */
   render(view: V, indent: string): string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the control half reads every kind's view alike
   control(): Promise<ControlHalf<O, S, any>>;
   dataplane(): Promise<DataplaneHalf<S>>;
 }

@@ -32,9 +32,9 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   const type = raw.type;
   if (type === undefined) throw new PierError('EINVAL', 'the port has no type', `add type=TYPE; types: ${PORT_TYPES.join(', ')}`);
   const schema = typeof type === 'string' ? schemaOf(type) : undefined;
-  if (!schema) throw new PierError('EINVAL', `unknown port type '${String(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
+  if (!schema || typeof type !== 'string') throw new PierError('EINVAL', `unknown port type '${typeof type === 'string' ? type : JSON.stringify(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
   const r = schema.safeParse(raw);
-  if (r.success) return r.data as KindOptions;
+  if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {
     throw new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for a ${String(type)} port`, `valid keys: ${optionKeys(String(type)).join(', ')}`);

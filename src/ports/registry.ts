@@ -6,17 +6,20 @@ import { tap } from './tap/index.ts';
 import { vhostUser } from './vhost-user/index.ts';
 import { virtioUser } from './virtio-user/index.ts';
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list
 export const KINDS: readonly PortKind<any, any, any>[] = [
   tap,
   vhostUser,
   virtioUser,
 ];
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list
 const byType = new Map<string, PortKind<any, any, any>>(KINDS.flatMap((k) => k.types.map((t) => [t, k] as const)));
 
 /** Every `type=` name, in registry order. */
 export const PORT_TYPES: readonly string[] = [...byType.keys()];
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list
 export function kindOf(type: string): PortKind<any, any, any> | undefined {
   return byType.get(type);
 }

@@ -58,7 +58,8 @@ export function linkInfo(netnsPath: string | undefined, ifname: string): LinkInf
   } catch {
     return undefined;
   }
-  const j = (JSON.parse(out) as Array<Record<string, any>>)[0];
+  type Counters = { packets?: number; dropped?: number };
+  const j = (JSON.parse(out) as Array<{ ifname: string; address: string; mtu: number; operstate: string; stats64?: { rx?: Counters; tx?: Counters } }>)[0];
   if (!j) return undefined;
   const s = j.stats64 ?? {};
   return {

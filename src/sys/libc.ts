@@ -271,7 +271,7 @@ export function errno(): number {
 
 /** A view over foreign memory; created once per mapping, never per packet. */
 export function view(addr: number, len: number): ArrayBuffer {
-  return koffi.view(addr, len) as ArrayBuffer;
+  return koffi.view(addr, len);
 }
 
 /** The address of a typed array's first byte, for syscalls that take iovecs. */
@@ -280,7 +280,7 @@ export function addressOf(buf: ArrayBufferView): number {
 }
 
 const errnoNames: Record<number, string> = Object.fromEntries(
-  Object.entries(koffi.os.errno as Record<string, number>).map(([k, v]) => [v, k]),
+  Object.entries(koffi.os.errno).map(([k, v]) => [v, k]),
 );
 
 export class SysError extends Error {

@@ -75,9 +75,9 @@ async function blockedThread(op: 'signalPeer' | 'drainPeer', fd: number, words: 
     parentPort.postMessage({ r, ms: Date.now() - t0 });`;
   const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), { workerData: { url: new URL('./peer-fd.ts', import.meta.url).href, op, fd, words } });
   try {
-    const [first] = (await Promise.race([once(w, 'message'), once(w, 'error').then(([e]) => Promise.reject(e))])) as [unknown];
+    const [first] = (await Promise.race([once(w, 'message'), once(w, 'error').then(([e]) => Promise.reject(e as Error))])) as [unknown];
     assert.equal(first, 'ready');
-    const [res] = (await Promise.race([once(w, 'message'), once(w, 'error').then(([e]) => Promise.reject(e))])) as [{ r: number; ms: number }];
+    const [res] = (await Promise.race([once(w, 'message'), once(w, 'error').then(([e]) => Promise.reject(e as Error))])) as [{ r: number; ms: number }];
     return res;
   } finally {
     await w.terminate();

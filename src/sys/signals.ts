@@ -138,7 +138,7 @@ export const MAX_GUARDED_RANGES = 128;
 const D_RING = 2112; // addresses of the last 64 faults
 /** The ring of recorded fault addresses: fault n (0-based) is in slot n % FAULT_RING. */
 export const FAULT_RING = 64;
-if (D_RANGES + 16 * MAX_GUARDED_RANGES !== D_RING || D_RING + 8 * FAULT_RING > PAGE) throw new Error('signals: data page layout');
+if (D_DFL + 32 > D_RANGES || D_RANGES + 16 * MAX_GUARDED_RANGES !== D_RING || D_RING + 8 * FAULT_RING > PAGE) throw new Error('signals: data page layout');
 
 export const WAKE_SIGNAL = c.SIGURG;
 

@@ -76,7 +76,7 @@ export class VhostKernelBackend implements DriverBackend {
       try {
         vk.setMemTable(table);
       } catch (e) {
-        if ((e as libc.SysError).code === 'E2BIG') throw new Error(`VHOST_SET_MEM_TABLE: E2BIG: ${memTableProblem(regions.length, 0)!.hint}`);
+        if ((e as libc.SysError).code === 'E2BIG') throw new Error(`VHOST_SET_MEM_TABLE: E2BIG: ${memTableProblem(regions.length, 0)!.hint}`, { cause: e });
         throw e;
       }
     }

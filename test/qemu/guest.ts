@@ -122,7 +122,7 @@ export function prepareGuest(dir: string): GuestImage {
       const tool = base.endsWith('.xz') ? 'xz' : base.endsWith('.zst') ? 'zstd' : base.endsWith('.gz') ? 'gzip' : '';
       if (!tool) throw new Error(`module ${p}: unknown compression`);
       const r = spawnSync(tool, ['-dc', join(mdir, p)], { maxBuffer: 64 << 20 });
-      if (r.status !== 0) throw new Error(`${tool} -dc ${p} failed: ${r.stderr}`);
+      if (r.status !== 0) throw new Error(`${tool} -dc ${p} failed: ${r.stderr.toString()}`);
       writeFileSync(out, r.stdout);
     }
     list.push(out.split('/').pop()!);
@@ -131,7 +131,7 @@ export function prepareGuest(dir: string): GuestImage {
   writeFileSync(join(root, 'init'), INIT, { mode: 0o755 });
   const files = ['bin', 'bin/busybox', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules', ...list.map((m) => `lib/modules/${m}`), 'modules.list', 'init'];
   const cpio = spawnSync(busybox, ['cpio', '-o', '-H', 'newc'], { cwd: root, input: files.join('\n') + '\n', maxBuffer: 64 << 20 });
-  if (cpio.status !== 0) throw new Error(`busybox cpio failed: ${cpio.stderr}`);
+  if (cpio.status !== 0) throw new Error(`busybox cpio failed: ${cpio.stderr.toString()}`);
   const initrd = join(dir, 'initramfs.cpio');
   writeFileSync(initrd, cpio.stdout);
   return { qemu, kver, kernel, initrd, modules: list, notes };
@@ -231,9 +231,9 @@ export class QemuVm {
     const p = spawn('timeout', ['-s', 'KILL', String(MAX_LIFE_S), 'qemu-system-x86_64', ...this.args()], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
     this.qemuPid = -1;
-    p.stdout!.on('data', (d: Buffer) => (this.console += d.toString().replace(/\r/g, '')));
-    p.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    p.stdin!.on('error', () => {}); // a killed VM: EPIPE on the next command is reported by waitFor
+    p.stdout.on('data', (d: Buffer) => (this.console += d.toString().replace(/\r/g, '')));
+    p.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    p.stdin.on('error', () => {}); // a killed VM: EPIPE on the next command is reported by waitFor
   }
 
   /** QEMU's pid (timeout's only child). */

@@ -12,6 +12,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { Frontend } from './frontend.ts';
 import { libc } from '../src/sys/index.ts';
@@ -22,12 +24,16 @@ import { delNetns, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts
 
 const SECONDS = Number(process.env.PIER_FUZZ_SECONDS ?? 20);
 const SEED = process.env.PIER_FUZZ_SEED !== undefined ? Number(process.env.PIER_FUZZ_SEED) : randomInt(0, 2 ** 31);
-/** Actions shown when the run fails. */
-const KEEP_ACTIONS = 30;
-/** Anonymous mappings outside the arena (V8's heap, malloc, stacks) come and go with GC. */
-const MAPS_SLACK = 32;
-/** VmRSS may end this much above its start (V8's heap after a run that allocates). */
-const RSS_MARGIN_KIB = 32 * 1024;
+/** Log lines (an action and its details) shown when the run fails: the last 20 actions or more. */
+const KEEP_ACTIONS = 40;
+/**
+ * Anonymous mappings outside the arena (V8's heap pages, malloc, stacks) come and go with GC:
+ * measured from -93 to +32 after runs of 20 to 120 s. The exact checks are on the arena, shared
+ * and file mappings and the threads, where a session's leak would show.
+ */
+const MAPS_SLACK = 64;
+/** VmRSS may end this much above its start: measured from -16 to +23 MiB after runs of 20 to 120 s (V8's heap). */
+const RSS_MARGIN_KIB = 48 * 1024;
 
 const C1 = { ip: [10, 84, 0, 1], mac: [] as number[] };
 const C2 = { ip: [10, 84, 0, 2], mac: [] as number[] };
@@ -94,11 +100,15 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
   /** The daemon process lives and answers `pier show` (which asks the dataplane thread) within 2 s; else why not. */
   async function health(): Promise<string | null> {
     const p = d.proc!;
-    if (p.exitCode !== null || p.signalCode !== null) return `the daemon died (exit code ${p.exitCode}, signal ${p.signalCode})`;
+    const dead = (): boolean => p.exitCode !== null || p.signalCode !== null;
+    const died = (): string => `the daemon died (exit code ${p.exitCode}, signal ${p.signalCode})`;
+    if (dead()) return died();
     try {
       const r = await ask(d.socket, 'show', [], 2000);
       if (!r.dataplane) return `pier show answered without the dataplane: ${JSON.stringify(r).slice(0, 300)}`;
     } catch (e) {
+      // A daemon that died resets the control connection before its exit is seen here.
+      if (await until(dead, 1000)) return `${died()}; pier show: ${(e as Error).message}`;
       return `the daemon did not answer pier show: ${(e as Error).message}`;
     }
     return null;
@@ -143,11 +153,17 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
     let problem: string | null = null;
     const t0 = Date.now();
     try {
+      let nextReport = t0 + 30_000;
       while (Date.now() - t0 < SECONDS * 1000) {
         await iteration(ctx, n);
         problem = await health();
         if (problem) break;
         n++;
+        if (Date.now() >= nextReport) {
+          // The trend of a long run: sessions come and go, so fds and arena mappings move; RSS should level off.
+          nextReport += 30_000;
+          t.diagnostic(`after ${((Date.now() - t0) / 1000).toFixed(0)} s, ${n} iterations: ${describeFootprint(footprint(pid), start)}`);
+        }
       }
     } catch (e) {
       problem = `the fuzzer itself failed: ${(e as Error).stack}`;
@@ -163,6 +179,9 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
     }
     const took = (Date.now() - t0) / 1000;
     if (problem) {
+      const logFile = `${tmpdir()}/pier-fuzz-${SEED}.log`;
+      writeFileSync(logFile, d.log);
+      problem += ` (the daemon's whole log: ${logFile})`;
       t.diagnostic(report(problem, n));
       assert.fail(report(problem, n));
     }
@@ -207,4 +226,55 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
     const busy = [...b].map(([k, v]) => [k, v - (a.get(k) ?? v)] as const).filter(([, dt]) => dt > 20);
     assert.deepEqual(busy, [], report(`threads busy while idle (clock ticks in 1 s): ${JSON.stringify(busy)}`, n));
   });
+});
+
+// Found by the fuzz run above (its RSS and `pier show` output grew with every run), reduced to a
+// minimal reproduction. Marked todo until fixed: it fails today.
+describe('bugs the vhost-user fuzzer found (root)', () => {
+  const d = new TestDaemon();
+  const path = (): string => `${d.dir}/vu.sock`;
+
+  before(async () => {
+    await d.start();
+    d.ok('add-br', 'br0');
+    d.ok('add-port', 'br0', 'vu', 'type=vhost-user', `path=${path()}`);
+  });
+
+  after(async () => {
+    await d.cleanup();
+  });
+
+  it('BUG: each unknown request code gets a refused-request counter of its own, so one frontend grows the daemon\'s memory and `pier show` without bound',
+    { todo: 'refused requests are counted by name (src/ports/vhost-user.ts onMessage: be.count(`${verdict.kind} ${name}`), with name "request N" for an unknown code) in a per-port Map that is never trimmed: bucket unknown codes under one key, or cap the map' },
+    async (t) => {
+      const pid = d.proc!.pid!;
+      const before = footprint(pid).rssKiB;
+      const fe = new Frontend(path());
+      const N = 20_000;
+      try {
+        fe.send(3); // SET_OWNER: the frontend in charge
+        for (let i = 0; i < N; i++) {
+          // 12-byte headers, no payload: request codes pier does not know, each a new one.
+          for (let tries = 0; ; tries++) {
+            try {
+              fe.send(100_000 + i);
+              break;
+            } catch (e) {
+              if (tries > 1000) throw e;
+              await sleep(1); // pier has not read the socket yet
+            }
+          }
+          if (i % 1000 === 999) {
+            fe.send(1); // GET_FEATURES: a round trip, so the socket never fills
+            while ((await fe.reply()).req !== 1);
+          }
+        }
+      } finally {
+        fe.close();
+      }
+      const show = await ask(d.socket, 'show', ['vu'], 10_000);
+      const kinds = Object.keys(show.port.peer.refused).length;
+      t.diagnostic(`${N} unknown request codes: ${kinds} refused-request counters kept, pier show vu is ${JSON.stringify(show).length} bytes, VmRSS ${before} -> ${footprint(pid).rssKiB} KiB`);
+      assert.ok(kinds <= 64, `pier keeps ${kinds} counters for one frontend's ${N} unknown request codes`);
+    });
 });

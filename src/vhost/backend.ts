@@ -22,6 +22,8 @@ export class VhostError extends Error {
 
 export { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
 export const MAX_QUEUE_SIZE = 32768;
+/** Distinct refusal reasons counted per port (see count()). */
+const MAX_REASONS = 64;
 
 export class Vring {
   num = 0;
@@ -295,8 +297,14 @@ export class VhostUserBackend {
     this.hooks.onStop(v);
   }
 
+  /**
+   * Count a refusal under `reason`. The reasons are bounded by what pier names (requests it
+   * knows, "unknown request" for every other code), and past MAX_REASONS distinct ones the rest
+   * go under "other": a frontend cannot grow the daemon by inventing reasons.
+   */
   count(reason: string): void {
-    this.errors.set(reason, (this.errors.get(reason) ?? 0) + 1);
+    const key = this.errors.has(reason) || this.errors.size < MAX_REASONS ? reason : 'other';
+    this.errors.set(key, (this.errors.get(key) ?? 0) + 1);
   }
 }
 

@@ -67,6 +67,11 @@ export function requestName(req: number): string {
   return P.REQ_NAMES[req] ?? `request ${req}`;
 }
 
+/** A request's name for counters: a known name, or one bucket for every unknown code. */
+export function requestKind(req: number): string {
+  return P.REQ_NAMES[req] ?? 'unknown request';
+}
+
 /**
  * What the header alone says about a message, before its payload is read: null when it may be
  * read, else why the connection cannot go on (a stream cannot be resynchronised past a header

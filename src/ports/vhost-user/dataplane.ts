@@ -273,7 +273,7 @@ export class VhostUserPort extends Port implements BufferLender {
       // Never acted on. A request whose answer the frontend waits for cannot be answered
       // sensibly: it would misread anything pier sent, so the connection ends.
       closeAll(fds);
-      be.count(`${verdict.kind} ${name}`);
+      be.count(`${verdict.kind} ${codec.requestKind(req)}`);
       if (verdict.kind === 'malformed' && answered) return this.end(slot, new Disconnect('protocol', verdict.why));
       if (verdict.kind === 'malformed') this.lastError = verdict.why;
       this.refused(verdict.kind === 'malformed' ? verdict.why : `${name} is not supported`);
@@ -284,7 +284,7 @@ export class VhostUserPort extends Port implements BufferLender {
     try {
       body = be.handle(req, payload, fds);
     } catch (e) {
-      be.count(`failed ${name}`);
+      be.count(`failed ${codec.requestKind(req)}`);
       const why = `${name}: ${(e as Error).message}`;
       if (answered || !(e instanceof VhostError) || e.fatal) return this.end(slot, new Disconnect('protocol', why));
       this.protocolErrors++;

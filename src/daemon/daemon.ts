@@ -494,7 +494,7 @@ export class Daemon {
   private async fdb(br: string): Promise<unknown> {
     const id = this.bridgeIds.get(br);
     if (id === undefined) throw err.noBridge(br);
-    const entries = await this.dataplane.request<Array<{ mac: string; port: number; age: number }>>({ op: 'fdb', bridge: id });
+    const entries = await this.dataplane.request({ op: 'fdb', bridge: id });
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
     return entries.map((e) => ({ mac: e.mac, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
   }

@@ -1,7 +1,7 @@
 // The daemon's handle on the dataplane thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { EventFd, PeerWriteWatchdog, peerWatchBuffer, sigbusGuard } from '../sys/index.ts';
-import type { DataplaneEvent, Reply, RequestBody } from '../dataplane/protocol.ts';
+import type { DataplaneEvent, Reply, ReplyOf, RequestBody } from '../dataplane/protocol.ts';
 
 export class Dataplane {
   private readonly worker: Worker;
@@ -67,10 +67,11 @@ export class Dataplane {
     this.pending.clear();
   }
 
-  request<T = unknown>(body: RequestBody): Promise<T> {
+  /** Send a request; the answer is typed by its op (ReplyOf). */
+  request<B extends RequestBody>(body: B): Promise<ReplyOf[B['op']]> {
     if (this.exited) return Promise.reject(new Error('dataplane thread is not running'));
     const seq = ++this.seq;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<ReplyOf[B['op']]>((resolve, reject) => {
       this.pending.set(seq, { resolve: resolve as (v: unknown) => void, reject });
       this.ctrl.postMessage({ ...body, seq });
       this.doorbell.signal();

@@ -6,7 +6,7 @@ import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { Engine } from '../dataplane/engine.ts';
 import { loadDataplanes } from '../ports/registry.ts';
 import type { Port } from '../dataplane/port.ts';
-import type { PortSpec, Reply, Request } from '../dataplane/protocol.ts';
+import type { PortSpec, Reply, ReplyOf, Request } from '../dataplane/protocol.ts';
 
 const { ctrl, doorbellFd, poolSize, cpu, watch } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array };
 // Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with
@@ -41,7 +41,8 @@ function handle(req: Request): void {
   ctrl.postMessage(reply);
 }
 
-function apply(req: Request): unknown {
+/** Run one request; each case returns what ReplyOf says its op answers. */
+function apply(req: Request): ReplyOf[Request['op']] {
   switch (req.op) {
     case 'add-bridge':
       engine.addBridge(req.id, req.name, req.agingSeconds);
@@ -57,7 +58,7 @@ function apply(req: Request): unknown {
       return null;
     case 'fdb': {
       const br = engine.bridges.get(req.bridge);
-      return br ? br.fdb.entries(Date.now() / 1000) : [];
+      return br ? br.fdb.entries(Date.now() / 1000) satisfies ReplyOf['fdb'] : [];
     }
     case 'pool':
       return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,
@@ -65,7 +66,7 @@ function apply(req: Request): unknown {
         // Peer memory and fds (docs/design/peer-memory.md): faults the SIGBUS guard survived in
         // this arena, those no port claimed, bursts dropped for one; watchdog wake-ups.
         sigbusGuard: engine.pool.arena.guarded, memoryFaults: engine.memoryFaults, memoryFaultsUnclaimed: engine.memoryFaultsUnclaimed,
-        faultDroppedBursts: engine.faultDroppedBursts, peerWakes: Atomics.load(watch, W_WAKES) };
+        faultDroppedBursts: engine.faultDroppedBursts, peerWakes: Atomics.load(watch, W_WAKES) } satisfies ReplyOf['pool'];
     case 'describe':
       return engine.ports[req.index]?.describe() ?? null;
     case 'stop':

@@ -21,7 +21,49 @@ export type Request =
   | { seq: number; op: 'describe'; index: number }
   | { seq: number; op: 'stop' };
 
-export type Reply = { seq: number; ok: true; data: unknown } | { seq: number; ok: false; error: string };
+/** The dataplane's pool and engine figures, and the peer-safety counters (docs/design/peer-memory.md). */
+export interface PoolStats {
+  size: number;
+  available: number;
+  allocFailures: number;
+  /** The dataplane thread's id, so a benchmark can read its CPU time. */
+  tid: number;
+  wakeups: number;
+  bursts: number;
+  packets: number;
+  /** The SIGBUS guard covers the arena. */
+  sigbusGuard: boolean;
+  /** Faults the guard survived in this arena; those no port claimed; bursts dropped for one. */
+  memoryFaults: number;
+  memoryFaultsUnclaimed: number;
+  faultDroppedBursts: number;
+  /** Watchdog wake-ups of the dataplane thread (a peer made a notification block). */
+  peerWakes: number;
+}
+
+export interface FdbEntry {
+  mac: string;
+  port: number;
+  age: number;
+}
+
+/**
+ * What each request answers: the daemon's `request()` returns this type for the op it sends,
+ * and the worker's handler must produce it. `describe` is the port kind's view
+ * (src/ports/<kind>/view.ts), which the kind's renderer takes, or null for no port.
+ */
+export interface ReplyOf {
+  'add-bridge': null;
+  'del-bridge': null;
+  'add-port': null;
+  'del-port': null;
+  fdb: FdbEntry[];
+  pool: PoolStats;
+  describe: unknown;
+  stop: null;
+}
+
+export type Reply = { seq: number; ok: true; data: ReplyOf[Request['op']] } | { seq: number; ok: false; error: string };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 export type RequestBody = DistributiveOmit<Request, 'seq'>;

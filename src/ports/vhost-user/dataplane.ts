@@ -78,7 +78,8 @@ export class VhostUserPort extends Port implements BufferLender {
   private lent = 0;
   /** SIGBUS guard faults already looked at (faultedHere). */
   private faultsSeen = faultCount();
-  private brokenDuringBurst: Vring | null = null;
+  /** A session end decided while lent frames were in flight: carried out in afterBurst(). */
+  private pendingEnd: Disconnect | null = null;
   connects = 0;
   disconnects = 0;
   protocolErrors = 0;
@@ -194,8 +195,16 @@ export class VhostUserPort extends Port implements BufferLender {
     this.dialer?.after(d, now);
   }
 
-  /** The frontend in charge is gone or broke something: its session ends. */
+  /**
+   * The frontend in charge is gone or broke something: its session ends. While frames lent
+   * from its memory are still being forwarded (a broken ring, a kick fd that failed, in the
+   * middle of a burst), the end waits for afterBurst(): ending unmaps that memory.
+   */
   private endActive(d: Disconnect): void {
+    if (this.lent > 0) {
+      this.pendingEnd ??= d;
+      return;
+    }
     if (this.active >= 0) this.end(this.active, d);
     this.rearm();
   }
@@ -455,10 +464,7 @@ export class VhostUserPort extends Port implements BufferLender {
     c[C.rx_packets]! += n;
     c[C.rx_bytes]! += bytes;
     if (vq.broken !== null) {
-      // Lent packets still live in the driver's memory: reset the port (and unmap it) only
-      // once the burst is through.
-      if (this.lent > 0) this.brokenDuringBurst = v;
-      else this.ringBroken(v);
+      this.ringBroken(v); // with lent packets, carried out once the burst is through (endActive)
       return n;
     }
     // With packets lent, the used ring is published in afterBurst(), once they are back.
@@ -639,21 +645,20 @@ export class VhostUserPort extends Port implements BufferLender {
 
   /** The burst is forwarded and every lent buffer returned: publish the used ring. */
   override afterBurst(queue: number): void {
-    const v = this.backend.vrings[queue];
-    if (!v) return;
     if (this.lent !== 0) {
       // Cannot happen while every port's transmit() is done with a packet when it returns;
       // if it ever does, the descriptors are not lost silently.
       this.lastError = `${this.lent} lent buffers outlived their burst`;
       this.lent = 0;
     }
-    const broken = this.brokenDuringBurst;
-    if (broken !== null) {
-      this.brokenDuringBurst = null;
-      this.ringBroken(broken);
+    const d = this.pendingEnd;
+    if (d !== null) {
+      this.pendingEnd = null;
+      this.endActive(d);
       return;
     }
-    if (v.started && v.queue.flush()) this.signal(v);
+    const v = this.backend.vrings[queue];
+    if (v && v.started && v.queue.flush()) this.signal(v);
   }
 
   private signal(v: Vring): void {

@@ -231,7 +231,7 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
 });
 
 // Found by the fuzz run above and reduced to minimal reproductions, one daemon each (a bug may
-// take its daemon down). Marked todo until fixed: they fail today.
+// take its daemon down); kept as regression tests now that they are fixed.
 describe('bugs the vhost-user fuzzer found (root)', () => {
   /** A daemon with one bridge and one vhost-user port, for one test. */
   async function daemon(): Promise<{ d: TestDaemon; path: string }> {
@@ -248,8 +248,7 @@ describe('bugs the vhost-user fuzzer found (root)', () => {
     while ((await fe.reply()).req !== P.Req.GET_FEATURES);
   }
 
-  it('BUG: a kick eventfd that blocks when pier drains it after popping lent frames ends the session and unmaps the memory those frames are still read from: the daemon dies of SIGSEGV',
-    { todo: 'src/ports/vhost-user.ts fromGuest(): drainKick() on the way to sleep can end the session (peerFdFailed -> endActive -> backend.reset() unmaps the memory) and then returns the burst, whose frames are lent from that memory; the reset must wait for the burst, as brokenDuringBurst does for a broken ring' },
+  it('regression (fuzz seed 10): a kick eventfd that blocks when pier drains it after popping lent frames ends the session only after the burst; the daemon lives',
     async (t) => {
       const { d, path } = await daemon();
       const fe = new Frontend(path);
@@ -281,8 +280,7 @@ describe('bugs the vhost-user fuzzer found (root)', () => {
       }
     });
 
-  it('BUG: each unknown request code gets a refused-request counter of its own, so one frontend grows the daemon\'s memory and `pier show` without bound',
-    { todo: 'refused requests are counted by name (src/ports/vhost-user.ts onMessage: be.count(`${verdict.kind} ${name}`), with name "request N" for an unknown code) in a per-port Map that is never trimmed: bucket unknown codes under one key, or cap the map' },
+  it('regression: unknown request codes share one refused-request counter; one frontend cannot grow the daemon or pier show',
     async (t) => {
       const { d, path } = await daemon();
       const pid = d.proc!.pid!;

@@ -347,11 +347,10 @@ describe('vhost-user ports with a QEMU VM (root, TCG)', { timeout: 300_000, ...r
     }
   });
 
-  // pier logs a client port's first "peer connected" under its index ("#3") when the frontend
-  // answers before add-port has recorded the port's name (daemon.ts: peerNews() looks the name up
-  // in this.ports, which startPort() fills only after attach()). Cosmetic; a race, so it fails
-  // most but not necessarily all runs.
-  it('the daemon log names the client port in its first "peer connected" line', { todo: 'pier logs "#N" for a port whose peer connects during add-port' }, async () => {
+  // Regression: pier logged a client port's first "peer connected" under its index ("#3") when
+  // the frontend answered before add-port had recorded the port's name; reconcile() now records
+  // the port before it is made.
+  it('the daemon log names the client port in its first "peer connected" line', async () => {
     const sock = `${d.dir}/vm3.sock`;
     // A listening QEMU answers as soon as pier connects; its guest need not boot.
     const vm = new QemuVm(img, { chardev: `socket,id=c0,path=${sock},server=on,wait=off`, mac: '52:54:00:83:00:04', ip: `${NET}.4/24`, peer: TAP_IP });

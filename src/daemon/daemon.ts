@@ -264,15 +264,28 @@ export class Daemon {
         throw new PierError('EBUSY', `${fixed.join(', ')} of port ${name} cannot change while it runs`,
           `add --recreate to make the port again with the new options (${o.type === 'tap' || (o as { netns?: string }).netns !== undefined ? 'the container\'s interface is removed and made again' : 'its peer reconnects'})`);
       }
-      const spec = this.controlOf(o.type).update(name, rt.dev, rt.options, o);
+      let spec: unknown;
+      try {
+        spec = this.controlOf(o.type).update(name, rt.dev, rt.options, o);
+      } catch (e) {
+        // Part of it may have been applied (the MAC, not the MTU): count the port as changed,
+        // so the undo's reconcile applies the old options back over whatever took.
+        rt.options = o;
+        throw e;
+      }
       if (spec !== undefined) {
         // The control half stays (the tap, the socket); the dataplane half is rebuilt from the new spec.
         await this.dataplane.request({ op: 'del-port', index: rt.index });
         rt.dev.spec = spec;
-        await this.plug(rt, o.type, spec).catch((e: unknown) => {
+        try {
+          await this.plug(rt, o.type, spec);
+        } catch (e) {
+          // The dataplane refused the new half: take the port down whole, so the next
+          // reconcile (the undo, or the retry) makes it again instead of thinking it runs.
+          await this.unrealize(rt, true);
           rt.error = (e as Error).message;
           throw e;
-        });
+        }
       }
       rt.options = o;
       return;

@@ -242,9 +242,22 @@ describe('bugs the vhost-user fuzzer found (root)', () => {
     return { d, path: `${d.dir}/vu.sock` };
   }
 
+  /** Send, waiting for room when the socket is full (pier has not read it yet). */
+  async function sendWhenRoom(fe: Frontend, req: number): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      try {
+        fe.send(req);
+        return;
+      } catch (e) {
+        if (tries > 1000) throw e;
+        await sleep(1); // pacing: pier reads 64 messages per wakeup
+      }
+    }
+  }
+
   /** Wait for pier's answer to a GET_FEATURES: everything sent before it has been handled. */
   async function roundTrip(fe: Frontend): Promise<void> {
-    fe.send(P.Req.GET_FEATURES);
+    await sendWhenRoom(fe, P.Req.GET_FEATURES);
     while ((await fe.reply()).req !== P.Req.GET_FEATURES);
   }
 
@@ -291,15 +304,7 @@ describe('bugs the vhost-user fuzzer found (root)', () => {
         fe.send(P.Req.SET_OWNER); // the frontend in charge
         for (let i = 0; i < N; i++) {
           // 12-byte headers, no payload: request codes pier does not know, each a new one.
-          for (let tries = 0; ; tries++) {
-            try {
-              fe.send(100_000 + i);
-              break;
-            } catch (e) {
-              if (tries > 1000) throw e;
-              await sleep(1); // pier has not read the socket yet
-            }
-          }
+          await sendWhenRoom(fe, 100_000 + i);
           if (i % 1000 === 999) await roundTrip(fe); // so the socket never fills
         }
         const show = await ask(d.socket, 'show', ['vu'], 10_000);

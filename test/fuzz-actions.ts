@@ -533,7 +533,6 @@ function frameTo(ctx: FuzzContext, s: Session): { frame: Uint8Array; hdr: Uint8A
   const myIp = [10, 84, 0, 100 + (s.id % 100)];
   const target = rng.chance(0.5) ? ctx.c1 : ctx.c2;
   let frame: Uint8Array;
-  let l3 = 14;
   let l4 = 0;
   let tcp = true;
   if (kind === 'arp') {
@@ -546,7 +545,7 @@ function frameTo(ctx: FuzzContext, s: Session): { frame: Uint8Array; hdr: Uint8A
     const payload = gsoish ? rng.range(0, 64000) : rng.weighted([[3, rng.range(0, 1460)], [1, rng.range(1460, 9000)]]);
     const v6 = kind === 'ipv6';
     const vlan = kind === 'vlan' ? 4 : 0;
-    l3 = 14 + vlan;
+    const l3 = 14 + vlan;
     const ipLen = v6 ? 40 : rng.chance(0.9) ? 20 : 4 * rng.int(16);
     tcp = rng.chance(0.7);
     const l4Len = tcp ? (rng.chance(0.9) ? 20 : 4 * rng.int(16)) : 8;
@@ -649,7 +648,7 @@ function ringAction(ctx: FuzzContext, s: Session): void {
     heads.forEach((h, j) => dv.setUint16(r.avail + 4 + 2 * ((idx + j) % r.size), h, true));
     dv.setUint16(r.avail + 2, (idx + heads.length) & 0xffff, true);
   };
-  let what = '';
+  let what: string;
   switch (kind) {
     case 'chains': {
       const k = rng.range(1, 8);
@@ -722,7 +721,7 @@ function ringAction(ctx: FuzzContext, s: Session): void {
       let at = 4 * MIB + rng.int(2 * MIB);
       const slots = indirect ? cut.slice(1).map((_, j) => j) : cut.slice(1).map(() => rng.int(r.size));
       for (let j = 0; j < parts; j++) {
-        const seg = total.subarray(cut[j]!, cut[j + 1]!);
+        const seg = total.subarray(cut[j], cut[j + 1]);
         bytes.set(seg, at);
         const last = j === parts - 1;
         writeDesc(s, table, slots[j]!, BigInt(at), seg.length, last ? 0 : 1, last ? 0 : slots[j + 1]!);
@@ -1011,7 +1010,7 @@ const ACTIONS: Action[] = [
         n++;
         for (const fd of m.fds) libc.close(fd);
       });
-      ctx.note(`  read ${n} answers${d ? `; pier ended the session (${d})` : ''}`);
+      ctx.note(`  read ${n} answers${d ? `; pier ended the session (${d.toString()})` : ''}`);
       if (d) s.desynced = true;
     },
   },

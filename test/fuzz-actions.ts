@@ -153,6 +153,20 @@ export function ask<T = any>(socket: string, cmd: string, args: string[] = [], t
 }
 
 /** Poll `cond` every `every` ms until it holds or `ms` pass; returns whether it held. */
+/** The daemon's footprint once its fds and mappings read the same 5 times over a second (no request in between). */
+export async function settledFootprint(pid: number): Promise<Footprint> {
+  let start = footprint(pid);
+  let same = 0;
+  const settled = await until(() => {
+    const f = footprint(pid);
+    same = f.fds === start.fds && f.maps === start.maps ? same + 1 : 0;
+    start = f;
+    return same >= 5;
+  }, 10_000, 200);
+  if (!settled) throw new Error('the daemon did not settle before the start figures were taken');
+  return start;
+}
+
 export async function until(cond: () => boolean | Promise<boolean>, ms = 5000, every = 20): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {

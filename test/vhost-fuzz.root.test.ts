@@ -20,7 +20,8 @@ import { EventFd, libc } from '../src/sys/index.ts';
 import * as codec from '../src/vhost/codec.ts';
 import * as P from '../src/vhost/protocol.ts';
 import {
-  arpRequest, ask, describeFootprint, fdDiff, type Footprint, footprint, type FuzzContext, isArpReply, iteration, Rng, threadTicks, until,
+  arpRequest, ask, describeFootprint, fdDiff, footprint, type FuzzContext, isArpReply, iteration, Rng, threadTicks, until,
+  settledFootprint,
 } from './fuzz-actions.ts';
 import { delNetns, makeNetns, must, ping, sleep, TestDaemon } from './helpers.ts';
 
@@ -127,14 +128,7 @@ describe('random hostile vhost-user frontends against a live daemon (root)', () 
     // Warm-up: each port serves a correct frontend once, so what a first session allocates for good is in the baseline.
     for (const p of ports) await correctSession(p.path, p.name);
     assert.ok(await until(idle, 10_000), 'the ports let the warm-up frontends go');
-    let start: Footprint = footprint(pid);
-    let same = 0;
-    assert.ok(await until(() => {
-      const f = footprint(pid);
-      same = f.fds === start.fds && f.maps === start.maps ? same + 1 : 0;
-      start = f;
-      return same >= 5;
-    }, 10_000, 200), 'the daemon settles before the start figures are taken');
+    const start = await settledFootprint(pid);
     t.diagnostic(`start: ${describeFootprint(start)}`);
 
     // Broadcasts from both taps reach every frontend's receive ring all along.

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import * as codec from '../src/vhost/codec.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { Frontend } from './frontend.ts';
-import { arpRequest, ask, describeFootprint, fdDiff, type Footprint, footprint, isArpReply, until } from './fuzz-actions.ts';
+import { arpRequest, ask, describeFootprint, fdDiff, type Footprint, footprint, isArpReply, settledFootprint, until } from './fuzz-actions.ts';
 import { delNetns, makeNetns, ping, sleep, TestDaemon } from './helpers.ts';
 
 const CYCLES = 1000;
@@ -120,14 +120,7 @@ describe('vhost-user sessions leave no fds, mappings or memory behind (root)', (
     for (let i = 0; i < WARMUP; i++) sessions += await cycle(i);
     assert.ok(await until(idle, 10_000), 'the port lets the last frontend go');
     // Taken once the fds and mappings read the same 5 times over a second (no control request in between).
-    let start = footprint(pid);
-    let same = 0;
-    assert.ok(await until(() => {
-      const f = footprint(pid);
-      same = f.fds === start.fds && f.maps === start.maps ? same + 1 : 0;
-      start = f;
-      return same >= 5;
-    }, 10_000, 200), 'the daemon settles before the start figures are taken');
+    const start = await settledFootprint(pid);
     t.diagnostic(`start (after ${WARMUP} warm-up cycles): ${describeFootprint(start)}`);
 
     const t0 = Date.now();

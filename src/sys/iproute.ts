@@ -72,3 +72,20 @@ export function linkInfo(netnsPath: string | undefined, ifname: string): LinkInf
 export function linkExists(netnsPath: string | undefined, ifname: string): boolean {
   return linkInfo(netnsPath, ifname) !== undefined;
 }
+
+export interface RouteConfig {
+  /** Destination prefix, `0.0.0.0/0` for the default route. */
+  dst: string;
+  /** Next hop; none: the destination is on the link. */
+  gw?: string | undefined;
+}
+
+/** Add (or replace) routes through `ifname`; idempotent like configureLink. */
+export function addRoutes(netnsPath: string | undefined, ifname: string, routes: readonly RouteConfig[]): void {
+  for (const r of routes) {
+    const args = ['route', 'replace', r.dst];
+    if (r.gw) args.push('via', r.gw);
+    args.push('dev', ifname);
+    ip(netnsPath, args);
+  }
+}

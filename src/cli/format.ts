@@ -5,6 +5,7 @@ import { kindOf } from '../ports/registry.ts';
 interface PortView {
   name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string; peer?: unknown;
   kernel?: Record<string, number | string>;
+  owner?: { kind: string; network?: string; containerId?: string; ifname?: string; bridge?: string };
 }
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
@@ -14,6 +15,9 @@ function opts(o: Record<string, unknown>): string {
 
 function port(p: PortView, indent: string): string {
   let s = `${indent}Port ${p.name}\n${indent}    ${opts(p.options)}\n${indent}    state: ${p.state}`;
+  // Ports pier-cni made: whose they are, so a runtime's containers can be told apart.
+  if (p.owner?.kind === 'cni') s += `\n${indent}    cni: network ${p.owner.network} container ${p.owner.containerId} ifname ${p.owner.ifname}`;
+  else if (p.owner?.kind === 'cni-gateway') s += `\n${indent}    cni: gateway of bridge ${p.owner.bridge}`;
   if (p.error) s += `\n${indent}    error: ${p.error}`;
   if (p.kernel) s += `\n${indent}    ${kernelLine(p.kernel)}`;
   // What the port's kind says of its peer, rendered by the kind (src/ports/<kind>/view.ts).

@@ -2,12 +2,15 @@
 // thread, taps in containers), serves the control socket, and re-applies everything at start.
 // Every change is validated first, realised second, persisted last; a failure in any step undoes
 // the earlier ones, so a failed command leaves nothing behind.
-import { existsSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from './dataplane.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
-import { hasNetAdmin } from '../sys/index.ts';
+import { addRoutes, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
+import { attachmentPort, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
 import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
@@ -54,6 +57,11 @@ export const COMMANDS: Commands = {
   stats: ['PORT'],
   fdb: ['BRIDGE'],
   ping: [],
+  // pier-cni's requests, one JSON object each (docs/design/cni.md)
+  'cni-add': ['JSON'],
+  'cni-del': ['JSON'],
+  'cni-check': ['JSON'],
+  'cni-gc': ['JSON'],
 };
 
 export class Daemon {
@@ -97,10 +105,13 @@ export class Daemon {
       this.persist();
       this.log.info({ from: this.store.loadedVersion, kept }, 'state file migrated');
     }
+    // Attachments whose containers went away while the daemon was down (a reboot) go first.
+    await this.reapAttachments();
     for (const [br, b] of Object.entries(this.state.bridges)) {
       await this.realizeBridge(br);
       for (const name of Object.keys(b.ports)) await this.reconcile(name, false);
     }
+    await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
     await this.listen();
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
     this.retryTimer.unref();
@@ -162,6 +173,10 @@ export class Daemon {
       case 'stats': return this.stats(args[0]);
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
       case 'ping': return { version: VERSION, pid: process.pid };
+      case 'cni-add': return this.cniAdd(parseRequest(cniAddRequest, cmd, args[0]));
+      case 'cni-del': return this.cniDel(parseRequest(cniKeyRequest, cmd, args[0]));
+      case 'cni-check': return this.cniCheck(parseRequest(cniKeyRequest, cmd, args[0]));
+      case 'cni-gc': return this.cniGc(parseRequest(cniGcRequest, cmd, args[0]));
       default: throw new PierError('EINVAL', `unknown command ${cmd}`, 'see: pier --help');
     }
   }
@@ -295,6 +310,7 @@ export class Daemon {
     try {
       const dev = this.controlOf(o.type).realize(name, o);
       try {
+        this.addOwnerRoutes(want.port, dev);
         await this.plug(rt, o.type, dev.spec);
       } catch (e) {
         dev.destroy();
@@ -308,6 +324,17 @@ export class Daemon {
       rt.error = (e as Error).message;
       if (strict) throw e;
       this.log.warn({ port: name, error: rt.error }, 'port could not be started; will retry');
+    }
+  }
+
+  /** An attachment's routes in its container, once its interface exists (each realisation: they go with the interface). */
+  private addOwnerRoutes(p: StoredPort, dev: Realized<unknown>): void {
+    const owner = p.owner;
+    if (owner?.kind !== 'cni' || owner.routes.length === 0 || !dev.ifname) return;
+    try {
+      addRoutes(owner.netns === undefined ? undefined : netnsPath(owner.netns), dev.ifname, owner.routes);
+    } catch (e) {
+      throw new PierError('ECONFIG', `cannot add the routes of ${dev.ifname} in ${owner.netns}: ${(e as Error).message}`, 'check the routes IPAM returned (ipam.routes) against the addresses it gave');
     }
   }
 
@@ -430,6 +457,7 @@ export class Daemon {
 
   /** The 5 s retry: every port that is desired and not running is reconciled again. */
   private async retryFailed(): Promise<void> {
+    await this.reapAttachments();
     for (const rt of [...this.ports.values()]) if (!rt.dev) await this.reconcile(rt.name, false);
   }
 
@@ -443,6 +471,246 @@ export class Daemon {
     }
   }
 
+  // ---- pier-cni's attachments (docs/design/cni.md) ----
+
+  /** Every port an attachment of the CNI plugin made, with its bridge and owner record. */
+  private attachments(): Array<{ name: string; bridge: string; port: StoredPort; owner: CniOwner }> {
+    const out = [];
+    for (const [br, b] of Object.entries(this.state.bridges)) {
+      for (const [name, p] of Object.entries(b.ports)) if (p.owner?.kind === 'cni') out.push({ name, bridge: br, port: p, owner: p.owner });
+    }
+    return out;
+  }
+
+  /** Take a port out of the desired state and away (no error for one that is not there). */
+  private async dropPort(name: string): Promise<boolean> {
+    const want = this.desired(name);
+    if (!want) return false;
+    delete this.state.bridges[want.bridge]!.ports[name];
+    await this.reconcile(name, false);
+    return true;
+  }
+
+  /**
+   * ADD: the bridge (made if missing), the port, its routes, the bridge's gateway port and the
+   * masquerade table, then the state file. Any failure undoes all of it before the reply.
+   */
+  private async cniAdd(req: CniAddRequest): Promise<unknown> {
+    const name = attachmentPort(req.network, req.containerId, req.ifname);
+    checkName('bridge', req.bridge);
+    if (this.desired(req.bridge)) throw new PierError('EEXIST', `${req.bridge} is the name of a port, not a bridge`, 'set "bridge" in the network config to another name');
+    // An older port of the same attachment (a runtime that lost ADD's answer and tries again) goes first.
+    if (await this.dropPort(name)) this.log.info({ port: name }, 'cni: replacing the port of the same attachment');
+    const madeBridge = !this.state.bridges[req.bridge];
+    if (madeBridge) {
+      await this.realizeBridge(req.bridge);
+      this.state.bridges[req.bridge] = { ports: {} };
+    }
+    const b = this.state.bridges[req.bridge]!;
+    try {
+      const socketPath = req.portType === 'vhost-user' ? socketPathOf(req) : undefined;
+      const parsed = validatePortOptions(portOptionsOf(req, socketPath ?? ''));
+      const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+      await this.apply(name, () => {
+        b.ports[name] = { options: o, owner: ownerOf(req) };
+        return () => delete b.ports[name];
+      });
+      try {
+        await this.syncDerived();
+      } catch (e) {
+        delete b.ports[name];
+        await this.reconcile(name, false);
+        await this.syncDerived().catch(() => undefined);
+        throw e;
+      } finally {
+        this.persist();
+      }
+      const d = this.describePort(this.ports.get(name)!);
+      const opts = o as { mac?: string; mtu?: number };
+      this.log.info({ port: name, network: req.network, container: req.containerId, ifname: req.ifname, bridge: req.bridge }, 'cni: attached');
+      return { port: name, bridge: req.bridge, type: o.type, ifname: req.portType === 'vhost-user' ? req.ifname : d.ifname, mac: opts.mac, mtu: opts.mtu, sandbox: req.portType === 'vhost-user' ? undefined : req.netns, socketPath };
+    } catch (e) {
+      if (madeBridge && Object.keys(b.ports).length === 0) {
+        delete this.state.bridges[req.bridge];
+        await this.unrealizeBridge(req.bridge);
+        this.persist();
+      }
+      throw e;
+    }
+  }
+
+  /** DEL: never an error for what is already gone (the port, its namespace, the bridge). */
+  private async cniDel(req: { network: string; containerId: string; ifname: string }): Promise<unknown> {
+    const name = attachmentPort(req.network, req.containerId, req.ifname);
+    const removed = await this.dropPort(name);
+    if (removed) {
+      await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
+      this.persist();
+      this.log.info({ port: name, network: req.network, container: req.containerId, ifname: req.ifname }, 'cni: detached');
+    }
+    return { removed: removed ? name : null };
+  }
+
+  /** CHECK: the port exists, runs, has the addresses asked about, and its interface is in the container. */
+  private cniCheck(req: { network: string; containerId: string; ifname: string; ips?: string[] | undefined }): unknown {
+    const name = attachmentPort(req.network, req.containerId, req.ifname);
+    const want = this.desired(name);
+    const rt = this.ports.get(name);
+    if (!want || !rt) {
+      throw new PierError('ENOATTACH', `container ${req.containerId} has no interface ${req.ifname} on network ${req.network} in pier`, 'the attachment was never made or was removed: the runtime should DEL and ADD it again');
+    }
+    if (rt.error || !rt.dev) throw new PierError('EPORTDOWN', `port ${name} of container ${req.containerId} is not running: ${rt.error ?? 'not realised'}`, 'pier retries every 5 s; pier show ' + name + ' says more');
+    const o = want.port.options as { ip?: string[]; mac?: string; netns?: string };
+    if (req.ips && o.ip && [...req.ips].sort().join() !== [...o.ip].sort().join()) {
+      throw new PierError('EMISMATCH', `port ${name} has addresses ${o.ip.join(', ')}, the result says ${req.ips.join(', ')}`, 'DEL and ADD the attachment again');
+    }
+    if (o.netns !== undefined && rt.dev.ifname) {
+      const k = linkInfo(netnsPath(o.netns), rt.dev.ifname);
+      if (!k) throw new PierError('ENOLINK', `interface ${rt.dev.ifname} is missing in ${o.netns}`, 'DEL and ADD the attachment again');
+      if (o.mac && k.mac !== o.mac) throw new PierError('EMISMATCH', `interface ${rt.dev.ifname} has MAC ${k.mac}, pier gave it ${o.mac}`, 'something in the container changed it; DEL and ADD the attachment again');
+    }
+    return this.describePort(rt);
+  }
+
+  /** GC: every port of the network whose attachment the runtime no longer lists goes. */
+  private async cniGc(req: { network: string; valid: Array<{ containerId: string; ifname: string }> }): Promise<unknown> {
+    const valid = new Set(req.valid.map((v) => `${v.containerId}\0${v.ifname}`));
+    const removed: string[] = [];
+    for (const a of this.attachments()) {
+      if (a.owner.network !== req.network || valid.has(`${a.owner.containerId}\0${a.owner.ifname}`)) continue;
+      await this.dropPort(a.name);
+      removed.push(a.name);
+    }
+    if (removed.length > 0) {
+      await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
+      this.persist();
+      this.log.info({ network: req.network, removed }, 'cni: garbage collected');
+    }
+    return { removed };
+  }
+
+  /**
+   * Ports whose container is gone for good: their namespace file no longer exists (a reboot, a
+   * runtime that died before DEL), and the DELs the plugin left while the daemon was down. Their
+   * addresses go back to IPAM. At start and on every retry.
+   */
+  private async reapAttachments(): Promise<void> {
+    const gone: Array<{ name: string; owner: CniOwner }> = [];
+    for (const a of this.attachments()) if (a.owner.netns !== undefined && !netnsExists(netnsPath(a.owner.netns))) gone.push(a);
+    for (const t of this.tombstones()) {
+      const a = this.attachments().find((x) => x.name === attachmentPort(t.network, t.containerId, t.ifname));
+      if (a && !gone.some((g) => g.name === a.name)) gone.push(a);
+    }
+    if (gone.length === 0) return;
+    for (const g of gone) {
+      await this.dropPort(g.name);
+      this.log.info({ port: g.name, network: g.owner.network, container: g.owner.containerId, netns: g.owner.netns }, 'cni: container gone; port removed');
+      this.releaseAddresses(g.owner);
+    }
+    await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
+    this.persist();
+  }
+
+  /** DELs pier-cni could not deliver (the daemon was down): read once and removed. */
+  private tombstones(): Array<{ network: string; containerId: string; ifname: string }> {
+    const dir = join(dirname(this.opts.socket), 'cni-del');
+    let files: string[];
+    try {
+      files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+    } catch {
+      return [];
+    }
+    const out = [];
+    for (const f of files) {
+      try {
+        const t = cniKeyRequest.safeParse(JSON.parse(readFileSync(join(dir, f), 'utf8')));
+        if (t.success) out.push(t.data);
+      } catch { /* unreadable: dropped below */ }
+      try { unlinkSync(join(dir, f)); } catch { /* gone */ }
+    }
+    return out;
+  }
+
+  /** Run the attachment's IPAM plugin's DEL, as the plugin would have. Best effort, logged. */
+  private releaseAddresses(owner: CniOwner): void {
+    const ipam = owner.ipam;
+    const type = (ipam?.conf.ipam as { type?: unknown } | undefined)?.type;
+    if (!ipam || typeof type !== 'string' || type.includes('/')) return;
+    const bin = ipam.cniPath.split(':').map((d) => join(d, type)).find((p) => existsSync(p));
+    if (!bin) return;
+    const child = execFile(bin, [], {
+      timeout: 10_000,
+      env: { ...process.env, CNI_COMMAND: 'DEL', CNI_CONTAINERID: owner.containerId, CNI_NETNS: '', CNI_IFNAME: owner.ifname, CNI_PATH: ipam.cniPath },
+    }, (e, stdout) => {
+      if (e) this.log.warn({ container: owner.containerId, ipam: type, error: e.message, reply: stdout.slice(0, 300) }, 'cni: addresses not released');
+    });
+    child.stdin?.end(JSON.stringify(ipam.conf));
+  }
+
+  /** Bring the gateway ports and the masquerade table to what the attachments need. */
+  private async syncDerived(): Promise<void> {
+    await this.syncGateways();
+    this.syncMasquerade();
+  }
+
+  private async syncGateways(): Promise<void> {
+    const want = new Map<string, { ip: Set<string>; mtu: number | undefined }>();
+    for (const a of this.attachments()) {
+      if (a.owner.gateways.length === 0) continue;
+      const w = want.get(a.bridge) ?? { ip: new Set<string>(), mtu: undefined };
+      for (const g of a.owner.gateways) w.ip.add(g);
+      const mtu = (a.port.options as { mtu?: number }).mtu;
+      if (mtu !== undefined) w.mtu = Math.max(w.mtu ?? 0, mtu);
+      want.set(a.bridge, w);
+    }
+    let forwarding = false;
+    for (const [br, b] of Object.entries(this.state.bridges)) {
+      const name = gatewayPort(br);
+      const cur = this.desired(name);
+      const w = want.get(br);
+      if (cur && cur.port.owner?.kind !== 'cni-gateway') {
+        if (w) throw new PierError('EEXIST', `port ${name} exists and is not pier-cni's gateway of bridge ${br}`, `remove or rename port ${name}, or turn isGateway off`);
+        continue;
+      }
+      if (!w) {
+        if (cur) await this.dropPort(name);
+        continue;
+      }
+      const ip = [...w.ip].sort();
+      forwarding = true;
+      const next = validatePortOptions({ type: 'tap', ip, ...(w.mtu ? { mtu: w.mtu } : {}), ...(cur ? { mac: (cur.port.options as { mac?: string }).mac } : {}) });
+      const o = this.controlOf('tap').prepare(name, next, this.others(name));
+      if (cur && JSON.stringify(cur.port.options) === JSON.stringify(o)) continue;
+      const before = b.ports[name];
+      await this.apply(name, () => {
+        b.ports[name] = { options: o, owner: { kind: 'cni-gateway', bridge: br } };
+        return () => { if (before) b.ports[name] = before; else delete b.ports[name]; };
+      });
+      this.log.info({ port: name, bridge: br, ip }, 'cni: gateway port up to date');
+    }
+    if (forwarding) enableForwarding(want);
+  }
+
+  /** The last ruleset written (undefined: none yet since the daemon started, so the first sync writes). */
+  private masquerade: string | undefined;
+
+  private syncMasquerade(): void {
+    const rules = new Map<string, { network: string; subnet: string }>();
+    for (const a of this.attachments()) for (const subnet of a.owner.masquerade) rules.set(`${a.owner.network}\0${subnet}`, { network: a.owner.network, subnet });
+    const text = masqueradeRuleset([...rules.values()].sort((x, y) => (x.network + x.subnet).localeCompare(y.network + y.subnet)));
+    if (text === this.masquerade) return;
+    if (rules.size === 0 && this.masquerade === undefined && !hasNft()) return; // nothing to remove without nft
+    try {
+      execFileSync('nft', ['-f', '-'], { input: text, stdio: ['pipe', 'ignore', 'pipe'], encoding: 'utf8' });
+    } catch (e) {
+      const err = e as { stderr?: string; code?: string; message: string };
+      if (err.code === 'ENOENT') throw new PierError('ENONFT', 'ipMasq needs nftables, and the nft command is missing', 'install it (apt-get install nftables) or set "ipMasq": false');
+      throw new PierError('ENFT', `cannot write the masquerade rules: ${(err.stderr || err.message).trim()}`, 'check that this kernel has nf_tables with NAT (modprobe nft_masq)');
+    }
+    this.masquerade = text;
+    this.log.info({ rules: rules.size }, 'cni: masquerade rules written');
+  }
+
   // ---- views ----
 
   private describePort(rt: PortRuntime): Record<string, unknown> {
@@ -454,6 +722,7 @@ export class Daemon {
       state: rt.error ? 'error' : 'up',
       error: rt.error,
       ifname: rt.dev?.ifname,
+      owner: ownerView(this.desired(rt.name)?.port.owner),
     };
   }
 
@@ -520,6 +789,31 @@ export class Daemon {
 function deadlineFromEnv(): number | undefined {
   const v = Number(process.env.PIER_CONTROL_DEADLINE_MS);
   return Number.isInteger(v) && v > 0 ? v : undefined;
+}
+
+/** A host that is the containers' gateway forwards for them (as the reference bridge plugin does for isGateway). */
+function enableForwarding(want: Map<string, { ip: Set<string> }>): void {
+  const v6 = [...want.values()].some((w) => [...w.ip].some((a) => a.includes(':')));
+  const set = (path: string): void => {
+    try {
+      if (readFileSync(path, 'utf8').trim() !== '1') writeFileSync(path, '1');
+    } catch (e) {
+      throw new PierError('ESYSCTL', `cannot turn on forwarding (${path}): ${(e as Error).message}`, 'run the daemon as root with /proc/sys writable');
+    }
+  };
+  set('/proc/sys/net/ipv4/ip_forward');
+  if (v6) set('/proc/sys/net/ipv6/conf/all/forwarding');
+}
+
+/** Who made a port, for show: the attachment without its IPAM config. */
+function ownerView(o: StoredPort['owner']): Record<string, unknown> | undefined {
+  if (!o) return undefined;
+  if (o.kind === 'cni-gateway') return o;
+  return { kind: o.kind, network: o.network, containerId: o.containerId, ifname: o.ifname, netns: o.netns };
+}
+
+function hasNft(): boolean {
+  return ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].some((p) => existsSync(p));
 }
 
 function arg(args: string[], i: number, what: string): string {

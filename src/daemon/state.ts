@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { PierError } from '../errors.ts';
 import type { KindOptions } from '../ports/kind.ts';
 import { validatePortOptions } from '../ports/parse.ts';
+import { portOwner, type PortOwner } from './cni.ts';
 
 export const STATE_VERSION = 2;
 
@@ -18,6 +19,8 @@ export const STATE_VERSION = 2;
  */
 export interface StoredPort {
   options: KindOptions;
+  /** Who made the port, when not a user: the CNI plugin's attachment, or a bridge's gateway (src/daemon/cni.ts). */
+  owner?: PortOwner;
 }
 
 export interface DesiredState {
@@ -47,6 +50,8 @@ export function migrate(raw: z.infer<typeof fileSchema>, file: string): DesiredS
       const options = raw.version === 1 ? p : (p as { options?: unknown }).options;
       try {
         ports[name] = { options: validatePortOptions((options ?? {}) as Record<string, unknown>) };
+        const owner = raw.version === 1 ? undefined : (p as { owner?: unknown }).owner;
+        if (owner !== undefined) ports[name].owner = portOwner.parse(owner);
       } catch (e) {
         throw new PierError('ESTATE', `${file}: port ${name} on bridge ${br}: ${(e as Error).message}`, 'fix or remove that port in the file, or move the file away to start empty');
       }

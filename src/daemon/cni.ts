@@ -2,6 +2,7 @@
 // attachment maps to, and the state derived from all attachments together (gateway ports, the
 // masquerade table). Pure functions; daemon.ts applies what they compute.
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { PierError } from '../errors.ts';
@@ -18,6 +19,12 @@ export const cniOwner = z.object({
   containerId: id,
   ifname: z.string().min(1).max(IFNAME_MAX),
   netns: z.string().max(4096).optional(),
+  /**
+   * The namespace's identity (`dev:inode` of the nsfs file) when it was attached: a path such as
+   * /proc/PID/ns/net can name another process's namespace once the PID is reused, and a port must
+   * never be made again in a namespace that is not its container's.
+   */
+  netnsId: z.string().max(64).optional(),
   routes: z.array(z.object({ dst: cidr, gw: addr.optional() })).default([]),
   /** `gateway/prefix` addresses the host takes on the bridge's gateway port (isGateway). */
   gateways: z.array(cidr).default([]),
@@ -126,10 +133,10 @@ export function containerRoutes(req: CniAddRequest): Array<{ dst: string; gw?: s
 }
 
 /** What the owner record of an attachment keeps (see cniOwner). */
-export function ownerOf(req: CniAddRequest): CniOwner {
+export function ownerOf(req: CniAddRequest, netnsId: string | undefined): CniOwner {
   const gateways = req.isGateway ? req.ips.filter((i) => i.gateway).map((i) => `${i.gateway}/${i.address.split('/')[1]}`) : [];
   return {
-    kind: 'cni', network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns,
+    kind: 'cni', network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, netnsId,
     routes: req.portType === 'vhost-user' ? [] : containerRoutes(req),
     gateways, masquerade: req.ipMasq ? [...new Set(req.ips.map((i) => subnetOf(i.address)))] : [], ipam: req.ipam,
   };
@@ -158,6 +165,16 @@ export function socketPathOf(req: CniAddRequest): string {
     throw new PierError('EINVAL', `socketDir ${dir} gives the socket path ${p}, which is not absolute or over 107 bytes`, 'choose a shorter absolute socketDir');
   }
   return p;
+}
+
+/** `dev:inode` of a namespace file, undefined when there is none (see cniOwner.netnsId). */
+export function namespaceId(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The nftables transaction that makes table `inet pier` masquerade exactly `rules` (none: the table goes). */

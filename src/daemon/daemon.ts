@@ -10,7 +10,7 @@ import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from './dataplane.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
 import { addRoutes, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
-import { attachmentPort, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
+import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
 import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
@@ -512,7 +512,7 @@ export class Daemon {
       const parsed = validatePortOptions(portOptionsOf(req, socketPath ?? ''));
       const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
       await this.apply(name, () => {
-        b.ports[name] = { options: o, owner: ownerOf(req) };
+        b.ports[name] = { options: o, owner: ownerOf(req, req.netns === undefined ? undefined : namespaceId(netnsPath(req.netns))) };
         return () => delete b.ports[name];
       });
       try {
@@ -596,7 +596,11 @@ export class Daemon {
    */
   private async reapAttachments(): Promise<void> {
     const gone: Array<{ name: string; owner: CniOwner }> = [];
-    for (const a of this.attachments()) if (a.owner.netns !== undefined && !netnsExists(netnsPath(a.owner.netns))) gone.push(a);
+    for (const a of this.attachments()) {
+      if (a.owner.netns === undefined) continue;
+      const path = netnsPath(a.owner.netns);
+      if (!netnsExists(path) || (a.owner.netnsId !== undefined && namespaceId(path) !== a.owner.netnsId)) gone.push(a);
+    }
     for (const t of this.tombstones()) {
       const a = this.attachments().find((x) => x.name === attachmentPort(t.network, t.containerId, t.ifname));
       if (a && !gone.some((g) => g.name === a.name)) gone.push(a);

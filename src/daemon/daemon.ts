@@ -521,9 +521,8 @@ export class Daemon {
         delete b.ports[name];
         await this.reconcile(name, false);
         await this.syncDerived().catch(() => undefined);
-        throw e;
-      } finally {
         this.persist();
+        throw e;
       }
       const d = this.describePort(this.ports.get(name)!);
       const opts = o as { mac?: string; mtu?: number };

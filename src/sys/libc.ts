@@ -83,12 +83,22 @@ export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const MSG_CTRUNC = 0x8;
+export const MSG_TRUNC = 0x20;
+export const SO_RCVTIMEO = 20; // struct timeval (x86_64: the 64-bit one)
+
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const NETLINK_ROUTE = 0;
+export const SOL_NETLINK = 270;
+export const NETLINK_CAP_ACK = 10;
+export const NETLINK_EXT_ACK = 11;
 
 export const EAGAIN = 11;
 export const EINTR = 4;
 export const EPERM = 1;
 export const EBADF = 9;
 export const EINVAL = 22;
+export const ENODEV = 19;
 
 // ---- ioctl numbers, derived from the _IOC encoding and checked against the uapi values ----
 const IOC_WRITE = 1;
@@ -134,6 +144,24 @@ export const SIZEOF_MSGHDR = 56;
 export const SIZEOF_CMSGHDR = 16;
 export const SIZEOF_SOCKADDR_UN = 110;
 export const SUN_PATH_MAX = 107; // 108 bytes with the terminating NUL
+/** rtnetlink's fixed headers (uapi linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h); src/sys/netlink.ts encodes them. */
+export const nlmsghdr = koffi.struct('pier_nlmsghdr', { nlmsg_len: 'uint32_t', nlmsg_type: 'uint16_t', nlmsg_flags: 'uint16_t', nlmsg_seq: 'uint32_t', nlmsg_pid: 'uint32_t' });
+export const nlmsgerr = koffi.struct('pier_nlmsgerr', { error: 'int', msg: nlmsghdr });
+export const nlattr = koffi.struct('pier_nlattr', { nla_len: 'uint16_t', nla_type: 'uint16_t' });
+export const ifinfomsg = koffi.struct('pier_ifinfomsg', {
+  ifi_family: 'uint8_t', _pad: 'uint8_t', ifi_type: 'uint16_t', ifi_index: 'int', ifi_flags: 'uint32_t', ifi_change: 'uint32_t',
+});
+export const ifaddrmsg = koffi.struct('pier_ifaddrmsg', { ifa_family: 'uint8_t', ifa_prefixlen: 'uint8_t', ifa_flags: 'uint8_t', ifa_scope: 'uint8_t', ifa_index: 'uint32_t' });
+export const rtmsg = koffi.struct('pier_rtmsg', {
+  rtm_family: 'uint8_t', rtm_dst_len: 'uint8_t', rtm_src_len: 'uint8_t', rtm_tos: 'uint8_t',
+  rtm_table: 'uint8_t', rtm_protocol: 'uint8_t', rtm_scope: 'uint8_t', rtm_type: 'uint8_t', rtm_flags: 'uint32_t',
+});
+export const SIZEOF_NLMSGHDR = 16;
+export const SIZEOF_NLMSGERR = 20;
+export const SIZEOF_NLATTR = 4;
+export const SIZEOF_IFINFOMSG = 16;
+export const SIZEOF_IFADDRMSG = 8;
+export const SIZEOF_RTMSG = 12;
 /** glibc's struct sigaction (not the kernel's): handler, sigset_t of 1024 bits, flags, restorer. */
 export const sigaction_t = koffi.struct('pier_sigaction', {
   sa_handler: 'uintptr_t', sa_mask: koffi.array('uint64_t', 16, 'Array'), sa_flags: 'int', sa_restorer: 'uintptr_t',
@@ -160,6 +188,12 @@ function assertAbi(): void {
     ['struct cmsghdr', koffi.sizeof(cmsghdr), SIZEOF_CMSGHDR],
     ['struct sockaddr_un', koffi.sizeof(sockaddr_un), SIZEOF_SOCKADDR_UN],
     ['struct sigaction (glibc)', koffi.sizeof(sigaction_t), SIZEOF_SIGACTION],
+    ['struct nlmsghdr', koffi.sizeof(nlmsghdr), SIZEOF_NLMSGHDR],
+    ['struct nlmsgerr', koffi.sizeof(nlmsgerr), SIZEOF_NLMSGERR],
+    ['struct nlattr', koffi.sizeof(nlattr), SIZEOF_NLATTR],
+    ['struct ifinfomsg', koffi.sizeof(ifinfomsg), SIZEOF_IFINFOMSG],
+    ['struct ifaddrmsg', koffi.sizeof(ifaddrmsg), SIZEOF_IFADDRMSG],
+    ['struct rtmsg', koffi.sizeof(rtmsg), SIZEOF_RTMSG],
     ['size_t', koffi.sizeof('size_t'), 8],
     ['off_t', koffi.sizeof('int64_t'), 8],
   ];
@@ -173,6 +207,15 @@ function assertAbi(): void {
   }
   for (const [f, o] of [['msg_iov', 16], ['msg_iovlen', 24], ['msg_control', 32], ['msg_controllen', 40], ['msg_flags', 48]] as const) {
     if (koffi.offsetof(msghdr, f) !== o) throw new Error(`ABI check failed: msghdr.${f} offset`);
+  }
+  // The offsets src/sys/netlink.ts writes at.
+  for (const [t, f, o] of [
+    [nlmsghdr, 'nlmsg_type', 4], [nlmsghdr, 'nlmsg_flags', 6], [nlmsghdr, 'nlmsg_seq', 8], [nlmsghdr, 'nlmsg_pid', 12],
+    [ifinfomsg, 'ifi_type', 2], [ifinfomsg, 'ifi_index', 4], [ifinfomsg, 'ifi_flags', 8], [ifinfomsg, 'ifi_change', 12],
+    [ifaddrmsg, 'ifa_prefixlen', 1], [ifaddrmsg, 'ifa_scope', 3], [ifaddrmsg, 'ifa_index', 4],
+    [rtmsg, 'rtm_dst_len', 1], [rtmsg, 'rtm_table', 4], [rtmsg, 'rtm_protocol', 5], [rtmsg, 'rtm_scope', 6], [rtmsg, 'rtm_type', 7], [rtmsg, 'rtm_flags', 8],
+  ] as const) {
+    if (koffi.offsetof(t, f) !== o) throw new Error(`ABI check failed: ${f} offset is ${koffi.offsetof(t, f)}, expected ${o}`);
   }
   for (const [name, [got, want]] of Object.entries(expectedIoctls)) {
     if (got !== want) throw new Error(`ABI check failed: ${name} is 0x${got.toString(16)}, expected 0x${want.toString(16)}`);
@@ -207,6 +250,9 @@ export const accept4 = lib.func('int accept4(int fd, uintptr_t addr, uintptr_t l
 export const connect = lib.func('int connect(int fd, const void *addr, uint32_t len)');
 export const recvmsg = lib.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
 export const sendmsg = lib.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
+export const sendBuf = lib.func('intptr_t send(int fd, const void *buf, size_t len, int flags)');
+export const recvBuf = lib.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)');
+export const setsockopt = lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)');
 export const shutdown = lib.func('int shutdown(int fd, int how)');
 export const dup = lib.func('int dup(int fd)');
 export const fstatSize = lib.func('int fstat(int fd, _Out_ void *statbuf)');
@@ -265,6 +311,11 @@ export function fdTarget(fd: number): string | null {
   }
 }
 
+/** The C library's text for an errno value ("File exists"), as `ip` and `strerror(3)` print it. */
+export function strerror(err: number): string {
+  return strerror_(err);
+}
+
 export function errno(): number {
   return koffi.errno();
 }
@@ -283,12 +334,17 @@ const errnoNames: Record<number, string> = Object.fromEntries(
   Object.entries(koffi.os.errno).map(([k, v]) => [v, k]),
 );
 
+/** "EEXIST" for 17; "E<n>" for a number the table does not know. */
+export function errnoName(err: number): string {
+  return errnoNames[err] ?? `E${err}`;
+}
+
 export class SysError extends Error {
   readonly errno: number;
   readonly code: string;
   readonly syscall: string;
   constructor(syscall: string, err: number, detail?: string) {
-    const code = errnoNames[err] ?? `E${err}`;
+    const code = errnoName(err);
     super(`${syscall}${detail ? ` (${detail})` : ''}: ${strerror_(err)} [${code}]`);
     this.errno = err;
     this.code = code;

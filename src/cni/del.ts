@@ -1,0 +1,34 @@
+// DEL: best effort and idempotent (spec section 2). The daemon removes the port (nothing to
+// remove is no error); a daemon that is not running gets a tombstone it applies when it starts;
+// then the IPAM plugin releases the addresses, always, and after the port is gone, so they are
+// never handed to another container while this one still has them.
+import { writeTombstone } from './attachment.ts';
+import type { NetConf } from './config.ts';
+import { DaemonUnreachable, daemonError, request } from './control.ts';
+import type { CniEnv } from './env.ts';
+import { ipamOf } from './ipam.ts';
+import { log } from './log.ts';
+
+export async function del(env: CniEnv, conf: NetConf): Promise<void> {
+  const ipam = ipamOf(env, conf);
+  const attachment = { network: conf.name, containerId: env.containerId, ifname: env.ifname };
+  let failed: unknown;
+  try {
+    const r = await request(conf.socket, 'cni-del', attachment) as { removed: string | null };
+    log.debug(r.removed ? `port ${r.removed} removed` : 'no port to remove');
+  } catch (e) {
+    if (e instanceof DaemonUnreachable) {
+      try {
+        log.warn(`${e.message}: the removal is left for it in ${writeTombstone(conf.socket, attachment)}`);
+      } catch (t) {
+        // Without a tombstone the port would come back with the daemon: the runtime must retry.
+        log.error(`no tombstone could be written (${(t as Error).message})`);
+        failed = e;
+      }
+    } else {
+      failed = e;
+    }
+  }
+  ipam?.del();
+  if (failed) throw daemonError(failed);
+}

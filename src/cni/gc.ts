@@ -1,0 +1,29 @@
+// GC (1.1.0): the daemon removes every port of this network whose attachment is not in
+// cni.dev/valid-attachments, then the IPAM plugin's GC runs with the same list if it has one
+// (host-local 1.1.1 does not: skipped). Both run whatever the other did; errors are all reported.
+import type { NetConf } from './config.ts';
+import { daemonError, request } from './control.ts';
+import type { CniEnv } from './env.ts';
+import { ipamOf } from './ipam.ts';
+import { CniError } from './errors.ts';
+import { log } from './log.ts';
+
+export async function gc(env: CniEnv, conf: NetConf): Promise<void> {
+  const errors: Error[] = [];
+  try {
+    const r = await request(conf.socket, 'cni-gc', { network: conf.name, valid: conf.validAttachments }) as { removed: string[] };
+    log.debug(`removed ${r.removed.length > 0 ? r.removed.join(', ') : 'nothing'}`);
+  } catch (e) {
+    errors.push(daemonError(e));
+  }
+  try {
+    const ipam = ipamOf(env, conf);
+    if (ipam && !ipam.gc()) log.debug(`the IPAM plugin ${ipam.path} has no GC (CNI 1.1.0): skipped`);
+  } catch (e) {
+    errors.push(e instanceof Error ? e : new Error(String(e)));
+  }
+  const [first, ...rest] = errors;
+  if (first === undefined) return;
+  if (rest.length === 0 || !(first instanceof CniError)) throw first;
+  throw new CniError(first.code, first.message, [first.details, ...rest.map((e) => `also: ${e.message}`)].join('; '));
+}

@@ -1,5 +1,5 @@
-// CHECK: the attachment is as the ADD's result (prevResult) says: the IPAM plugin checks its
-// reservation, the daemon the port, its interface and addresses (cni-check).
+// CHECK: the attachment is as the ADD's result (prevResult) says: the daemon checks the port, its
+// interface and addresses (cni-check), the IPAM plugin its reservation.
 import type { NetConf } from './config.ts';
 import { DaemonRefused, daemonError, request } from './control.ts';
 import type { CniEnv } from './env.ts';
@@ -16,11 +16,12 @@ export async function check(env: CniEnv, conf: NetConf): Promise<void> {
       'the ADD made one: was the result changed by a later plugin, or is this CHECK for another attachment?');
   }
   const ips = prev.ips.filter((i) => i.interface === index).map((i) => i.address);
-  ipamOf(env, conf)?.check();
+  // The port first: a missing attachment says more than the missing reservation that goes with it.
   try {
     await request(conf.socket, 'cni-check', { network: conf.name, containerId: env.containerId, ifname: env.ifname, ips });
   } catch (e) {
     if (e instanceof DaemonRefused) throw new CniError(CODE.notAttached, `not attached as the ADD left it: ${e.message}`, `${e.pierCode}${e.hint ? `: ${e.hint}` : ''}`);
     throw daemonError(e);
   }
+  ipamOf(env, conf)?.check();
 }

@@ -19,7 +19,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ROOT, sh, waitFor, type Prerequisite, type Run } from './helpers.ts';
+import { IN_VM, ROOT, sh, waitFor, type Prerequisite, type Run } from './helpers.ts';
 
 export const BUSYBOX = '/usr/bin/busybox';
 /** Debian's containernetworking-plugins. */
@@ -117,7 +117,7 @@ export function cniExec(plugin: string, a: CniArgs, conf: object, extraEnv: Node
   if (a.ifname !== undefined) env.CNI_IFNAME = a.ifname;
   if (a.args !== undefined) env.CNI_ARGS = a.args;
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(plugin, [], { input: JSON.stringify(conf), encoding: 'utf8', env, timeout: 60_000 });
+  const r = spawnSync(plugin, [], { input: JSON.stringify(conf), encoding: 'utf8', env, timeout: IN_VM ? 600_000 : 60_000 });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   let result: any;
   try {

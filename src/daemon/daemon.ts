@@ -9,7 +9,7 @@ import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from './dataplane.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
-import { addRoutes, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
+import { addRoutes, deleteLink, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
 import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
@@ -606,7 +606,21 @@ export class Daemon {
     }
     if (gone.length === 0) return;
     for (const g of gone) {
+      const running = this.ports.get(g.name)?.dev !== undefined;
+      const options = this.desired(g.name)?.port.options as { ifname?: string; netns?: string } | undefined;
       await this.dropPort(g.name);
+      // Not running (the daemon is starting): the persistent tap a stopped daemon left is still in
+      // a container whose namespace lives on (a DEL while the daemon was down): remove it there.
+      if (!running && options?.netns !== undefined && g.owner.netnsId !== undefined) {
+        const path = netnsPath(options.netns);
+        if (namespaceId(path) === g.owner.netnsId) {
+          try {
+            deleteLink(path, options.ifname ?? g.name);
+          } catch (e) {
+            this.log.warn({ port: g.name, error: (e as Error).message }, 'cni: interface left in the container');
+          }
+        }
+      }
       this.log.info({ port: g.name, network: g.owner.network, container: g.owner.containerId, netns: g.owner.netns }, 'cni: container gone; port removed');
       this.releaseAddresses(g.owner);
     }

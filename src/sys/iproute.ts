@@ -132,6 +132,21 @@ export function linkInfo(netnsPath: string | undefined, ifname: string): LinkInf
   };
 }
 
+/** Remove an interface (`ip link del`); false when there is none. */
+export function deleteLink(netnsPath: string | undefined, ifname: string): boolean {
+  return session(netnsPath, ['link', 'del', 'dev', ifname], (s) => {
+    let index: number;
+    try {
+      index = s.link(ifname).index;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === ENODEV) return false;
+      throw ipError(['link', 'del', 'dev', ifname], e);
+    }
+    step(['link', 'del', 'dev', ifname], () => s.deleteLink(index));
+    return true;
+  });
+}
+
 export function linkExists(netnsPath: string | undefined, ifname: string): boolean {
   try {
     return withRtnl(netnsPath, (s) => s.link(ifname).index > 0);

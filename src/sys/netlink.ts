@@ -33,6 +33,7 @@ export const NLM_F_ACK_TLVS = 0x200;
 export const NLMSGERR_ATTR_MSG = 1;
 
 export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
 export const RTM_NEWADDR = 20;
 export const RTM_NEWROUTE = 24;
@@ -194,6 +195,11 @@ export class NlWriter {
     this.dv.setUint32(0, this.pos, true);
     return this.buf.subarray(0, this.pos);
   }
+}
+
+/** RTM_DELLINK by index: `ip link del dev IF`. */
+export function delLinkRequest(w: NlWriter, seq: number, ifindex: number): Uint8Array {
+  return w.begin(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq, c.SIZEOF_IFINFOMSG).u8(0, AF_UNSPEC).u32(4, ifindex).end();
 }
 
 /** RTM_GETLINK for one interface by name; its counters only when asked. */
@@ -443,6 +449,10 @@ export class Rtnl {
   /** Change a link by index, or by name with `ifindex` 0. */
   setLink(ifindex: number, ifname: string | undefined, ch: LinkChange): void {
     this.transact((w, seq) => setLinkRequest(w, seq, ifindex, ifname, ch));
+  }
+
+  deleteLink(ifindex: number): void {
+    this.transact((w, seq) => delLinkRequest(w, seq, ifindex));
   }
 
   replaceAddress(ifindex: number, p: IpPrefix): void {

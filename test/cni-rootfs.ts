@@ -57,8 +57,9 @@ export const CNI_NEEDS = {
     name: 'pier-cni',
     missing: () => {
       if (!existsSync(PIER_CNI)) return `${PIER_CNI} is missing (the plugin is not in this checkout)`;
-      if (!existsSync(join(ROOT, 'dist', 'cni', 'main.js'))) return 'dist/cni/main.js is missing: run npm run build';
-      return undefined;
+      // Built and runnable: VERSION answers (an unbuilt checkout says so in its error).
+      const r = spawnSync(PIER_CNI, [], { input: '{"cniVersion":"1.0.0"}', encoding: 'utf8', env: { ...process.env, CNI_COMMAND: 'VERSION' }, timeout: IN_VM ? 300_000 : 30_000 });
+      return r.status === 0 ? undefined : `${PIER_CNI} VERSION failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout).trim().slice(0, 500)} (run npm run build)`;
     },
   },
 } satisfies Record<string, Prerequisite>;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { attachmentPort as daemonPort } from '../daemon/cni.ts';
-import { attachmentPort, writeTombstone } from './attachment.ts';
+import { attachmentPort, writeTombstone } from './attachment.cts';
 
 describe('attachments', () => {
   test('the port name is the daemon\'s (computed apart: the daemon\'s module loads zod)', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_SOCKET } from '../daemon/defaults.ts';
-import { DEFAULT_BRIDGE, parseConfig, peekVersion } from './config.ts';
+import { DEFAULT_BRIDGE, parseConfig, peekVersion } from './config.cts';
 
 const base = { cniVersion: '1.1.0', name: 'pier', type: 'pier-cni' };
 const parse = (o: object) => parseConfig(JSON.stringify({ ...base, ...o }));
@@ -30,7 +30,7 @@ describe('the network config', () => {
     assert.equal(c.raw.type, 'pier-cni', 'the object as read is kept for the IPAM plugin');
   });
 
-  test('defaults: bridge cni0, pier\'s socket, tap, no IPAM for an empty ipam', () => {
+  test('defaults: bridge cni0, pier\'s socket (the daemon\'s DEFAULT_SOCKET), tap, no IPAM for an empty ipam', () => {
     const c = parse({ ipam: {} });
     assert.equal(c.bridge, DEFAULT_BRIDGE);
     assert.equal(c.socket, DEFAULT_SOCKET);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CniError, CODE, errorJson } from './errors.ts';
+import { CniError, CODE, errorJson } from './errors.cts';
 
 describe('CNI error JSON', () => {
   test('the spec\'s four keys, in the request\'s version', () => {

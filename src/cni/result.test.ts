@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { containerRoutes, mergeResult } from './result.ts';
-import type { Result } from './versions.ts';
+import { containerRoutes, mergeResult } from './result.cts';
+import type { Result } from './versions.cts';
 
 const ipam: Result = { interfaces: [], ips: [{ address: '10.88.0.5/16', gateway: '10.88.0.1' }], routes: [], dns: { nameservers: ['10.88.0.1'], search: ['pier.local'] } };
 const eth0 = { name: 'eth0', mac: '02:00:00:00:00:05', sandbox: '/run/netns/c1' };

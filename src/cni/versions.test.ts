@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { bestVersion, compareVersions, readResult, writeResult, type Result } from './versions.ts';
+import { bestVersion, compareVersions, readResult, writeResult, type Result } from './versions.cts';
 
 const r: Result = {
   interfaces: [{ name: 'eth0', mac: '02:00:00:00:00:01', mtu: 1500, sandbox: '/run/netns/c1' }, { name: 'vu0', mac: '02:00:00:00:00:02', socketPath: '/run/pier/vhost-user/x.sock' }],

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CniError, CODE } from './errors.ts';
+import { CniError, CODE } from './errors.cts';
 
 export interface PluginAnswer {
   /** The parsed stdout of a plugin that succeeded (undefined when it printed nothing). */

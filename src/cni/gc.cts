@@ -1,12 +1,12 @@
 // GC (1.1.0): the daemon removes every port of this network whose attachment is not in
 // cni.dev/valid-attachments, then the IPAM plugin's GC runs with the same list if it has one
 // (host-local 1.1.1 does not: skipped). Both run whatever the other did; errors are all reported.
-import type { NetConf } from './config.ts';
-import { daemonError, request } from './control.ts';
-import type { CniEnv } from './env.ts';
-import { ipamOf } from './ipam.ts';
-import { CniError } from './errors.ts';
-import { log } from './log.ts';
+import type { NetConf } from './config.cts';
+import { daemonError, request } from './control.cts';
+import type { CniEnv } from './env.cts';
+import { ipamOf } from './ipam.cts';
+import { CniError } from './errors.cts';
+import { log } from './log.cts';
 
 export async function gc(env: CniEnv, conf: NetConf): Promise<void> {
   const errors: Error[] = [];

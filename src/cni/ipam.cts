@@ -5,12 +5,12 @@
 // path, mtime and size, so every later call costs one stat and one small read.
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runDir, type NetConf } from './config.ts';
-import type { CniEnv } from './env.ts';
-import { execPlugin, findPlugin, type PluginAnswer } from './delegate.ts';
-import { CniError, CODE } from './errors.ts';
-import { log } from './log.ts';
-import { bestVersion, compareVersions, CURRENT, readResult, writeResult, type Result } from './versions.ts';
+import { runDir, type NetConf } from './config.cts';
+import type { CniEnv } from './env.cts';
+import { execPlugin, findPlugin, type PluginAnswer } from './delegate.cts';
+import { CniError, CODE } from './errors.cts';
+import { log } from './log.cts';
+import { bestVersion, compareVersions, CURRENT, readResult, writeResult, type Result } from './versions.cts';
 
 export const VERSION_CACHE = 'cni-plugin-versions.json';
 type Cache = Record<string, { mtimeMs: number; size: number; versions: string[] }>;

@@ -2,14 +2,14 @@
 // is prevResult with pier's interface appended. Whatever fails after IPAM ADD releases the
 // addresses again (IPAM DEL), so a failed ADD leaves nothing: the daemon undoes its own part.
 import { statSync } from 'node:fs';
-import { DEFAULT_SOCKET_DIR, type NetConf } from './config.ts';
-import { daemonError, request } from './control.ts';
-import type { CniEnv } from './env.ts';
-import { CniError, CODE } from './errors.ts';
-import { ipamOf } from './ipam.ts';
-import { log } from './log.ts';
-import { mergeResult } from './result.ts';
-import { writeResult, type Iface, type Result } from './versions.ts';
+import { DEFAULT_SOCKET_DIR, type NetConf } from './config.cts';
+import { daemonError, request } from './control.cts';
+import type { CniEnv } from './env.cts';
+import { CniError, CODE } from './errors.cts';
+import { ipamOf } from './ipam.cts';
+import { log } from './log.cts';
+import { mergeResult } from './result.cts';
+import { writeResult, type Iface, type Result } from './versions.cts';
 
 /** The daemon's answer to cni-add (docs/design/cni.md). */
 interface AddReply { port: string; bridge: string; type: string; ifname: string; mac: string; mtu: number; sandbox?: string; socketPath?: string }

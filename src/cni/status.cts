@@ -1,11 +1,11 @@
 // STATUS (1.1.0): ready when the daemon answers (and the IPAM plugin, if it has STATUS, says so);
 // code 50 otherwise.
-import type { NetConf } from './config.ts';
-import { request } from './control.ts';
-import type { CniEnv } from './env.ts';
-import { ipamOf } from './ipam.ts';
-import { CniError, CODE } from './errors.ts';
-import { log } from './log.ts';
+import type { NetConf } from './config.cts';
+import { request } from './control.cts';
+import type { CniEnv } from './env.cts';
+import { ipamOf } from './ipam.cts';
+import { CniError, CODE } from './errors.cts';
+import { log } from './log.cts';
 
 export async function status(env: CniEnv, conf: NetConf): Promise<void> {
   try {

@@ -2,12 +2,12 @@
 // remove is no error); a daemon that is not running gets a tombstone it applies when it starts;
 // then the IPAM plugin releases the addresses, always, and after the port is gone, so they are
 // never handed to another container while this one still has them.
-import { writeTombstone } from './attachment.ts';
-import type { NetConf } from './config.ts';
-import { DaemonUnreachable, daemonError, request } from './control.ts';
-import type { CniEnv } from './env.ts';
-import { ipamOf } from './ipam.ts';
-import { log } from './log.ts';
+import { writeTombstone } from './attachment.cts';
+import type { NetConf } from './config.cts';
+import { DaemonUnreachable, daemonError, request } from './control.cts';
+import type { CniEnv } from './env.cts';
+import { ipamOf } from './ipam.cts';
+import { log } from './log.cts';
 
 export async function del(env: CniEnv, conf: NetConf): Promise<void> {
   const ipam = ipamOf(env, conf);

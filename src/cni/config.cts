@@ -3,9 +3,8 @@
 // import), more than the whole ADD of the reference bridge plugin; pier-cni runs once per
 // container per verb, so it loads node: builtins only. Each refusal names the key and the fix.
 import { dirname } from 'node:path';
-import { DEFAULT_SOCKET } from '../daemon/defaults.ts';
-import { CniError, CODE } from './errors.ts';
-import { isSupported, readResult, SUPPORTED, type Result } from './versions.ts';
+import { CniError, CODE } from './errors.cts';
+import { isSupported, readResult, SUPPORTED, type Result } from './versions.cts';
 
 export type PortType = 'tap' | 'virtio-user' | 'vhost-user';
 const PORT_TYPES: readonly PortType[] = ['tap', 'virtio-user', 'vhost-user'];
@@ -16,6 +15,11 @@ const PORT_TYPES: readonly PortType[] = ['tap', 'virtio-user', 'vhost-user'];
  */
 export const DEFAULT_BRIDGE = 'cni0';
 export const DEFAULT_SOCKET_DIR = '/run/pier/vhost-user';
+/**
+ * pier's default control socket, src/daemon/defaults.ts DEFAULT_SOCKET (config.test.ts checks they
+ * agree): that module is ESM, which a CommonJS module cannot require on Node 20 (see main.cts).
+ */
+export const DEFAULT_SOCKET = '/run/pier/pier.sock';
 
 /** The daemon's run directory: where its socket is, and pier-cni's version cache and tombstones. */
 export function runDir(socket: string): string {

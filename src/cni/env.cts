@@ -1,7 +1,7 @@
 // The CNI_* environment of one invocation, checked as the spec (section 2) requires per verb;
 // what is missing or malformed is code 4 naming the variables, as libcni's skel does.
-import { CNI_NAME_RE } from './config.ts';
-import { CniError, CODE } from './errors.ts';
+import { CNI_NAME_RE } from './config.cts';
+import { CniError, CODE } from './errors.cts';
 
 export const VERBS = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC', 'VERSION'] as const;
 export type Verb = (typeof VERBS)[number];

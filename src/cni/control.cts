@@ -3,7 +3,7 @@
 // "the daemon refused" into the same PierError codes, and pier-cni must tell them apart (code 11
 // and a tombstone on DEL for the first, code 100 for the second).
 import { createConnection } from 'node:net';
-import { CniError, CODE } from './errors.ts';
+import { CniError, CODE } from './errors.cts';
 
 /** Nothing answered: no socket, nobody listening, or the daemon went away mid-request. */
 export class DaemonUnreachable extends Error {

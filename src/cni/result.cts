@@ -1,7 +1,7 @@
 // The result of an ADD: the previous plugins' (prevResult) with pier's interface, addresses and
 // routes appended, or pier's alone when it is first in the chain.
 import { isIPv4 } from 'node:net';
-import type { Dns, Iface, IpConfig, Result, Route } from './versions.ts';
+import type { Dns, Iface, IpConfig, Result, Route } from './versions.cts';
 
 const v4 = (cidrOrAddr: string): boolean => isIPv4(cidrOrAddr.split('/')[0]!);
 

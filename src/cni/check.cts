@@ -1,10 +1,10 @@
 // CHECK: the attachment is as the ADD's result (prevResult) says: the daemon checks the port, its
 // interface and addresses (cni-check), the IPAM plugin its reservation.
-import type { NetConf } from './config.ts';
-import { DaemonRefused, daemonError, request } from './control.ts';
-import type { CniEnv } from './env.ts';
-import { ipamOf } from './ipam.ts';
-import { CniError, CODE } from './errors.ts';
+import type { NetConf } from './config.cts';
+import { DaemonRefused, daemonError, request } from './control.cts';
+import type { CniEnv } from './env.cts';
+import { ipamOf } from './ipam.cts';
+import { CniError, CODE } from './errors.cts';
 
 export async function check(env: CniEnv, conf: NetConf): Promise<void> {
   const prev = conf.prevResult;

@@ -55,24 +55,28 @@ const directKey = (i: number): { network: string; containerId: string; ifname: s
 const HOST_LOCAL = join(CNI_PLUGINS, 'host-local');
 
 /**
- * How pier-cni's #! line starts Node (bin/pier drops NODE_EXTRA_CA_CERTS with `env -S -u`):
- * `node -e 0` run the same way is the start-up every pier-cni run pays.
+ * Node's start as pier-cni pays it: `node -e 0` with the environment pier-cni gives Node (it drops
+ * NODE_EXTRA_CA_CERTS, whose bundle Node 20 would parse at every start, as bin/pier does).
  */
-function nodeAsPluginStarts(): { cmd: string; args: string[]; label: string } {
-  const first = readFileSync(PIER_CNI, 'utf8').split('\n')[0]!;
-  const words = first.startsWith('#!') ? first.slice(2).trim().split(/\s+/).filter((w) => w !== '-S') : [];
-  if (words.length === 0) return { cmd: NODE, args: ['-e', '0'], label: 'node -e 0' };
-  return { cmd: words[0]!, args: [...words.slice(1), '-e', '0'], label: `${words.join(' ')} -e 0` };
+function nodeAsPluginStarts(): { cmd: string; args: string[]; env: NodeJS.ProcessEnv; label: string } {
+  const drops = new RegExp(`unset ${CA}|-u ${CA}`).test(readFileSync(PIER_CNI, 'utf8'));
+  const env = { ...process.env };
+  if (drops) delete env[CA];
+  return { cmd: NODE, args: ['-e', '0'], env, label: drops ? `node -e 0, no ${CA} (as pier-cni starts node)` : 'node -e 0 (as pier-cni starts node)' };
 }
 
 let nsCount = 0;
+/** Namespaces made and not yet deleted: the finally deletes them whatever happened. */
+const nsLeft = new Set<string>();
 function netnsAdd(): string {
   const name = `cb${tag}x${nsCount++}`;
   must('ip', ['netns', 'add', name]);
+  nsLeft.add(name);
   return name;
 }
 function netnsDel(name: string): void {
   sh('ip', ['netns', 'del', name]);
+  nsLeft.delete(name);
 }
 
 interface Result { ms: number; code: number; stdout: string; stderr: string }
@@ -144,7 +148,6 @@ const round1 = (x: number): number => +x.toFixed(1);
 checkBuild();
 if (!existsSync(PIER_CNI)) throw new Error(`${PIER_CNI} is missing`);
 const nodeStart = nodeAsPluginStarts();
-const nsLeft = new Set<string>();
 const natBefore = sh('nft', ['list', 'table', 'ip', 'nat']).code === 0;
 const loadBefore = loadavg().map((x) => +x.toFixed(2));
 try {
@@ -168,7 +171,6 @@ try {
     const row: Record<string, { id: string; ns: string }> = {};
     for (const p of order) {
       const ns = netnsAdd();
-      nsLeft.add(ns);
       const id = `seq-${p.name}-${i}`;
       push(seq, `${p.name} ADD`, check(p, 'ADD', id, timedSync(p.path, [], envFor('ADD', id, ns), JSON.stringify(p.conf))).ms);
       row[p.name] = { id, ns };
@@ -176,11 +178,10 @@ try {
     made.push(row);
     // Beside them: Node's start, VERSION of each plugin, and pier-cni's parts alone.
     push(seq, 'node -e 0', timedSync(NODE, ['-e', '0'], process.env).ms);
-    push(seq, nodeStart.label, timedSync(nodeStart.cmd, nodeStart.args, process.env).ms);
+    push(seq, nodeStart.label, timedSync(nodeStart.cmd, nodeStart.args, nodeStart.env).ms);
     for (const p of PLUGINS) push(seq, `${p.name} VERSION`, check(p, 'VERSION', '', timedSync(p.path, [], { ...process.env, CNI_COMMAND: 'VERSION' }, JSON.stringify({ cniVersion: '1.0.0' }))).ms);
     // The parts alone follow the same pattern (attachments pile up over the ADDs, DELs after).
     const ns = netnsAdd();
-    nsLeft.add(ns);
     push(seq, 'host-local ADD', check('host-local', 'ADD', `hl-${i}`, timedSync(HOST_LOCAL, [], envFor('ADD', `hl-${i}`, ns), JSON.stringify(HOST_LOCAL_CONF))).ms);
     push(seq, 'daemon cni-add', await daemonRequest('cni-add', {
       ...directKey(i), netns: `/var/run/netns/${ns}`, bridge: DIRECT.bridge, portType: 'tap', isGateway: true, ipMasq: true,
@@ -194,13 +195,11 @@ try {
       const { id, ns } = made[i]![p.name]!;
       push(seq, `${p.name} DEL`, check(p, 'DEL', id, timedSync(p.path, [], envFor('DEL', id, ns), JSON.stringify(p.conf))).ms);
       netnsDel(ns);
-      nsLeft.delete(ns);
     }
     const { id, ns } = made[i]!.parts!;
     push(seq, 'daemon cni-del', await daemonRequest('cni-del', directKey(i)));
     push(seq, 'host-local DEL', check('host-local', 'DEL', id, timedSync(HOST_LOCAL, [], envFor('DEL', id, ns), JSON.stringify(HOST_LOCAL_CONF))).ms);
     netnsDel(ns);
-    nsLeft.delete(ns);
   }
   console.error(`sequential: ${SEQ} containers per plugin done`);
 
@@ -210,25 +209,20 @@ try {
     const sets: Record<string, Array<{ id: string; ns: string }>> = {};
     for (const p of order) {
       sets[p.name] = Array.from({ length: CONC }, (_, i) => ({ id: `conc-${p.name}-${r}-${i}`, ns: netnsAdd() }));
-      for (const s of sets[p.name]!) nsLeft.add(s.ns);
     }
-    const batch = async (name: string, runs: Array<() => Promise<Result>>, into: string): Promise<void> => {
+    const batch = async (runs: Array<() => Promise<Result>>, into: string): Promise<void> => {
       const t0 = process.hrtime.bigint();
       const rs = await Promise.all(runs.map((f) => f()));
       batches.push({ case: into, round: r, wallMs: round1(Number(process.hrtime.bigint() - t0) / 1e6) });
       for (const x of rs) push(conc, into, x.ms);
-      void name;
     };
     for (const verb of ['ADD', 'DEL'] as Verb[]) {
       for (const p of order) {
-        await batch(p.name, sets[p.name]!.map((s) => async () => check(p, verb, s.id, await timedAsync(p.path, [], envFor(verb, s.id, s.ns), JSON.stringify(p.conf)))), `${p.name} ${verb}`);
+        await batch(sets[p.name]!.map((s) => async () => check(p, verb, s.id, await timedAsync(p.path, [], envFor(verb, s.id, s.ns), JSON.stringify(p.conf)))), `${p.name} ${verb}`);
       }
     }
-    await batch('node', Array.from({ length: CONC }, () => () => timedAsync(nodeStart.cmd, nodeStart.args, process.env, '')), nodeStart.label);
-    for (const p of order) for (const s of sets[p.name]!) {
-      netnsDel(s.ns);
-      nsLeft.delete(s.ns);
-    }
+    await batch(Array.from({ length: CONC }, () => () => timedAsync(nodeStart.cmd, nodeStart.args, nodeStart.env, '')), nodeStart.label);
+    for (const p of order) for (const s of sets[p.name]!) netnsDel(s.ns);
     console.error(`concurrent: round ${r + 1}/${ROUNDS} done`);
   }
 
@@ -242,7 +236,7 @@ try {
     if (held.length) throw new Error(`${p.network}: addresses still held after every DEL: ${held.join(' ')}`);
   }
 } finally {
-  for (const ns of nsLeft) netnsDel(ns);
+  for (const ns of [...nsLeft]) netnsDel(ns);
   await d.cleanup();
   // The reference plugin leaves its bridge (and, when it made it, iptables' nat table) behind.
   sh('ip', ['link', 'del', String(REF.conf.bridge)]);
@@ -277,7 +271,7 @@ function parts(verb: Verb): Record<string, number> {
   const total = S[`pier-cni ${verb}`]!.median;
   return {
     'Node start': node, 'loading pier-cni (VERSION - Node start)': round1(modules), [`host-local ${verb} alone`]: ipam,
-    [`the daemon's request alone`]: daemon, 'the rest (total - the parts: parsing, spawning IPAM from Node, the socket, exit)': round1(total - node - modules - ipam - daemon), total,
+    [`the daemon's request alone`]: daemon, 'the rest (total - the parts: the sh wrapper, parsing, spawning IPAM, the socket, exit)': round1(total - node - modules - ipam - daemon), total,
   };
 }
 const split2 = { ADD: parts('ADD'), DEL: parts('DEL') };
@@ -316,7 +310,7 @@ const md = [
   '',
   ...splitTable,
   '',
-  'Where pier-cni\'s sequential time goes (medians, ms; each part timed alone in the same run: Node\'s start as the plugin\'s #! line starts it, pier-cni VERSION for Node and its modules, host-local run directly, the daemon\'s cni-add/cni-del sent on the socket directly):',
+  'Where pier-cni\'s sequential time goes (medians, ms; each part timed alone in the same run: Node\'s start with the environment pier-cni gives it, pier-cni VERSION for Node and its modules, host-local run directly, the daemon\'s cni-add/cni-del sent on the socket directly):',
   '',
   '| | ' + Object.keys(split2.ADD).map((k) => k.replace(/ADD|DEL/, 'ADD/DEL')).join(' | ') + ' |',
   '|---|' + Object.keys(split2.ADD).map(() => '---').join('|') + '|',

@@ -16,7 +16,7 @@
 // (detached) returns once the task runs, and no DEL is ever run for it by ctr: cniDel() runs the
 // conflist's plugins' DEL directly, as libcni does.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { IN_VM, ROOT, sh, waitFor, type Prerequisite, type Run } from './helpers.ts';
@@ -167,6 +167,11 @@ export class Containerd {
   readonly netd = join(this.dir, 'net.d');
   readonly cniBin = join(this.dir, 'cni-bin');
   readonly namespace = 'pier-test';
+  /** Where ctr puts the containers' stdio fifos and runc its state: the test's, not /run/containerd's. */
+  private readonly fifoDir = join(this.dir, 'fifo');
+  private readonly runcRoot = join(this.dir, 'runc');
+  /** containerd 1.6 puts its shims' sockets in /run/containerd/s whatever its state dir: removed after, if this test made it. */
+  private readonly runContainerdExisted = existsSync('/run/containerd');
   proc: ChildProcess | undefined;
   log = '';
   conflist: Conflist | undefined;
@@ -263,6 +268,10 @@ export class Containerd {
     return this.ctrOk(['container', 'ls', '-q']).split('\n').map((s) => s.trim()).filter(Boolean);
   }
 
+  private runFlags(): string[] {
+    return ['--env', CONTAINER_PATH, '--fifo-dir', this.fifoDir, '--runc-root', this.runcRoot];
+  }
+
   private track(name: string, detached: boolean, proc?: ChildProcess): Container {
     const c: Container = { name, cniId: `${this.namespace}-${name}`, pid: 0, netns: '', detached, proc, log: '', removed: false };
     this.containers.set(name, c);
@@ -277,7 +286,7 @@ export class Containerd {
    */
   async run(name: string, cmd: string[] = ['/bin/sleep', '3600'], rootfs: string, timeoutMs = 60_000): Promise<Container> {
     const p = spawn('unshare', ['--mount', '--propagation', 'private', join(this.dir, 'ctr.sh'),
-      'run', '--rm', '--cni', '--env', CONTAINER_PATH, '--rootfs', rootfs, name, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+      'run', '--rm', '--cni', ...this.runFlags(), '--rootfs', rootfs, name, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
     const c = this.track(name, false, p);
     p.stdout.on('data', (d) => (c.log += d));
     p.stderr.on('data', (d) => (c.log += d));
@@ -298,7 +307,7 @@ export class Containerd {
   /** `ctr run -d --cni`: returns once the task runs. No DEL is run by ctr for it: remove() runs cniDel(). */
   runDetached(name: string, cmd: string[], rootfs: string): Container {
     const c = this.track(name, true);
-    const r = this.ctr(['run', '-d', '--cni', '--env', CONTAINER_PATH, '--rootfs', rootfs, name, ...cmd]);
+    const r = this.ctr(['run', '-d', '--cni', ...this.runFlags(), '--rootfs', rootfs, name, ...cmd]);
     c.log = r.stdout + r.stderr;
     const t = this.tasks().get(name);
     if (r.code !== 0 || !t) {
@@ -312,13 +321,13 @@ export class Containerd {
 
   /** Run a command in a running container (`ctr task exec`); a fresh exec id each time. */
   exec(c: Container, cmd: string[], timeout = 60_000): Run {
-    return this.ctr(['task', 'exec', '--exec-id', `x${process.pid}-${execCounter++}`, c.name, ...cmd], timeout);
+    return this.ctr(['task', 'exec', '--fifo-dir', this.fifoDir, '--exec-id', `x${process.pid}-${execCounter++}`, c.name, ...cmd], timeout);
   }
 
   /** The same, started in the background (a server in the container); kill the returned process to stop waiting for it. */
   execBackground(c: Container, cmd: string[]): ChildProcess & { out: string } {
     const p = spawn('unshare', ['--mount', '--propagation', 'private', join(this.dir, 'ctr.sh'),
-      'task', 'exec', '--exec-id', `x${process.pid}-${execCounter++}`, c.name, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcess & { out: string };
+      'task', 'exec', '--fifo-dir', this.fifoDir, '--exec-id', `x${process.pid}-${execCounter++}`, c.name, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcess & { out: string };
     p.out = '';
     p.stdout!.on('data', (d) => (p.out += d));
     p.stderr!.on('data', (d) => (p.out += d));
@@ -426,6 +435,16 @@ export class Containerd {
     const mounts = sh('findmnt', ['-rn', '-o', 'TARGET']).stdout.split('\n').filter((m) => m.startsWith(this.dir + '/'));
     for (const m of mounts.reverse()) sh('umount', ['-l', m]);
     rmSync(this.dir, { recursive: true, force: true });
+    if (!this.runContainerdExisted) {
+      // Only empty directories go: another containerd's shims may have come since.
+      for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd']) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // not empty, or not there
+        }
+      }
+    }
     return problems;
   }
 }

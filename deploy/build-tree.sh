@@ -27,7 +27,7 @@ dest=$(readlink -f "$1")
 node=${2:-$(command -v node || true)}
 [ -n "$node" ] || die "no node on the PATH; name the binary as the second argument"
 node=$(readlink -f "$node")
-[ -f "$dest/dist/cni/main.js" ] || die "$dest/dist/cni/main.js is missing: put pier, built (npm run build), in $dest"
+[ -f "$dest/dist/cni/main.cjs" ] || die "$dest/dist/cni/main.cjs is missing: put pier, built (npm run build), in $dest"
 if [ -e "$dest/node" ] || [ -e "$dest/lib" ] || [ -e "$dest/.tree-id" ]; then die "$dest already has node/, lib/ or .tree-id"; fi
 
 mkdir -p "$dest/node/bin" "$dest/lib"

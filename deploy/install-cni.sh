@@ -124,9 +124,9 @@ install_shim() {
     "# through the tree's own loader (the host's libc is not used; see deploy/build-tree.sh)." \
     "t=$PIER_HOST_DIR/current" \
     'if [ -e "$t/lib/ld.so" ]; then' \
-    '  exec "$t/lib/ld.so" --inhibit-cache --library-path "$t/lib" "$t/node/bin/node" "$t/dist/cni/main.js" "$@"' \
+    '  exec "$t/lib/ld.so" --inhibit-cache --library-path "$t/lib" "$t/node/bin/node" "$t/dist/cni/main.cjs" "$@"' \
     'fi' \
-    'exec "$t/node/bin/node" "$t/dist/cni/main.js" "$@"' > "$tmp"
+    'exec "$t/node/bin/node" "$t/dist/cni/main.cjs" "$@"' > "$tmp"
   chmod 755 "$tmp"
   mv -f "$tmp" "$bin_dir/pier-cni"
   log "wrote $CNI_BIN_DIR/pier-cni"

@@ -443,7 +443,7 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.deepEqual(leases(ipamDir, network), []);
     });
 
-    it('BUG (todo, daemon side): GC frees the addresses of the attachments it removes (host-local 1.1.1 has no GC of its own)', { todo: 'cni-gc drops the ports but does not run their IPAM DEL as the reaping of vanished namespaces does (releaseAddresses)' }, async () => {
+    it('GC frees the addresses of the attachments it removes (host-local 1.1.1 has no GC of its own)', async () => {
       const [ea, eb] = [attachment(newNetns()), attachment(newNetns())];
       const ra = await ok('ADD', ea, conf());
       await ok('ADD', eb, conf());

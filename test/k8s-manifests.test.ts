@@ -187,10 +187,10 @@ describe('deploy/kubernetes manifests', () => {
     assert.deepEqual(JSON.parse(text), EXAMPLE_CONFLIST);
   });
 
-  it('the conflists pass pier-cni\'s own configuration parser (src/cni/config.ts)', async (t) => {
-    const parser = join(ROOT, 'src', 'cni', 'config.ts');
+  it('the conflists pass pier-cni\'s own configuration parser (src/cni/config.cts)', async (t) => {
+    const parser = join(ROOT, 'src', 'cni', 'config.cts');
     if (!existsSync(parser)) {
-      t.skip('src/cni/config.ts is not there (yet): checked against the keys of docs/design/cni.md only');
+      t.skip('src/cni/config.cts is not there (yet): checked against the keys of docs/design/cni.md only');
       return;
     }
     const { parseConfig } = await import(pathToFileURL(parser).href) as { parseConfig: (text: string) => Record<string, unknown> };
@@ -367,14 +367,14 @@ describe('deploy/install-cni.sh against a fake host root and a fake daemon', () 
   const conflist = (): string => join(netDir(), '10-pier.conflist');
   const shim = (): string => join(binDir(), 'pier-cni');
 
-  /** A tree as the image has it (build-tree.sh over pier's layout), with a stub dist/cni/main.js that reports how it runs. */
+  /** A tree as the image has it (build-tree.sh over pier's layout), with a stub dist/cni/main.cjs that reports how it runs. */
   function makeTree(marker: string): { dir: string; id: string } {
     const dir = p(`tree${++trees}`);
     mkdirSync(join(dir, 'dist', 'cni'), { recursive: true });
     mkdirSync(join(dir, 'bin'));
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'pier', version: '0.1.0', type: 'module' }));
-    writeFileSync(join(dir, 'dist', 'cni', 'main.js'), `// ${marker}
-import { readFileSync } from 'node:fs';
+    writeFileSync(join(dir, 'dist', 'cni', 'main.cjs'), `// ${marker}
+const { readFileSync } = require('node:fs');
 const libc = readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => /\\/libc[.-]/.test(l)).map((l) => l.split(/\\s+/).pop());
 process.stdout.write(JSON.stringify({ marker: ${JSON.stringify(marker)}, argv: process.argv.slice(2), cmd: process.env.CNI_COMMAND,
   stdin: readFileSync(0, 'utf8'), execPath: process.execPath, libc: [...new Set(libc)] }));
@@ -475,7 +475,7 @@ process.stdout.write(JSON.stringify({ marker: ${JSON.stringify(marker)}, argv: p
     assert.equal(existsSync(conflist()), false, state());
     assert.deepEqual(readdirSync(netDir()), []);
     assert.ok(existsSync(shim()));
-    assert.ok(existsSync(join(hostDir(), 'trees', first.id, 'dist', 'cni', 'main.js')));
+    assert.ok(existsSync(join(hostDir(), 'trees', first.id, 'dist', 'cni', 'main.cjs')));
     await stopDaemon(d2);
   });
 

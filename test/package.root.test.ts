@@ -47,9 +47,9 @@ describe('npm pack and npm install -g (root)', requires(NEEDS.tun), () => {
 
   it('packs the build, the launcher and nothing of the sources or tests', () => {
     const files = sh('tar', ['-tzf', tarball]).stdout.split('\n').filter(Boolean);
-    for (const f of ['package/package.json', 'package/README.md', 'package/bin/pier', 'package/dist/cli/main.js', 'package/dist/daemon/daemon.js', 'package/dist/daemon/worker.js'])
+    for (const f of ['package/package.json', 'package/README.md', 'package/bin/pier', 'package/bin/pier-cni', 'package/dist/cni/main.cjs', 'package/dist/cli/main.js', 'package/dist/daemon/daemon.js', 'package/dist/daemon/worker.js'])
       assert.ok(files.includes(f), `${f} is not in the package`);
-    const stray = files.filter((f) => !/^package\/(package\.json|README\.md|LICENSE|bin\/pier|dist\/.*\.js)$/.test(f) || f.endsWith('.test.js'));
+    const stray = files.filter((f) => !/^package\/(package\.json|README\.md|LICENSE|bin\/pier|bin\/pier-cni|dist\/.*\.c?js)$/.test(f) || /\.test\.c?js$/.test(f));
     assert.deepEqual(stray, [], 'files that do not belong in the package');
   });
 
@@ -61,6 +61,14 @@ describe('npm pack and npm install -g (root)', requires(NEEDS.tun), () => {
     for (const d of [...Object.keys(pkg.devDependencies), 'esbuild', 'pino']) assert.ok(!deps.includes(d), `${d} installed with the package`);
     // koffi's native code comes from its optional per-platform package (install scripts do not run).
     assert.ok(deps.some((d) => d.startsWith('@koromix/koffi-linux-')), `koffi's prebuilt binary is missing: ${deps.join(' ')}`);
+  });
+
+  it('pier-cni is on the PATH too and answers VERSION from the prefix (a link into a CNI bin directory works the same)', () => {
+    const cni = join(prefix, 'bin', 'pier-cni');
+    assert.ok(existsSync(cni), `${cni} missing`);
+    const r = sh(cni, [], { env: { ...process.env, CNI_COMMAND: 'VERSION' } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).supportedVersions, ['0.4.0', '1.0.0', '1.1.0']);
   });
 
   it('pier --version and pier doctor --json run from the prefix', () => {

@@ -578,6 +578,9 @@ export class Daemon {
     for (const a of this.attachments()) {
       if (a.owner.network !== req.network || valid.has(`${a.owner.containerId}\0${a.owner.ifname}`)) continue;
       await this.dropPort(a.name);
+      // The runtime no longer knows the attachment, so no DEL will free its addresses: pier does
+      // (an IPAM plugin with a GC of its own, host-local 1.1.1 has none, frees them a second time).
+      this.releaseAddresses(a.owner);
       removed.push(a.name);
     }
     if (removed.length > 0) {

@@ -250,4 +250,20 @@ describe('pier-cni under containerd: ctr run --cni (root)', requires(NEEDS.tun, 
     if (nftBefore) assert.doesNotMatch(t.text, /10\.99\.0\.0\/24/, 'no masquerade rule for the subnet is left (the table belonged to another pier before this test)');
     else assert.notEqual(t.code, 0, `nft list table inet pier fails once the last attachment is gone: ${t.text}`);
   });
+
+  it('a failed ADD under ctr (the daemon is down) leaves nothing: ctr shows pier-cni\'s error, no address is held, no port once the daemon is back', { timeout: 120_000 }, async () => {
+    await d.stop();
+    let log = '';
+    try {
+      await assert.rejects(ctd.run('f1', undefined, rootfs), (e: Error) => {
+        log = e.message;
+        return true;
+      });
+      assert.match(log, /plugin type="pier-cni" failed \(add\): the pier daemon at \S+ is not reachable/, `ctr passes on pier-cni's error: ${log}`);
+      assert.deepEqual(held(), [], 'the address host-local gave was released');
+    } finally {
+      await d.start();
+    }
+    assert.ok(!portsOf(show(), bridge).has(attachmentPort(`${ctd.namespace}-f1`)), 'no port for it once the daemon is back');
+  });
 });

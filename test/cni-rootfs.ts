@@ -292,7 +292,12 @@ export class Containerd {
     p.stderr.on('data', (d) => (c.log += d));
     await waitFor(() => {
       if (p.exitCode !== null || p.signalCode !== null) {
+        // A failed ADD: ctr runs DEL, but its container.Delete fails while the task it created
+        // exists, so both stay behind. Removed here (no CNI verb is involved any more).
         c.removed = true;
+        this.forget(name);
+        this.ctr(['task', 'delete', '--force', name]);
+        this.ctr(['container', 'delete', name]);
         throw new Error(`ctr run ${name} exited (${p.exitCode ?? p.signalCode}) before its task ran: ${c.log}`);
       }
       const t = this.tasks().get(name);

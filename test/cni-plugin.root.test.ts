@@ -8,7 +8,7 @@
 // 20 concurrent ADDs and DELs with no port or address lost or doubled.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, isIP, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -472,6 +472,28 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
         assert.equal(r10.interfaces[0].socketPath, undefined, 'socketPath came with 1.1.0');
         for (const e of [env, env10]) await ok('DEL', e, c);
         assert.deepEqual(cniPorts(), []);
+      } finally {
+        rmSync(socketDir, { recursive: true, force: true });
+      }
+    });
+
+    it('vhost-user under Multus: the socket is written to runtimeConfig.CNIDeviceInfoFile (device-info 1.1.0); a file that cannot be written fails the ADD with nothing left', async () => {
+      const socketDir = mkdtempSync(join(tmpdir(), 'pier-cni-di-'));
+      try {
+        const env = attachment(newNetns(), 'net1');
+        const info = join(socketDir, 'devinfo', 'net1.json');
+        const res = await ok('ADD', env, conf({ cniVersion: '1.1.0', portType: 'vhost-user', socketDir, runtimeConfig: { CNIDeviceInfoFile: info } }));
+        assert.deepEqual(JSON.parse(readFileSync(info, 'utf8')), { type: 'vhost-user', version: '1.1.0', 'vhost-user': { mode: 'client', path: res.interfaces[0].socketPath } });
+        await ok('DEL', env, conf({ portType: 'vhost-user', socketDir }));
+        const bad = attachment(newNetns(), 'net1');
+        // A directory where the file should be: the rename fails.
+        mkdirSync(join(socketDir, 'taken.json'));
+        const r = await cni('ADD', bad, conf({ cniVersion: '1.1.0', portType: 'vhost-user', socketDir, runtimeConfig: { CNIDeviceInfoFile: join(socketDir, 'taken.json') } }));
+        assert.equal(r.code, 1, r.stdout);
+        assert.equal(r.json.code, 5, r.stdout);
+        assert.match(r.json.msg, /device-info file/);
+        assert.deepEqual(cniPorts(), [], 'the port of the failed ADD is gone');
+        assert.deepEqual(leases(ipamDir, network), [], 'and its address');
       } finally {
         rmSync(socketDir, { recursive: true, force: true });
       }

@@ -1,7 +1,8 @@
 // ADD: addresses from the IPAM plugin, then one cni-add request that makes the port; the result
 // is prevResult with pier's interface appended. Whatever fails after IPAM ADD releases the
 // addresses again (IPAM DEL), so a failed ADD leaves nothing: the daemon undoes its own part.
-import { statSync } from 'node:fs';
+import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { DEFAULT_SOCKET_DIR, type NetConf } from './config.cts';
 import { daemonError, request } from './control.cts';
 import type { CniEnv } from './env.cts';
@@ -21,6 +22,7 @@ export async function add(env: CniEnv, conf: NetConf): Promise<Record<string, un
   let addrs: Result = { interfaces: [], ips: [], routes: [], dns: {} };
   let given: Record<string, unknown> | undefined;
   if (ipam) ({ result: addrs, given } = ipam.add());
+  let made = false;
   try {
     const t0 = performance.now();
     const reply = await request(conf.socket, 'cni-add', {
@@ -38,16 +40,20 @@ export async function add(env: CniEnv, conf: NetConf): Promise<Record<string, un
       ...(conf.portType === 'vhost-user' ? { socketDir: conf.socketDir ?? DEFAULT_SOCKET_DIR } : {}),
       ...(ipam && given ? { ipam: { conf: given, cniPath: env.path.join(':') } } : {}),
     }) as AddReply;
+    made = true;
     log.debug(`port ${reply.port} on bridge ${reply.bridge} (${reply.type}), mac ${reply.mac}: ${(performance.now() - t0).toFixed(1)} ms`);
     const iface: Iface = { name: reply.ifname || env.ifname, mac: reply.mac };
     if (typeof reply.mtu === 'number') iface.mtu = reply.mtu;
     if (conf.portType === 'vhost-user') {
       if (reply.socketPath) iface.socketPath = reply.socketPath;
+      if (reply.socketPath && conf.deviceInfoFile) writeDeviceInfo(conf.deviceInfoFile, reply.socketPath);
     } else {
       iface.sandbox = env.netns;
     }
     return writeResult(mergeResult(conf.prevResult, iface, addrs, conf.isGateway), conf.cniVersion);
   } catch (e) {
+    // The port exists when what failed came after the daemon's answer: it goes first.
+    if (made) await request(conf.socket, 'cni-del', attachment).catch((d: Error) => log.error(`the port of the failed ADD could not be removed: ${d.message}`));
     if (ipam) {
       try {
         ipam.del();
@@ -71,5 +77,21 @@ function checkNetns(netns: string): void {
   const own = statSync('/proc/self/ns/net');
   if (ns.dev === own.dev && ns.ino === own.ino) {
     throw new CniError(CODE.badNetns, 'plugin\'s netns and netns from CNI_NETNS should not be the same', `${netns} is the host's network namespace; CNI_NETNS names the container's`);
+  }
+}
+
+/**
+ * Multus copies this file into the pod's network-status annotation, which is how a DPDK
+ * application finds its socket (Multus does not copy a result's socketPath). Device-info spec
+ * 1.1.0; mode "client": pier made the socket, the application connects. Written whole (rename).
+ */
+function writeDeviceInfo(file: string, socketPath: string): void {
+  const info = { type: 'vhost-user', version: '1.1.0', 'vhost-user': { mode: 'client', path: socketPath } };
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(`${file}.tmp`, JSON.stringify(info) + '\n');
+    renameSync(`${file}.tmp`, file);
+  } catch (e) {
+    throw new CniError(CODE.io, `cannot write the device-info file ${file}: ${(e as Error).message}`, 'check that the directory Multus names is writable by the plugin');
   }
 }

@@ -55,6 +55,8 @@ export interface NetConf {
   ipMasq: boolean;
   options: PortOptions;
   socketDir?: string;
+  /** Multus's `runtimeConfig.CNIDeviceInfoFile`: where a vhost-user port's socket is told to the pod. */
+  deviceInfoFile?: string;
   /** The IPAM plugin's name; none when the config has no `ipam` (or an empty one). */
   ipamType?: string;
   prevResult?: Result;
@@ -140,6 +142,11 @@ export function parseConfig(text: string): NetConf {
     if (typeof rc.mac !== 'string') throw bad('runtimeConfig.mac', 'is not a string', 'pass the MAC as a string such as "02:00:00:00:00:01"');
     mac = rc.mac;
   }
+  let deviceInfoFile: string | undefined;
+  if (isObj(rc) && rc.CNIDeviceInfoFile !== undefined) {
+    if (typeof rc.CNIDeviceInfoFile !== 'string' || !rc.CNIDeviceInfoFile.startsWith('/')) throw bad('runtimeConfig.CNIDeviceInfoFile', 'is not an absolute path', 'Multus passes the path of the device-info file; leave it to the runtime');
+    deviceInfoFile = rc.CNIDeviceInfoFile;
+  }
   if (mac !== undefined) {
     if (!MAC_RE.test(mac)) throw bad('mac', `${JSON.stringify(mac)} is not a MAC address`, 'write six hex pairs such as "02:00:00:00:00:01"');
     if (parseInt(mac.slice(0, 2), 16) & 1) throw bad('mac', `${mac} is a multicast address`, 'the first octet must be even (02:... is a safe local choice)');
@@ -202,5 +209,6 @@ export function parseConfig(text: string): NetConf {
   const socketDir = absPath('socketDir', 80);
   if (socketDir !== undefined) conf.socketDir = socketDir;
   if (ipamType !== undefined) conf.ipamType = ipamType;
+  if (deviceInfoFile !== undefined) conf.deviceInfoFile = deviceInfoFile;
   return conf;
 }

@@ -7,6 +7,12 @@ import { readlinkSync } from 'node:fs';
 
 const lib = koffi.load('libc.so.6');
 
+/**
+ * For the other files of src/sys that declare their own syscalls (packet, xsk, bpf, udp): the
+ * one libc handle and koffi itself, so koffi is still imported in this file only.
+ */
+export { koffi, lib as libcHandle };
+
 // ---- constants (x86_64 Linux) ----
 export const O_RDONLY = 0;
 export const O_RDWR = 0o2;

@@ -1,28 +1,43 @@
 // The L2 learning switch for one bridge (design after Snabb's apps/bridge/learning.lua):
 // a received batch is classified once (learn the source, look up the destination) into
 // per-output-port queues or the flood list, then each queue is flushed by the engine.
+// A bridge one of whose members has a VLAN (tag= or trunks=) classifies in forwardVlan instead:
+// the same loop with the tag read and popped, (VLAN, MAC) learning and lookups, and flooding
+// confined to the VLAN's members. A bridge without VLANs never enters it.
 import { C } from './counters.ts';
 import { Fdb } from './fdb.ts';
 import type { PacketPool } from './pool.ts';
 import { Port, TXQ_SIZE } from './port.ts';
+import { popTag, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN, VLAN_NONE, VLAN_TRUNK } from './vlan.ts';
 
 export class Bridge {
   readonly fdb: Fdb;
   readonly members: Port[] = [];
   now = 0;
+  /** Some member has tag= or trunks=: forward() classifies by VLAN. */
+  vlanAware = false;
 
-  constructor(readonly id: number, readonly name: string, private readonly pool: PacketPool, agingSeconds = 300) {
+  constructor(readonly id: number, readonly name: string, private readonly pool: PacketPool, agingSeconds = 300,
+    /** The VLAN of each packet handle between forward() and the engine's push on a trunk (shared by the engine's bridges). */
+    readonly vlanOf: Uint16Array = new Uint16Array(pool.len.length)) {
     this.fdb = new Fdb(8192, agingSeconds);
   }
 
   addPort(p: Port): void {
     this.members.push(p);
+    this.vlansChanged();
   }
 
   removePort(p: Port): void {
     const i = this.members.indexOf(p);
     if (i >= 0) this.members.splice(i, 1);
     this.fdb.flushPort(p.index);
+    this.vlansChanged();
+  }
+
+  /** A member joined, left, or had its VLANs changed (applyVlan): recompute vlanAware. */
+  vlansChanged(): void {
+    this.vlanAware = this.members.some((m) => m.vlanMode !== VLAN_NONE);
   }
 
   /**
@@ -30,6 +45,10 @@ export class Bridge {
    * an FDB port index to its Port. A queue that fills is flushed through `flush` first.
    */
   forward(inPort: Port, batch: Int32Array, n: number, portsByIndex: Array<Port | undefined>, flush: (p: Port) => void): void {
+    if (this.vlanAware) {
+      this.forwardVlan(inPort, batch, n, portsByIndex, flush);
+      return;
+    }
     const pool = this.pool;
     const b = pool.bytes;
     const now = this.now;
@@ -79,6 +98,95 @@ export class Bridge {
       for (let m = 0; m < members.length; m++) {
         const p = members[m]!;
         if (p.index === inIdx) continue;
+        if (p.txCount === TXQ_SIZE) flush(p);
+        p.txq[p.txCount++] = h;
+        copies++;
+      }
+      inPort.counters[C.flooded]!++;
+      if (copies === 0) pool.release(h);
+      else pool.refs[h] = copies;
+    }
+  }
+
+  /**
+   * forward() for a bridge with VLANs. Each frame's VLAN: untagged, the port's (an access port's
+   * tag, else 0); tagged 802.1Q on a trunk, the VID if the trunk carries it (the tag is popped).
+   * Anything else is dropped and counted (rx_dropped_vlan). Learning and lookups are per
+   * (VLAN, MAC); a flood reaches only the VLAN's members. vlanOf[h] keeps the VLAN for the push
+   * on the way out of a trunk (Engine.flush).
+   */
+  private forwardVlan(inPort: Port, batch: Int32Array, n: number, portsByIndex: Array<Port | undefined>, flush: (p: Port) => void): void {
+    const pool = this.pool;
+    const b = pool.bytes;
+    const now = this.now;
+    const members = this.members;
+    const inIdx = inPort.index;
+    const vlanOf = this.vlanOf;
+    const trunk = inPort.vlanMode === VLAN_TRUNK;
+    const untagged = inPort.vlanUntagged;
+    const member = inPort.vlanMember;
+    let lastVid = -1;
+    let lastSrc = -1;
+    let lastDst = -1;
+    let lastOut = -1;
+    for (let i = 0; i < n; i++) {
+      let h = batch[i]!;
+      let fo = pool.frameOffset(h);
+      const et = (b[fo + 12]! << 8) | b[fo + 13]!;
+      let vid = untagged;
+      if (et === TPID_8021Q || et === TPID_8021AD || et === TPID_QINQ_OLD) {
+        if (!trunk || et !== TPID_8021Q || pool.len[h]! < 14 + VLAN_HLEN || member[vid = ((b[fo + 14]! << 8) | b[fo + 15]!) & 0xfff] !== 1) {
+          inPort.counters[C.rx_dropped_vlan]!++;
+          pool.release(h);
+          continue;
+        }
+        h = popTag(pool, h);
+        if (h < 0) {
+          inPort.counters[C.rx_dropped_no_buffer]!++;
+          continue;
+        }
+        fo = pool.frameOffset(h);
+      }
+      vlanOf[h] = vid;
+      if (vid !== lastVid) {
+        lastVid = vid;
+        lastSrc = -1;
+        lastDst = -1;
+      }
+      const s0 = b[fo + 6]!;
+      if ((s0 & 1) === 0) {
+        const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
+        if (src !== lastSrc) {
+          this.fdb.learn(src, inIdx, now, vid);
+          lastSrc = src;
+          lastDst = -1;
+        }
+      }
+      const d0 = b[fo]!;
+      let out = -1;
+      if ((d0 & 1) === 0) {
+        const dst = (d0 * 0x10000 + (b[fo + 1]! << 8 | b[fo + 2]!)) * 0x1000000 + ((b[fo + 3]! << 16) | (b[fo + 4]! << 8) | b[fo + 5]!);
+        if (dst !== lastDst) {
+          lastOut = this.fdb.lookup(dst, now, vid);
+          lastDst = dst;
+        }
+        out = lastOut;
+      }
+      if (out >= 0) {
+        const p = portsByIndex[out];
+        if (out === inIdx || p === undefined || p.vlanMember[vid] !== 1) {
+          inPort.counters[C.dropped_hairpin]!++;
+          pool.release(h);
+          continue;
+        }
+        if (p.txCount === TXQ_SIZE) flush(p);
+        p.txq[p.txCount++] = h;
+        continue;
+      }
+      let copies = 0;
+      for (let m = 0; m < members.length; m++) {
+        const p = members[m]!;
+        if (p.index === inIdx || p.vlanMember[vid] !== 1) continue;
         if (p.txCount === TXQ_SIZE) flush(p);
         p.txq[p.txCount++] = h;
         copies++;

@@ -35,6 +35,9 @@ export const C = {
   notify_dropped: 22,
   /** A write or read on a peer's eventfd blocked (the peer cleared O_NONBLOCK on it) until the watchdog interrupted it: the session ends. */
   notify_stalled: 23,
+  // VLANs (docs/design/uplinks.md)
+  /** A frame refused for its VLAN: tagged on an access port or an untagged port of a VLAN bridge, a VLAN a trunk does not carry, an 802.1ad/QinQ outer tag, or too short for its tag. */
+  rx_dropped_vlan: 24,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

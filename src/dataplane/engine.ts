@@ -10,6 +10,7 @@ import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
+import { applyVlan, pushTag, VLAN_TRUNK, type VlanConfig } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
@@ -23,6 +24,8 @@ export class Engine implements PortContext {
   readonly ports: Array<Port | undefined> = [];
   private readonly batch = new Int32Array(BURST);
   private readonly segq = new Int32Array(SEG_BURST);
+  /** The VLAN of each packet on a bridge with VLANs, between classification and a trunk's push. */
+  private readonly vlanOf: Uint16Array;
   private running = true;
   private turns = 0;
   /** The bridges as an array, for loops on the hot path (a Map iterator allocates). */
@@ -60,6 +63,7 @@ export class Engine implements PortContext {
     /** Called with what a port says about its peer (for the daemon's log). */
     private readonly onNews: (index: number, n: PeerNews) => void = () => {}) {
     this.pool = new PacketPool(poolSize);
+    this.vlanOf = new Uint16Array(this.pool.len.length);
     if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);
     let counter: Int32Array;
     try {
@@ -73,7 +77,7 @@ export class Engine implements PortContext {
   }
 
   addBridge(id: number, name: string, agingSeconds?: number): void {
-    this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds));
+    this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds, this.vlanOf));
     this.bridgeList = [...this.bridges.values()];
   }
 
@@ -82,15 +86,30 @@ export class Engine implements PortContext {
     this.bridgeList = [...this.bridges.values()];
   }
 
-  addPort(p: Port): void {
+  addPort(p: Port, vlan?: VlanConfig): void {
     if (p.index <= 0 || p.index >= MAX_PORTS || this.ports[p.index]) throw new Error(`port slot ${p.index} is taken`);
     const br = this.bridges.get(p.bridge);
     if (!br) throw new Error(`no bridge ${p.bridge}`);
+    applyVlan(p, vlan);
     p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
     this.ports[p.index] = p;
     br.addPort(p);
     if (p.busyPoll) this.busyPorts.push(p);
     p.attach(this);
+  }
+
+  /**
+   * Change a running port's VLANs (set-port tag=/trunks=). Runs between bursts (control requests
+   * are handled in the loop, never inside a poll), so no packet sees half a change; what the port
+   * learned goes, since it was learned in its old VLANs.
+   */
+  setVlan(index: number, vlan: VlanConfig | undefined): void {
+    const p = this.ports[index];
+    if (!p) throw new Error(`no port in slot ${index}`);
+    const br = this.bridges.get(p.bridge);
+    applyVlan(p, vlan);
+    br?.fdb.flushPort(index);
+    br?.vlansChanged();
   }
 
   watch(p: Port, fd: number, queue: number): void {
@@ -283,8 +302,9 @@ export class Engine implements PortContext {
 
   /** Send a port's queued packets, segmenting or checksumming for a port that cannot. */
   flush(p: Port): void {
-    const n = p.txCount;
+    let n = p.txCount;
     p.txCount = 0;
+    if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
     if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
       p.transmit(p.txq, n);
       return;
@@ -334,5 +354,29 @@ export class Engine implements PortContext {
       fix[m++] = h;
     }
     if (m > 0) p.transmit(fix, m);
+  }
+
+  /**
+   * Tag txq[0..n) for trunk p with each packet's VLAN (VLAN 0 leaves untagged); returns how many
+   * are left (a packet the pool had no buffer for is counted and dropped). Before the offload
+   * pass, which then segments or checksums the tagged frame.
+   */
+  private pushTags(p: Port, n: number): number {
+    const q = p.txq;
+    const vlanOf = this.vlanOf;
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      let h = q[i]!;
+      const vid = vlanOf[h]!;
+      if (vid !== 0) {
+        h = pushTag(this.pool, h, vid);
+        if (h < 0) {
+          p.counters[C.tx_dropped_no_buffer]!++;
+          continue;
+        }
+      }
+      q[k++] = h;
+    }
+    return k;
   }
 }

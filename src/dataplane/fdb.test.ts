@@ -117,8 +117,8 @@ describe('Fdb basics', () => {
     f.learn(0x020000000001, 8, 12.4);
     const e = f.entries(15).sort((x, y) => x.mac.localeCompare(y.mac));
     assert.deepEqual(e, [
-      { mac: '01:23:45:67:89:ab', port: 7, age: 5 },
-      { mac: '02:00:00:00:00:01', port: 8, age: 3 },
+      { mac: '01:23:45:67:89:ab', vlan: 0, port: 7, age: 5 },
+      { mac: '02:00:00:00:00:01', vlan: 0, port: 8, age: 3 },
     ]);
   });
 
@@ -354,5 +354,66 @@ describe('Fdb capacity', () => {
     assert.equal(f.size, 12);
     assert.ok(f.full > 0);
     assert.equal(f.lookup(1000, 0), -1, 'a probe for an absent key ends');
+  });
+});
+
+describe('Fdb per VLAN: the key is (VLAN, MAC)', () => {
+  const M = 0x020000000001;
+
+  test('the same MAC in two VLANs is two entries, each with its own port', () => {
+    const f = new Fdb(16);
+    f.learn(M, 1, 0, 10);
+    f.learn(M, 2, 0, 20);
+    assert.equal(f.size, 2);
+    assert.equal(f.lookup(M, 0, 10), 1);
+    assert.equal(f.lookup(M, 0, 20), 2);
+    assert.equal(f.lookup(M, 0), -1, 'VLAN 0 knows nothing of it');
+    assert.equal(f.lookup(M, 0, 30), -1);
+    const e = f.entries(0).sort((x, y) => x.vlan - y.vlan);
+    assert.deepEqual(e.map((x) => [x.vlan, x.port]), [[10, 1], [20, 2]]);
+  });
+
+  test('delete and re-learn touch one VLAN only', () => {
+    const f = new Fdb(16);
+    f.learn(M, 1, 0, 10);
+    f.learn(M, 2, 0, 20);
+    f.learn(M, 3, 0, 10); // moved within VLAN 10
+    assert.equal(f.size, 2);
+    assert.equal(f.lookup(M, 0, 10), 3);
+    assert.equal(f.delete(M, 20), true);
+    assert.equal(f.delete(M, 20), false);
+    assert.equal(f.lookup(M, 0, 10), 3);
+  });
+
+  test('flushPort forgets a port in every VLAN; aging sees every VLAN', () => {
+    const f = new Fdb(16, 10);
+    f.learn(M, 1, 0, 10);
+    f.learn(M, 1, 5, 20);
+    f.learn(M + 1, 2, 0, 10);
+    assert.equal(f.flushPort(1), 2);
+    assert.equal(f.lookup(M + 1, 0, 10), 2);
+    f.learn(M, 3, 5, 4094);
+    assert.equal(f.age(12), 1, 'the entry of second 0 aged out');
+    assert.equal(f.lookup(M, 12, 4094), 3);
+  });
+
+  test('property: random (VLAN, MAC) learn/delete sequences agree with a reference Map (small table)', () => {
+    const vids = [0, 1, 10, 4094];
+    fc.assert(fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 5 }), fc.constantFrom(...vids), fc.integer({ min: 1, max: 9 })), { maxLength: 60 }), (ops) => {
+      const f = new Fdb(16);
+      const ref = new Map<string, number>();
+      for (const [add, m, v, port] of ops) {
+        const mac = 0x020000000000 + m;
+        if (add) {
+          if (!ref.has(`${v}/${mac}`) && ref.size >= 12) continue; // the 3/4 limit
+          f.learn(mac, port, 0, v);
+          ref.set(`${v}/${mac}`, port);
+        } else {
+          assert.equal(f.delete(mac, v), ref.delete(`${v}/${mac}`));
+        }
+      }
+      assert.equal(f.size, ref.size);
+      for (let m = 0; m <= 5; m++) for (const v of vids) assert.equal(f.lookup(0x020000000000 + m, 0, v), ref.get(`${v}/${0x020000000000 + m}`) ?? -1);
+    }));
   });
 });

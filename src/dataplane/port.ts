@@ -1,6 +1,7 @@
 // What the engine needs from a port, whatever its kind (tap, vhost-user, virtio-user, ...).
 import type { PacketPool } from './pool.ts';
 import type { PeerNews } from './protocol.ts';
+import { VLAN_IDS, VLAN_NONE, type PortVlan } from './vlan.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
 export const TXQ_SIZE = 256;
@@ -18,7 +19,7 @@ export interface PortContext {
   news(port: Port, n: PeerNews): void;
 }
 
-export abstract class Port {
+export abstract class Port implements PortVlan {
   /** Set by the engine's flush: packets waiting to leave through this port this turn. */
   readonly txq = new Int32Array(TXQ_SIZE);
   txCount = 0;
@@ -49,6 +50,13 @@ export abstract class Port {
   /** Busy-polling: the engine polls `busyQueues` every turn instead of waiting for events. */
   busyPoll = false;
   readonly busyQueues: number[] = [];
+  /**
+   * VLANs (src/dataplane/vlan.ts, set by applyVlan between bursts): VLAN_NONE, VLAN_ACCESS or
+   * VLAN_TRUNK; the VLAN untagged frames entering belong to; 1 per VID whose frames leave here.
+   */
+  vlanMode = VLAN_NONE;
+  vlanUntagged = 0;
+  readonly vlanMember = new Uint8Array(VLAN_IDS);
 
   constructor(
     /** Engine slot, also the epoll token's upper bits. */
@@ -62,6 +70,7 @@ export abstract class Port {
   ) {
     this.gsoTypes = acceptsTso ? GSO_TCP : 0;
     this.acceptsCsum = acceptsCsum;
+    this.vlanMember[0] = 1;
   }
 
   /** File descriptors polled from the start; the i-th one is reported as queue i. */

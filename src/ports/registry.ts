@@ -5,12 +5,14 @@ import type { ControlHalf, DataplaneHalf, KindOptions, PortKind } from './kind.t
 import { tap } from './tap/index.ts';
 import { vhostUser } from './vhost-user/index.ts';
 import { virtioUser } from './virtio-user/index.ts';
+import { vxlan } from './vxlan/index.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list
 export const KINDS: readonly PortKind<any, any, any>[] = [
   tap,
   vhostUser,
   virtioUser,
+  vxlan,
 ];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list

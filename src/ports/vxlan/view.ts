@@ -1,0 +1,32 @@
+// What a vxlan port says of itself, and its text for `pier show`.
+
+export interface VxlanView {
+  vni: number;
+  dstport: number;
+  local: string | undefined;
+  family: 4 | 6;
+  underlayMtu: number;
+  /** `mtu=` or the route's device the underlay MTU was read from. */
+  mtuFrom: string;
+  /** The largest inner IP packet that crosses: underlayMtu - 50 (IPv4) or - 70 (IPv6). */
+  innerMtu: number;
+  /** The outer UDP source ports (one per sending socket; the inner flow's hash picks one). */
+  sourcePorts: number[];
+  send: string;
+  vteps: Array<{ address: string; remote: boolean; macs: number }>;
+  learned: number;
+  counters: Record<string, number>;
+}
+
+export function renderVxlan(v: VxlanView, i: string): string {
+  const lo = Math.min(...v.sourcePorts);
+  const hi = Math.max(...v.sourcePorts);
+  let s = `\n${i}vxlan vni ${v.vni} dstport ${v.dstport} local ${v.local ?? 'any'}, IPv${v.family}, source ports ${v.sourcePorts.length} in ${lo}..${hi}, send ${v.send}`;
+  s += `\n${i}inner MTU ${v.innerMtu} (underlay MTU ${v.underlayMtu} from ${v.mtuFrom}, minus ${v.family === 4 ? 50 : 70}): set the containers' MTU to ${v.innerMtu} or less; larger frames are dropped (tx_dropped_too_big)`;
+  for (const t of v.vteps) s += `\n${i}  vtep ${t.address}${t.remote ? ' (remote)' : ' (learned)'}: ${t.macs} MACs`;
+  const c = v.counters;
+  const drops = Object.entries(c).filter(([k, n]) => n > 0 && (k.includes('dropped') || k.includes('full') || k.includes('fail')));
+  s += `\n${i}tunnel: ${c.tx_datagrams ?? 0} datagrams sent (${c.tx_gso_messages ?? 0} UDP_SEGMENT trains, ${c.tx_sendmmsg_calls ?? 0} sendmmsg calls, ${c.tx_flooded_copies ?? 0} flood copies)`;
+  s += drops.length ? `\n${i}${drops.map(([k, n]) => `${k}: ${n}`).join('  ')}` : `\n${i}no tunnel drops`;
+  return s;
+}

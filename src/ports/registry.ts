@@ -2,6 +2,7 @@
 // file and the dataplane worker all find a kind here by its `type=` name.
 import type { z } from 'zod';
 import type { ControlHalf, DataplaneHalf, KindOptions, PortKind } from './kind.ts';
+import { afpacket } from './afpacket/index.ts';
 import { tap } from './tap/index.ts';
 import { vhostUser } from './vhost-user/index.ts';
 import { virtioUser } from './virtio-user/index.ts';
@@ -13,6 +14,7 @@ export const KINDS: readonly PortKind<any, any, any>[] = [
   vhostUser,
   virtioUser,
   vxlan,
+  afpacket,
 ];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list

@@ -11,3 +11,5 @@ export { ip, configureLink, linkInfo, linkExists, addRoutes, deleteLink, setSysc
 export { Rtnl, withRtnl, NetlinkError, parseAddr, parsePrefix, type IpAddr, type IpPrefix, type RtLink, type LinkChange } from './netlink.ts';
 export { hasNetAdmin, hasSysAdmin } from './caps.ts';
 export { VhostKernel, openVhostNet } from './vhost-kernel.ts';
+export { openPacketSocket, closePacketSocket, readPacketStats, socketError, boundIfindex, kick as packetKick, type PacketSocket, type PacketSocketOptions, type PacketStats, type RingGeometry } from './packet.ts';
+export * as packet from './packet.ts';

@@ -1,0 +1,117 @@
+// The dataplane half of an afpacket port: the rx ring walked in bursts when epoll says the socket
+// is readable (a block was retired), the tx ring filled per burst and kicked once with sendto().
+// Copies: kernel ring -> pool on receive, pool -> ring on transmit (the kernel then sends from the
+// ring's pages). A full ring, a frame too large, a failed kick are counted, never waited for.
+import { C } from '../../dataplane/counters.ts';
+import type { PacketPool } from '../../dataplane/pool.ts';
+import { Port, type PortContext } from '../../dataplane/port.ts';
+import { libc, packetKick } from '../../sys/index.ts';
+import type { DataplaneHalf } from '../kind.ts';
+import type { AfPacketSpec } from './options.ts';
+import { POS_RX_BLOCK, POS_TX_HEAD, RxRing, TxRing } from './ring.ts';
+import type { AfPacketView } from './view.ts';
+
+const ENETDOWN = 100;
+const ENXIO = 6;
+const ENODEV = 19;
+
+export class AfPacketPort extends Port {
+  readonly fds: readonly number[];
+  readonly rx: RxRing;
+  readonly tx: TxRing;
+  private ctx: PortContext | undefined;
+
+  constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly spec: AfPacketSpec) {
+    super(index, name, bridge, counters, pool, spec.offloads, spec.offloads);
+    this.acceptsExternal = true; // transmit() copies into the ring and is done
+    this.fds = [spec.fd];
+    const mem = libc.view(spec.addr, spec.length);
+    const rxLen = spec.rx.blockSize * spec.rx.blockNr;
+    this.rx = new RxRing(mem, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK]);
+    this.tx = new TxRing(mem, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]);
+  }
+
+  override attach(ctx: PortContext): void {
+    this.ctx = ctx;
+  }
+
+  receive(_queue: number, out: Int32Array, max: number): number {
+    const n = this.rx.receive(this.pool, out, max, this.counters);
+    this.rxOffloads = this.rx.sawOffload;
+    // The burst stopped at its budget with frames left: come back next turn (epoll only says a
+    // block was retired, not how many frames are left in the one being walked).
+    if (n === max && this.rx.ready()) this.ctx?.again(this, 0);
+    return n;
+  }
+
+  transmit(q: Int32Array, n: number): void {
+    const pool = this.pool;
+    const c = this.counters;
+    const tx = this.tx;
+    for (let i = 0; i < n; i++) {
+      const h = q[i]!;
+      const len = pool.len[h]!;
+      if (len > tx.frameMax) {
+        tx.stats.tooBig++;
+        c[C.tx_dropped_too_big]!++;
+      } else if (tx.available() || (tx.pending > 0 && this.kick() && tx.available())) {
+        // (A full ring is kicked once: the kernel may free frames while it sends.)
+        tx.put(pool, h, len);
+        c[C.tx_packets]!++;
+        c[C.tx_bytes]! += len;
+        if (pool.bytes[pool.hdrOffset(h) + 1] !== 0) c[C.tx_gso_packets]!++;
+      } else {
+        tx.stats.full++;
+        c[C.tx_dropped_full]!++;
+      }
+      pool.release(h);
+    }
+    if (tx.pending > 0) this.kick();
+  }
+
+  /** sendto() once for every frame marked since the last kick; false when it failed. */
+  private kick(): boolean {
+    const tx = this.tx;
+    const pending = tx.pending;
+    tx.pending = 0;
+    tx.stats.kicks++;
+    const r = packetKick(this.fds[0]!);
+    if (r >= 0) return true;
+    const err = -r;
+    if (err === libc.EAGAIN || err === libc.EINTR) return true; // the frames stay marked; the next kick sends them
+    tx.stats.kickErrors++;
+    tx.stats.lastKickErrno = err;
+    this.counters[err === ENETDOWN || err === ENXIO || err === ENODEV ? C.tx_dropped_link_down : C.tx_dropped_error]! += pending;
+    return false;
+  }
+
+  // An error on the socket (ENETDOWN: the device went down or away) takes the port down: the
+  // daemon's 5 s retry opens a new socket once the device is back and up.
+  override onHangup(_queue: number): boolean {
+    return false;
+  }
+
+  override describe(): AfPacketView {
+    const s = this.spec;
+    const r = this.rx.stats;
+    const t = this.tx.stats;
+    return {
+      dev: s.dev, ifindex: s.ifindex, offloads: s.offloads, ignoresOutgoing: !s.filterOutgoing,
+      rx: { blocks: s.rx.blockNr, blockSize: s.rx.blockSize, retired: r.blocks, badBlocks: r.badBlocks, badFrames: r.badFrames, truncated: r.truncated, outgoing: r.outgoing, resyncs: r.resyncs },
+      tx: {
+        frames: this.tx.frames, frameSize: s.tx.frameSize, frameMax: this.tx.frameMax, kicks: t.kicks, kickErrors: t.kickErrors,
+        lastKickError: t.lastKickErrno ? libc.errnoName(t.lastKickErrno) : undefined, tooBig: t.tooBig, full: t.full,
+      },
+    };
+  }
+
+  close(): void {
+    // A dataplane half rebuilt over the same socket goes on from here.
+    this.spec.positions[POS_RX_BLOCK] = this.rx.position;
+    this.spec.positions[POS_TX_HEAD] = this.tx.position;
+  }
+}
+
+export const afpacketDataplane: DataplaneHalf<AfPacketSpec> = {
+  create: (b, spec, pool) => new AfPacketPort(b.index, b.name, b.bridge, b.counters, pool, spec),
+};

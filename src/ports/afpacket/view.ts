@@ -1,0 +1,22 @@
+// What an afpacket port's dataplane half says of itself, and its text for `pier show`.
+
+export interface AfPacketView {
+  dev: string;
+  ifindex: number;
+  offloads: boolean;
+  /** The kernel keeps pier's own transmissions out of the rx ring (else pier skips them itself). */
+  ignoresOutgoing: boolean;
+  rx: { blocks: number; blockSize: number; retired: number; badBlocks: number; badFrames: number; truncated: number; outgoing: number; resyncs: number };
+  tx: { frames: number; frameSize: number; frameMax: number; kicks: number; kickErrors: number; lastKickError: string | undefined; tooBig: number; full: number };
+}
+
+export function renderAfPacket(v: AfPacketView, i: string): string {
+  let s = `\n${i}AF_PACKET on ${v.dev} (ifindex ${v.ifindex}), TPACKET_V3, vnet headers, offloads ${v.offloads ? 'on' : 'off'}` +
+    (v.ignoresOutgoing ? '' : ', own transmissions filtered by pier');
+  const r = v.rx;
+  s += `\n${i}rx ring: ${r.blocks} blocks of ${r.blockSize / 1024} KiB; ${r.retired} blocks walked, ${r.badBlocks} bad blocks, ${r.badFrames} bad frames, ${r.truncated} truncated`;
+  if (r.resyncs) s += `, ${r.resyncs} resyncs`;
+  const t = v.tx;
+  s += `\n${i}tx ring: ${t.frames} frames of ${t.frameSize} bytes; ${t.kicks} kicks (${t.kickErrors} failed${t.lastKickError ? `, last ${t.lastKickError}` : ''}), ${t.full} full, ${t.tooBig} too big`;
+  return s;
+}

@@ -1,0 +1,117 @@
+// End to end, as root: two hosts (namespaces, each with its own pier) joined by a veth wire, an
+// afpacket uplink on each end of the wire, a container on a tap port of each pier. Containers
+// reach each other across the wire: ping, the MTU edge, iperf3 both ways with TSO super-frames
+// crossing the uplinks unsegmented; promiscuous mode while attached; the wire deleted and made
+// again, and the uplinks coming back by themselves.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { iperf, NEEDS, ping, pingUntil, requires } from './helpers.ts';
+import { TwoHosts, WIRE } from './two-hosts.ts';
+
+interface Counters { [k: string]: number }
+interface Stats { port: string; state: string; counters: Counters; kernel?: Record<string, number | string> }
+
+describe('afpacket uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
+  const lab = new TwoHosts();
+  let ca = '';
+  let cb = '';
+
+  const stats = (h: 'a' | 'b', port: string): Stats => lab[h].pier.json<Stats[]>('stats', port)[0]!;
+
+  before(async () => {
+    await lab.setup();
+    ca = lab.container(lab.a, 'c1', '10.81.0.1/24');
+    cb = lab.container(lab.b, 'c2', '10.81.0.2/24');
+    lab.a.pier.ok('add-port', 'br0', 'up0', 'type=afpacket', `dev=${WIRE}`);
+    lab.b.pier.ok('add-port', 'br0', 'up0', 'type=afpacket', `dev=${WIRE}`);
+  });
+
+  after(async () => {
+    await lab.cleanup();
+  });
+
+  it('pings across the wire both ways', async () => {
+    await pingUntil(ca, '10.81.0.2', [], 15_000);
+    assert.equal(ping(ca, '10.81.0.2').code, 0);
+    assert.equal(ping(cb, '10.81.0.1').code, 0);
+    const s = stats('a', 'up0');
+    assert.ok(s.counters.rx_packets! > 0 && s.counters.tx_packets! > 0, JSON.stringify(s.counters));
+  });
+
+  it('carries 1500-byte packets unfragmented and no more (ping -M do -s 1472 / 1473)', () => {
+    const ok = ping(ca, '10.81.0.2', ['-M', 'do', '-s', '1472']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /1480 bytes from 10\.81\.0\.2/);
+    const big = ping(ca, '10.81.0.2', ['-M', 'do', '-s', '1473', '-c', '1']);
+    assert.notEqual(big.code, 0, big.stdout);
+  });
+
+  it('carries TCP both ways (iperf3), TSO super-frames crossing the uplinks unsegmented', async (t) => {
+    const a0 = stats('a', 'up0').counters;
+    const b0 = stats('b', 'up0').counters;
+    const up = await iperf(cb, ca, '10.81.0.2');
+    const down = await iperf(cb, ca, '10.81.0.2', { reverse: true });
+    t.diagnostic(`a->b ${up.gbps.toFixed(2)} Gbit/s (${up.retransmits} retransmits), b->a ${down.gbps.toFixed(2)} Gbit/s (${down.retransmits} retransmits)`);
+    assert.ok(up.bytes > 20e6, `a->b moved only ${up.bytes} bytes`);
+    assert.ok(down.bytes > 20e6, `b->a moved only ${down.bytes} bytes`);
+    const a1 = stats('a', 'up0').counters;
+    const b1 = stats('b', 'up0').counters;
+    assert.ok(a1.tx_gso_packets! - a0.tx_gso_packets! > 0, 'host a sent no super-frame on its uplink');
+    assert.ok(b1.rx_gso_packets! - b0.rx_gso_packets! > 0, 'host b received no super-frame on its uplink');
+    assert.ok(b1.tx_gso_packets! - b0.tx_gso_packets! > 0, 'host b sent no super-frame on its uplink');
+    assert.ok(a1.rx_gso_packets! - a0.rx_gso_packets! > 0, 'host a received no super-frame on its uplink');
+    assert.equal(a1.tx_segmented, 0, 'nothing segmented in software with offloads on');
+    assert.equal(a1.rx_dropped_malformed, 0);
+  });
+
+  it('shows the device and the kernel\'s counters of the socket', () => {
+    const show = lab.a.pier.json<{ port: { state: string; ifname: string; kernel: Record<string, number | string>; peer: { dev: string; rx: { retired: number; badBlocks: number } } } }>('show', 'up0');
+    assert.equal(show.port.state, 'up');
+    assert.equal(show.port.ifname, WIRE);
+    assert.equal(show.port.kernel.operstate, 'UP');
+    assert.equal(show.port.peer.dev, WIRE);
+    assert.ok(show.port.peer.rx.retired > 0);
+    assert.equal(show.port.peer.rx.badBlocks, 0);
+    const s = stats('a', 'up0');
+    assert.equal(typeof s.kernel?.tp_drops, 'number');
+    assert.ok(Number(s.kernel?.tp_packets) > 0, 'PACKET_STATISTICS accumulated across reads');
+    assert.match(lab.a.pier.ok('show', 'up0'), /AF_PACKET on wire0/);
+  });
+
+  it('segments in software for an uplink with offloads=off (set live)', async () => {
+    lab.a.pier.ok('set-port', 'up0', 'offloads=off');
+    try {
+      const before = stats('a', 'up0').counters;
+      const r = await iperf(cb, ca, '10.81.0.2');
+      assert.ok(r.bytes > 10e6, `moved only ${r.bytes} bytes`);
+      const c = stats('a', 'up0').counters;
+      assert.ok(c.tx_segmented! - before.tx_segmented! > 0, 'super-frames segmented by pier');
+      assert.equal(c.tx_gso_packets! - before.tx_gso_packets!, 0, 'no super-frame sent to the device');
+    } finally {
+      lab.a.pier.ok('set-port', 'up0', 'offloads=on');
+    }
+    assert.equal(ping(ca, '10.81.0.2').code, 0, 'the rebuilt dataplane half goes on with the same rings');
+  });
+
+  it('keeps the device promiscuous while attached, and not after del-port', async () => {
+    assert.ok(lab.promiscuity(lab.a) >= 1, 'promiscuous while the uplink is attached');
+    lab.a.pier.ok('del-port', 'br0', 'up0');
+    assert.equal(lab.promiscuity(lab.a), 0, 'the kernel drops the membership with the socket');
+    lab.a.pier.ok('add-port', 'br0', 'up0', 'type=afpacket', `dev=${WIRE}`);
+    assert.ok(lab.promiscuity(lab.a) >= 1);
+    await pingUntil(ca, '10.81.0.2', [], 15_000);
+  });
+
+  it('takes the uplinks down when the wire is deleted, and back up when it returns', async () => {
+    lab.deleteWire();
+    await lab.waitPortState(lab.a, 'up0', 'error');
+    await lab.waitPortState(lab.b, 'up0', 'error');
+    assert.notEqual(ping(ca, '10.81.0.2', ['-c', '1', '-W', '1']).code, 0);
+    lab.makeWire();
+    await lab.waitPortState(lab.a, 'up0', 'up', 20_000);
+    await lab.waitPortState(lab.b, 'up0', 'up', 20_000);
+    await pingUntil(ca, '10.81.0.2', [], 15_000);
+    assert.equal(ping(cb, '10.81.0.1').code, 0);
+    assert.ok(lab.promiscuity(lab.a) >= 1, 'promiscuous again on the new device');
+  });
+});

@@ -3,6 +3,7 @@
 import type { z } from 'zod';
 import type { ControlHalf, DataplaneHalf, KindOptions, PortKind } from './kind.ts';
 import { afpacket } from './afpacket/index.ts';
+import { afxdp } from './afxdp/index.ts';
 import { tap } from './tap/index.ts';
 import { vhostUser } from './vhost-user/index.ts';
 import { virtioUser } from './virtio-user/index.ts';
@@ -15,6 +16,7 @@ export const KINDS: readonly PortKind<any, any, any>[] = [
   virtioUser,
   vxlan,
   afpacket,
+  afxdp,
 ];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- kinds of every option, state and view type in one list

@@ -5,7 +5,7 @@
 // again, and the uplinks coming back by themselves.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { iperf, NEEDS, ping, pingUntil, requires } from './helpers.ts';
+import { iperf, must, NEEDS, ping, pingUntil, requires, waitFor } from './helpers.ts';
 import { TwoHosts, WIRE } from './two-hosts.ts';
 
 interface Counters { [k: string]: number }
@@ -99,6 +99,41 @@ describe('afpacket uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.
     assert.equal(lab.promiscuity(lab.a), 0, 'the kernel drops the membership with the socket');
     lab.a.pier.ok('add-port', 'br0', 'up0', 'type=afpacket', `dev=${WIRE}`);
     assert.ok(lab.promiscuity(lab.a) >= 1);
+    await pingUntil(ca, '10.81.0.2', [], 15_000);
+  });
+
+  it('opens the socket in the device\'s namespace (netns=)', async () => {
+    // A station behind a second device of host a that lives in a namespace of its own.
+    const [dev, station] = lab.netns(2) as [string, string];
+    must('ip', ['link', 'add', 'name', 'side0', 'netns', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', station]);
+    must('ip', ['-n', dev, 'link', 'set', 'side0', 'up']);
+    must('ip', ['-n', station, 'addr', 'add', '10.81.0.9/24', 'dev', 'eth0']);
+    must('ip', ['-n', station, 'link', 'set', 'eth0', 'up']);
+    lab.a.pier.ok('add-port', 'br0', 'up1', 'type=afpacket', 'dev=side0', `netns=${dev}`);
+    try {
+      await pingUntil(ca, '10.81.0.9', [], 15_000);
+      assert.ok(lab.promiscuity({ ...lab.a, ns: dev }, 'side0') >= 1);
+      const refused = lab.a.pier.pier('add-port', 'br0', 'up2', 'type=afpacket', 'dev=side0', `netns=${dev}`);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /already an uplink on side0/);
+      const missing = lab.a.pier.pier('add-port', 'br0', 'up3', 'type=afpacket', 'dev=nosuch0');
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.stderr, /no device nosuch0/);
+    } finally {
+      lab.a.pier.ok('del-port', 'br0', 'up1');
+    }
+    assert.equal(lab.promiscuity({ ...lab.a, ns: dev }, 'side0'), 0);
+  });
+
+  it('takes the uplink down while its device is down, and back up with it', async () => {
+    must('ip', ['-n', lab.a.ns, 'link', 'set', WIRE, 'down']);
+    try {
+      await lab.waitPortState(lab.a, 'up0', 'error');
+      await waitFor(() => /is down/.test(lab.a.pier.json<{ port: { error: string } }>('show', 'up0').port.error ?? ''), 15_000, 'the retry to say the device is down');
+    } finally {
+      must('ip', ['-n', lab.a.ns, 'link', 'set', WIRE, 'up']);
+    }
+    await lab.waitPortState(lab.a, 'up0', 'up', 20_000);
     await pingUntil(ca, '10.81.0.2', [], 15_000);
   });
 

@@ -63,7 +63,8 @@ export class TwoHosts {
     return this;
   }
 
-  private netns(n: number): string[] {
+  /** `n` fresh namespaces that cleanup() removes (for devices and stations beside the hosts). */
+  netns(n: number): string[] {
     const names = makeNetns(n);
     this.namespaces.push(...names);
     return names;

@@ -2,7 +2,7 @@
 // thread's failures are here: is there a vhost-net (and is it a character device, not a socket
 // to connect() to), can taps be made, may this user configure networks, will a socket path fit.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { call } from './client.ts';
 
@@ -97,6 +97,8 @@ export async function doctor(socket: string): Promise<Finding[]> {
     f.push({ check: 'memfd', level: 'fail', detail: (e as Error).message, fix: 'a kernel with memfd_create (3.17+)' });
   }
 
+  f.push(...await afxdpFindings());
+
   try {
     const r = (await call(socket, 'ping')) as { version: string; pid: number };
     f.push({ check: 'daemon', level: 'ok', detail: `pier ${r.version} running (pid ${r.pid}) on ${socket}` });
@@ -104,6 +106,60 @@ export async function doctor(socket: string): Promise<Finding[]> {
     f.push({ check: 'daemon', level: 'fail', detail: (e as Error).message, fix: 'start it with: pier daemon' });
   }
   return f;
+}
+
+/**
+ * What afxdp ports need: AF_XDP sockets, BPF (pier loads its own XDP program: loading it here is
+ * the check), and per device whether an XDP program is attached and whose. Which modes a device
+ * offers is not probed: attaching in native mode resets some NICs' links. Generic mode works on
+ * every device; native needs the driver's support (veth has it).
+ */
+async function afxdpFindings(): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const { libc } = await import('../sys/index.ts');
+  const xsk = await import('../sys/xsk.ts');
+  const bpf = await import('../sys/bpf.ts');
+  try {
+    libc.close(xsk.xskSocket());
+    out.push({ check: 'AF_XDP sockets', level: 'ok', detail: 'an AF_XDP socket can be made (afxdp ports)' });
+  } catch (e) {
+    out.push({ check: 'AF_XDP sockets', level: 'warn', detail: `${(e as Error).message}: afxdp ports cannot work`, fix: 'a kernel with CONFIG_XDP_SOCKETS (5.4 or later), or use type=afpacket uplinks' });
+  }
+  let map = -1;
+  let prog = -1;
+  try {
+    map = bpf.createXskMap(1);
+    prog = bpf.loadXskProgram(map);
+    out.push({ check: 'BPF (XDP programs)', level: 'ok', detail: `pier's XDP program loads (${bpf.PIER_PROG_NAME}, id ${bpf.progInfo(prog).id}, XSKMAP, bpf_redirect_map): XDP generic on any device, native where the driver has it` });
+  } catch (e) {
+    out.push({ check: 'BPF (XDP programs)', level: 'warn', detail: `${(e as Error).message}: afxdp ports cannot work`, fix: 'a kernel with CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS, run as root (CAP_BPF, CAP_NET_ADMIN)' });
+  } finally {
+    if (prog >= 0) libc.close(prog);
+    if (map >= 0) libc.close(map);
+  }
+  let devs: string[] = [];
+  try {
+    devs = readdirSync('/sys/class/net').filter((d) => d !== 'lo').sort();
+  } catch {
+    /* no sysfs */
+  }
+  const parts: string[] = [];
+  for (const d of devs.slice(0, 32)) {
+    try {
+      const st = bpf.xdpState(undefined, d);
+      let driver = 'virtual';
+      try {
+        driver = readlinkSync(`/sys/class/net/${d}/device/driver`).split('/').pop() ?? driver;
+      } catch {
+        /* no device: veth, bridge, ... */
+      }
+      parts.push(`${d} (${driver}, ${st.numRxQueues} rx queue(s)${st.attached === 'none' ? '' : `, XDP ${st.attached} prog ${st.progId}`})`);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  if (parts.length) out.push({ check: 'XDP devices', level: 'ok', detail: `${parts.join('; ')}; mode=auto tries native, then generic` });
+  return out;
 }
 
 export function formatFindings(fs: Finding[]): string {

@@ -32,6 +32,7 @@ import type { DataplaneHalf } from '../kind.ts';
 import {
   DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, VXLAN_HLEN,
 } from './header.ts';
+import { markPartialChecksum } from './csum.ts';
 import { VtepTable } from './learn.ts';
 import type { VxlanSpec } from './options.ts';
 import type { VxlanView } from './view.ts';
@@ -63,6 +64,7 @@ const X = {
   tx_gso_messages: 8,
   tx_datagrams: 9,
   gso_failures: 10,
+  rx_csum_partial: 11,
 } as const;
 
 /** Where a frame too large for the tunnel goes to be dropped when the pool is empty. */
@@ -154,7 +156,7 @@ export class VxlanPort extends Port {
     const x = this.extra;
     const rx = this.rx;
     const hs = this.rxHandles;
-    this.rxOffloads = false; // whole frames with their checksums, as the sender made them
+    this.rxOffloads = false; // whole frames; set again when one carries a partial checksum (csum.ts)
     const want = max < RX_BATCH ? max : RX_BATCH;
     let k = 0;
     while (k < want) {
@@ -197,6 +199,10 @@ export class VxlanPort extends Port {
       const flen = len - VXLAN_HLEN;
       pool.len[h] = flen;
       const fo = ho + VNET_HDR;
+      if (markPartialChecksum(b, ho, fo, flen)) {
+        this.rxOffloads = true;
+        x[X.rx_csum_partial]!++;
+      }
       const s0 = b[fo + 6]!;
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);

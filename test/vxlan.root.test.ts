@@ -1,0 +1,165 @@
+// VXLAN tunnel ports end to end, as root (issue 11, requirements 3 and 5): two or three "hosts"
+// (namespaces, each with its own pier daemon) joined by veth wires with underlay addresses in
+// 192.0.2.0/24 and 198.51.100.0/24, containers on tap ports in 10.42.0.0/24. Pier to pier, pier to
+// a Linux vxlan device behind a Linux bridge, and head-end replication to two remotes.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { iperf, must, NEEDS, nsExec, ping, pingUntil, requires, waitFor } from './helpers.ts';
+import { Lab, linkPackets, portCounters, wire, type HostDaemon } from './vxlan-hosts.ts';
+
+const VNI = '42';
+
+/** A host's pier: bridge br0, container `c` on tap c1 (ADDR/24, MTU 1450), vxlan port vx0 to `remotes`. */
+function pierHost(d: HostDaemon, container: string, addr: string, remotes: string[], local: string, mtu = 1450): void {
+  d.ok('add-br', 'br0');
+  d.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${container}`, `ip=${addr}/24`, 'ifname=eth0', `mtu=${mtu}`);
+  d.ok('add-port', 'br0', 'vx0', 'type=vxlan', `vni=${VNI}`, `remote=${remotes.join(',')}`, `local=${local}`);
+}
+
+describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
+  const lab = new Lab();
+  let hA = '', hB = '', cA = '', cB = '';
+  let dA: HostDaemon;
+  let dB: HostDaemon;
+
+  before(async () => {
+    [hA, hB, cA, cB] = lab.netns(4) as [string, string, string, string];
+    wire(hA, 'wire0', '192.0.2.1/24', hB, 'wire0', '192.0.2.2/24');
+    dA = await lab.daemon(hA);
+    dB = await lab.daemon(hB);
+    pierHost(dA, cA, '10.42.0.1', ['192.0.2.2'], '192.0.2.1');
+    pierHost(dB, cB, '10.42.0.2', ['192.0.2.1'], '192.0.2.2');
+  });
+
+  after(() => lab.cleanup());
+
+  it('pings both ways', async () => {
+    await pingUntil(cA, '10.42.0.2');
+    const r = ping(cB, '10.42.0.1');
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Each pier learned the other container behind the other host.
+    const v = dA.json<{ port: { peer: { vteps: Array<{ address: string; macs: number }> } } }>('show', 'vx0').port.peer;
+    assert.deepEqual(v.vteps.map((t) => [t.address, t.macs]), [['192.0.2.2', 1]]);
+  });
+
+  it('carries TCP both ways (iperf3), super-frames segmented for the tunnel', async () => {
+    const up = await iperf(cB, cA, '10.42.0.2');
+    const down = await iperf(cB, cA, '10.42.0.2', { reverse: true });
+    console.log(`pier-pier vxlan: A->B ${up.gbps.toFixed(2)} Gbit/s, B->A ${down.gbps.toFixed(2)} Gbit/s`);
+    assert.ok(up.bytes > 10e6, `A->B moved only ${up.bytes} bytes`);
+    assert.ok(down.bytes > 10e6, `B->A moved only ${down.bytes} bytes`);
+    for (const d of [dA, dB]) {
+      const c = portCounters(d, 'vx0');
+      assert.ok(c.tx_segmented! > 0, 'TSO super-frames from the container were segmented for the tunnel');
+      assert.equal(c.tx_dropped_too_big, 0);
+      assert.equal(c.rx_dropped_malformed, 0);
+    }
+  });
+
+  it('shows the inner MTU that works', () => {
+    const text = dA.ok('show', 'vx0');
+    assert.match(text, /inner MTU 1450 \(underlay MTU 1500 from the route to 192\.0\.2\.2/);
+  });
+
+  it('MTU edge: inner 1450 at underlay 1500; a larger frame is dropped and counted', async () => {
+    dA.ok('set-port', 'c1', 'mtu=1500'); // the container may send what the tunnel cannot carry
+    const ok = ping(cA, '10.42.0.2', ['-M', 'do', '-s', '1422', '-c', '2']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /1430 bytes from 10\.42\.0\.2/);
+    const before = portCounters(dA, 'vx0').tx_dropped_too_big!;
+    const big = ping(cA, '10.42.0.2', ['-M', 'do', '-s', '1423', '-c', '2', '-W', '1']);
+    assert.notEqual(big.code, 0, 'a 1451-byte inner packet must not cross an underlay of 1500');
+    await waitFor(() => portCounters(dA, 'vx0').tx_dropped_too_big! - before >= 2, 5000, 'two frames counted in tx_dropped_too_big');
+    const stats = dA.ok('stats', 'vx0');
+    assert.match(stats, /tx_dropped_too_big: \d+/);
+  });
+});
+
+describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
+  const lab = new Lab();
+  let hA = '', hB = '', cA = '', cB = '';
+  let dA: HostDaemon;
+
+  before(async () => {
+    [hA, hB, cA, cB] = lab.netns(4) as [string, string, string, string];
+    wire(hA, 'wire0', '192.0.2.1/24', hB, 'wire0', '192.0.2.2/24');
+    dA = await lab.daemon(hA);
+    pierHost(dA, cA, '10.42.0.1', ['192.0.2.2'], '192.0.2.1');
+    // Host B: Linux all the way.
+    must('ip', ['-n', hB, 'link', 'add', 'vx42', 'type', 'vxlan', 'id', VNI, 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0']);
+    must('ip', ['-n', hB, 'link', 'add', 'br0', 'type', 'bridge']);
+    must('ip', ['link', 'add', 'name', 'vc0', 'netns', hB, 'mtu', '1450', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cB, 'mtu', '1450']);
+    for (const l of ['vx42', 'vc0']) must('ip', ['-n', hB, 'link', 'set', l, 'master', 'br0']);
+    for (const l of ['vx42', 'vc0', 'br0']) must('ip', ['-n', hB, 'link', 'set', l, 'up']);
+    must('ip', ['-n', cB, 'addr', 'add', '10.42.0.2/24', 'dev', 'eth0']);
+    must('ip', ['-n', cB, 'link', 'set', 'eth0', 'up']);
+  });
+
+  after(() => lab.cleanup());
+
+  it('pings both ways', async () => {
+    await pingUntil(cA, '10.42.0.2');
+    const r = ping(cB, '10.42.0.1');
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Linux learned pier's container behind 192.0.2.1.
+    const fdb = must('bridge', ['-n', hB, 'fdb', 'show', 'dev', 'vx42']);
+    assert.match(fdb, /dst 192\.0\.2\.1/);
+  });
+
+  it('carries TCP both ways (iperf3)', async () => {
+    const up = await iperf(cB, cA, '10.42.0.2');
+    const down = await iperf(cB, cA, '10.42.0.2', { reverse: true });
+    console.log(`pier-linux vxlan: pier->linux ${up.gbps.toFixed(2)} Gbit/s, linux->pier ${down.gbps.toFixed(2)} Gbit/s`);
+    assert.ok(up.bytes > 10e6, `pier->linux moved only ${up.bytes} bytes`);
+    assert.ok(down.bytes > 10e6, `linux->pier moved only ${down.bytes} bytes`);
+    const c = portCounters(dA, 'vx0');
+    assert.equal(c.rx_dropped_malformed, 0, 'every datagram from Linux decapsulated');
+  });
+});
+
+describe('vxlan: head-end replication to two remotes (root)', requires(NEEDS.tun), () => {
+  const lab = new Lab();
+  let hA = '', hB = '', hC = '', cA = '', cB = '', cC = '';
+  let dA: HostDaemon;
+
+  before(async () => {
+    [hA, hB, hC, cA, cB, cC] = lab.netns(6) as [string, string, string, string, string, string];
+    wire(hA, 'toB', '192.0.2.1/24', hB, 'wire0', '192.0.2.2/24');
+    wire(hA, 'toC', '198.51.100.1/24', hC, 'wire0', '198.51.100.3/24');
+    dA = await lab.daemon(hA);
+    const dB = await lab.daemon(hB);
+    const dC = await lab.daemon(hC);
+    dA.ok('add-br', 'br0');
+    dA.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${cA}`, 'ip=10.42.0.1/24', 'ifname=eth0', 'mtu=1450');
+    dA.ok('add-port', 'br0', 'vx0', 'type=vxlan', `vni=${VNI}`, 'remote=192.0.2.2,198.51.100.3'); // local: any
+    pierHost(dB, cB, '10.42.0.2', ['192.0.2.1'], '192.0.2.2');
+    pierHost(dC, cC, '10.42.0.3', ['198.51.100.1'], '198.51.100.3');
+  });
+
+  after(() => lab.cleanup());
+
+  it('a broadcast (ARP) reaches both remotes; after learning, unicast goes to one only', async () => {
+    const b0 = linkPackets(hA, 'toB').tx;
+    const c0 = linkPackets(hA, 'toC').tx;
+    // The first ping's ARP request is a broadcast: one copy down each wire.
+    await pingUntil(cA, '10.42.0.2');
+    assert.ok(linkPackets(hA, 'toC').tx - c0 >= 1, 'the ARP broadcast went to remote 198.51.100.3 too');
+    assert.ok(linkPackets(hA, 'toB').tx - b0 >= 3, 'ARP and echoes went to 192.0.2.2');
+    // Host C's container saw the request: its kernel answered nothing, but C's pier received it.
+    const b1 = linkPackets(hA, 'toB').tx;
+    const c1 = linkPackets(hA, 'toC').tx;
+    const r = nsExec(cA, 'ping', ['-c', '20', '-i', '0.05', '-W', '2', '10.42.0.2']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.ok(linkPackets(hA, 'toB').tx - b1 >= 20, '20 echo requests down the wire to B');
+    assert.equal(linkPackets(hA, 'toC').tx - c1, 0, 'nothing to C once B\'s container was learned');
+    const v = dA.json<{ port: { peer: { vteps: Array<{ address: string; macs: number }> } } }>('show', 'vx0').port.peer;
+    assert.deepEqual(v.vteps.map((t) => [t.address, t.macs]), [['192.0.2.2', 1], ['198.51.100.3', 0]]);
+  });
+
+  it('the third host is reached too (its own VTEP learned)', async () => {
+    await pingUntil(cA, '10.42.0.3');
+    await pingUntil(cB, '10.42.0.1');
+    const v = dA.json<{ port: { peer: { vteps: Array<{ address: string; macs: number }> } } }>('show', 'vx0').port.peer;
+    assert.deepEqual(v.vteps.map((t) => [t.address, t.macs]), [['192.0.2.2', 1], ['198.51.100.3', 1]]);
+  });
+});

@@ -1,5 +1,6 @@
 // Human-readable renderings of `show` and `stats`; --json prints the daemon's objects as they are.
 import { COUNTER_NAMES } from '../dataplane/counters.ts';
+import { vlanRanges } from '../dataplane/vlan.ts';
 import { kindOf } from '../ports/registry.ts';
 
 interface PortView {
@@ -10,7 +11,8 @@ interface PortView {
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
 function opts(o: Record<string, unknown>): string {
-  return Object.entries(o).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`).join(' ');
+  // A trunk's VLANs as typed: runs as ranges (trunks=10-20,30), not a list of every id.
+  return Object.entries(o).map(([k, v]) => `${k}=${k === 'trunks' && Array.isArray(v) ? vlanRanges(v as number[]) : Array.isArray(v) ? v.join(',') : String(v)}`).join(' ');
 }
 
 function port(p: PortView, indent: string): string {

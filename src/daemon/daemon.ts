@@ -12,7 +12,7 @@ import type { PeerNews } from '../dataplane/protocol.ts';
 import { addRoutes, deleteLink, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
 import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
-import { parseKeyValues, validatePortOptions } from '../ports/parse.ts';
+import { COMMON_KEYS, parseKeyValues, validatePortOptions, vlanOf, type VlanOptions } from '../ports/parse.ts';
 import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
 import { err, PierError } from './errors.ts';
 import { type DesiredState, emptyState, StateStore, type StoredPort } from './state.ts';
@@ -271,8 +271,11 @@ export class Daemon {
     }
     const o = want.port.options;
     if (rt.dev && rt.options && !recreate) {
-      const changed = changedKeys(rt.options, o);
-      if (changed.length === 0) return;
+      const all = changedKeys(rt.options, o);
+      if (all.length === 0) return;
+      // tag= and trunks= are every kind's and always live: the dataplane changes the port's VLANs between bursts.
+      const vlanChanged = all.some((k) => (COMMON_KEYS as readonly string[]).includes(k));
+      const changed = all.filter((k) => !(COMMON_KEYS as readonly string[]).includes(k));
       const kind = kindOf(o.type)!;
       const fixed = changed.filter((k) => !kind.live.includes(k));
       if (fixed.length > 0) {
@@ -281,7 +284,7 @@ export class Daemon {
       }
       let spec: unknown;
       try {
-        spec = this.controlOf(o.type).update(name, rt.dev, rt.options, o);
+        if (changed.length > 0) spec = this.controlOf(o.type).update(name, rt.dev, rt.options, o);
       } catch (e) {
         // Part of it may have been applied (the MAC, not the MTU): count the port as changed,
         // so the undo's reconcile applies the old options back over whatever took.
@@ -293,7 +296,7 @@ export class Daemon {
         await this.dataplane.request({ op: 'del-port', index: rt.index });
         rt.dev.spec = spec;
         try {
-          await this.plug(rt, o.type, spec);
+          await this.plug(rt, o.type, spec, vlanOf(o));
         } catch (e) {
           // The dataplane refused the new half: take the port down whole, so the next
           // reconcile (the undo, or the retry) makes it again instead of thinking it runs.
@@ -301,6 +304,8 @@ export class Daemon {
           rt.error = (e as Error).message;
           throw e;
         }
+      } else if (vlanChanged) {
+        await this.dataplane.request({ op: 'set-vlan', index: rt.index, vlan: vlanOf(o) });
       }
       rt.options = o;
       return;
@@ -311,7 +316,7 @@ export class Daemon {
       const dev = this.controlOf(o.type).realize(name, o);
       try {
         this.addOwnerRoutes(want.port, dev);
-        await this.plug(rt, o.type, dev.spec);
+        await this.plug(rt, o.type, dev.spec, vlanOf(o));
       } catch (e) {
         dev.destroy();
         throw e;
@@ -339,9 +344,9 @@ export class Daemon {
   }
 
   /** Hand a spec to the dataplane: the kind's dataplane half builds the port in the engine. */
-  private async plug(rt: PortRuntime, type: string, spec: unknown): Promise<void> {
+  private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined): Promise<void> {
     try {
-      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, spec } });
+      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, spec, vlan } });
     } catch (e) {
       // The engine may hold the port already (it failed while setting up): take it out, or the
       // slot stays taken and every retry fails.
@@ -798,7 +803,7 @@ export class Daemon {
     if (id === undefined) throw err.noBridge(br);
     const entries = await this.dataplane.request({ op: 'fdb', bridge: id });
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return entries.map((e) => ({ mac: e.mac, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
+    return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
   }
 }
 

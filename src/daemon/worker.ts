@@ -51,7 +51,10 @@ function apply(req: Request): ReplyOf[Request['op']] {
       engine.removeBridge(req.id);
       return null;
     case 'add-port':
-      engine.addPort(createPort(req.port));
+      engine.addPort(createPort(req.port), req.port.vlan);
+      return null;
+    case 'set-vlan':
+      engine.setVlan(req.index, req.vlan);
       return null;
     case 'del-port':
       engine.removePort(req.index);

@@ -1,4 +1,5 @@
 // Messages between the daemon (control plane) and the dataplane thread.
+import type { VlanConfig } from './vlan.ts';
 
 /** A port to add: what every port has, and its kind's spec (typed by the kind, src/ports/<kind>/options.ts). */
 export interface PortSpec {
@@ -9,6 +10,8 @@ export interface PortSpec {
   bridge: number;
   counters: Float64Array;
   spec: unknown;
+  /** tag= / trunks=, common to every kind (docs/design/uplinks.md); none: VLAN 0 untagged. */
+  vlan?: VlanConfig | undefined;
 }
 
 export type Request =
@@ -16,6 +19,8 @@ export type Request =
   | { seq: number; op: 'del-bridge'; id: number }
   | { seq: number; op: 'add-port'; port: PortSpec }
   | { seq: number; op: 'del-port'; index: number }
+  /** A running port's VLANs change (set-port tag=/trunks=): applied between bursts, its FDB entries flushed. */
+  | { seq: number; op: 'set-vlan'; index: number; vlan: VlanConfig | undefined }
   | { seq: number; op: 'fdb'; bridge: number }
   | { seq: number; op: 'pool' }
   | { seq: number; op: 'describe'; index: number }
@@ -43,6 +48,7 @@ export interface PoolStats {
 
 export interface FdbEntry {
   mac: string;
+  vlan: number;
   port: number;
   age: number;
 }
@@ -57,6 +63,7 @@ export interface ReplyOf {
   'del-bridge': null;
   'add-port': null;
   'del-port': null;
+  'set-vlan': null;
   fdb: FdbEntry[];
   pool: PoolStats;
   describe: unknown;

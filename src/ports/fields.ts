@@ -80,3 +80,34 @@ export function randomMac(): string {
   b[0] = (b[0]! & 0xfc) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
+
+/** VLAN ids a port may name: 0 is "no VLAN", 4095 is reserved (IEEE 802.1Q). */
+export const VLAN_ID_MIN = 1;
+export const VLAN_ID_MAX = 4094;
+
+/** `tag=N`: an access port's VLAN, a word of digits or the stored number. */
+export const vlanTag = intIn(VLAN_ID_MIN, VLAN_ID_MAX, 'a VLAN id');
+
+/**
+ * `trunks=10,20,30-40`: the VLANs of a trunk port, as typed (ids and ranges) or the stored list;
+ * yields the ids sorted, each once.
+ */
+export const vlanTrunks = z.union([z.array(z.number()), z.string()]).transform((v, ctx) => {
+  const ids = new Set<number>();
+  const bad = (what: string): typeof z.NEVER => {
+    ctx.addIssue({ code: 'custom', message: `${what}: expected VLAN ids and ranges such as 10,20,30-40, each in ${VLAN_ID_MIN}..${VLAN_ID_MAX}` });
+    return z.NEVER;
+  };
+  const parts = typeof v === 'string' ? v.split(',') : v.map(String);
+  if (parts.length === 0 || (parts.length === 1 && parts[0] === '')) return bad('no VLAN given');
+  for (const part of parts) {
+    const m = /^(\d{1,4})(?:-(\d{1,4}))?$/.exec(part);
+    if (!m) return bad(`'${part}' is not a VLAN id or range`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (lo < VLAN_ID_MIN || hi > VLAN_ID_MAX) return bad(`${part} is not in ${VLAN_ID_MIN}..${VLAN_ID_MAX}`);
+    if (hi < lo) return bad(`${part} is a range that ends before it starts`);
+    for (let i = lo; i <= hi; i++) ids.add(i);
+  }
+  return [...ids].sort((a, b) => a - b);
+});

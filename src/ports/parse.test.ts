@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { PierError } from '../errors.ts';
-import { validatePortOptions } from './parse.ts';
+import { validatePortOptions, vlanOf } from './parse.ts';
 import { loadSchemas } from './registry.ts';
 
 describe('virtio-user options', () => {
@@ -22,5 +22,73 @@ describe('virtio-user options', () => {
         return true;
       });
     }
+  });
+});
+
+describe('tag= and trunks=: every kind, one schema', () => {
+  before(loadSchemas);
+  const kinds: Array<Record<string, string>> = [
+    { type: 'tap', netns: 'c1' },
+    { type: 'vhost-user', path: '/tmp/x.sock' },
+    { type: 'virtio-user', path: '/dev/vhost-net' },
+  ];
+  const bad = (raw: Record<string, unknown>, message: RegExp, hint: RegExp): void => {
+    assert.throws(() => validatePortOptions(raw), (e: unknown) => {
+      assert.ok(e instanceof PierError);
+      assert.match(e.message, message);
+      assert.match(e.hint ?? '', hint);
+      return true;
+    });
+  };
+
+  test('tag=N on any kind: stored as a number beside the kind\'s own options', () => {
+    for (const k of kinds) {
+      const o = validatePortOptions({ ...k, tag: '10' }) as { tag?: number; type: string };
+      assert.equal(o.tag, 10);
+      assert.equal(o.type, k.type);
+      assert.deepEqual(vlanOf(o), { tag: 10 });
+      // the stored form parses to the same
+      assert.deepEqual(validatePortOptions(JSON.parse(JSON.stringify(o)) as Record<string, unknown>), o);
+    }
+    assert.equal((validatePortOptions({ type: 'tap', tag: '1' }) as { tag?: number }).tag, 1);
+    assert.equal((validatePortOptions({ type: 'tap', tag: 4094 }) as { tag?: number }).tag, 4094);
+  });
+
+  test('no tag, no trunks: nothing is added (VLAN 0, untagged)', () => {
+    const o = validatePortOptions({ type: 'tap', netns: 'c1' });
+    assert.deepEqual(o, { type: 'tap', netns: 'c1' });
+    assert.equal(vlanOf(o), undefined);
+  });
+
+  test('trunks: lists and ranges, sorted and each once; the stored list parses alike', () => {
+    const o = validatePortOptions({ type: 'tap', trunks: '30,10-12,11,4094,1' }) as { trunks?: number[] };
+    assert.deepEqual(o.trunks, [1, 10, 11, 12, 30, 4094]);
+    assert.deepEqual(vlanOf(o as never), { trunks: [1, 10, 11, 12, 30, 4094] });
+    assert.deepEqual((validatePortOptions({ type: 'vhost-user', path: '/tmp/x.sock', trunks: [20, 10] }) as { trunks?: number[] }).trunks, [10, 20]);
+  });
+
+  test('a bad tag names the key and the range', () => {
+    for (const v of ['0', '4095', 'ten', '-1', '1.5', '']) bad({ type: 'tap', tag: v }, new RegExp(`^bad tag: ${v.replace('.', '\\.')} is not in 1\\.\\.4094 \\(a VLAN id`), /fix tag=/);
+  });
+
+  test('bad trunks name the key and what is wrong', () => {
+    bad({ type: 'tap', trunks: '10,0' }, /^bad trunks: 0 is not in 1\.\.4094/, /fix trunks=/);
+    bad({ type: 'tap', trunks: '10-5000' }, /^bad trunks: 10-5000 is not in 1\.\.4094/, /fix trunks=/);
+    bad({ type: 'tap', trunks: '20-10' }, /^bad trunks: 20-10 is a range that ends before it starts/, /fix trunks=/);
+    bad({ type: 'tap', trunks: '10,,20' }, /^bad trunks: '' is not a VLAN id or range/, /fix trunks=/);
+    bad({ type: 'tap', trunks: 'x' }, /^bad trunks: 'x' is not a VLAN id or range: expected VLAN ids and ranges such as 10,20,30-40/, /fix trunks=/);
+    bad({ type: 'tap', trunks: '' }, /^bad trunks: no VLAN given/, /fix trunks=/);
+  });
+
+  test('tag and trunks together are refused', () => {
+    bad({ type: 'tap', tag: '10', trunks: '20' }, /^tag= and trunks= together/, /keep one/);
+  });
+
+  test('the kind\'s own schema still refuses unknown keys, and lists tag and trunks as valid', () => {
+    bad({ type: 'tap', vlan: '10' }, /^unknown option key vlan for a tap port/, /valid keys: .*offloads, tag, trunks$/);
+  });
+
+  test('a kind\'s own error still comes first and names its key', () => {
+    bad({ type: 'virtio-user', path: '/dev/vhost-net', queues: '0', tag: '10' }, /^bad queues:/, /fix queues=/);
   });
 });

@@ -1,9 +1,31 @@
 // Port options from `key=value` words (the CLI) or from state.json, through the kind's one schema
 // (src/ports/<kind>/options.ts): validated completely before anything is changed, one message
-// per problem naming the key and the fix.
+// per problem naming the key and the fix. `tag=` and `trunks=` belong to every kind: they are
+// taken out before the kind's strict schema, checked by one schema of their own, and put back.
+import { z } from 'zod';
 import { PierError } from '../errors.ts';
+import { vlanTag, vlanTrunks } from './fields.ts';
 import type { KindOptions } from './kind.ts';
 import { PORT_TYPES, schemaOf } from './registry.ts';
+
+/** The option keys every port has, whatever its kind (docs/design/uplinks.md, VLANs). */
+export const COMMON_KEYS = ['tag', 'trunks'] as const;
+
+const vlanOptions = z.strictObject({ tag: vlanTag.optional(), trunks: vlanTrunks.optional() });
+
+/** A port's VLAN options as stored: an access port's tag, or a trunk's VLANs, or neither. */
+export interface VlanOptions {
+  tag?: number;
+  trunks?: number[];
+}
+
+/** The VLAN part of stored options (what the dataplane is given with the port), undefined for none. */
+export function vlanOf(o: KindOptions): VlanOptions | undefined {
+  const r = o as KindOptions & VlanOptions;
+  if (r.tag !== undefined) return { tag: r.tag };
+  if (r.trunks !== undefined) return { trunks: r.trunks };
+  return undefined;
+}
 
 /** `['type=tap', 'netns=c1']` -> `{ type: 'tap', netns: 'c1' }`, every word checked. */
 export function parseKeyValues(words: string[]): Record<string, string> {
@@ -18,10 +40,10 @@ export function parseKeyValues(words: string[]): Record<string, string> {
   return out;
 }
 
-/** The option keys of `type`, in the schema's order (type first). */
+/** The option keys of `type`, in the schema's order (type first), then the keys every port has. */
 export function optionKeys(type: string): string[] {
   const schema = schemaOf(type) as unknown as { shape?: Record<string, unknown> } | undefined;
-  return Object.keys(schema?.shape ?? {});
+  return [...Object.keys(schema?.shape ?? {}), ...COMMON_KEYS];
 }
 
 /**
@@ -33,13 +55,23 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   if (type === undefined) throw new PierError('EINVAL', 'the port has no type', `add type=TYPE; types: ${PORT_TYPES.join(', ')}`);
   const schema = typeof type === 'string' ? schemaOf(type) : undefined;
   if (!schema || typeof type !== 'string') throw new PierError('EINVAL', `unknown port type '${typeof type === 'string' ? type : JSON.stringify(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
+  const { tag, trunks, ...own } = raw;
+  const r = schema.safeParse(own);
+  if (!r.success) throw optionError(String(type), r.error.issues[0]!);
+  const v = vlanOptions.safeParse({ ...(tag === undefined ? {} : { tag }), ...(trunks === undefined ? {} : { trunks }) });
+  if (!v.success) throw optionError(String(type), v.error.issues[0]!);
+  if (v.data.tag !== undefined && v.data.trunks !== undefined) {
+    throw new PierError('EINVAL', 'tag= and trunks= together: a port is an access port (tag=N, untagged frames in VLAN N) or a trunk (trunks=A,B, 802.1Q tagged)',
+      'keep one of them (set-port: drop the other with tag= or trunks=)');
+  }
+  return { ...r.data, ...v.data };
+}
+
+function optionError(type: string, issue: z.core.$ZodIssue): PierError {
   if (issue.code === 'unrecognized_keys') {
-    throw new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for a ${String(type)} port`, `valid keys: ${optionKeys(String(type)).join(', ')}`);
+    return new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for a ${type} port`, `valid keys: ${optionKeys(type).join(', ')}`);
   }
   const key = String(issue.path[0] ?? '');
-  if (issue.code === 'invalid_type' && issue.input === undefined) throw new PierError('EINVAL', `a ${String(type)} port needs ${key}=`, `add ${key}=...`);
-  throw new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
+  if (issue.code === 'invalid_type' && issue.input === undefined) return new PierError('EINVAL', `a ${type} port needs ${key}=`, `add ${key}=...`);
+  return new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
 }

@@ -4,6 +4,7 @@
 // crossing the uplinks unsegmented; promiscuous mode while attached; the wire deleted and made
 // again, and the uplinks coming back by themselves.
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { iperf, must, NEEDS, ping, pingUntil, requires, waitFor } from './helpers.ts';
 import { TwoHosts, WIRE } from './two-hosts.ts';
@@ -134,6 +135,16 @@ describe('afpacket uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.
       must('ip', ['-n', lab.a.ns, 'link', 'set', WIRE, 'up']);
     }
     await lab.waitPortState(lab.a, 'up0', 'up', 20_000);
+    await pingUntil(ca, '10.81.0.2', [], 15_000);
+  });
+
+  it('leaves the device as it was when pier dies (SIGKILL), and the restarted daemon makes the uplink again', async () => {
+    await lab.a.pier.stop('SIGKILL');
+    assert.equal(lab.promiscuity(lab.a), 0, 'the kernel dropped the membership with the dead process\'s socket');
+    rmSync(lab.a.pier.socket, { force: true });
+    await lab.a.pier.start();
+    await lab.waitPortState(lab.a, 'up0', 'up');
+    assert.ok(lab.promiscuity(lab.a) >= 1);
     await pingUntil(ca, '10.81.0.2', [], 15_000);
   });
 

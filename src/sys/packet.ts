@@ -131,6 +131,8 @@ assertPacketAbi();
 const getsockopt = libcHandle.func('int getsockopt(int fd, int level, int name, _Inout_ void *val, _Inout_ uint32_t *len)');
 const getsockname = libcHandle.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)');
 const if_nametoindex = libcHandle.func('unsigned int if_nametoindex(const char *name)');
+/** memcpy between two addresses (ring <-> pool): no JavaScript object per call, unlike subarray().set(). */
+export const copyBytes = libcHandle.func('void memcpy(uintptr_t dst, uintptr_t src, size_t n)') as (dst: number, src: number, n: number) => void;
 const sendtoKick = libcHandle.func('intptr_t sendto(int fd, uintptr_t buf, size_t len, int flags, uintptr_t addr, uint32_t alen)');
 
 /** Geometry of one ring as given to PACKET_RX_RING / PACKET_TX_RING. */

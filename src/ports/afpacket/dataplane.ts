@@ -27,8 +27,8 @@ export class AfPacketPort extends Port {
     this.fds = [spec.fd];
     const mem = libc.view(spec.addr, spec.length);
     const rxLen = spec.rx.blockSize * spec.rx.blockNr;
-    this.rx = new RxRing(mem, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK]);
-    this.tx = new TxRing(mem, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]);
+    this.rx = new RxRing(mem, spec.addr, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK]);
+    this.tx = new TxRing(mem, spec.addr, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]);
   }
 
   override attach(ctx: PortContext): void {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { C, newCounters } from '../../dataplane/counters.ts';
 import { PacketPool, VNET_HDR } from '../../dataplane/pool.ts';
+import { libc } from '../../sys/index.ts';
 import { PKT_VNET, RxRing, TX_DATA_OFFSET, TxRing } from './ring.ts';
 
 const BS = 4096;
@@ -69,7 +70,7 @@ function status(mem: ArrayBuffer, i: number): number {
 function setup(filterOutgoing = false, start = 0) {
   const mem = new ArrayBuffer(BS * NB);
   const pool = new PacketPool(16);
-  const ring = new RxRing(mem, 0, BS, NB, filterOutgoing, start);
+  const ring = new RxRing(mem, libc.addressOf(new Uint8Array(mem)), 0, BS, NB, filterOutgoing, start);
   const c = newCounters();
   const out = new Int32Array(32);
   return { mem, pool, ring, c, out };
@@ -188,7 +189,7 @@ describe('afpacket rx ring', () => {
 
   test('starting from a stale position, follows the ring from the oldest retired block', () => {
     const { mem, pool, c, out } = setup();
-    const ring = new RxRing(mem, 0, BS, NB, false, 0);
+    const ring = new RxRing(mem, libc.addressOf(new Uint8Array(mem)), 0, BS, NB, false, 0);
     block(mem, 3, [{ data: frame(60, 4) }], { seq: 11 });
     block(mem, 2, [{ data: frame(60, 3) }], { seq: 10 });
     assert.equal(ring.receive(pool, out, 32, c), 2);
@@ -203,7 +204,7 @@ describe('afpacket tx ring', () => {
   test('fills frames with the 10-byte virtio-net header and the frame, marks them, wraps, reports full', () => {
     const FS = 1024;
     const mem = new ArrayBuffer(BS * 2);
-    const tx = new TxRing(mem, 0, BS, 2, FS); // 4 frames a block, 8 in all
+    const tx = new TxRing(mem, libc.addressOf(new Uint8Array(mem)), 0, BS, 2, FS); // 4 frames a block, 8 in all
     assert.equal(tx.frames, 8);
     assert.equal(tx.frameMax, FS - TX_DATA_OFFSET - PKT_VNET);
     const pool = new PacketPool(2);

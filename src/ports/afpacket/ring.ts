@@ -21,9 +21,11 @@ import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
+import { copyBytes } from '../../sys/packet.ts';
 
 // Layouts (src/sys/packet.ts checks them against the kernel's structs when it loads; repeated
-// here so the walkers and their unit tests need no FFI).
+// here as plain constants the JIT folds). Bytes move with memcpy between addresses (copyBytes):
+// subarray().set() would make a view object per packet.
 const BD_BLOCK_STATUS = 8;
 const BD_NUM_PKTS = 12;
 const BD_FIRST = 16;
@@ -88,14 +90,17 @@ export class RxRing {
   private off = 0;
   private end = 0;
   private base = 0;
+  /** Address of the ring's first byte. */
+  private readonly addr: number;
 
-  constructor(mem: ArrayBuffer, offset: number, readonly blockSize: number, readonly blockNr: number,
+  constructor(mem: ArrayBuffer, memAddr: number, offset: number, readonly blockSize: number, readonly blockNr: number,
     /** Skip frames whose sll_pkttype is PACKET_OUTGOING (the kernel lacks PACKET_IGNORE_OUTGOING). */
     private readonly filterOutgoing: boolean, startBlock = 0) {
     if (blockSize % 8 !== 0 || blockSize < BLOCK_DESC + H3_SIZE || offset % 8 !== 0) throw new RangeError('rx ring geometry');
     this.u8 = new Uint8Array(mem, offset, blockSize * blockNr);
     this.dv = new DataView(mem, offset, blockSize * blockNr);
     this.u32 = new Uint32Array(mem, offset, (blockSize * blockNr) >> 2);
+    this.addr = memAddr + offset;
     this.block = startBlock % blockNr;
   }
 
@@ -190,22 +195,23 @@ export class RxRing {
       const pb = pool.bytes;
       const data = fo + mac;
       // virtio_net_hdr (10 bytes) right before the frame, then num_buffers = 0.
-      pb.set(u8.subarray(data - PKT_VNET, data), ho);
+      for (let k = 0; k < PKT_VNET; k++) pb[ho + k] = u8[data - PKT_VNET + k]!;
       pb[ho + 10] = 0;
       pb[ho + 11] = 0;
       const fr = ho + VNET_HDR;
+      const dst = pool.hdrAddr(h) + VNET_HDR;
       if (!tagged) {
-        pb.set(u8.subarray(data, data + snap), fr);
+        copyBytes(dst, this.addr + data, snap);
       } else {
         // The kernel took the 802.1Q tag out of the frame (tp_vlan_tci): put it back where it was.
-        pb.set(u8.subarray(data, data + 12), fr);
+        copyBytes(dst, this.addr + data, 12);
         const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? dv.getUint16(fo + H3_VLAN_TPID, true) : 0x8100;
         const tci = dv.getUint32(fo + H3_VLAN_TCI, true) & 0xffff;
         pb[fr + 12] = tpid >> 8;
         pb[fr + 13] = tpid & 0xff;
         pb[fr + 14] = tci >> 8;
         pb[fr + 15] = tci & 0xff;
-        pb.set(u8.subarray(data + 12, data + snap), fr + 16);
+        copyBytes(dst + 16, this.addr + data + 12, snap - 12);
         const flags = pb[ho]!;
         if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) pool.dv.setUint16(ho + 6, pool.dv.getUint16(ho + 6, true) + VLAN_HLEN, true);
         if (pb[ho + 1] !== 0) pool.dv.setUint16(ho + 2, pool.dv.getUint16(ho + 2, true) + VLAN_HLEN, true);
@@ -274,7 +280,6 @@ export class TxStats {
 }
 
 export class TxRing {
-  private readonly u8: Uint8Array;
   private readonly dv: DataView;
   private readonly u32: Uint32Array;
   /** Offset of each frame in the ring view. */
@@ -285,14 +290,16 @@ export class TxRing {
   private head: number;
   /** Largest frame (without the virtio-net header) a ring frame holds. */
   readonly frameMax: number;
+  /** Address of the ring's first byte. */
+  private readonly addr: number;
 
-  constructor(mem: ArrayBuffer, offset: number, readonly blockSize: number, readonly blockNr: number, readonly frameSize: number, startHead = 0) {
+  constructor(mem: ArrayBuffer, memAddr: number, offset: number, readonly blockSize: number, readonly blockNr: number, readonly frameSize: number, startHead = 0) {
     const perBlock = Math.floor(blockSize / frameSize);
     if (perBlock < 1 || frameSize % 16 !== 0 || frameSize < TX_DATA_OFFSET + PKT_VNET + ETH_HLEN || offset % 8 !== 0) throw new RangeError('tx ring geometry');
     const frameNr = perBlock * blockNr;
-    this.u8 = new Uint8Array(mem, offset, blockSize * blockNr);
     this.dv = new DataView(mem, offset, blockSize * blockNr);
     this.u32 = new Uint32Array(mem, offset, (blockSize * blockNr) >> 2);
+    this.addr = memAddr + offset;
     this.frameOff = new Float64Array(frameNr);
     for (let i = 0; i < frameNr; i++) this.frameOff[i] = Math.floor(i / perBlock) * blockSize + (i % perBlock) * frameSize;
     this.frameMax = Math.min(frameSize - TX_DATA_OFFSET - PKT_VNET, FRAME_MAX);
@@ -320,9 +327,9 @@ export class TxRing {
   put(pool: PacketPool, h: number, len: number): void {
     const fo = this.frameOff[this.head]!;
     const dv = this.dv;
-    const ho = pool.hdrOffset(h);
-    this.u8.set(pool.bytes.subarray(ho, ho + PKT_VNET), fo + TX_DATA_OFFSET);
-    this.u8.set(pool.bytes.subarray(ho + VNET_HDR, ho + VNET_HDR + len), fo + TX_DATA_OFFSET + PKT_VNET);
+    const ha = pool.hdrAddr(h);
+    copyBytes(this.addr + fo + TX_DATA_OFFSET, ha, PKT_VNET);
+    copyBytes(this.addr + fo + TX_DATA_OFFSET + PKT_VNET, ha + VNET_HDR, len);
     dv.setUint32(fo + H3_NEXT, 0, true);
     dv.setUint32(fo + H3_LEN, PKT_VNET + len, true);
     dv.setUint32(fo + H3_SNAPLEN, PKT_VNET + len, true);

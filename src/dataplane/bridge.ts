@@ -67,7 +67,7 @@ export class Bridge {
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
         if (src !== lastSrc) {
-          this.fdb.learn(src, inIdx, now);
+          this.fdb.learn(src, inIdx, now, 0);
           lastSrc = src;
           lastDst = -1;
         }
@@ -77,7 +77,7 @@ export class Bridge {
       if ((d0 & 1) === 0) {
         const dst = (d0 * 0x10000 + (b[fo + 1]! << 8 | b[fo + 2]!)) * 0x1000000 + ((b[fo + 3]! << 16) | (b[fo + 4]! << 8) | b[fo + 5]!);
         if (dst !== lastDst) {
-          lastOut = this.fdb.lookup(dst, now);
+          lastOut = this.fdb.lookup(dst, now, 0);
           lastDst = dst;
         }
         out = lastOut;

@@ -69,10 +69,14 @@ export class AfPacketPort extends Port {
     if (tx.pending > 0) this.kick();
   }
 
-  /** sendto() once for every frame marked since the last kick; false when it failed. */
+  /**
+   * sendto() once for every frame marked since the last kick; false when it failed. The kernel
+   * stops at the frame it could not send (ENOBUFS: the device dropped it) or sends nothing
+   * (ENETDOWN); frames it did not reach stay marked and go with the next kick, so a failure
+   * counts one packet.
+   */
   private kick(): boolean {
     const tx = this.tx;
-    const pending = tx.pending;
     tx.pending = 0;
     tx.stats.kicks++;
     const r = packetKick(this.fds[0]!);
@@ -81,7 +85,7 @@ export class AfPacketPort extends Port {
     if (err === libc.EAGAIN || err === libc.EINTR) return true; // the frames stay marked; the next kick sends them
     tx.stats.kickErrors++;
     tx.stats.lastKickErrno = err;
-    this.counters[err === ENETDOWN || err === ENXIO || err === ENODEV ? C.tx_dropped_link_down : C.tx_dropped_error]! += pending;
+    this.counters[err === ENETDOWN || err === ENXIO || err === ENODEV ? C.tx_dropped_link_down : C.tx_dropped_error]!++;
     return false;
   }
 

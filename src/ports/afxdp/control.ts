@@ -2,7 +2,7 @@
 // src/sys/bpf.ts), attached to the device in native mode or generic, replacing a program an
 // earlier pier left there; removed on del-port, left in place on daemon stop (with no socket in
 // its map it passes every frame to the kernel's stack, so the device works as before). The
-// sockets, their UMEM and rings are the dataplane half's: the UMEM is the worker's packet pool.
+// sockets, their UMEM (in the worker's arena, beside the packet pool) and rings are the dataplane half's.
 import { PierError } from '../../errors.ts';
 import { attachXdp, createXskMap, loadXskProgram, PIER_PROG_NAME, progFdById, progInfo, xdpState, type XdpMode, type XdpState } from '../../sys/bpf.ts';
 import { libc, linkInfo, netnsExists, netnsPath } from '../../sys/index.ts';

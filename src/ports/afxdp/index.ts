@@ -1,5 +1,5 @@
 // The afxdp port kind: an uplink on a network device through AF_XDP sockets, the XDP program
-// pier loads itself, and a UMEM that is pier's packet pool (docs/design/uplinks.md).
+// pier loads itself, and a UMEM in pier's arena (docs/design/uplinks.md).
 import type { PortKind } from '../kind.ts';
 import type { AfXdpOptions, AfXdpSpec } from './options.ts';
 import { renderAfXdp, type AfXdpView } from './view.ts';

@@ -7,10 +7,10 @@ export interface AfXdpView {
   mode: 'native' | 'generic';
   zeroCopy: boolean;
   queues: number;
-  /** UMEM: the packet pool itself; chunk size and the largest frame a socket can receive. */
+  /** UMEM: its size (in pier's arena, beside the packet pool), chunk size, the largest frame a socket receives. */
   umem: { bytes: number; chunkSize: number; rxFrameMax: number };
   rings: { fill: number; completion: number; rx: number; tx: number };
-  /** Pool buffers posted to the fill rings, and sent frames not yet completed. */
+  /** UMEM frames the kernel holds for receiving, and sent frames not yet completed. */
   posted: number;
   txInFlight: number;
   /** Descriptors the kernel gave that named no buffer of this port, or a bad length: counted and dropped. */
@@ -23,8 +23,8 @@ export interface AfXdpView {
 export function renderAfXdp(v: AfXdpView, i: string): string {
   const k = v.kernel;
   return `\n${i}AF_XDP on ${v.dev}: XDP ${v.mode}, ${v.zeroCopy ? 'zero-copy' : 'copy'}, ${v.queues} queue(s), ` +
-    `UMEM ${v.umem.bytes} bytes in the packet pool (chunk ${v.umem.chunkSize}, frames up to ${v.umem.rxFrameMax}), ` +
-    `rings fill ${v.rings.fill} completion ${v.rings.completion} rx ${v.rings.rx} tx ${v.rings.tx}; ${v.posted} buffers posted, ${v.txInFlight} sends in flight` +
+    `UMEM ${v.umem.bytes} bytes (chunk ${v.umem.chunkSize}, frames up to ${v.umem.rxFrameMax}), ` +
+    `rings fill ${v.rings.fill} completion ${v.rings.completion} rx ${v.rings.rx} tx ${v.rings.tx}; ${v.posted} frames posted, ${v.txInFlight} sends in flight` +
     (v.badRxDescs || v.badCompletions ? `; bad descriptors: rx ${v.badRxDescs}, completion ${v.badCompletions}` : '') +
     `\n${i}kernel: rx_dropped ${k.rxDropped}, rx_invalid_descs ${k.rxInvalidDescs}, tx_invalid_descs ${k.txInvalidDescs}, ` +
     `rx_ring_full ${k.rxRingFull}, fill_ring_empty ${k.rxFillRingEmpty}, tx_ring_empty ${k.txRingEmpty}`;

@@ -160,4 +160,14 @@ describe('afpacket uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.
     assert.equal(ping(cb, '10.81.0.1').code, 0);
     assert.ok(lab.promiscuity(lab.a) >= 1, 'promiscuous again on the new device');
   });
+
+  it('carries 802.1Q trunks: the tag the receiving kernel takes out of the frame is put back', async () => {
+    const va = lab.container(lab.a, 'v1', '10.83.0.1/24', ['tag=10']);
+    lab.container(lab.b, 'v2', '10.83.0.2/24', ['tag=10']);
+    for (const h of [lab.a, lab.b]) h.pier.ok('set-port', 'up0', 'trunks=10');
+    await pingUntil(va, '10.83.0.2', [], 15_000);
+    const r = ping(va, '10.83.0.2', ['-M', 'do', '-s', '1472']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(ping(ca, '10.81.0.2').code, 0, 'untagged traffic still crosses the trunk');
+  });
 });

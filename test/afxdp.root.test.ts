@@ -39,14 +39,18 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
   const stats = (h: 'a' | 'b', port: string): Stats => lab[h].pier.json<Stats[]>('stats', port)[0]!;
   const view = (h: 'a' | 'b', port: string): XdpView => lab[h].pier.json<{ port: { peer: XdpView } }>('show', port).port.peer;
 
-  before(async () => {
-    await lab.setup();
-    // A wire with two queues on each end, so host a can run a socket per queue.
-    lab.deleteWire();
+  /** The wire with two queues on each end, so host a can run a socket per queue. */
+  const makeWire = (): void => {
     must('ip', ['link', 'add', 'name', WIRE, 'netns', lab.a.ns, 'numtxqueues', '2', 'numrxqueues', '2', 'type', 'veth',
       'peer', 'name', WIRE, 'netns', lab.b.ns, 'numtxqueues', '2', 'numrxqueues', '2']);
     must('ip', ['-n', lab.a.ns, 'link', 'set', WIRE, 'up']);
     must('ip', ['-n', lab.b.ns, 'link', 'set', WIRE, 'up']);
+  };
+
+  before(async () => {
+    await lab.setup();
+    lab.deleteWire();
+    makeWire();
     ca = lab.container(lab.a, 'c1', '10.82.0.1/24');
     cb = lab.container(lab.b, 'c2', '10.82.0.2/24');
     lab.a.pier.ok('add-port', 'br0', 'up1', 'type=afxdp', `dev=${WIRE}`, 'queues=2');
@@ -118,6 +122,18 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
     assert.equal(now.length, 1, `one program, not stacked: ${xdpOf(lab.a.ns).text}`);
     assert.notEqual(now[0], before[0]);
     await pingUntil(ca, '10.82.0.2', [], 15_000);
+  });
+
+  it('the wire deleted takes the uplinks down; made again, they come back by themselves', async () => {
+    lab.deleteWire();
+    await lab.waitPortState(lab.a, 'up1', 'error');
+    await lab.waitPortState(lab.b, 'up1', 'error');
+    makeWire();
+    await lab.waitPortState(lab.a, 'up1', 'up', 20_000);
+    await lab.waitPortState(lab.b, 'up1', 'up', 20_000);
+    await pingUntil(ca, '10.82.0.2', [], 15_000);
+    assert.equal(ping(cb, '10.82.0.1').code, 0);
+    assert.equal(xdpOf(lab.a.ns).ids.length, 1);
   });
 
   it('pier doctor reports AF_XDP sockets and BPF', () => {

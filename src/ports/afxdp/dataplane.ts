@@ -50,6 +50,9 @@ const ETH_HLEN = 14;
 const RETRY_MS = 2;
 /** Most sendto() wake-ups per burst (the kernel sends 32 descriptors per call in copy mode). */
 const MAX_KICKS = 16;
+/** How often the port asks whether its sockets are still bound (a vanished device does not wake epoll). */
+const HEALTH_MS = 1000;
+const ENXIO = 6;
 
 /** UMEM bytes for `queues` sockets. */
 export function umemSize(queues: number): number {
@@ -94,12 +97,22 @@ export class AfXdpPort extends Port {
   badRxDescs = 0;
   badCompletions = 0;
   private closed = false;
+  private healthAt = 0;
+  /**
+   * A pipe whose read end is polled after the sockets: an AF_XDP socket whose device goes away
+   * reports nothing to epoll (it is just unbound), so when the port finds it so it closes the
+   * write end, and the read end's EPOLLHUP takes the port down the way a tap's does.
+   */
+  private alarmW: number;
+  private readonly alarmR: number;
 
-  constructor(base: PortBase, pool: PacketPool, readonly queues: readonly XskQueue[], readonly info: AfXdpInfo) {
+  constructor(base: PortBase, pool: PacketPool, readonly queues: readonly XskQueue[], readonly info: AfXdpInfo, alarm: readonly [number, number] = [-1, -1]) {
     super(base.index, base.name, base.bridge, base.counters, pool, false, false);
     this.acceptsExternal = true; // transmit() copies each frame into the UMEM and is done with it
     this.rxOffloads = false; // received frames carry no offload request: their headers are zeroed
-    this.fds = queues.map((q) => q.fd);
+    this.alarmR = alarm[0];
+    this.alarmW = alarm[1];
+    this.fds = this.alarmR >= 0 ? [...queues.map((q) => q.fd), this.alarmR] : queues.map((q) => q.fd);
     this.txBase = queues.length * RX_FRAMES;
     this.kern = new Uint8Array(this.txBase + TX_FRAMES);
     this.txFree = new Int32Array(TX_FRAMES);
@@ -123,6 +136,8 @@ export class AfXdpPort extends Port {
       if (q.fill.needWakeup()) xsk.kickRx(q.fd);
     }
     if (mapFd >= 0) for (let i = 0; i < this.queues.length; i++) mapUpdate(mapFd, i, this.queues[i]!.fd);
+    this.healthAt = Date.now() + HEALTH_MS;
+    this.timerAt = this.healthAt;
   }
 
   receive(queue: number, out: Int32Array, max: number): number {
@@ -276,14 +291,23 @@ export class AfXdpPort extends Port {
       const e = libc.errno();
       if (e !== libc.EAGAIN && e !== libc.EINTR) break; // EBUSY, ENOBUFS: the device is busy
     }
-    if (this.timerAt === 0) this.timerAt = Date.now() + RETRY_MS;
+    this.timerAt = Date.now() + RETRY_MS;
   }
 
   override onTimer(): void {
     if (this.closed) return;
     if (this.txInFlight > 0) this.reclaim();
     if (this.queues[0]!.tx.outstanding() > 0) this.kick();
-    if (this.txInFlight > 0 && this.timerAt === 0) this.timerAt = Date.now() + RETRY_MS;
+    const now = Date.now();
+    if (now >= this.healthAt) {
+      this.healthAt = now + HEALTH_MS;
+      // recvfrom on a socket whose device was unregistered: ENXIO (it is no longer bound).
+      if (this.alarmW >= 0 && xsk.kickRx(this.queues[0]!.fd) < 0 && libc.errno() === ENXIO) {
+        libc.close(this.alarmW);
+        this.alarmW = -1;
+      }
+    }
+    this.timerAt = this.txInFlight > 0 ? now + RETRY_MS : this.healthAt;
   }
 
   override describe(): AfXdpView {
@@ -319,6 +343,9 @@ export class AfXdpPort extends Port {
       for (const m of q.maps) xsk.unmapRing(m);
       if (q.fd >= 0) libc.close(q.fd);
     }
+    if (this.alarmW >= 0) libc.close(this.alarmW);
+    if (this.alarmR >= 0) libc.close(this.alarmR);
+    this.alarmW = -1;
     if (this.info.umemFd >= 0) {
       this.pool.arena.release(this.info.umemOff);
       libc.close(this.info.umemFd);
@@ -335,7 +362,9 @@ export function openAfXdp(base: PortBase, spec: AfXdpSpec, pool: PacketPool): Af
   const bytes = umemSize(spec.queues);
   let umemFd = -1;
   let umemOff = -1;
+  const alarm = new Int32Array([-1, -1]);
   try {
+    libc.check(libc.pipe2(alarm, libc.O_CLOEXEC | libc.O_NONBLOCK), 'pipe2');
     umemFd = memfd(`pier-umem-${spec.dev}`, bytes);
     umemOff = pool.arena.place(umemFd, 0, bytes);
     for (let i = 0; i < spec.queues; i++) fds.push(withNetns(spec.netnsPath, () => xsk.xskSocket()));
@@ -369,7 +398,7 @@ export function openAfXdp(base: PortBase, spec: AfXdpSpec, pool: PacketPool): Af
     }
     // Other queues share the first socket's UMEM, each with its own fill and completion rings.
     for (let i = 1; i < fds.length; i++) xsk.bindXsk(fds[i]!, spec.ifindex, i, xsk.XDP_SHARED_UMEM, fds[0]);
-    port = new AfXdpPort(base, pool, queues, { dev: spec.dev, mode: spec.mode, zeroCopy: xsk.isZeroCopy(fds[0]!), mapFd: spec.mapFd, umemOff, umemBytes: bytes, umemFd });
+    port = new AfXdpPort(base, pool, queues, { dev: spec.dev, mode: spec.mode, zeroCopy: xsk.isZeroCopy(fds[0]!), mapFd: spec.mapFd, umemOff, umemBytes: bytes, umemFd }, [alarm[0]!, alarm[1]!]);
     port.start(spec.mapFd);
     return port;
   } catch (e) {
@@ -379,6 +408,7 @@ export function openAfXdp(base: PortBase, spec: AfXdpSpec, pool: PacketPool): Af
       for (const fd of fds) libc.close(fd);
       if (umemOff >= 0) pool.arena.release(umemOff);
       if (umemFd >= 0) libc.close(umemFd);
+      for (const fd of alarm) if (fd >= 0) libc.close(fd);
     }
     throw new Error(`AF_XDP on ${spec.dev}: ${(e as Error).message}`, { cause: e });
   }

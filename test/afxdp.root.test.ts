@@ -1,8 +1,9 @@
 // End to end, as root: two hosts (namespaces, each with its own pier) joined by a veth wire with
 // two queues, an afxdp uplink on each end (host a: XDP native, queues=2; host b: XDP generic), a
 // container on a tap port of each pier. Ping and iperf3 both ways; the XDP program attached while
-// the port lives, replaced (not stacked) when the daemon restarts, gone after del-port; pier
-// doctor reports AF_XDP and BPF.
+// the port lives, replaced (not stacked) when the daemon restarts, gone after del-port; the wire
+// deleted and made again; pier doctor reports AF_XDP and BPF; zero-copy=on on veth, a missing
+// device and too many queues refused, leaving nothing behind.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
@@ -151,5 +152,23 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
     lab.b.pier.ok('del-port', 'br0', 'up1');
     await waitFor(() => xdpOf(lab.a.ns).text === '' && xdpOf(lab.b.ns).text === '', 5_000, () => `no xdp on the wire: ${xdpOf(lab.a.ns).text} ${xdpOf(lab.b.ns).text}`);
     assert.notEqual(ping(ca, '10.82.0.2', ['-c', '1', '-W', '1']).code, 0, 'no uplink, no path');
+  });
+
+  it('zero-copy=on where the driver has none (veth) is refused, leaving no port and no program', () => {
+    const r = lab.a.pier.pier('add-port', 'br0', 'up2', 'type=afxdp', `dev=${WIRE}`, 'zero-copy=on');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /zero-copy=on, but wire0 \(XDP native\) does not offer it/);
+    assert.equal(xdpOf(lab.a.ns).text, '');
+    assert.notEqual(lab.a.pier.pier('show', 'up2').code, 0);
+  });
+
+  it('refuses a device that does not exist, and queues beyond the device\'s', () => {
+    const r = lab.a.pier.pier('add-port', 'br0', 'up3', 'type=afxdp', 'dev=nosuch0');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /no device nosuch0/);
+    const q = lab.a.pier.pier('add-port', 'br0', 'up3', 'type=afxdp', `dev=${WIRE}`, 'queues=3');
+    assert.notEqual(q.code, 0);
+    assert.match(q.stderr, /queues=3, but wire0 has 2 rx queue\(s\)/);
+    assert.equal(xdpOf(lab.a.ns).text, '');
   });
 });

@@ -285,7 +285,9 @@ export class AfXdpPort extends Port {
     if (!q.tx.needWakeup()) return;
     for (let i = 0; i < MAX_KICKS; i++) {
       if (xsk.kickTx(q.fd) >= 0) {
-        if (q.tx.outstanding() === 0) return;
+        // Zero-copy: the call only wakes the driver, which sends on its own. Copy mode: the call
+        // sends (32 at a time, EAGAIN while more are left); what is left now waits for the timer.
+        if (this.info.zeroCopy || q.tx.outstanding() === 0) return;
         continue;
       }
       const e = libc.errno();

@@ -240,6 +240,15 @@ describe('VLANs on tap ports, and a trunk between two bridges (root)', requires(
     assert.equal(d.json('show', 'c1').port.options.tag, 10);
   });
 
+  it('a restarted daemon brings the VLANs back from its state file', async () => {
+    await d.stop();
+    await d.start();
+    assert.equal(d.json('show', 'c3').port.options.tag, 20);
+    await pingUntil(c(1), '10.50.0.5'); // VLAN 10 across the trunk
+    await pingUntil(c(3), '10.50.0.4');
+    assert.notEqual(ping(c(1), '10.50.0.3', ['-c', '2', '-W', '1']).code, 0, 'c1 reached c3 after a restart');
+  });
+
   it('tag= drops the key: the port is back in VLAN 0, with nobody else', async () => {
     d.ok('set-port', 'c2', 'tag=');
     assert.equal(d.json('show', 'c2').port.options.tag, undefined);

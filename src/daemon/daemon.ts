@@ -305,6 +305,8 @@ export class Daemon {
           throw e;
         }
       } else if (vlanChanged) {
+        // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
+        rt.options = o;
         await this.dataplane.request({ op: 'set-vlan', index: rt.index, vlan: vlanOf(o) });
       }
       rt.options = o;

@@ -29,6 +29,7 @@ export interface RealizedVxlan {
  * How datagrams are sent: `PIER_VXLAN_SEND=sendmmsg` turns UDP_SEGMENT trains off (for measuring
  * one against the other); the default uses them where the kernel has UDP_SEGMENT.
  */
+// `PIER_VXLAN_GRO=off` leaves received TCP segments as they came (gro.ts), likewise.
 function gsoWanted(): boolean {
   return process.env.PIER_VXLAN_SEND !== 'sendmmsg';
 }
@@ -96,6 +97,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
     const spec: VxlanSpec = {
       rxFd, txFds, txPorts, family, vni: o.vni, dstport, local: o.local, remotes: o.remote,
       underlayMtu: mtu, mtuFrom: from, gso: gsoWanted() && hasUdpSegment(txFds[0]!),
+      gro: process.env.PIER_VXLAN_GRO !== 'off',
     };
     return { r: { rxFd, txFds, txPorts, netnsPath: ns }, spec };
   } catch (e) {

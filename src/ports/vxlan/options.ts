@@ -75,4 +75,6 @@ export interface VxlanSpec {
   mtuFrom: string;
   /** Send trains of equal-size datagrams with one UDP_SEGMENT sendmmsg entry each. */
   gso: boolean;
+  /** Coalesce received TCP segments of a flow into TSO super-frames (gro.ts). */
+  gro: boolean;
 }

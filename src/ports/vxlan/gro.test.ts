@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { checksum } from '../../dataplane/checksum.ts';
+import { completeChecksum, segmentTcp } from '../../dataplane/offload.ts';
+import { PacketPool } from '../../dataplane/pool.ts';
+import { TcpCoalescer } from './gro.ts';
+
+/** A complete IPv4 TCP segment (with a 12-byte timestamp option) in a pool buffer. */
+function segment(pool: PacketPool, seq: number, payload: number, flags = 0x10, id = 1): number {
+  const h = pool.alloc();
+  const b = pool.bytes;
+  const f = pool.frameOffset(h);
+  const hl = 14 + 20 + 32;
+  b.fill(0, f - 12, f + hl + payload);
+  b.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00], f);
+  b[f + 14] = 0x45;
+  b[f + 16] = (52 + payload) >> 8;
+  b[f + 17] = (52 + payload) & 0xff;
+  b[f + 18] = id >> 8;
+  b[f + 19] = id & 0xff;
+  b[f + 20] = 0x40;
+  b[f + 22] = 64;
+  b[f + 23] = 6;
+  b.set([10, 42, 0, 1, 10, 42, 0, 2], f + 26);
+  const c = checksum(b, f + 14, f + 34);
+  b[f + 24] = c >> 8;
+  b[f + 25] = c & 0xff;
+  const t = f + 34;
+  b.set([0x13, 0x88, 0xc0, 0x01], t);
+  pool.dv.setUint32(t + 4, seq);
+  pool.dv.setUint32(t + 8, 777);
+  b[t + 12] = 0x80;
+  b[t + 13] = flags;
+  b[t + 15] = 0xff;
+  b.set([1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6], t + 20);
+  for (let i = 0; i < payload; i++) b[f + hl + i] = (seq + i) & 0xff;
+  pool.len[h] = hl + payload;
+  return h;
+}
+
+describe('receive coalescing (gro.ts)', () => {
+  test('consecutive segments become one TSO super-frame that segments back to the same bytes', () => {
+    const pool = new PacketPool(64);
+    const g = new TcpCoalescer(pool);
+    const segs = [segment(pool, 1000, 1398), segment(pool, 2398, 1398, 0x10, 2), segment(pool, 3796, 500, 0x18, 3)];
+    const copies = segs.map((h) => pool.bytes.slice(pool.frameOffset(h), pool.frameOffset(h) + pool.len[h]!));
+    const first = segs[0]!;
+    g.open(first);
+    assert.equal(g.offer(segs[1]!), true);
+    assert.equal(g.offer(segs[2]!), true);
+    assert.equal(g.close(), true);
+    assert.equal(pool.len[first], 66 + 1398 * 2 + 500);
+    const ho = pool.hdrOffset(first);
+    assert.equal(pool.bytes[ho + 1], 1); // GSO_TCPV4
+    assert.equal(pool.dv.getUint16(ho + 4, true), 1398);
+    // Cut it again as the engine would: the segments come back, checksums valid, PSH on the last.
+    const out = new Int32Array(8);
+    const n = segmentTcp(pool, first, out);
+    assert.equal(n, 3);
+    for (let i = 0; i < n; i++) {
+      const s = out[i]!;
+      const f = pool.frameOffset(s);
+      const got = pool.bytes.slice(f, f + pool.len[s]!);
+      assert.deepEqual(got.slice(54), copies[i]!.slice(54), `segment ${i} payload and options`);
+      assert.equal(got[47], i === 2 ? 0x18 : 0x10, `segment ${i} flags`);
+    }
+    // Or finish its checksum in place: the super-frame's own TCP checksum is then valid.
+    assert.ok(completeChecksum(pool, first));
+  });
+
+  test('a gap in sequence, other flags, a larger segment or another flow are not merged', () => {
+    const pool = new PacketPool(64);
+    const g = new TcpCoalescer(pool);
+    const a = segment(pool, 1000, 1000);
+    g.open(a);
+    assert.equal(g.offer(segment(pool, 2001, 1000)), false, 'gap');
+    assert.equal(g.offer(segment(pool, 2000, 1000, 0x11)), false, 'FIN');
+    assert.equal(g.offer(segment(pool, 2000, 1200)), false, 'larger than the first');
+    const other = segment(pool, 2000, 1000);
+    pool.bytes[pool.frameOffset(other) + 35]! ^= 1; // another source port
+    assert.equal(g.offer(other), false, 'another flow');
+    assert.equal(g.close(), false, 'nothing merged: the frame stays as it was');
+    assert.equal(pool.bytes[pool.hdrOffset(a) + 1], 0);
+  });
+});

@@ -1,0 +1,190 @@
+// Receive coalescing (a small GRO) for decapsulated TCP: consecutive segments of one flow in a
+// received burst are appended to the first one's buffer, which leaves pier as one TSO super-frame
+// (gso_size = the first segment's payload, checksum partial). A tap port hands it to its container's
+// kernel in one write, as a NIC's GRO would; a port that takes no TSO gets it cut again by the
+// engine. Only what Linux's tcp_gro_receive would merge is merged: same Ethernet, IP and TCP
+// headers apart from lengths, IPv4 ID and checksums; the next sequence number; flags ACK (PSH ends
+// a super-frame); equal options (timestamps); every segment the first one's size but the last. The
+// segments' own checksums are not checked again: the kernel verified the outer UDP checksum that
+// covers them (a sender that sends a zero outer checksum over IPv4 gets no check; see uplinks.md).
+import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
+import type { PacketPool } from '../../dataplane/pool.ts';
+import { VNET_HDR } from '../../dataplane/pool.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+
+const ACK = 0x10;
+const PSH = 0x08;
+/** Largest super-frame built: IP's 64 KiB less room for the headers. */
+const MAX_FRAME = 65000;
+
+export class TcpCoalescer {
+  /** The super-frame being built (a handle), or -1. */
+  private sh = -1;
+  private sfo = 0;
+  private slen = 0;
+  private l3 = 0;
+  private l4 = 0;
+  private hl = 0;
+  private v4 = true;
+  private mss = 0;
+  private nextSeq = 0;
+  private segs = 0;
+  private closed = false;
+  /** Segments merged into another, and super-frames made. */
+  merged = 0;
+  superFrames = 0;
+
+  constructor(private readonly pool: PacketPool) {}
+
+  /**
+   * The layout of the TCP segment at b[fo, fo+len): sets l3/l4/hl/v4 in `out` and returns the
+   * payload length, or -1 when it is not a plain TCP segment with data (no VLAN, no IP options
+   * over IPv4, no IPv6 extension headers, not a fragment).
+   */
+  private parse(b: Uint8Array, fo: number, len: number, out: Int32Array): number {
+    if (len < 54) return -1;
+    const et = (b[fo + 12]! << 8) | b[fo + 13]!;
+    const l3 = 14;
+    let l4: number;
+    let ipEnd: number;
+    if (et === 0x0800) {
+      if (b[fo + l3] !== 0x45 || b[fo + l3 + 9] !== 6 || ((b[fo + l3 + 6]! & 0x3f) | b[fo + l3 + 7]!) !== 0) return -1;
+      l4 = l3 + 20;
+      ipEnd = l3 + ((b[fo + l3 + 2]! << 8) | b[fo + l3 + 3]!);
+      out[3] = 1;
+    } else if (et === 0x86dd) {
+      if (len < 74 || b[fo + l3 + 6] !== 6) return -1;
+      l4 = l3 + 40;
+      ipEnd = l4 + ((b[fo + l3 + 4]! << 8) | b[fo + l3 + 5]!);
+      out[3] = 0;
+    } else {
+      return -1;
+    }
+    const doff = (b[fo + l4 + 12]! >> 4) * 4;
+    const hl = l4 + doff;
+    if (doff < 20 || ipEnd > len || hl > ipEnd) return -1;
+    out[0] = l3;
+    out[1] = l4;
+    out[2] = hl;
+    return ipEnd - hl;
+  }
+
+  private readonly lay = new Int32Array(4);
+
+  /** Merge packet h (a decapsulated frame) into the open super-frame: true when merged (h released). */
+  offer(h: number): boolean {
+    if (this.sh < 0 || this.closed) return false;
+    const pool = this.pool;
+    const b = pool.bytes;
+    const fo = pool.frameOffset(h);
+    const plen = this.parse(b, fo, pool.len[h]!, this.lay);
+    if (plen <= 0 || plen > this.mss || this.lay[2] !== this.hl || this.lay[1] !== this.l4 || (this.lay[3] === 1) !== this.v4) return false;
+    if (this.slen + plen > MAX_FRAME) return false;
+    const s = this.sfo;
+    const l3 = this.l3;
+    const l4 = this.l4;
+    // Ethernet header
+    for (let i = 0; i < 14; i++) if (b[s + i] !== b[fo + i]) return false;
+    if (this.v4) {
+      if (b[s + l3 + 1] !== b[fo + l3 + 1] || (b[s + l3 + 6]! & 0xe0) !== (b[fo + l3 + 6]! & 0xe0) || b[s + l3 + 8] !== b[fo + l3 + 8]) return false;
+      for (let i = 12; i < 20; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
+    } else {
+      for (let i = 0; i < 4; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
+      for (let i = 7; i < 40; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
+    }
+    // TCP: ports, ack, data offset equal; flags ACK or ACK|PSH; the next sequence; options equal.
+    for (let i = 0; i < 4; i++) if (b[s + l4 + i] !== b[fo + l4 + i]) return false;
+    for (let i = 8; i < 13; i++) if (b[s + l4 + i] !== b[fo + l4 + i]) return false;
+    const fl = b[fo + l4 + 13]!;
+    if ((fl & ~PSH) !== ACK || b[fo + l4 + 18] !== 0 || b[fo + l4 + 19] !== 0) return false;
+    const seq = ((b[fo + l4 + 4]! << 24) | (b[fo + l4 + 5]! << 16) | (b[fo + l4 + 6]! << 8) | b[fo + l4 + 7]!) >>> 0;
+    if (seq !== this.nextSeq) return false;
+    for (let i = l4 + 20; i < this.hl; i++) if (b[s + i] !== b[fo + i]) return false;
+    // Merge: the payload after the super-frame's, the latest window.
+    b.copyWithin(s + this.slen, fo + this.hl, fo + this.hl + plen);
+    this.slen += plen;
+    b[s + l4 + 14] = b[fo + l4 + 14]!;
+    b[s + l4 + 15] = b[fo + l4 + 15]!;
+    this.nextSeq = (this.nextSeq + plen) >>> 0;
+    this.segs++;
+    this.merged++;
+    if ((fl & PSH) !== 0) {
+      b[s + l4 + 13] = b[s + l4 + 13]! | PSH;
+      this.closed = true;
+    }
+    if (plen < this.mss) this.closed = true;
+    pool.release(h);
+    return true;
+  }
+
+  /** Let packet h (already in the output burst) start a super-frame if it is a TCP data segment. */
+  open(h: number): void {
+    const pool = this.pool;
+    const b = pool.bytes;
+    const fo = pool.frameOffset(h);
+    const len = pool.len[h]!;
+    const plen = this.parse(b, fo, len, this.lay);
+    if (plen <= 0) return;
+    const l4 = this.lay[1]!;
+    if (b[fo + l4 + 13] !== ACK || this.lay[2]! + plen !== len) return; // PSH alone, or Ethernet padding
+    this.sh = h;
+    this.sfo = fo;
+    this.slen = len;
+    this.l3 = this.lay[0]!;
+    this.l4 = l4;
+    this.hl = this.lay[2]!;
+    this.v4 = this.lay[3] === 1;
+    this.mss = plen;
+    this.nextSeq = ((((b[fo + l4 + 4]! << 24) | (b[fo + l4 + 5]! << 16) | (b[fo + l4 + 6]! << 8) | b[fo + l4 + 7]!) >>> 0) + plen) >>> 0;
+    this.segs = 1;
+    this.closed = false;
+  }
+
+  /**
+   * Finish the open super-frame, if it grew: lengths, the IPv4 header checksum, a partial TCP
+   * checksum and the virtio-net header of a TSO frame. Returns true when one was made.
+   */
+  close(): boolean {
+    const h = this.sh;
+    this.sh = -1;
+    if (h < 0 || this.segs < 2) return false;
+    const pool = this.pool;
+    const b = pool.bytes;
+    const s = this.sfo;
+    const l3 = this.l3;
+    const l4 = this.l4;
+    const len = this.slen;
+    pool.len[h] = len;
+    const l4len = len - l4;
+    let sum: number;
+    if (this.v4) {
+      const tot = len - l3;
+      b[s + l3 + 2] = tot >> 8;
+      b[s + l3 + 3] = tot & 0xff;
+      b[s + l3 + 10] = 0;
+      b[s + l3 + 11] = 0;
+      const c = checksum(b, s + l3, s + l4);
+      b[s + l3 + 10] = c >> 8;
+      b[s + l3 + 11] = c & 0xff;
+      sum = sumWords(b, s + l3 + 12, s + l3 + 20, 0);
+    } else {
+      b[s + l3 + 4] = l4len >> 8;
+      b[s + l3 + 5] = l4len & 0xff;
+      sum = sumWords(b, s + l3 + 8, s + l3 + 40, 0);
+    }
+    const p = fold(sum + 6 + l4len);
+    b[s + l4 + 16] = p >> 8;
+    b[s + l4 + 17] = p & 0xff;
+    const ho = s - VNET_HDR;
+    const dv = pool.dv;
+    b[ho] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    b[ho + 1] = this.v4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6;
+    dv.setUint16(ho + 2, this.hl, true);
+    dv.setUint16(ho + 4, this.mss, true);
+    dv.setUint16(ho + 6, l4, true);
+    dv.setUint16(ho + 8, 16, true);
+    dv.setUint16(ho + 10, 0, true);
+    this.superFrames++;
+    return true;
+  }
+}

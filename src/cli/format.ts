@@ -43,8 +43,10 @@ interface StatsView { port: string; bridge: string; state: string; counters: Rec
 
 /** The kernel's own counters of a port's tap: the other side of the exception path. */
 function kernelLine(k: Record<string, number | string>): string {
-  return `kernel ${k.ifname}: rx ${k.rx_packets} tx ${k.tx_packets} rx_dropped ${k.rx_dropped} tx_dropped ${k.tx_dropped}` +
-    (k.sndbuf === undefined ? '' : ` sndbuf ${k.sndbuf}`);
+  return `kernel ${k.ifname}${k.operstate === undefined ? '' : ` (${k.operstate})`}: rx ${k.rx_packets} tx ${k.tx_packets} rx_dropped ${k.rx_dropped} tx_dropped ${k.tx_dropped}` +
+    (k.sndbuf === undefined ? '' : ` sndbuf ${k.sndbuf}`) +
+    // An AF_PACKET uplink: what the kernel could not put in pier's receive ring.
+    (k.tp_drops === undefined ? '' : ` ring: tp_packets ${k.tp_packets} tp_drops ${k.tp_drops} tp_freeze_q_cnt ${k.tp_freeze_q_cnt}`);
 }
 
 const RING = new Set<string>(['rx_buffers_posted', 'rx_ring_empty', 'rx_post_short']);

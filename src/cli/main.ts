@@ -82,8 +82,8 @@ client('stats', 'per-port counters').argument('[port]').option('--json', 'machin
   });
 client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').option('--json', 'machine-readable output')
   .action(async (br: string, o: { json?: boolean }, cmd: Command) => {
-    print(await call(socketOf(cmd), 'fdb', [br]), !!o.json, (l: Array<{ mac: string; port: string; age: number }>) =>
-      [' port             MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${e.mac}  ${e.age}`)].join('\n'));
+    print(await call(socketOf(cmd), 'fdb', [br]), !!o.json, (l: Array<{ mac: string; vlan?: number; port: string; age: number }>) =>
+      [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.age}`)].join('\n'));
   });
 
 client('doctor', 'check what this machine offers pier, each finding with its fix; exit 1 if something must be fixed')

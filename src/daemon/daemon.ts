@@ -457,7 +457,10 @@ export class Daemon {
         if (rt.index !== index || !rt.dev) continue;
         this.log.warn({ port: rt.name, reason }, 'port device went away; will retry');
         await this.unrealize(rt, true);
-        rt.error = `device went away (${reason}); is its network namespace gone?`;
+        const dev = (this.desired(rt.name)?.port.options as { dev?: string } | undefined)?.dev;
+        rt.error = dev !== undefined
+          ? `device ${dev} went down or away (${reason}); the port comes back with it`
+          : `device went away (${reason}); is its network namespace gone?`;
       }
     });
   }

@@ -4,7 +4,7 @@
 // a Linux vxlan device behind a Linux bridge, and head-end replication to two remotes.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { iperf, must, NEEDS, nsExec, ping, pingUntil, requires, waitFor } from './helpers.ts';
+import { iperf, must, NEEDS, nsExec, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
 import { Lab, linkPackets, portCounters, wire, type HostDaemon } from './vxlan-hosts.ts';
 
 const VNI = '42';
@@ -73,18 +73,31 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
     const stats = dA.ok('stats', 'vx0');
     assert.match(stats, /tx_dropped_too_big: \d+/);
   });
+
+  it('set-port changes the underlay MTU live (mtu=): the inner MTU follows', async () => {
+    dA.ok('set-port', 'vx0', 'mtu=1400');
+    assert.match(dA.ok('show', 'vx0'), /inner MTU 1350 \(underlay MTU 1400 from mtu=/);
+    await pingUntil(cA, '10.42.0.2', ['-M', 'do', '-s', '1322']);
+    const big = ping(cA, '10.42.0.2', ['-M', 'do', '-s', '1323', '-c', '1', '-W', '1']);
+    assert.notEqual(big.code, 0);
+    dA.ok('set-port', 'vx0', 'mtu=');
+    assert.match(dA.ok('show', 'vx0'), /inner MTU 1450 \(underlay MTU 1500 from the route/);
+  });
 });
 
 describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
   const lab = new Lab();
   let hA = '', hB = '', cA = '', cB = '';
-  let dA: HostDaemon;
+  const dA = new TestDaemon();
 
   before(async () => {
     [hA, hB, cA, cB] = lab.netns(4) as [string, string, string, string];
     wire(hA, 'wire0', '192.0.2.1/24', hB, 'wire0', '192.0.2.2/24');
-    dA = await lab.daemon(hA);
-    pierHost(dA, cA, '10.42.0.1', ['192.0.2.2'], '192.0.2.1');
+    // Host A's pier runs in this namespace; its tunnel's socket lives in hA (netns=).
+    await dA.start();
+    dA.ok('add-br', 'br0');
+    dA.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${cA}`, 'ip=10.42.0.1/24', 'ifname=eth0', 'mtu=1450');
+    dA.ok('add-port', 'br0', 'vx0', 'type=vxlan', `vni=${VNI}`, 'remote=192.0.2.2', 'local=192.0.2.1', `netns=${hA}`);
     // Host B: Linux all the way.
     must('ip', ['-n', hB, 'link', 'add', 'vx42', 'type', 'vxlan', 'id', VNI, 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0']);
     must('ip', ['-n', hB, 'link', 'add', 'br0', 'type', 'bridge']);
@@ -95,7 +108,10 @@ describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', req
     must('ip', ['-n', cB, 'link', 'set', 'eth0', 'up']);
   });
 
-  after(() => lab.cleanup());
+  after(async () => {
+    await dA.cleanup();
+    await lab.cleanup();
+  });
 
   it('pings both ways', async () => {
     await pingUntil(cA, '10.42.0.2');

@@ -41,7 +41,7 @@ import {
   DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, VXLAN_HLEN,
 } from './header.ts';
 import { markPartialChecksum } from './csum.ts';
-import { TcpCoalescer } from './gro.ts';
+import { markSuperFrame, TcpCoalescer } from './gro.ts';
 import { VtepTable } from './learn.ts';
 import type { VxlanSpec } from './options.ts';
 import type { VxlanView } from './view.ts';
@@ -227,7 +227,14 @@ export class VxlanPort extends Port {
       }
       c[C.rx_packets]!++;
       c[C.rx_bytes]! += flen;
-      if (gro !== undefined) {
+      if (flen > this.maxFrame && markSuperFrame(pool, h, this.maxFrame)) {
+        // Too large to have crossed the underlay: a sender on this machine passed its TSO frame
+        // through a veth whole (gro.ts). It leaves pier as the super-frame it is.
+        this.rxOffloads = true;
+        c[C.rx_gso_packets]!++;
+        if (gro?.close()) c[C.rx_gso_packets]!++;
+        out[n++] = h;
+      } else if (gro !== undefined) {
         if (gro.offer(h)) continue;
         if (gro.close()) {
           this.rxOffloads = true;

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { checksum } from '../../dataplane/checksum.ts';
 import { completeChecksum, segmentTcp } from '../../dataplane/offload.ts';
 import { PacketPool } from '../../dataplane/pool.ts';
-import { TcpCoalescer } from './gro.ts';
+import { markSuperFrame, TcpCoalescer } from './gro.ts';
 
 /** A complete IPv4 TCP segment (with a 12-byte timestamp option) in a pool buffer. */
 function segment(pool: PacketPool, seq: number, payload: number, flags = 0x10, id = 1): number {
@@ -82,4 +82,35 @@ describe('receive coalescing (gro.ts)', () => {
     assert.equal(g.close(), false, 'nothing merged: the frame stays as it was');
     assert.equal(pool.bytes[pool.hdrOffset(a) + 1], 0);
   });
+
+  test('a frame too large for the tunnel (a TSO frame passed whole through a veth) is marked a super-frame of tunnel-sized segments', () => {
+    const pool = new PacketPool(64);
+    const h = segment(pool, 5000, 3000, 0x18);
+    const payload = pool.bytes.slice(pool.frameOffset(h) + 66, pool.frameOffset(h) + 3066);
+    assert.equal(markSuperFrame(pool, h, 1464), true);
+    const ho = pool.hdrOffset(h);
+    assert.equal(pool.bytes[ho], 1); // NEEDS_CSUM
+    assert.equal(pool.dv.getUint16(ho + 4, true), 1464 - 66);
+    const out = new Int32Array(8);
+    const n = segmentTcp(pool, h, out);
+    assert.equal(n, 3);
+    const got: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = out[i]!;
+      const f = pool.frameOffset(s);
+      assert.ok(pool.len[s]! <= 1464);
+      assert.equal(checksum(pool.bytes, f + 34, f + pool.len[s]!, tcpPseudo(pool, f)), 0, `segment ${i} TCP checksum`);
+      got.push(...pool.bytes.slice(f + 66, f + pool.len[s]!));
+    }
+    assert.deepEqual(got, [...payload]);
+    assert.equal(markSuperFrame(pool, segment(pool, 1, 1000), 1464), false, 'small enough: left alone');
+  });
 });
+
+function tcpPseudo(pool: PacketPool, f: number): number {
+  const b = pool.bytes;
+  let s = 0;
+  for (let i = 26; i < 34; i += 2) s += (b[f + i]! << 8) | b[f + i + 1]!;
+  const l4len = ((b[f + 16]! << 8) | b[f + 17]!) - 20;
+  return s + 6 + l4len;
+}

@@ -17,6 +17,39 @@ const PSH = 0x08;
 /** Largest super-frame built: IP's 64 KiB less room for the headers. */
 const MAX_FRAME = 65000;
 
+/**
+ * The layout of the TCP segment at b[fo, fo+len): sets l3/l4/hl/v4 in `out` and returns the
+ * payload length, or -1 when it is not a plain TCP segment with data (no VLAN, no IP options
+ * over IPv4, no IPv6 extension headers, not a fragment).
+ */
+function parseTcp(b: Uint8Array, fo: number, len: number, out: Int32Array): number {
+  if (len < 54) return -1;
+  const et = (b[fo + 12]! << 8) | b[fo + 13]!;
+  const l3 = 14;
+  let l4: number;
+  let ipEnd: number;
+  if (et === 0x0800) {
+    if (b[fo + l3] !== 0x45 || b[fo + l3 + 9] !== 6 || ((b[fo + l3 + 6]! & 0x3f) | b[fo + l3 + 7]!) !== 0) return -1;
+    l4 = l3 + 20;
+    ipEnd = l3 + ((b[fo + l3 + 2]! << 8) | b[fo + l3 + 3]!);
+    out[3] = 1;
+  } else if (et === 0x86dd) {
+    if (len < 74 || b[fo + l3 + 6] !== 6) return -1;
+    l4 = l3 + 40;
+    ipEnd = l4 + ((b[fo + l3 + 4]! << 8) | b[fo + l3 + 5]!);
+    out[3] = 0;
+  } else {
+    return -1;
+  }
+  const doff = (b[fo + l4 + 12]! >> 4) * 4;
+  const hl = l4 + doff;
+  if (doff < 20 || ipEnd > len || hl > ipEnd) return -1;
+  out[0] = l3;
+  out[1] = l4;
+  out[2] = hl;
+  return ipEnd - hl;
+}
+
 export class TcpCoalescer {
   /** The super-frame being built (a handle), or -1. */
   private sh = -1;
@@ -36,39 +69,6 @@ export class TcpCoalescer {
 
   constructor(private readonly pool: PacketPool) {}
 
-  /**
-   * The layout of the TCP segment at b[fo, fo+len): sets l3/l4/hl/v4 in `out` and returns the
-   * payload length, or -1 when it is not a plain TCP segment with data (no VLAN, no IP options
-   * over IPv4, no IPv6 extension headers, not a fragment).
-   */
-  private parse(b: Uint8Array, fo: number, len: number, out: Int32Array): number {
-    if (len < 54) return -1;
-    const et = (b[fo + 12]! << 8) | b[fo + 13]!;
-    const l3 = 14;
-    let l4: number;
-    let ipEnd: number;
-    if (et === 0x0800) {
-      if (b[fo + l3] !== 0x45 || b[fo + l3 + 9] !== 6 || ((b[fo + l3 + 6]! & 0x3f) | b[fo + l3 + 7]!) !== 0) return -1;
-      l4 = l3 + 20;
-      ipEnd = l3 + ((b[fo + l3 + 2]! << 8) | b[fo + l3 + 3]!);
-      out[3] = 1;
-    } else if (et === 0x86dd) {
-      if (len < 74 || b[fo + l3 + 6] !== 6) return -1;
-      l4 = l3 + 40;
-      ipEnd = l4 + ((b[fo + l3 + 4]! << 8) | b[fo + l3 + 5]!);
-      out[3] = 0;
-    } else {
-      return -1;
-    }
-    const doff = (b[fo + l4 + 12]! >> 4) * 4;
-    const hl = l4 + doff;
-    if (doff < 20 || ipEnd > len || hl > ipEnd) return -1;
-    out[0] = l3;
-    out[1] = l4;
-    out[2] = hl;
-    return ipEnd - hl;
-  }
-
   private readonly lay = new Int32Array(4);
 
   /** Merge packet h (a decapsulated frame) into the open super-frame: true when merged (h released). */
@@ -77,7 +77,7 @@ export class TcpCoalescer {
     const pool = this.pool;
     const b = pool.bytes;
     const fo = pool.frameOffset(h);
-    const plen = this.parse(b, fo, pool.len[h]!, this.lay);
+    const plen = parseTcp(b, fo, pool.len[h]!, this.lay);
     if (plen <= 0 || plen > this.mss || this.lay[2] !== this.hl || this.lay[1] !== this.l4 || (this.lay[3] === 1) !== this.v4) return false;
     if (this.slen + plen > MAX_FRAME) return false;
     const s = this.sfo;
@@ -123,7 +123,7 @@ export class TcpCoalescer {
     const b = pool.bytes;
     const fo = pool.frameOffset(h);
     const len = pool.len[h]!;
-    const plen = this.parse(b, fo, len, this.lay);
+    const plen = parseTcp(b, fo, len, this.lay);
     if (plen <= 0) return;
     const l4 = this.lay[1]!;
     if (b[fo + l4 + 13] !== ACK || this.lay[2]! + plen !== len) return; // PSH alone, or Ethernet padding
@@ -187,4 +187,40 @@ export class TcpCoalescer {
     this.superFrames++;
     return true;
   }
+}
+
+const layout = new Int32Array(4);
+
+/**
+ * A decapsulated TCP frame larger than the tunnel can carry cannot have crossed a wire: a sender's
+ * kernel on this machine passed its TSO super-frame through a veth in one piece (a UDP tunnel GSO
+ * packet reaches a socket whole). Mark it as the super-frame it is, cut into frames of at most
+ * `maxFrame` bytes, with a partial checksum, so a port that takes no TSO gets it cut instead of
+ * dropped. Returns false (and leaves it) when it is not a plain TCP segment.
+ */
+export function markSuperFrame(pool: PacketPool, h: number, maxFrame: number): boolean {
+  const b = pool.bytes;
+  const fo = pool.frameOffset(h);
+  const ho = fo - VNET_HDR;
+  const len = pool.len[h]!;
+  const plen = parseTcp(b, fo, len, layout);
+  const mss = maxFrame - layout[2]!;
+  if (mss <= 0 || plen <= mss || layout[2]! + plen !== len) return false;
+  const l3 = layout[0]!;
+  const l4 = layout[1]!;
+  const v4 = layout[3] === 1;
+  if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) {
+    // A complete checksum: make it partial (the pseudo-header sum), as a TSO frame's is.
+    const sum = v4 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
+    const p = fold(sum + 6 + (len - l4));
+    b[fo + l4 + 16] = p >> 8;
+    b[fo + l4 + 17] = p & 0xff;
+    b[ho] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    pool.dv.setUint16(ho + 6, l4, true);
+    pool.dv.setUint16(ho + 8, 16, true);
+  }
+  b[ho + 1] = v4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6;
+  pool.dv.setUint16(ho + 2, layout[2]!, true);
+  pool.dv.setUint16(ho + 4, mss, true);
+  return true;
 }

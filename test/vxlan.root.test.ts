@@ -59,6 +59,10 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
   it('shows the inner MTU that works', () => {
     const text = dA.ok('show', 'vx0');
     assert.match(text, /inner MTU 1450 \(underlay MTU 1500 from the route to 192\.0\.2\.2/);
+    const v = dA.json<{ port: { peer: { innerMtu: number; socketDrops: number; sourcePorts: number[] } } }>('show', 'vx0').port.peer;
+    assert.equal(v.innerMtu, 1450);
+    assert.ok(v.socketDrops >= 0, 'the receiving socket\'s kernel drops are read');
+    assert.ok(v.sourcePorts.length > 1 && v.sourcePorts.every((p) => p >= 49152 && p <= 65535), `source ports ${v.sourcePorts}`);
   });
 
   it('MTU edge: inner 1450 at underlay 1500; a larger frame is dropped and counted', async () => {

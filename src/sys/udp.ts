@@ -152,6 +152,18 @@ export function getInt(fd: number, level: number, name: number, what: string): n
   return v[0]!;
 }
 
+export const SO_MEMINFO = 55;
+const SK_MEMINFO_VARS = 9;
+const SK_MEMINFO_DROPS = 8;
+
+/** Datagrams the kernel dropped at a socket (its receive buffer was full): SO_MEMINFO's drops. -1 when unreadable. */
+export function socketDrops(fd: number): number {
+  const v = new Uint32Array(SK_MEMINFO_VARS);
+  const len = new Uint32Array([v.byteLength]);
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, v, len) < 0) return -1;
+  return v[SK_MEMINFO_DROPS]!;
+}
+
 /** The port a socket is bound to. */
 export function boundPort(fd: number): number {
   const sa = new Uint8Array(SIZEOF_SOCKADDR_IN6);

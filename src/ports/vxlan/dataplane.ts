@@ -35,7 +35,7 @@ import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { Port } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
 import { libc } from '../../sys/index.ts';
-import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT } from '../../sys/udp.ts';
+import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, socketDrops, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT } from '../../sys/udp.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import {
   DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, VXLAN_HLEN,
@@ -411,6 +411,7 @@ export class VxlanPort extends Port {
       learned: this.table.size,
       counters: { ...extra, rx_gro_merged: this.gro?.merged ?? 0, rx_gro_super_frames: this.gro?.superFrames ?? 0 },
       gro: this.gro !== undefined,
+      socketDrops: socketDrops(s.rxFd),
     };
   }
 

@@ -18,6 +18,8 @@ export interface VxlanView {
   vteps: Array<{ address: string; remote: boolean; macs: number }>;
   learned: number;
   counters: Record<string, number>;
+  /** Datagrams the kernel dropped at the receiving socket (its buffer was full); -1: unknown. */
+  socketDrops: number;
 }
 
 export function renderVxlan(v: VxlanView, i: string): string {
@@ -30,6 +32,7 @@ export function renderVxlan(v: VxlanView, i: string): string {
   const drops = Object.entries(c).filter(([k, n]) => n > 0 && (k.includes('dropped') || k.includes('full') || k.includes('fail')));
   s += `\n${i}tunnel: ${c.tx_datagrams ?? 0} datagrams sent (${c.tx_gso_messages ?? 0} UDP_SEGMENT trains, ${c.tx_sendmmsg_calls ?? 0} sendmmsg calls, ${c.tx_flooded_copies ?? 0} flood copies)`;
   if (v.gro) s += `; received TCP coalesced: ${c.rx_gro_merged ?? 0} segments into ${c.rx_gro_super_frames ?? 0} super-frames`;
+  if (v.socketDrops > 0) drops.push(['udp_socket_drops (kernel: receive buffer full)', v.socketDrops]);
   s += drops.length ? `\n${i}${drops.map(([k, n]) => `${k}: ${n}`).join('  ')}` : `\n${i}no tunnel drops`;
   return s;
 }

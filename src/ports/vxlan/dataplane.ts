@@ -38,7 +38,7 @@ import { libc } from '../../sys/index.ts';
 import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, socketDrops, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT } from '../../sys/udp.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import {
-  DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, VXLAN_HLEN,
+  DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, sourcePort, SRC_PORT_MIN, VXLAN_HLEN,
 } from './header.ts';
 import { markPartialChecksum } from './csum.ts';
 import { markSuperFrame, TcpCoalescer } from './gro.ts';
@@ -289,7 +289,8 @@ export class VxlanPort extends Port {
         }
         c[C.tx_csum_sw]!++;
       }
-      const sock = flowHash(b, fo, len) % ntx;
+      // The flow's port in 49152..65535 (header.ts), sent from the socket whose block holds it.
+      const sock = ((sourcePort(flowHash(b, fo, len)) - SRC_PORT_MIN) * ntx) >>> 14;
       let vtep = -1;
       const d0 = b[fo]!;
       if ((d0 & 1) === 0) {

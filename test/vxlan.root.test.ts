@@ -135,6 +135,19 @@ describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', req
     const c = portCounters(dA, 'vx0');
     assert.equal(c.rx_dropped_malformed, 0, 'every datagram from Linux decapsulated');
   });
+
+  it('drops and counts datagrams of another VNI', async () => {
+    // A second Linux device on the same UDP port with VNI 43: its ARP requests reach pier's socket.
+    must('ip', ['-n', hB, 'link', 'add', 'vx43', 'type', 'vxlan', 'id', '43', 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0']);
+    must('ip', ['-n', hB, 'addr', 'add', '10.43.0.2/24', 'dev', 'vx43']);
+    must('ip', ['-n', hB, 'link', 'set', 'vx43', 'up']);
+    const before = portCounters(dA, 'vx0').rx_dropped_malformed!;
+    nsExec(hB, 'ping', ['-c', '2', '-i', '0.2', '-W', '1', '10.43.0.1']);
+    await waitFor(() => portCounters(dA, 'vx0').rx_dropped_malformed! > before, 5000, 'a VNI 43 datagram counted as malformed');
+    const v = dA.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer;
+    assert.ok(v.counters.rx_dropped_wrong_vni! >= 1, JSON.stringify(v.counters));
+    assert.match(dA.ok('show', 'vx0'), /rx_dropped_wrong_vni: \d+/);
+  });
 });
 
 describe('vxlan: head-end replication to two remotes (root)', requires(NEEDS.tun), () => {

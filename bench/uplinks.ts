@@ -23,6 +23,8 @@ const H = { a: `${tag}ha`, b: `${tag}hb` };
 const C = { a: `${tag}ca`, b: `${tag}cb` };
 const INNER = { a: '10.61.0.1', b: '10.61.0.2' };
 const UNDER = { a: '192.0.2.1', b: '192.0.2.2' };
+/** A 1500-byte wire less VXLAN over IPv4's 50 bytes: the containers' MTU on both tunnel paths. */
+const VXLAN_INNER_MTU = 1450;
 
 function run(cmd: string, args: string[], allowFail = false): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -48,9 +50,10 @@ function teardown(): void {
 }
 
 /** A container's end of a veth into its host, addressed (the Linux paths). */
-function linuxContainer(s: 'a' | 'b', br: string): void {
+function linuxContainer(s: 'a' | 'b', br: string, mtu: number): void {
   run('ip', ['link', 'add', `v${s}`, 'netns', H[s], 'type', 'veth', 'peer', 'name', 'eth0', 'netns', C[s]]);
-  ipn(H[s], 'link', 'set', `v${s}`, 'master', br, 'up');
+  ipn(H[s], 'link', 'set', `v${s}`, 'master', br, 'mtu', String(mtu), 'up');
+  ipn(C[s], 'link', 'set', 'eth0', 'mtu', String(mtu));
   ipn(C[s], 'addr', 'add', `${INNER[s]}/24`, 'dev', 'eth0');
   ipn(C[s], 'link', 'set', 'eth0', 'up');
 }
@@ -67,7 +70,7 @@ function linux(path: 'linux-bridge' | 'linux-vxlan'): void {
       ipn(H[s], 'link', 'add', 'vx42', 'type', 'vxlan', 'id', '42', 'dstport', '4789', 'local', UNDER[s], 'remote', UNDER[o]);
       ipn(H[s], 'link', 'set', 'vx42', 'master', 'br0', 'up');
     }
-    linuxContainer(s, 'br0');
+    linuxContainer(s, 'br0', path === 'linux-vxlan' ? VXLAN_INNER_MTU : 1500);
   }
 }
 
@@ -117,7 +120,7 @@ async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan'): Promis
     } else {
       pierCli(d, 'add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`);
     }
-    pierCli(d, 'add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0');
+    pierCli(d, 'add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(path === 'pier-vxlan' ? [`mtu=${VXLAN_INNER_MTU}`] : []));
   }
   return ds;
 }

@@ -93,7 +93,8 @@ describe('bad input (root)', requires(NEEDS.tun), () => {
   it('unknown option key, missing or unknown type, malformed words', () => {
     refused(['add-port', 'br0', 'p9', 'type=tap', 'colour=blue'], /unknown option key colour/, /valid keys: type, netns, ip, mac, mtu, ifname/);
     refused(['add-port', 'br0', 'p9', `netns=${ns}`], /no type/, /type=/);
-    refused(['add-port', 'br0', 'p9', 'type=vxlan'], /unknown port type 'vxlan'/);
+    refused(['add-port', 'br0', 'p9', 'type=frobnicate'], /unknown port type 'frobnicate'/, /types: tap, /);
+    refused(['add-port', 'br0', 'p9', 'type=vxlan', 'remote=192.0.2.2'], /a vxlan port needs vni=/, /add vni=/);
     refused(['add-port', 'br0', 'p9', 'type=tap', 'mtu'], /'mtu' is not an option/, /KEY=VALUE/);
   });
 

@@ -57,9 +57,9 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   if (!schema || typeof type !== 'string') throw new PierError('EINVAL', `unknown port type '${typeof type === 'string' ? type : JSON.stringify(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
   const { tag, trunks, ...own } = raw;
   const r = schema.safeParse(own);
-  if (!r.success) throw optionError(String(type), r.error.issues[0]!);
+  if (!r.success) throw optionError(String(type), r.error.issues[0]!, own);
   const v = vlanOptions.safeParse({ ...(tag === undefined ? {} : { tag }), ...(trunks === undefined ? {} : { trunks }) });
-  if (!v.success) throw optionError(String(type), v.error.issues[0]!);
+  if (!v.success) throw optionError(String(type), v.error.issues[0]!, { tag, trunks });
   if (v.data.tag !== undefined && v.data.trunks !== undefined) {
     throw new PierError('EINVAL', 'tag= and trunks= together: a port is an access port (tag=N, untagged frames in VLAN N) or a trunk (trunks=A,B, 802.1Q tagged)',
       'keep one of them (set-port: drop the other with tag= or trunks=)');
@@ -67,11 +67,12 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   return { ...r.data, ...v.data };
 }
 
-function optionError(type: string, issue: z.core.$ZodIssue): PierError {
+function optionError(type: string, issue: z.core.$ZodIssue, given: Record<string, unknown>): PierError {
   if (issue.code === 'unrecognized_keys') {
     return new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for a ${type} port`, `valid keys: ${optionKeys(type).join(', ')}`);
   }
   const key = String(issue.path[0] ?? '');
-  if (issue.code === 'invalid_type' && issue.input === undefined) return new PierError('EINVAL', `a ${type} port needs ${key}=`, `add ${key}=...`);
+  // A key left out: a type error, or a union's for fields that take a word or a stored value.
+  if ((issue.code === 'invalid_type' && issue.input === undefined) || (key !== '' && issue.path.length === 1 && given[key] === undefined)) return new PierError('EINVAL', `a ${type} port needs ${key}=`, `add ${key}=...`);
   return new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
 }

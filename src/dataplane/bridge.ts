@@ -146,6 +146,14 @@ export class Bridge {
           continue;
         }
         fo = pool.frameOffset(h);
+        // A second tag under the first (double tagging: VID 0 outside, another VLAN inside) would
+        // leave a trunk still tagged, in a VLAN that trunk never let in.
+        const inner = (b[fo + 12]! << 8) | b[fo + 13]!;
+        if (inner === TPID_8021Q || inner === TPID_8021AD || inner === TPID_QINQ_OLD) {
+          inPort.counters[C.rx_dropped_vlan]!++;
+          pool.release(h);
+          continue;
+        }
       }
       vlanOf[h] = vid;
       if (vid !== lastVid) {

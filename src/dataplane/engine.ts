@@ -10,7 +10,7 @@ import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
-import { applyVlan, pushTag, VLAN_TRUNK, type VlanConfig } from './vlan.ts';
+import { applyVlan, PUSH_TOO_BIG, pushTag, VLAN_TRUNK, type VlanConfig } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
@@ -371,7 +371,7 @@ export class Engine implements PortContext {
       if (vid !== 0) {
         h = pushTag(this.pool, h, vid);
         if (h < 0) {
-          p.counters[C.tx_dropped_no_buffer]!++;
+          p.counters[h === PUSH_TOO_BIG ? C.tx_dropped_too_big : C.tx_dropped_no_buffer]!++;
           continue;
         }
       }

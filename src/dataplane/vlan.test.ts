@@ -4,9 +4,9 @@ import fc from 'fast-check';
 import { C, newCounters } from './counters.ts';
 import { Engine } from './engine.ts';
 import { completeChecksum } from './offload.ts';
-import { PacketPool } from './pool.ts';
+import { BUF_SIZE, PacketPool, VNET_HDR } from './pool.ts';
 import { Port } from './port.ts';
-import { applyVlan, popTag, pushTag, VLAN_ACCESS, VLAN_IDS, VLAN_NONE, VLAN_TRUNK, vlanRanges, type PortVlan, type VlanConfig } from './vlan.ts';
+import { applyVlan, popTag, PUSH_TOO_BIG, pushTag, VLAN_ACCESS, VLAN_HLEN, VLAN_IDS, VLAN_NONE, VLAN_TRUNK, vlanRanges, type PortVlan, type VlanConfig } from './vlan.ts';
 import { readVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, writeVnetHdr } from './vnet.ts';
 
 fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 20241124) });
@@ -143,6 +143,23 @@ describe('push and pop of an 802.1Q tag', () => {
     small.refs[h] = 2;
     assert.equal(pushTag(small, h, 5), -1);
     assert.equal(small.refs[h], 1);
+  });
+});
+
+describe('a tag that does not fit', () => {
+  test('a frame filling its buffer to the last byte is refused (PUSH_TOO_BIG), released, and the next buffer is untouched', () => {
+    const p = new PacketPool(2);
+    const h = p.alloc();
+    const next = p.alloc();
+    const max = BUF_SIZE - VNET_HDR;
+    p.len[h] = max;
+    p.bytes.fill(0xab, p.hdrOffset(next), p.hdrOffset(next) + VNET_HDR);
+    assert.equal(pushTag(p, h, 10), PUSH_TOO_BIG);
+    assert.equal(p.refs[h], 0, 'released');
+    assert.deepEqual([...p.bytes.subarray(p.hdrOffset(next), p.hdrOffset(next) + VNET_HDR)], new Array(VNET_HDR).fill(0xab));
+    const k = p.alloc();
+    p.len[k] = max - VLAN_HLEN;
+    assert.ok(pushTag(p, k, 10) >= 0, 'four bytes shorter fits');
   });
 });
 
@@ -286,6 +303,15 @@ describe('a bridge with VLANs (engine, bridge and ports together)', () => {
     assert.equal(r.ports[4]!.counters[C.rx_dropped_vlan], 1);
     assert.deepEqual(r.ports.map(markers), [[3], [1], [4], [2], []]);
     assert.equal(free0(r), avail);
+  });
+
+  test('double tagging: a VID 0 tag over another VLAN\'s tag is dropped on the trunk, never carried into that VLAN', () => {
+    const r = rig([{ trunks: [20] }, { tag: 10 }, { trunks: [10, 20] }]);
+    const avail = r.engine.pool.available();
+    r.send(0, insertTag(insertTag(eth(BCAST, mac(1), 1), 10), 0));
+    assert.deepEqual(r.ports.map((p) => p.sent.length), [0, 0, 0]);
+    assert.equal(r.ports[0]!.counters[C.rx_dropped_vlan], 1);
+    assert.equal(r.engine.pool.available(), avail);
   });
 
   test('trunk: tagged frames of its VLANs enter popped, others are dropped; frames leave tagged with their VLAN', () => {

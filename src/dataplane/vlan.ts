@@ -7,7 +7,7 @@
 // the bytes after the MAC addresses by 4. A virtio-net header that asks for a partial checksum
 // (NEEDS_CSUM) has its csum_start moved with them, and a GSO super-frame's hdr_len too, so an
 // offload request stays valid across push and pop (segmentTcp reads one tag itself).
-import type { PacketPool } from './pool.ts';
+import { BUF_SIZE, VNET_HDR, type PacketPool } from './pool.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from './vnet.ts';
 
 export const TPID_8021Q = 0x8100;
@@ -68,6 +68,9 @@ export function applyVlan(p: PortVlan, cfg: VlanConfig | undefined): void {
   }
 }
 
+/** pushTag's answer for a frame a tag would make longer than a pool buffer. */
+export const PUSH_TOO_BIG = -2;
+
 /** Move a virtio-net header's frame offsets by `delta` bytes (a tag pushed: +4, popped: -4). */
 function shiftOffsets(b: Uint8Array, ho: number, delta: number): void {
   if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
@@ -86,11 +89,18 @@ function shiftOffsets(b: Uint8Array, ho: number, delta: number): void {
 /**
  * Insert an 802.1Q tag with VID `vid` (PCP 0) after the MAC addresses of packet h. In place when
  * h is a pool buffer nobody else holds; otherwise into a new buffer (h's reference released).
- * Returns the tagged packet's handle, or -1 (h released) when the pool is empty.
+ * Returns the tagged packet's handle, or -1 (h released) when the pool is empty, or
+ * PUSH_TOO_BIG (h released) when the tagged frame would not fit a buffer.
  */
 export function pushTag(pool: PacketPool, h: number, vid: number): number {
   const b = pool.bytes;
   const len = pool.len[h]!;
+  // A peer may send a frame that fills its buffer to the last byte: 4 more would overwrite the
+  // next buffer's header.
+  if (len > BUF_SIZE - VNET_HDR - VLAN_HLEN) {
+    pool.release(h);
+    return PUSH_TOO_BIG;
+  }
   let t = h;
   if (h >= pool.count || pool.refs[h] !== 1) {
     t = pool.alloc();

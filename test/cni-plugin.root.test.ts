@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, isIP, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkBuild, delNetns, makeNetns, must, NEEDS, nsExec, requires, ROOT, sh, TestDaemon, waitFor, type Prerequisite } from './helpers.ts';
 
@@ -85,6 +85,9 @@ function leases(dataDir: string, network: string): string[] {
 }
 
 /** A stand-in daemon: `answer` gives the reply line to each request, or undefined to hang up without one. */
+/** What a fake daemon's answer function returns to leave a request unanswered. */
+const HANG = { hang: true } as const;
+
 class FakeDaemon {
   readonly dir = mkdtempSync(join(tmpdir(), 'pier-cni-fake-'));
   readonly socket = join(this.dir, 'pier.sock');
@@ -105,6 +108,7 @@ class FakeDaemon {
         const arg = req.args[0] === undefined ? undefined : JSON.parse(req.args[0]);
         this.requests.push({ cmd: req.cmd, arg });
         const reply = this.answer(req.cmd, arg);
+        if (reply === HANG) return; // a daemon that is stuck: the connection stays open, unanswered
         if (reply) c.end(JSON.stringify(reply) + '\n');
         else c.destroy();
       });
@@ -228,6 +232,23 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.deepEqual(leases(ipamDir, network), []);
       const h = await fake(() => undefined);
       await fails('ADD', attachment(newNetns()), conf(h.socket), 11, /closed the connection without answering/);
+      assert.deepEqual(leases(ipamDir, network), []);
+    });
+
+    it('a daemon that takes the request and never answers: ADD and DEL end with 11 after PIER_CNI_TIMEOUT_MS; ADD gives its address back, DEL writes no tombstone and keeps it', async () => {
+      const h = await fake(() => HANG);
+      const env = { ...attachment(newNetns()), PIER_CNI_TIMEOUT_MS: '500' };
+      await fails('ADD', env, conf(h.socket), 11, /no answer in 0\.5 s/);
+      assert.deepEqual(h.requests.map((q) => q.cmd), ['cni-add', 'cni-del'], 'the port the daemon may have made is asked away');
+      assert.deepEqual(leases(ipamDir, network), []);
+      const held = await fake((_cmd, a) => addReply(a));
+      const ok = await cni('ADD', env, conf(held.socket));
+      assert.equal(ok.code, 0, ok.stdout);
+      await fails('DEL', env, conf(h.socket), 11, /no answer in 0\.5 s/);
+      assert.equal(existsSync(join(dirname(h.socket), 'cni-del')), false, 'a running daemon gets no tombstone');
+      assert.equal(leases(ipamDir, network).length, 1, 'the address stays while the port may still use it');
+      const del = await cni('DEL', env, conf(held.socket));
+      assert.equal(del.code, 0, del.stdout);
       assert.deepEqual(leases(ipamDir, network), []);
     });
 

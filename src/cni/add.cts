@@ -4,7 +4,7 @@
 import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DEFAULT_SOCKET_DIR, type NetConf } from './config.cts';
-import { daemonError, request } from './control.cts';
+import { DaemonUnreachable, daemonError, request } from './control.cts';
 import type { CniEnv } from './env.cts';
 import { CniError, CODE } from './errors.cts';
 import { ipamOf } from './ipam.cts';
@@ -21,9 +21,10 @@ export async function add(env: CniEnv, conf: NetConf): Promise<Record<string, un
   const attachment = { network: conf.name, containerId: env.containerId, ifname: env.ifname };
   let addrs: Result = { interfaces: [], ips: [], routes: [], dns: {} };
   let given: Record<string, unknown> | undefined;
-  if (ipam) ({ result: addrs, given } = ipam.add());
   let made = false;
   try {
+    // Inside the try: a result that cannot be read after the plugin allocated still gets its DEL.
+    if (ipam) ({ result: addrs, given } = ipam.add());
     const t0 = performance.now();
     const reply = await request(conf.socket, 'cni-add', {
       ...attachment,
@@ -53,7 +54,8 @@ export async function add(env: CniEnv, conf: NetConf): Promise<Record<string, un
     return writeResult(mergeResult(conf.prevResult, iface, addrs, conf.isGateway), conf.cniVersion);
   } catch (e) {
     // The port exists when what failed came after the daemon's answer: it goes first.
-    if (made) await request(conf.socket, 'cni-del', attachment).catch((d: Error) => log.error(`the port of the failed ADD could not be removed: ${d.message}`));
+    // So may it when the daemon got the request and did not answer in time.
+    if (made || (e instanceof DaemonUnreachable && !e.notRunning)) await request(conf.socket, 'cni-del', attachment).catch((d: Error) => log.error(`the port of the failed ADD could not be removed: ${d.message}`));
     if (ipam) {
       try {
         ipam.del();

@@ -7,10 +7,19 @@ import { CniError, CODE } from './errors.cts';
 
 /** Nothing answered: no socket, nobody listening, or the daemon went away mid-request. */
 export class DaemonUnreachable extends Error {
-  constructor(readonly socket: string, why: string) {
+  constructor(readonly socket: string, why: string,
+    /** Nothing listens (no socket, ECONNREFUSED): the daemon is not running, so it did nothing. */
+    readonly notRunning = false) {
     super(`the pier daemon at ${socket} is not reachable (${why})`);
   }
 }
+
+/**
+ * How long a request may wait for its answer. The daemon runs requests one at a time and a
+ * container's ADD takes milliseconds, so this bounds only a daemon that is stuck: a runtime then
+ * gets code 11 instead of a plugin that never returns. PIER_CNI_TIMEOUT_MS overrides it.
+ */
+const TIMEOUT_MS = Number(process.env.PIER_CNI_TIMEOUT_MS) > 0 ? Number(process.env.PIER_CNI_TIMEOUT_MS) : 30_000;
 
 /** The daemon answered no: pier's error code, message and hint. */
 export class DaemonRefused extends Error {
@@ -34,6 +43,7 @@ export function request(socket: string, cmd: string, arg?: unknown): Promise<unk
       f();
     };
     s.setEncoding('utf8');
+    s.setTimeout(TIMEOUT_MS, () => finish(() => reject(new DaemonUnreachable(socket, `no answer in ${TIMEOUT_MS / 1000} s`))));
     s.once('connect', () => s.write(line));
     s.on('data', (d: string) => {
       buf += d;
@@ -47,13 +57,14 @@ export function request(socket: string, cmd: string, arg?: unknown): Promise<unk
           reject(new DaemonRefused('EPROTO', `the pier daemon at ${socket} answered something that is not JSON`, 'is this socket a pier daemon\'s? See its log'));
           return;
         }
-        if (r.ok) resolve(r.result);
+        if (r === null || typeof r !== 'object') reject(new DaemonRefused('EPROTO', `the pier daemon at ${socket} answered something that is not a reply`, 'is this socket a pier daemon\'s? See its log'));
+        else if (r.ok) resolve(r.result);
         else reject(new DaemonRefused(r.error.code, r.error.message, r.error.hint));
       });
     });
     s.once('error', (e: NodeJS.ErrnoException) => finish(() => {
       if (e.code === 'EACCES' || e.code === 'EPERM') reject(new DaemonRefused('EPERM', `permission denied on ${socket}`, 'pier-cni runs as root, as runtimes run CNI plugins'));
-      else reject(new DaemonUnreachable(socket, e.code ?? e.message));
+      else reject(new DaemonUnreachable(socket, e.code ?? e.message, e.code === 'ENOENT' || e.code === 'ECONNREFUSED'));
     }));
     s.once('close', () => finish(() => reject(new DaemonUnreachable(socket, 'it closed the connection without answering'))));
   });

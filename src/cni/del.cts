@@ -1,7 +1,8 @@
-// DEL: best effort and idempotent (spec section 2). The daemon removes the port (nothing to
-// remove is no error); a daemon that is not running gets a tombstone it applies when it starts;
-// then the IPAM plugin releases the addresses, always, and after the port is gone, so they are
-// never handed to another container while this one still has them.
+// DEL: idempotent (spec section 2). The daemon removes the port (nothing to remove is no error);
+// a daemon that is not running gets a tombstone it applies when it starts; then the IPAM plugin
+// releases the addresses, after the port is gone, so they are never handed to another container
+// while this one still has them. A daemon that runs but does not answer fails the DEL (code 11):
+// the runtime tries again.
 import { writeTombstone } from './attachment.cts';
 import type { NetConf } from './config.cts';
 import { DaemonUnreachable, daemonError, request } from './control.cts';
@@ -17,7 +18,9 @@ export async function del(env: CniEnv, conf: NetConf): Promise<void> {
     const r = await request(conf.socket, 'cni-del', attachment) as { removed: string | null };
     log.debug(r.removed ? `port ${r.removed} removed` : 'no port to remove');
   } catch (e) {
-    if (e instanceof DaemonUnreachable) {
+    // A tombstone only when the daemon is not running: one that is running but did not answer
+    // may have removed the port or may not; the runtime retries DEL (code 11).
+    if (e instanceof DaemonUnreachable && e.notRunning) {
       try {
         log.warn(`${e.message}: the removal is left for it in ${writeTombstone(conf.socket, attachment)}`);
       } catch (t) {
@@ -29,6 +32,8 @@ export async function del(env: CniEnv, conf: NetConf): Promise<void> {
       failed = e;
     }
   }
-  ipam?.del();
+  // The addresses go only once the port is gone (or sure to go): never to another container while
+  // this one still has them.
   if (failed) throw daemonError(failed);
+  ipam?.del();
 }

@@ -27,6 +27,8 @@ export function findPlugin(type: string, dirs: readonly string[]): string {
     `looked in ${dirs.length > 0 ? dirs.join(', ') : '(CNI_PATH is empty)'}; install it (Debian: apt-get install containernetworking-plugins, in /usr/lib/cni) and add its directory to the runtime's CNI bin dirs`);
 }
 
+const PLUGIN_TIMEOUT_MS = 60_000;
+
 export function execPlugin(path: string, verb: string, conf: object | undefined): PluginAnswer {
   const r = spawnSync(path, [], {
     input: conf === undefined ? '' : JSON.stringify(conf),
@@ -34,8 +36,15 @@ export function execPlugin(path: string, verb: string, conf: object | undefined)
     stdio: ['pipe', 'pipe', 'inherit'],
     encoding: 'utf8',
     maxBuffer: 16 << 20,
+    // A delegated plugin that hangs (a DHCP IPAM with no server) must not hang the runtime.
+    timeout: PLUGIN_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
-  if (r.error) throw new CniError(CODE.ipamFailed, `could not run ${path}: ${r.error.message}`, 'check that the IPAM plugin is an executable for this machine');
+  if (r.error) {
+    const timedOut = (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT';
+    throw new CniError(CODE.ipamFailed, timedOut ? `${path} ${verb} did not finish in ${PLUGIN_TIMEOUT_MS / 1000} s` : `could not run ${path}: ${r.error.message}`,
+      timedOut ? 'look at the IPAM plugin (its server, its lock files)' : 'check that the IPAM plugin is an executable for this machine');
+  }
   const out = r.stdout.trim();
   let parsed: unknown;
   try {

@@ -106,7 +106,7 @@ export class Daemon {
       this.log.info({ from: this.store.loadedVersion, kept }, 'state file migrated');
     }
     // Attachments whose containers went away while the daemon was down (a reboot) go first.
-    await this.reapAttachments();
+    await this.reapAttachments(true);
     for (const [br, b] of Object.entries(this.state.bridges)) {
       await this.realizeBridge(br);
       for (const name of Object.keys(b.ports)) await this.reconcile(name, false);
@@ -468,6 +468,7 @@ export class Daemon {
   /** The 5 s retry: every port that is desired and not running is reconciled again. */
   private async retryFailed(): Promise<void> {
     await this.reapAttachments();
+    if (this.derivedStale) await this.syncDerived().then(() => this.persist(), (e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade still not up to date; will retry'));
     for (const rt of [...this.ports.values()]) if (!rt.dev) await this.reconcile(rt.name, false);
   }
 
@@ -508,6 +509,8 @@ export class Daemon {
   private async cniAdd(req: CniAddRequest): Promise<unknown> {
     const name = attachmentPort(req.network, req.containerId, req.ifname);
     checkName('bridge', req.bridge);
+    const taken = this.desired(name);
+    if (taken && taken.port.owner?.kind !== 'cni') throw new PierError('EEXIST', `port ${name} exists and was not made by pier-cni`, `rename or remove that port (pier del-port ${taken.bridge} ${name}): the cni- names are pier-cni's`);
     if (this.desired(req.bridge)) throw new PierError('EEXIST', `${req.bridge} is the name of a port, not a bridge`, 'set "bridge" in the network config to another name');
     // An older port of the same attachment (a runtime that lost ADD's answer and tries again) goes first.
     if (await this.dropPort(name)) this.log.info({ port: name }, 'cni: replacing the port of the same attachment');
@@ -551,7 +554,8 @@ export class Daemon {
   /** DEL: never an error for what is already gone (the port, its namespace, the bridge). */
   private async cniDel(req: { network: string; containerId: string; ifname: string }): Promise<unknown> {
     const name = attachmentPort(req.network, req.containerId, req.ifname);
-    const removed = await this.dropPort(name);
+    // Only a port pier-cni made: a user's port that happens to have the name stays.
+    const removed = this.desired(name)?.port.owner?.kind === 'cni' && await this.dropPort(name);
     if (removed) {
       await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
       this.persist();
@@ -606,14 +610,16 @@ export class Daemon {
    * runtime that died before DEL), and the DELs the plugin left while the daemon was down. Their
    * addresses go back to IPAM. At start and on every retry.
    */
-  private async reapAttachments(): Promise<void> {
+  private async reapAttachments(starting = false): Promise<void> {
     const gone: Array<{ name: string; owner: CniOwner }> = [];
     for (const a of this.attachments()) {
       if (a.owner.netns === undefined) continue;
       const path = netnsPath(a.owner.netns);
       if (!netnsExists(path) || (a.owner.netnsId !== undefined && namespaceId(path) !== a.owner.netnsId)) gone.push(a);
     }
-    for (const t of this.tombstones()) {
+    // Tombstones only at start: they were left while no daemon ran. Read later, one could name an
+    // attachment the runtime has made again since (the same container and interface).
+    for (const t of starting ? this.tombstones() : []) {
       const a = this.attachments().find((x) => x.name === attachmentPort(t.network, t.containerId, t.ifname));
       if (a && !gone.some((g) => g.name === a.name)) gone.push(a);
     }
@@ -677,10 +683,24 @@ export class Daemon {
     child.stdin?.end(JSON.stringify(ipam.conf));
   }
 
-  /** Bring the gateway ports and the masquerade table to what the attachments need. */
+  /** The last syncDerived failed: the 5 s retry runs it again until it succeeds. */
+  private derivedStale = false;
+
+  /** Bring the gateway ports and the masquerade table to what the attachments need (both, even if one fails). */
   private async syncDerived(): Promise<void> {
-    await this.syncGateways();
-    this.syncMasquerade();
+    let failed: Error | undefined;
+    try {
+      await this.syncGateways();
+    } catch (e) {
+      failed = e as Error;
+    }
+    try {
+      this.syncMasquerade();
+    } catch (e) {
+      failed ??= e as Error;
+    }
+    this.derivedStale = failed !== undefined;
+    if (failed !== undefined) throw failed;
   }
 
   private async syncGateways(): Promise<void> {

@@ -410,7 +410,7 @@ export class VxlanPort extends Port {
       send: this.gso ? 'sendmmsg+UDP_SEGMENT' : 'sendmmsg',
       vteps: this.vtepSa.map((sa, i) => ({ address: sockaddrText(sa, 0), remote: i < s.remotes.length, macs: byVtep[i] ?? 0 })),
       learned: this.table.size,
-      counters: { ...extra, rx_gro_merged: this.gro?.merged ?? 0, rx_gro_super_frames: this.gro?.superFrames ?? 0 },
+      counters: { ...extra, rx_gro_merged: this.gro?.merged ?? 0, rx_gro_super_frames: this.gro?.superFrames ?? 0, rx_gro_bad_checksum: this.gro?.badChecksum ?? 0 },
       gro: this.gro !== undefined,
       socketDrops: socketDrops(s.rxFd),
     };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { checksum } from '../../dataplane/checksum.ts';
+import { checksum, sumWords } from '../../dataplane/checksum.ts';
 import { completeChecksum, segmentTcp } from '../../dataplane/offload.ts';
 import { PacketPool } from '../../dataplane/pool.ts';
 import { markSuperFrame, TcpCoalescer } from './gro.ts';
@@ -35,10 +35,32 @@ function segment(pool: PacketPool, seq: number, payload: number, flags = 0x10, i
   b.set([1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6], t + 20);
   for (let i = 0; i < payload; i++) b[f + hl + i] = (seq + i) & 0xff;
   pool.len[h] = hl + payload;
+  // A complete TCP checksum, as a segment from the wire has (the coalescer verifies it).
+  const tcpLen = 32 + payload;
+  const c4 = checksum(b, t, f + hl + payload, sumWords(b, f + 26, f + 34, 0) + 6 + tcpLen);
+  b[t + 16] = c4 >> 8;
+  b[t + 17] = c4 & 0xff;
   return h;
 }
 
 describe('receive coalescing (gro.ts)', () => {
+  test('a segment whose own checksum is wrong is neither merged nor starts a super-frame: it leaves alone, for its receiver to drop', () => {
+    const pool = new PacketPool(16);
+    const g = new TcpCoalescer(pool);
+    const a = segment(pool, 1000, 1398);
+    const bad = segment(pool, 2398, 1398, 0x10, 2);
+    pool.bytes[pool.frameOffset(bad) + 66 + 100]! ^= 0x01; // one bit flipped on the wire
+    g.open(a);
+    assert.equal(g.offer(bad), false);
+    assert.equal(g.badChecksum, 1);
+    assert.equal(g.close(), false, 'nothing merged');
+    const bad2 = segment(pool, 5000, 1398);
+    pool.bytes[pool.frameOffset(bad2) + 66]! ^= 0x80;
+    g.open(bad2);
+    assert.equal(g.offer(segment(pool, 6398, 1398, 0x10, 2)), false, 'a bad segment opens nothing');
+    assert.equal(g.badChecksum, 2);
+  });
+
   test('consecutive segments become one TSO super-frame that segments back to the same bytes', () => {
     const pool = new PacketPool(64);
     const g = new TcpCoalescer(pool);

@@ -4,9 +4,12 @@
 // kernel in one write, as a NIC's GRO would; a port that takes no TSO gets it cut again by the
 // engine. Only what Linux's tcp_gro_receive would merge is merged: same Ethernet, IP and TCP
 // headers apart from lengths, IPv4 ID and checksums; the next sequence number; flags ACK (PSH ends
-// a super-frame); equal options (timestamps); every segment the first one's size but the last. The
-// segments' own checksums are not checked again: the kernel verified the outer UDP checksum that
-// covers them (a sender that sends a zero outer checksum over IPv4 gets no check; see uplinks.md).
+// a super-frame); equal options (timestamps); every segment the first one's size but the last.
+// Each segment's own TCP checksum is verified before it is merged (the super-frame leaves with a
+// fresh partial checksum, which its receiver trusts): the outer UDP checksum cannot be relied on,
+// since Linux vxlan over IPv4 sends none by default. A segment whose checksum is wrong is not
+// merged; it leaves alone, for its receiver to drop. A segment a sender on this machine left
+// partial (NEEDS_CSUM, csum.ts) never crossed a wire and is merged as it is.
 import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { VNET_HDR } from '../../dataplane/pool.ts';
@@ -50,6 +53,16 @@ function parseTcp(b: Uint8Array, fo: number, len: number, out: Int32Array): numb
   return ipEnd - hl;
 }
 
+/** The TCP checksum of the segment at b[fo..] (layout in `lay`, `plen` payload bytes) is complete and right, or left partial by a local sender. */
+function checksumOk(b: Uint8Array, fo: number, lay: Int32Array, plen: number): boolean {
+  if ((b[fo - VNET_HDR]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return true;
+  const l3 = lay[0]!;
+  const l4 = lay[1]!;
+  const l4len = lay[2]! - l4 + plen;
+  const pseudo = lay[3] === 1 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
+  return checksum(b, fo + l4, fo + l4 + l4len, pseudo + 6 + l4len) === 0;
+}
+
 export class TcpCoalescer {
   /** The super-frame being built (a handle), or -1. */
   private sh = -1;
@@ -66,6 +79,8 @@ export class TcpCoalescer {
   /** Segments merged into another, and super-frames made. */
   merged = 0;
   superFrames = 0;
+  /** Segments not merged because their own TCP checksum was wrong. */
+  badChecksum = 0;
 
   constructor(private readonly pool: PacketPool) {}
 
@@ -100,6 +115,10 @@ export class TcpCoalescer {
     const seq = ((b[fo + l4 + 4]! << 24) | (b[fo + l4 + 5]! << 16) | (b[fo + l4 + 6]! << 8) | b[fo + l4 + 7]!) >>> 0;
     if (seq !== this.nextSeq) return false;
     for (let i = l4 + 20; i < this.hl; i++) if (b[s + i] !== b[fo + i]) return false;
+    if (!checksumOk(b, fo, this.lay, plen)) {
+      this.badChecksum++;
+      return false;
+    }
     // Merge: the payload after the super-frame's, the latest window.
     b.copyWithin(s + this.slen, fo + this.hl, fo + this.hl + plen);
     this.slen += plen;
@@ -127,6 +146,10 @@ export class TcpCoalescer {
     if (plen <= 0) return;
     const l4 = this.lay[1]!;
     if (b[fo + l4 + 13] !== ACK || this.lay[2]! + plen !== len) return; // PSH alone, or Ethernet padding
+    if (!checksumOk(b, fo, this.lay, plen)) {
+      this.badChecksum++;
+      return;
+    }
     this.sh = h;
     this.sfo = fo;
     this.slen = len;

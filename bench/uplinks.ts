@@ -2,12 +2,11 @@
 // uplink and a VXLAN tunnel, beside the Linux bridge with the wire enslaved and Linux vxlan +
 // bridge, in the same run, both directions. Method: bench/uplinks.md.
 // Usage (root, after npm run build): node --import tsx bench/uplinks.ts [--rounds N] [--seconds T]
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { machine, median, option, threadCpu } from './common.ts';
-import { iperf, PIER, ROOT, waitFor } from '../test/helpers.ts';
+import { iperf, ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 6);
@@ -74,55 +73,22 @@ function linux(path: 'linux-bridge' | 'linux-vxlan'): void {
   }
 }
 
-interface HostDaemon { proc: ChildProcess; socket: string; dir: string; log: string }
-
-async function startPier(host: string): Promise<HostDaemon> {
-  const dir = mkdtempSync(join(tmpdir(), 'pier-bench-'));
-  const socket = join(dir, 'pier.sock');
-  const d: HostDaemon = { proc: spawn('ip', ['netns', 'exec', host, PIER, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] }), socket, dir, log: '' };
-  d.proc.stdout!.on('data', (b) => (d.log += b));
-  d.proc.stderr!.on('data', (b) => (d.log += b));
-  await waitFor(() => {
-    if (d.proc.exitCode !== null) throw new Error(`pier daemon in ${host} exited: ${d.log}`);
-    return d.log.includes('pier daemon ready');
-  }, 20_000, () => `pier in ${host} to be ready: ${d.log}`);
-  return d;
-}
-
-function pierCli(d: HostDaemon, ...args: string[]): string {
-  const r = spawnSync(PIER, args, { encoding: 'utf8', env: { ...process.env, PIER_SOCKET: d.socket } });
-  if (r.status !== 0) throw new Error(`pier ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function stopPier(d: HostDaemon): Promise<void> {
-  const show = spawnSync(PIER, ['show', '--json'], { encoding: 'utf8', env: { ...process.env, PIER_SOCKET: d.socket } });
-  if (show.status === 0) for (const b of JSON.parse(show.stdout).bridges) spawnSync(PIER, ['del-br', b.name], { env: { ...process.env, PIER_SOCKET: d.socket } });
-  if (d.proc.exitCode === null) {
-    const done = new Promise((r) => d.proc.once('exit', r));
-    d.proc.kill('SIGTERM');
-    await done;
-  }
-  rmSync(d.dir, { recursive: true, force: true });
-}
-
-/** Both hosts' pier with the uplink of `path`; returns the daemons (dataplane thread of host a measured). */
-async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan'): Promise<HostDaemon[]> {
-  const ds: HostDaemon[] = [];
+/** Both hosts' pier with the uplink of `path`, each daemon pushed onto `ds` as it starts (so a failure still cleans it up). */
+async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan', ds: TestDaemon[]): Promise<void> {
   for (const s of ['a', 'b'] as const) {
-    const d = await startPier(H[s]);
+    const d = new TestDaemon(H[s]);
     ds.push(d);
+    await d.start();
     const o = s === 'a' ? 'b' : 'a';
-    pierCli(d, 'add-br', 'br0');
+    d.ok('add-br', 'br0');
     if (path === 'pier-vxlan') {
       ipn(H[s], 'addr', 'add', `${UNDER[s]}/24`, 'dev', `w${s}`);
-      pierCli(d, 'add-port', 'br0', 'up0', 'type=vxlan', 'vni=42', `remote=${UNDER[o]}`, `local=${UNDER[s]}`);
+      d.ok('add-port', 'br0', 'up0', 'type=vxlan', 'vni=42', `remote=${UNDER[o]}`, `local=${UNDER[s]}`);
     } else {
-      pierCli(d, 'add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`);
+      d.ok('add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`);
     }
-    pierCli(d, 'add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(path === 'pier-vxlan' ? [`mtu=${VXLAN_INNER_MTU}`] : []));
+    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(path === 'pier-vxlan' ? [`mtu=${VXLAN_INNER_MTU}`] : []));
   }
-  return ds;
 }
 
 function record(path: Path, dir: Dir, s: Sample): void {
@@ -131,12 +97,12 @@ function record(path: Path, dir: Dir, s: Sample): void {
   console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s${s.cpu !== undefined ? `  pier dataplane CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
-async function measure(path: Path, daemon?: HostDaemon): Promise<void> {
+async function measure(path: Path, daemon?: TestDaemon): Promise<void> {
   await waitFor(() => spawnSync('ip', ['netns', 'exec', C.a, 'ping', '-c', '1', '-W', '1', INNER.b]).status === 0, 20_000, `${path}: ${INNER.a} to reach ${INNER.b}`);
   let pid = 0;
   let tid = 0;
   if (daemon) {
-    const show = JSON.parse(pierCli(daemon, 'show', '--json'));
+    const show = daemon.json('show');
     pid = show.pid;
     tid = show.dataplane.tid;
   }
@@ -152,12 +118,12 @@ async function measure(path: Path, daemon?: HostDaemon): Promise<void> {
 async function onePath(path: Path): Promise<void> {
   if (unavailable[path]) return;
   topology();
-  let ds: HostDaemon[] = [];
+  const ds: TestDaemon[] = [];
   try {
     if (path === 'linux-bridge' || path === 'linux-vxlan') linux(path);
     else {
       try {
-        ds = await pier(path);
+        await pier(path, ds);
       } catch (e) {
         // A port kind this checkout does not have yet: reported, not measured.
         if (/unknown port type/.test((e as Error).message)) {
@@ -170,7 +136,7 @@ async function onePath(path: Path): Promise<void> {
     }
     await measure(path, ds[0]);
   } finally {
-    for (const d of ds) await stopPier(d);
+    for (const d of ds) await d.cleanup();
     teardown();
   }
 }

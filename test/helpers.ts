@@ -137,6 +137,9 @@ export function must(cmd: string, args: string[]): string {
 
 /** A daemon with its own socket and state dir, so tests never touch a real installation. */
 export class TestDaemon {
+  /** `ns`: run the daemon inside that named network namespace (a "host" of the uplink tests), so its ports' default namespace is the host's. */
+  constructor(readonly ns?: string) {}
+
   readonly dir = mkdtempSync(join(tmpdir(), 'pier-test-'));
   readonly socket = join(this.dir, 'pier.sock');
   readonly stateDir = join(this.dir, 'state');
@@ -166,14 +169,21 @@ export class TestDaemon {
   private async startOnce(extra: string[], timeoutMs: number): Promise<void> {
     this.log = '';
     checkBuild();
-    const p = spawn(PIER, ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = ['daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra];
+    const p = this.ns === undefined
+      ? spawn(PIER, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('ip', ['netns', 'exec', this.ns, PIER, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = p;
     p.stdout.on('data', (d) => (this.log += d));
     p.stderr.on('data', (d) => (this.log += d));
     await waitFor(() => {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`daemon exited (${p.exitCode ?? p.signalCode}): ${this.log}`);
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`daemon${this.where} exited (${p.exitCode ?? p.signalCode}): ${this.log}`);
       return this.log.includes('pier daemon ready');
-    }, timeoutMs, () => `the daemon to be ready: ${this.log}`, 50);
+    }, timeoutMs, () => `the daemon${this.where} to be ready: ${this.log}`, 50);
+  }
+
+  private get where(): string {
+    return this.ns === undefined ? '' : ` in ${this.ns}`;
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

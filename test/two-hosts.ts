@@ -4,26 +4,13 @@
 // sides), each with a bridge br0 and "containers" (namespaces) on tap ports of its pier. IPv6 is
 // off on the hosts, so the wire carries what the containers send and nothing else. Nothing leaves
 // the machine. cleanup() removes daemons, namespaces and the wire whatever failed.
-import { spawn } from 'node:child_process';
-import { checkBuild, delNetns, IN_VM, makeNetns, must, PIER, TestDaemon, waitFor } from './helpers.ts';
+import { delNetns, makeNetns, must, TestDaemon, waitFor } from './helpers.ts';
 
-/** A pier daemon running inside the namespace of its host. */
+/** A pier daemon running inside the namespace of its host (TestDaemon with a namespace). */
 export class HostDaemon extends TestDaemon {
-  constructor(readonly ns: string) {
-    super();
-  }
-
-  override async start(extra: string[] = []): Promise<void> {
-    this.log = '';
-    checkBuild();
-    const p = spawn('ip', ['netns', 'exec', this.ns, PIER, 'daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = p;
-    p.stdout.on('data', (d) => (this.log += d));
-    p.stderr.on('data', (d) => (this.log += d));
-    await waitFor(() => {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`daemon in ${this.ns} exited (${p.exitCode ?? p.signalCode}): ${this.log}`);
-      return this.log.includes('pier daemon ready');
-    }, IN_VM ? 300_000 : 20_000, () => `the daemon in ${this.ns} to be ready: ${this.log}`, 50);
+  declare readonly ns: string;
+  constructor(ns: string) {
+    super(ns);
   }
 }
 

@@ -3,28 +3,10 @@
 // wires with underlay addresses; "containers" are namespaces on the hosts' tap ports. IPv6 is off
 // in every namespace so the only frames on a wire are the ones a test sends (no ND, no MLD), and
 // wire counters can be compared. Nothing leaves the machine.
-import { spawn } from 'node:child_process';
-import { checkBuild, delNetns, makeNetns, must, PIER, sh, TestDaemon, waitFor } from './helpers.ts';
+import { delNetns, makeNetns, must, sh, type TestDaemon } from './helpers.ts';
+import { HostDaemon } from './two-hosts.ts';
 
-/** A pier daemon running inside host namespace `ns`. */
-export class HostDaemon extends TestDaemon {
-  constructor(readonly ns: string) {
-    super();
-  }
-
-  override async start(extra: string[] = []): Promise<void> {
-    this.log = '';
-    checkBuild();
-    const p = spawn('ip', ['netns', 'exec', this.ns, PIER, 'daemon', '--socket', this.socket, '--state-dir', this.stateDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = p;
-    p.stdout.on('data', (d) => (this.log += d));
-    p.stderr.on('data', (d) => (this.log += d));
-    await waitFor(() => {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`daemon in ${this.ns} exited (${p.exitCode ?? p.signalCode}): ${this.log}`);
-      return this.log.includes('pier daemon ready');
-    }, 20_000, () => `the daemon in ${this.ns} to be ready: ${this.log}`, 50);
-  }
-}
+export { HostDaemon };
 
 /** Namespaces and daemons a test made; cleanup() removes them all, whatever failed. */
 export class Lab {

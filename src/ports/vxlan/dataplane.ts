@@ -28,6 +28,7 @@
 // one super-frame per train rather than one write per 1464-byte frame.
 // Through pier to a Linux vxlan device behind a Linux bridge: pier -> Linux 2.2-2.5, Linux -> pier 4.3-4.9.
 import { C } from '../../dataplane/counters.ts';
+import { Fdb } from '../../dataplane/fdb.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import { completeChecksum } from '../../dataplane/offload.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
@@ -42,7 +43,6 @@ import {
 } from './header.ts';
 import { markPartialChecksum } from './csum.ts';
 import { markSuperFrame, TcpCoalescer } from './gro.ts';
-import { VtepTable } from './learn.ts';
 import type { VxlanSpec } from './options.ts';
 import type { VxlanView } from './view.ts';
 
@@ -94,7 +94,8 @@ export class VxlanPort extends Port {
   private vteps: number;
   private readonly addrLen: number;
   private readonly addrAt: number;
-  readonly table = new VtepTable(4096);
+  /** Inner MAC -> the VTEP index it was last seen behind: the bridge's FDB, with VTEPs for ports (learned, aged, bounded alike). */
+  readonly table = new Fdb(4096);
   private readonly rxHandles = new Int32Array(RX_BATCH);
   // The batch being built: per message its packets, bytes, first iovec, datagram length, VTEP.
   private readonly msgPkts = new Int32Array(TX_MSGS);
@@ -395,7 +396,8 @@ export class VxlanPort extends Port {
 
   override describe(): VxlanView {
     const s = this.spec;
-    const byVtep = this.table.countByVtep(this.vteps);
+    const byVtep = new Array<number>(this.vteps).fill(0);
+    for (const e of this.table.entries(Date.now() / 1000)) byVtep[e.port] = (byVtep[e.port] ?? 0) + 1;
     const extra: Record<string, number> = {};
     for (const [k, i] of Object.entries(X)) extra[k] = this.extra[i]!;
     return {

@@ -68,6 +68,9 @@ export function applyVlan(p: PortVlan, cfg: VlanConfig | undefined): void {
   }
 }
 
+/** Destination and source MAC addresses: a tag goes right after them. */
+const ETH_ADDRS = 12;
+
 /** pushTag's answer for a frame a tag would make longer than a pool buffer. */
 export const PUSH_TOO_BIG = -2;
 
@@ -93,38 +96,20 @@ function shiftOffsets(b: Uint8Array, ho: number, delta: number): void {
  * PUSH_TOO_BIG (h released) when the tagged frame would not fit a buffer.
  */
 export function pushTag(pool: PacketPool, h: number, vid: number): number {
-  const b = pool.bytes;
-  const len = pool.len[h]!;
   // A peer may send a frame that fills its buffer to the last byte: 4 more would overwrite the
   // next buffer's header.
-  if (len > BUF_SIZE - VNET_HDR - VLAN_HLEN) {
+  if (pool.len[h]! > BUF_SIZE - VNET_HDR - VLAN_HLEN) {
     pool.release(h);
     return PUSH_TOO_BIG;
   }
-  let t = h;
-  if (h >= pool.count || pool.refs[h] !== 1) {
-    t = pool.alloc();
-    if (t < 0) {
-      pool.release(h);
-      return -1;
-    }
-    const ho = pool.hdrOffset(h);
-    const to = pool.hdrOffset(t);
-    b.copyWithin(to, ho, ho + 12 + 12); // virtio-net header and MAC addresses
-    b.copyWithin(to + 12 + 16, ho + 12 + 12, ho + 12 + len);
-    pool.release(h);
-  } else {
-    const fo = pool.frameOffset(h);
-    b.copyWithin(fo + 16, fo + 12, fo + len);
-  }
-  const ho = pool.hdrOffset(t);
-  const fo = ho + 12;
+  const t = moveAfterMacs(pool, h, VLAN_HLEN);
+  if (t < 0) return t;
+  const fo = pool.frameOffset(t);
+  const b = pool.bytes;
   b[fo + 12] = TPID_8021Q >>> 8;
   b[fo + 13] = TPID_8021Q & 0xff;
   b[fo + 14] = vid >>> 8;
   b[fo + 15] = vid & 0xff;
-  pool.len[t] = len + VLAN_HLEN;
-  shiftOffsets(b, ho, VLAN_HLEN);
   return t;
 }
 
@@ -135,8 +120,20 @@ export function pushTag(pool: PacketPool, h: number, vid: number): number {
  * pool is empty.
  */
 export function popTag(pool: PacketPool, h: number): number {
+  return moveAfterMacs(pool, h, -VLAN_HLEN);
+}
+
+/**
+ * Open (`delta` > 0) or close (< 0) a gap of |delta| bytes after the MAC addresses of packet h,
+ * with its length and virtio-net offsets moved to match: in place when h is a pool buffer nobody
+ * else holds, otherwise into a new buffer (h's reference released). Returns the handle, or -1
+ * (h released) when the pool is empty. The gap's bytes are the caller's to fill.
+ */
+function moveAfterMacs(pool: PacketPool, h: number, delta: number): number {
   const b = pool.bytes;
   const len = pool.len[h]!;
+  const to = ETH_ADDRS + (delta > 0 ? delta : 0);
+  const from = ETH_ADDRS + (delta < 0 ? -delta : 0);
   let t = h;
   if (h >= pool.count || pool.refs[h] !== 1) {
     t = pool.alloc();
@@ -145,16 +142,16 @@ export function popTag(pool: PacketPool, h: number): number {
       return -1;
     }
     const ho = pool.hdrOffset(h);
-    const to = pool.hdrOffset(t);
-    b.copyWithin(to, ho, ho + 12 + 12);
-    b.copyWithin(to + 12 + 12, ho + 12 + 16, ho + 12 + len);
+    const tho = pool.hdrOffset(t);
+    b.copyWithin(tho, ho, ho + VNET_HDR + ETH_ADDRS); // virtio-net header and MAC addresses
+    b.copyWithin(tho + VNET_HDR + to, ho + VNET_HDR + from, ho + VNET_HDR + len);
     pool.release(h);
   } else {
     const fo = pool.frameOffset(h);
-    b.copyWithin(fo + 12, fo + 16, fo + len);
+    b.copyWithin(fo + to, fo + from, fo + len);
   }
-  pool.len[t] = len - VLAN_HLEN;
-  shiftOffsets(b, pool.hdrOffset(t), -VLAN_HLEN);
+  pool.len[t] = len + delta;
+  shiftOffsets(b, pool.hdrOffset(t), delta);
   return t;
 }
 

@@ -2,14 +2,14 @@
 // thread, taps in containers), serves the control socket, and re-applies everything at start.
 // Every change is validated first, realised second, persisted last; a failure in any step undoes
 // the earlier ones, so a failed command leaves nothing behind.
-import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { execFile, execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { Dataplane } from './dataplane.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
-import { addRoutes, deleteLink, hasNetAdmin, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
+import { addRoutes, deleteLink, hasNetAdmin, setSysctl, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
 import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { COMMON_KEYS, parseKeyValues, validatePortOptions, vlanOf, type VlanOptions } from '../ports/parse.ts';
@@ -844,15 +844,16 @@ function deadlineFromEnv(): number | undefined {
 /** A host that is the containers' gateway forwards for them (as the reference bridge plugin does for isGateway). */
 function enableForwarding(want: Map<string, { ip: Set<string> }>): void {
   const v6 = [...want.values()].some((w) => [...w.ip].some((a) => a.includes(':')));
-  const set = (path: string): void => {
+  const set = (key: string): void => {
     try {
-      if (readFileSync(path, 'utf8').trim() !== '1') writeFileSync(path, '1');
+      // Read first: in a pod /proc/sys is read-only, and a node that forwards already is fine.
+      if (readFileSync(`/proc/sys/${key.replaceAll('.', '/')}`, 'utf8').trim() !== '1') setSysctl(key, 1);
     } catch (e) {
-      throw new PierError('ESYSCTL', `cannot turn on forwarding (${path}): ${(e as Error).message}`, 'run the daemon as root with /proc/sys writable');
+      throw new PierError('ESYSCTL', `cannot turn on forwarding (${key}): ${(e as Error).message}`, `set ${key}=1 on the host (sysctl -w ${key}=1), or run the daemon with /proc/sys writable`);
     }
   };
-  set('/proc/sys/net/ipv4/ip_forward');
-  if (v6) set('/proc/sys/net/ipv6/conf/all/forwarding');
+  set('net.ipv4.ip_forward');
+  if (v6) set('net.ipv6.conf.all.forwarding');
 }
 
 /** Who made a port, for show: the attachment without its IPAM config. */

@@ -15,4 +15,7 @@ echo "== lint" >&2
 npx --no-install eslint .
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find src test -name '*.test.ts' | sort); fi
 echo "== tests: ${#files[@]} files" >&2
-exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+# --test-timeout: a test that hangs fails after 10 minutes (the longest, in a VM, takes 1.5) instead
+# of holding the run; --test-force-exit: a file whose tests are done ends even if a process it
+# leaked still holds a pipe (CI once waited an hour on an orphaned `sleep`).
+exec node --import tsx --test --test-concurrency=1 --test-timeout=600000 --test-force-exit --test-reporter=spec "${files[@]}"

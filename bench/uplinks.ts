@@ -2,6 +2,7 @@
 // uplink and a VXLAN tunnel, beside the Linux bridge with the wire enslaved and Linux vxlan +
 // bridge, in the same run, both directions. Method: bench/uplinks.md.
 // Usage (root, after npm run build): node --import tsx bench/uplinks.ts [--rounds N] [--seconds T]
+//   [--paths pier-afpacket,linux-bridge] (a subset, for experiments: results are then printed, not written)
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -141,7 +142,13 @@ async function onePath(path: Path): Promise<void> {
   }
 }
 
-const PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'pier-afxdp', 'linux-vxlan', 'pier-vxlan'];
+const ALL_PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'pier-afxdp', 'linux-vxlan', 'pier-vxlan'];
+const pathsArg = process.argv.indexOf('--paths');
+const PATHS: Path[] = pathsArg < 0 ? ALL_PATHS : process.argv[pathsArg + 1]!.split(',').map((p) => {
+  if (!ALL_PATHS.includes(p as Path)) throw new Error(`--paths: unknown path ${p} (known: ${ALL_PATHS.join(', ')})`);
+  return p as Path;
+});
+const WRITE = PATHS.length === ALL_PATHS.length;
 for (let r = 0; r < ROUNDS; r++) {
   console.error(`-- round ${r + 1}/${ROUNDS}`);
   // Alternate the order each round so no path always runs on a cold (or warm) machine.
@@ -171,7 +178,7 @@ for (const [p, ref] of Object.entries(REF)) {
   };
 }
 const out = { benchmark: 'container to container across two hosts (iperf3, one TCP stream)', date: new Date().toISOString(), machine: machine(), rounds: ROUNDS, secondsPerRun: T, summary, ratios, unavailable };
-writeFileSync(join(ROOT, 'bench', 'results', 'uplinks.json'), JSON.stringify(out, null, 2) + '\n');
+if (WRITE) writeFileSync(join(ROOT, 'bench', 'results', 'uplinks.json'), JSON.stringify(out, null, 2) + '\n');
 const md = [
   `# Across two hosts: pier uplinks and tunnels vs Linux (${out.date.slice(0, 10)})`,
   '',
@@ -185,5 +192,5 @@ const md = [
   ...Object.entries(unavailable).map(([p, why]) => `- ${p}: not measured (${why})`),
   '',
 ].join('\n');
-writeFileSync(join(ROOT, 'bench', 'results', 'uplinks.md'), md);
+if (WRITE) writeFileSync(join(ROOT, 'bench', 'results', 'uplinks.md'), md);
 process.stdout.write(md);

@@ -15,6 +15,15 @@ const T = option('--seconds', 6);
 type Dir = 'a->b' | 'b->a';
 type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan';
 interface Sample { gbps: number; retransmits: number; cpu?: number }
+/** Median ping round trip per path and round, ms (50 pings 10 ms apart, before the iperf3 runs). */
+const rtts: Partial<Record<Path, number[]>> = {};
+
+function pingRtt(): number {
+  const out = run('ip', ['netns', 'exec', C.a, 'ping', '-c', '50', '-i', '0.01', '-q', INNER.b]);
+  const m = /= [\d.]+\/([\d.]+)\//.exec(out);
+  if (!m) throw new Error(`ping: no rtt line in ${out}`);
+  return Number(m[1]);
+}
 const results: Partial<Record<Path, Record<Dir, Sample[]>>> = {};
 const unavailable: Partial<Record<Path, string>> = {};
 
@@ -100,6 +109,9 @@ function record(path: Path, dir: Dir, s: Sample): void {
 
 async function measure(path: Path, daemon?: TestDaemon): Promise<void> {
   await waitFor(() => spawnSync('ip', ['netns', 'exec', C.a, 'ping', '-c', '1', '-W', '1', INNER.b]).status === 0, 20_000, `${path}: ${INNER.a} to reach ${INNER.b}`);
+  const rtt = pingRtt();
+  (rtts[path] ??= []).push(rtt);
+  console.error(`${path.padEnd(14)} ping rtt avg ${rtt} ms`);
   let pid = 0;
   let tid = 0;
   if (daemon) {
@@ -155,7 +167,7 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const p of r % 2 ? [...PATHS].reverse() : PATHS) await onePath(p);
 }
 
-const summary: Partial<Record<Path, Record<Dir, { gbps: number; cpu?: number; samples: number[] }>>> = {};
+const summary: Partial<Record<Path, Record<Dir, { gbps: number; cpu?: number; samples: number[] }> & { rttMs: number; rttSamples: number[] }>> = {};
 for (const [path, dirs] of Object.entries(results) as Array<[Path, Record<Dir, Sample[]>]>) {
   const s = {} as Record<Dir, { gbps: number; cpu?: number; samples: number[] }>;
   for (const dir of ['a->b', 'b->a'] as Dir[]) {
@@ -163,7 +175,8 @@ for (const [path, dirs] of Object.entries(results) as Array<[Path, Record<Dir, S
     const cpu = xs.every((x) => x.cpu !== undefined) ? median(xs.map((x) => x.cpu!)) : undefined;
     s[dir] = { gbps: +median(xs.map((x) => x.gbps)).toFixed(2), ...(cpu !== undefined ? { cpu: +cpu.toFixed(2) } : {}), samples: xs.map((x) => x.gbps) };
   }
-  summary[path] = s;
+  const rs = rtts[path] ?? [];
+  summary[path] = { ...s, rttMs: +median(rs).toFixed(3), rttSamples: rs };
 }
 const REF: Record<string, Path> = { 'pier-afpacket': 'linux-bridge', 'pier-afxdp': 'linux-bridge', 'pier-vxlan': 'linux-vxlan' };
 const ratios: Record<string, Record<string, number>> = {};
@@ -184,9 +197,9 @@ const md = [
   '',
   `${out.machine.cpus} cores, ${out.machine.cpu}, kernel ${out.machine.kernel}, Node ${out.machine.node}; median of ${ROUNDS} rounds of ${T} s, one iperf3 TCP stream. Method: [../uplinks.md](../uplinks.md).`,
   '',
-  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU, host a (a->b / b->a) |',
-  '|---|---|---|---|',
-  ...Object.entries(summary).map(([p, s]) => `| ${p} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} |`),
+  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU, host a (a->b / b->a) | ping RTT a->b, ms |',
+  '|---|---|---|---|---|',
+  ...Object.entries(summary).map(([p, s]) => `| ${p} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} | ${s.rttMs} |`),
   '',
   ...Object.entries(ratios).map(([k, v]) => `- ${k}: a->b **${v['a->b']}x**, b->a **${v['b->a']}x**, direction balance ${v['direction balance (b->a / a->b)']}`),
   ...Object.entries(unavailable).map(([p, why]) => `- ${p}: not measured (${why})`),

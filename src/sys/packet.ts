@@ -19,6 +19,18 @@ export const PACKET_LOSS = 14;
 export const PACKET_VNET_HDR = 15;
 export const PACKET_QDISC_BYPASS = 20;
 export const PACKET_IGNORE_OUTGOING = 23;
+const SO_RCVBUFFORCE = 33;
+/** The receive queue of a socket without an rx ring: the 8 MiB such a ring would have. */
+export const RCVBUF_DEFAULT = 8 * 1024 * 1024;
+/** recvmsg: a tpacket_auxdata control message per frame (the VLAN tag the kernel took out, lengths). */
+export const PACKET_AUXDATA = 8;
+/** struct tpacket_auxdata; CMSG_SPACE of it. */
+export const SIZEOF_TPACKET_AUXDATA = 20;
+export const CMSG_SPACE_AUXDATA = 40;
+/** tpacket_auxdata fields. */
+export const AUX_STATUS = 0;
+export const AUX_VLAN_TCI = 16;
+export const AUX_VLAN_TPID = 18;
 export const PACKET_MR_PROMISC = 1;
 export const TPACKET_V3 = 2;
 /** sll_pkttype of a frame the host sent (what PACKET_IGNORE_OUTGOING keeps out of the ring). */
@@ -64,6 +76,9 @@ export const sockaddr_ll = koffi.struct('pier_sockaddr_ll', {
   sll_addr: koffi.array('uint8_t', 8, 'Array'),
 });
 export const tpacket_stats_v3 = koffi.struct('pier_tpacket_stats_v3', { tp_packets: 'uint32_t', tp_drops: 'uint32_t', tp_freeze_q_cnt: 'uint32_t' });
+export const tpacket_auxdata = koffi.struct('pier_tpacket_auxdata', {
+  tp_status: 'uint32_t', tp_len: 'uint32_t', tp_snaplen: 'uint32_t', tp_mac: 'uint16_t', tp_net: 'uint16_t', tp_vlan_tci: 'uint16_t', tp_vlan_tpid: 'uint16_t',
+});
 export const packet_mreq = koffi.struct('pier_packet_mreq', { mr_ifindex: 'int', mr_type: 'uint16_t', mr_alen: 'uint16_t', mr_address: koffi.array('uint8_t', 8, 'Array') });
 
 export const SIZEOF_TPACKET_REQ3 = 28;
@@ -101,6 +116,7 @@ function assertPacketAbi(): void {
     ['struct sockaddr_ll', koffi.sizeof(sockaddr_ll), SIZEOF_SOCKADDR_LL],
     ['struct tpacket_stats_v3', koffi.sizeof(tpacket_stats_v3), SIZEOF_TPACKET_STATS_V3],
     ['struct packet_mreq', koffi.sizeof(packet_mreq), SIZEOF_PACKET_MREQ],
+    ['struct tpacket_auxdata', koffi.sizeof(tpacket_auxdata), SIZEOF_TPACKET_AUXDATA],
   ];
   for (const [name, got, want] of sizes) {
     if (got !== want) throw new Error(`ABI check failed: sizeof(${name}) is ${got}, expected ${want}`);
@@ -111,6 +127,8 @@ function assertPacketAbi(): void {
     ['tpacket_block_desc.bh1.offset_to_first_pkt', koffi.offsetof(tpacket_block_desc, 'bh1') + koffi.offsetof(tpacket_hdr_v1, 'offset_to_first_pkt'), BD_FIRST],
     ['tpacket_block_desc.bh1.blk_len', koffi.offsetof(tpacket_block_desc, 'bh1') + koffi.offsetof(tpacket_hdr_v1, 'blk_len'), BD_BLK_LEN],
     ['tpacket_block_desc.bh1.seq_num', koffi.offsetof(tpacket_block_desc, 'bh1') + koffi.offsetof(tpacket_hdr_v1, 'seq_num'), BD_SEQ_NUM],
+    ['tpacket_auxdata.tp_vlan_tci', koffi.offsetof(tpacket_auxdata, 'tp_vlan_tci'), AUX_VLAN_TCI],
+    ['tpacket_auxdata.tp_vlan_tpid', koffi.offsetof(tpacket_auxdata, 'tp_vlan_tpid'), AUX_VLAN_TPID],
     ['tpacket3_hdr.tp_snaplen', koffi.offsetof(tpacket3_hdr, 'tp_snaplen'), H3_SNAPLEN],
     ['tpacket3_hdr.tp_len', koffi.offsetof(tpacket3_hdr, 'tp_len'), H3_LEN],
     ['tpacket3_hdr.tp_status', koffi.offsetof(tpacket3_hdr, 'tp_status'), H3_STATUS],
@@ -146,17 +164,20 @@ export interface RingGeometry {
 export interface PacketSocketOptions {
   dev: string;
   netnsPath?: string | undefined;
-  rx: RingGeometry & { retireTovMs: number };
+  /** The TPACKET_V3 rx ring; undefined: no rx ring, frames are read with recvmmsg (and PACKET_AUXDATA). */
+  rx?: (RingGeometry & { retireTovMs: number }) | undefined;
+  /** Without an rx ring: the socket's receive buffer (SO_RCVBUFFORCE), default RCVBUF_DEFAULT. */
+  rcvbuf?: number;
   tx: RingGeometry;
 }
 
 export interface PacketSocket {
   fd: number;
   ifindex: number;
-  /** Address of the mapping: the rx ring, then the tx ring right after it. */
+  /** Address of the mapping: the rx ring (if any), then the tx ring right after it. */
   addr: number;
   length: number;
-  rx: RingGeometry;
+  rx: RingGeometry | undefined;
   tx: RingGeometry;
   /** The kernel keeps pier's own transmissions out of the rx ring (PACKET_IGNORE_OUTGOING, Linux 4.20). */
   ignoresOutgoing: boolean;
@@ -213,9 +234,15 @@ export function openPacketSocket(o: PacketSocketOptions): PacketSocket {
     setInt(fd, SOL_PACKET, PACKET_LOSS, 1, 'PACKET_LOSS');
     setInt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1, 'PACKET_QDISC_BYPASS');
     const ignoresOutgoing = c.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, new Int32Array([1]), 4) === 0;
-    c.check(c.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req3(o.rx, o.rx.retireTovMs), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_RX_RING');
+    if (o.rx) c.check(c.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req3(o.rx, o.rx.retireTovMs), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_RX_RING');
+    else {
+      setInt(fd, SOL_PACKET, PACKET_AUXDATA, 1, 'PACKET_AUXDATA');
+      // The socket's queue is the ring now: the default 208 KiB holds two or three 64 KiB
+      // super-frames (an skb is charged its truesize), so give it what the ring had.
+      setInt(fd, c.SOL_SOCKET, SO_RCVBUFFORCE, o.rcvbuf ?? RCVBUF_DEFAULT, 'SO_RCVBUFFORCE');
+    }
     c.check(c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, req3(o.tx, 0), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_TX_RING');
-    const len = o.rx.blockSize * o.rx.blockNr + o.tx.blockSize * o.tx.blockNr;
+    const len = (o.rx ? o.rx.blockSize * o.rx.blockNr : 0) + o.tx.blockSize * o.tx.blockNr;
     const a = Number(c.mmap(0, len, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, fd, 0));
     if (a === 0 || a >= 2 ** 53) throw new c.SysError('mmap', c.errno(), 'packet rings');
     addr = a;

@@ -217,11 +217,15 @@ export class MmsgBatch {
   private readonly nameOff: number;
   private readonly ctrlOff: number;
 
-  constructor(readonly capacity: number, readonly iovCapacity: number) {
+  /** Bytes of each message's control slot (at least CMSG_SPACE_U16; a multiple of 8). */
+  readonly ctrlSpace: number;
+
+  constructor(readonly capacity: number, readonly iovCapacity: number, ctrlSpace = CMSG_SPACE_U16) {
+    this.ctrlSpace = Math.max(CMSG_SPACE_U16, (ctrlSpace + 7) & ~7);
     this.iovOff = capacity * SIZEOF_MMSGHDR;
     this.nameOff = this.iovOff + iovCapacity * SIZEOF_IOVEC;
     this.ctrlOff = this.nameOff + capacity * 32;
-    this.bytes = new Uint8Array(new ArrayBuffer(this.ctrlOff + capacity * CMSG_SPACE_U16));
+    this.bytes = new Uint8Array(new ArrayBuffer(this.ctrlOff + capacity * this.ctrlSpace));
     this.dv = new DataView(this.bytes.buffer);
     this.addr = addressOf(this.bytes);
   }
@@ -251,7 +255,7 @@ export class MmsgBatch {
     dv.setUint32(o + 24, iovlen, true);
     dv.setUint32(o + 28, 0, true);
     if (gsoSize > 0) {
-      const c = this.ctrlOff + m * CMSG_SPACE_U16;
+      const c = this.ctrlOff + m * this.ctrlSpace;
       setAddr(dv, o + 32, base + c);
       dv.setUint32(o + 40, CMSG_SPACE_U16, true);
       dv.setUint32(c, 18, true); // CMSG_LEN(sizeof(uint16_t))
@@ -266,6 +270,24 @@ export class MmsgBatch {
     dv.setUint32(o + 44, 0, true);
     dv.setInt32(o + 48, 0, true);
     dv.setUint32(o + 56, 0, true);
+  }
+
+  /** For recvmmsg: message m's whole control slot is offered (msg_controllen, which the kernel rewrites). */
+  offerControl(m: number): void {
+    const o = m * SIZEOF_MMSGHDR;
+    setAddr(this.dv, o + 32, this.addr + this.ctrlOff + m * this.ctrlSpace);
+    this.dv.setUint32(o + 40, this.ctrlSpace, true);
+    this.dv.setUint32(o + 44, 0, true);
+  }
+
+  /** msg_controllen of message m after recvmmsg: the bytes of control messages the kernel wrote. */
+  controlLen(m: number): number {
+    return this.dv.getUint32(m * SIZEOF_MMSGHDR + 40, true);
+  }
+
+  /** Offset in `bytes` of message m's control slot (its first cmsghdr after recvmmsg). */
+  controlOffset(m: number): number {
+    return this.ctrlOff + m * this.ctrlSpace;
   }
 
   /** Copy a sockaddr (16 or 28 bytes) into message m's name slot. */

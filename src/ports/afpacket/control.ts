@@ -21,6 +21,15 @@ export const TX_BLOCK_SIZE = 256 * 1024;
 export const TX_FRAME_SIZE = 87376;
 export const TX_BLOCKS = 32;
 
+/**
+ * How frames are received: `recvmmsg` into pool buffers (the default: measured faster, see
+ * docs/design/uplinks.md) or the TPACKET_V3 `ring`. PIER_AFPACKET_RX=ring selects the ring, for
+ * measuring; it applies to sockets opened after it is set.
+ */
+export function rxMode(): 'ring' | 'recvmmsg' {
+  return process.env.PIER_AFPACKET_RX === 'ring' ? 'ring' : 'recvmmsg';
+}
+
 export interface RealizedAfPacket {
   socket: PacketSocket;
   dev: string;
@@ -52,7 +61,7 @@ export function realizeAfPacket(o: AfPacketOptions): RealizedAfPacket {
   try {
     socket = openPacketSocket({
       dev: o.dev, netnsPath: ns,
-      rx: { blockSize: RX_BLOCK_SIZE, blockNr: RX_BLOCKS, frameSize: RX_BLOCK_SIZE, frameNr: RX_BLOCKS, retireTovMs: RX_RETIRE_MS },
+      rx: rxMode() === 'ring' ? { blockSize: RX_BLOCK_SIZE, blockNr: RX_BLOCKS, frameSize: RX_BLOCK_SIZE, frameNr: RX_BLOCKS, retireTovMs: RX_RETIRE_MS } : undefined,
       tx: { blockSize: TX_BLOCK_SIZE, blockNr: TX_BLOCKS, frameSize: TX_FRAME_SIZE, frameNr: Math.floor(TX_BLOCK_SIZE / TX_FRAME_SIZE) * TX_BLOCKS },
     });
   } catch (e) {

@@ -1,7 +1,8 @@
-// The dataplane half of an afpacket port: the rx ring walked in bursts when epoll says the socket
-// is readable (a block was retired), the tx ring filled per burst and kicked once with sendto().
-// Copies: kernel ring -> pool on receive, pool -> ring on transmit (the kernel then sends from the
-// ring's pages). A full ring, a frame too large, a failed kick are counted, never waited for.
+// The dataplane half of an afpacket port: frames received in bursts when epoll says the socket is
+// readable (recvmmsg into pool buffers, rxmsg.ts; or the TPACKET_V3 rx ring when a block was
+// retired, ring.ts), the tx ring filled per burst and kicked once with sendto(). Copies: kernel ->
+// pool on receive (kernel -> ring -> pool with the rx ring), pool -> ring on transmit (the kernel
+// then sends from the ring's pages). A full ring, a frame too large, a failed kick are counted, never waited for.
 import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { Port, type PortContext } from '../../dataplane/port.ts';
@@ -9,6 +10,7 @@ import { libc, packetKick } from '../../sys/index.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import type { AfPacketSpec } from './options.ts';
 import { POS_RX_BLOCK, POS_TX_HEAD, RxRing, TxRing } from './ring.ts';
+import { MsgRx } from './rxmsg.ts';
 import type { AfPacketView } from './view.ts';
 
 const ENETDOWN = 100;
@@ -17,7 +19,7 @@ const ENODEV = 19;
 
 export class AfPacketPort extends Port {
   readonly fds: readonly number[];
-  readonly rx: RxRing;
+  readonly rx: RxRing | MsgRx;
   readonly tx: TxRing;
   private ctx: PortContext | undefined;
 
@@ -26,8 +28,10 @@ export class AfPacketPort extends Port {
     this.acceptsExternal = true; // transmit() copies into the ring and is done
     this.fds = [spec.fd];
     const mem = libc.view(spec.addr, spec.length);
-    const rxLen = spec.rx.blockSize * spec.rx.blockNr;
-    this.rx = new RxRing(mem, spec.addr, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK]);
+    const rxLen = spec.rx ? spec.rx.blockSize * spec.rx.blockNr : 0;
+    this.rx = spec.rx
+      ? new RxRing(mem, spec.addr, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK])
+      : new MsgRx(spec.fd, spec.filterOutgoing);
     this.tx = new TxRing(mem, spec.addr, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]);
   }
 
@@ -101,7 +105,7 @@ export class AfPacketPort extends Port {
     const t = this.tx.stats;
     return {
       dev: s.dev, ifindex: s.ifindex, offloads: s.offloads, ignoresOutgoing: !s.filterOutgoing,
-      rx: { blocks: s.rx.blockNr, blockSize: s.rx.blockSize, retired: r.blocks, badBlocks: r.badBlocks, badFrames: r.badFrames, truncated: r.truncated, outgoing: r.outgoing, resyncs: r.resyncs },
+      rx: { mode: s.rx ? 'ring' : 'recvmmsg', blocks: s.rx?.blockNr ?? 0, blockSize: s.rx?.blockSize ?? 0, retired: r.blocks, badBlocks: r.badBlocks, badFrames: r.badFrames, truncated: r.truncated, outgoing: r.outgoing, resyncs: r.resyncs, tagsRestored: r.tagsRestored },
       tx: {
         frames: this.tx.frames, frameSize: s.tx.frameSize, frameMax: this.tx.frameMax, kicks: t.kicks, kickErrors: t.kickErrors,
         lastKickError: t.lastKickErrno ? libc.errnoName(t.lastKickErrno) : undefined, tooBig: t.tooBig, full: t.full,

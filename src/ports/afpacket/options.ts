@@ -25,10 +25,11 @@ export interface AfPacketSpec {
   fd: number;
   dev: string;
   ifindex: number;
-  /** Address of the mapping: rx ring, then tx ring. Owned by the control half. */
+  /** Address of the mapping: rx ring (if any), then tx ring. Owned by the control half. */
   addr: number;
   length: number;
-  rx: RingSpec;
+  /** The TPACKET_V3 rx ring; undefined: frames are read with recvmmsg (rxmsg.ts). */
+  rx: RingSpec | undefined;
   tx: RingSpec;
   /** The kernel lacks PACKET_IGNORE_OUTGOING: skip frames whose sll_pkttype is PACKET_OUTGOING. */
   filterOutgoing: boolean;

@@ -68,6 +68,8 @@ export class RxStats {
   outgoing = 0;
   /** The next block in ring order was not ours though the kernel said one was: resynchronised on the oldest. */
   resyncs = 0;
+  /** Frames whose 802.1Q tag the kernel had taken out (VLAN offload) and pier put back. */
+  tagsRestored = 0;
 }
 
 /**
@@ -204,6 +206,7 @@ export class RxRing {
         copyBytes(dst, this.addr + data, snap);
       } else {
         // The kernel took the 802.1Q tag out of the frame (tp_vlan_tci): put it back where it was.
+        st.tagsRestored++;
         copyBytes(dst, this.addr + data, 12);
         const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? dv.getUint16(fo + H3_VLAN_TPID, true) : 0x8100;
         const tci = dv.getUint32(fo + H3_VLAN_TCI, true) & 0xffff;

@@ -94,7 +94,7 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
     assert.match(ok.stdout, /1480 bytes from 10\.82\.0\.2/);
   });
 
-  it('carries TCP both ways (iperf3); pier segments the containers\' super-frames for the uplink', async (t) => {
+  it('carries TCP both ways (iperf3); pier segments the containers\' super-frames for the uplink and coalesces what it receives', async (t) => {
     const a0 = stats('a', 'up1').counters;
     const up = await iperf(cb, ca, '10.82.0.2');
     const down = await iperf(cb, ca, '10.82.0.2', { reverse: true });
@@ -103,6 +103,7 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
     assert.ok(down.bytes > 10e6, `b->a moved only ${down.bytes} bytes`);
     const a1 = stats('a', 'up1').counters;
     assert.ok(a1.tx_segmented! - a0.tx_segmented! > 0, 'super-frames from the tap were segmented for the uplink');
+    assert.ok(a1.rx_gso_packets! - a0.rx_gso_packets! > 0, 'segments from the wire were coalesced into super-frames for the tap (gro.ts)');
     assert.equal(a1.tx_dropped_too_big, 0);
     const k = view('a', 'up1');
     assert.equal(k.badRxDescs, 0);

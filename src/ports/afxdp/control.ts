@@ -108,7 +108,7 @@ export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> =
       const mode = attach(ns, o, st, progFd, old, modes);
       const h: RealizedAfXdp = { dev: o.dev, netnsPath: ns, ifindex: st.ifindex, mapFd, progFd, progId: progInfo(progFd).id, mode };
       return {
-        spec: { dev: o.dev, ifindex: st.ifindex, netnsPath: ns, mapFd, queues, zeroCopy: o['zero-copy'] ?? 'auto', mode },
+        spec: { dev: o.dev, ifindex: st.ifindex, netnsPath: ns, mapFd, queues, zeroCopy: o['zero-copy'] ?? 'auto', mode, gro: process.env.PIER_AFXDP_GRO !== 'off' },
         handle: h,
         destroy: () => {
           try {

@@ -27,6 +27,7 @@
 // the chunk is counted and dropped, never followed. The port sends on queue 0's socket; every
 // socket receives.
 import { C } from '../../dataplane/counters.ts';
+import { TcpCoalescer } from '../../dataplane/gro.ts';
 import { VNET_HDR, type PacketPool } from '../../dataplane/pool.ts';
 import { Port } from '../../dataplane/port.ts';
 import { mapDelete, mapUpdate } from '../../sys/bpf.ts';
@@ -76,6 +77,8 @@ export interface AfXdpInfo {
   mode: 'native' | 'generic';
   zeroCopy: boolean;
   mapFd: number;
+  /** Coalesce received TCP segments into super-frames (PIER_AFXDP_GRO=off: not, for measuring). */
+  gro?: boolean;
   /** The UMEM's arena offset and size; its memfd (closed with the port; -1 in tests). */
   umemOff: number;
   umemBytes: number;
@@ -96,6 +99,11 @@ export class AfXdpPort extends Port {
   /** Descriptors from the kernel that named no frame it held, or a bad length (rx and completion rings). */
   badRxDescs = 0;
   badCompletions = 0;
+  /**
+   * Received TCP segments of one flow leave a burst as one super-frame (gro.ts): a tap port then
+   * hands its container's kernel one write instead of forty. undefined when off.
+   */
+  private readonly gro: TcpCoalescer | undefined;
   private closed = false;
   private healthAt = 0;
   /**
@@ -109,7 +117,8 @@ export class AfXdpPort extends Port {
   constructor(base: PortBase, pool: PacketPool, readonly queues: readonly XskQueue[], readonly info: AfXdpInfo, alarm: readonly [number, number] = [-1, -1]) {
     super(base.index, base.name, base.bridge, base.counters, pool, false, false);
     this.acceptsExternal = true; // transmit() copies each frame into the UMEM and is done with it
-    this.rxOffloads = false; // received frames carry no offload request: their headers are zeroed
+    this.rxOffloads = false; // set per burst when segments were coalesced into a super-frame
+    this.gro = info.gro === false ? undefined : new TcpCoalescer(pool);
     this.alarmR = alarm[0];
     this.alarmW = alarm[1];
     this.fds = this.alarmR >= 0 ? [...queues.map((q) => q.fd), this.alarmR] : queues.map((q) => q.fd);
@@ -156,6 +165,8 @@ export class AfXdpPort extends Port {
     const first = queue * RX_FRAMES;
     const umem = this.info.umemOff;
     const repost = this.repost;
+    const gro = this.gro;
+    this.rxOffloads = false;
     let k = 0;
     let back = 0;
     for (let i = 0; i < n; i++) {
@@ -191,7 +202,21 @@ export class AfXdpPort extends Port {
       pool.len[h] = len;
       c[C.rx_packets]!++;
       c[C.rx_bytes]! += len;
-      out[k++] = h;
+      if (gro !== undefined) {
+        if (gro.offer(h)) continue;
+        if (gro.close()) {
+          this.rxOffloads = true;
+          c[C.rx_gso_packets]!++;
+        }
+        out[k++] = h;
+        gro.open(h);
+      } else {
+        out[k++] = h;
+      }
+    }
+    if (gro?.close()) {
+      this.rxOffloads = true;
+      c[C.rx_gso_packets]!++;
     }
     rx.release(n);
     // The frames go straight back to the kernel. The fill ring has room for them: they came from it.
@@ -400,7 +425,7 @@ export function openAfXdp(base: PortBase, spec: AfXdpSpec, pool: PacketPool): Af
     }
     // Other queues share the first socket's UMEM, each with its own fill and completion rings.
     for (let i = 1; i < fds.length; i++) xsk.bindXsk(fds[i]!, spec.ifindex, i, xsk.XDP_SHARED_UMEM, fds[0]);
-    port = new AfXdpPort(base, pool, queues, { dev: spec.dev, mode: spec.mode, zeroCopy: xsk.isZeroCopy(fds[0]!), mapFd: spec.mapFd, umemOff, umemBytes: bytes, umemFd }, [alarm[0]!, alarm[1]!]);
+    port = new AfXdpPort(base, pool, queues, { dev: spec.dev, mode: spec.mode, zeroCopy: xsk.isZeroCopy(fds[0]!), mapFd: spec.mapFd, gro: spec.gro, umemOff, umemBytes: bytes, umemFd }, [alarm[0]!, alarm[1]!]);
     port.start(spec.mapFd);
     return port;
   } catch (e) {

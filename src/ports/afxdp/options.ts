@@ -25,4 +25,6 @@ export interface AfXdpSpec {
   zeroCopy: 'auto' | 'on' | 'off';
   /** How the program runs on the device. */
   mode: 'native' | 'generic';
+  /** Coalesce received TCP segments of a flow into TSO super-frames (src/dataplane/gro.ts). */
+  gro: boolean;
 }

@@ -42,7 +42,7 @@ import {
   DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, sourcePort, SRC_PORT_MIN, VXLAN_HLEN,
 } from './header.ts';
 import { markPartialChecksum } from './csum.ts';
-import { markSuperFrame, TcpCoalescer } from './gro.ts';
+import { markSuperFrame, TcpCoalescer } from '../../dataplane/gro.ts';
 import type { VxlanSpec } from './options.ts';
 import type { VxlanView } from './view.ts';
 

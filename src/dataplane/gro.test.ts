@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { checksum, sumWords } from '../../dataplane/checksum.ts';
-import { completeChecksum, segmentTcp } from '../../dataplane/offload.ts';
-import { PacketPool } from '../../dataplane/pool.ts';
+import { checksum, sumWords } from './checksum.ts';
+import { completeChecksum, segmentTcp } from './offload.ts';
+import { PacketPool } from './pool.ts';
 import { markSuperFrame, TcpCoalescer } from './gro.ts';
 
 /** A complete IPv4 TCP segment (with a 12-byte timestamp option) in a pool buffer. */

@@ -10,10 +10,10 @@
 // since Linux vxlan over IPv4 sends none by default. A segment whose checksum is wrong is not
 // merged; it leaves alone, for its receiver to drop. A segment a sender on this machine left
 // partial (NEEDS_CSUM, csum.ts) never crossed a wire and is merged as it is.
-import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
-import type { PacketPool } from '../../dataplane/pool.ts';
-import { VNET_HDR } from '../../dataplane/pool.ts';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+import { checksum, fold, sumWords } from './checksum.ts';
+import type { PacketPool } from './pool.ts';
+import { VNET_HDR } from './pool.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
 const ACK = 0x10;
 const PSH = 0x08;

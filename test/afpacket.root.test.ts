@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { iperf, must, NEEDS, ping, pingUntil, requires, waitFor } from './helpers.ts';
+import { iperf, must, NEEDS, PIER, ping, pingUntil, requires, waitFor } from './helpers.ts';
 import { TwoHosts, WIRE } from './two-hosts.ts';
 
 interface Counters { [k: string]: number }
@@ -95,6 +95,13 @@ describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
     assert.equal(typeof s.kernel?.tp_drops, 'number');
     assert.ok(Number(s.kernel?.tp_packets) > 0, 'PACKET_STATISTICS accumulated across reads');
     assert.match(lab.a.pier.ok('show', 'up0'), /AF_PACKET on wire0/);
+  });
+
+  if (full) it('pier doctor reports AF_PACKET sockets', () => {
+    const fs = JSON.parse(must('ip', ['netns', 'exec', lab.a.ns, PIER, 'doctor', '--json', '--socket', lab.a.pier.socket])) as Array<{ check: string; level: string; detail: string }>;
+    const f = fs.find((x) => x.check === 'AF_PACKET sockets');
+    assert.equal(f?.level, 'ok', JSON.stringify(f));
+    assert.match(f.detail, /TPACKET_V3 tx ring, virtio-net headers, auxdata and PACKET_IGNORE_OUTGOING/);
   });
 
   if (full) it('segments in software for an uplink with offloads=off (set live)', async () => {

@@ -97,6 +97,7 @@ export async function doctor(socket: string): Promise<Finding[]> {
     f.push({ check: 'memfd', level: 'fail', detail: (e as Error).message, fix: 'a kernel with memfd_create (3.17+)' });
   }
 
+  f.push(await afpacketFinding());
   f.push(...await afxdpFindings());
 
   try {
@@ -114,6 +115,19 @@ export async function doctor(socket: string): Promise<Finding[]> {
  * offers is not probed: attaching in native mode resets some NICs' links. Generic mode works on
  * every device; native needs the driver's support (veth has it).
  */
+/** What afpacket ports need: an AF_PACKET socket with TPACKET_V3, virtio-net headers, auxdata and a mapped tx ring. */
+async function afpacketFinding(): Promise<Finding> {
+  const { packet } = await import('../sys/index.ts');
+  try {
+    const p = packet.probePacketSocket();
+    return p.ignoresOutgoing
+      ? { check: 'AF_PACKET sockets', level: 'ok', detail: 'TPACKET_V3 tx ring, virtio-net headers, auxdata and PACKET_IGNORE_OUTGOING (afpacket ports)' }
+      : { check: 'AF_PACKET sockets', level: 'warn', detail: 'no PACKET_IGNORE_OUTGOING (Linux 4.20): afpacket ports work, and pier skips its own transmissions itself, at a cost per frame', fix: 'a kernel of 4.20 or later' };
+  } catch (e) {
+    return { check: 'AF_PACKET sockets', level: 'warn', detail: `${(e as Error).message}: afpacket ports cannot work`, fix: 'a kernel with CONFIG_PACKET, run as root (CAP_NET_RAW)' };
+  }
+}
+
 async function afxdpFindings(): Promise<Finding[]> {
   const out: Finding[] = [];
   const { libc } = await import('../sys/index.ts');

@@ -269,6 +269,29 @@ export function openPacketSocket(o: PacketSocketOptions): PacketSocket {
   }
 }
 
+/**
+ * What an afpacket port asks of the kernel, tried on a socket bound to no device (protocol 0: it
+ * receives nothing), for pier doctor: TPACKET_V3, virtio-net headers, auxdata, a mapped tx ring.
+ * Throws SysError naming the step that failed; says whether PACKET_IGNORE_OUTGOING exists.
+ */
+export function probePacketSocket(): { ignoresOutgoing: boolean } {
+  const fd = c.check(c.socket(AF_PACKET, c.SOCK_RAW | c.SOCK_CLOEXEC, 0), 'socket', 'AF_PACKET');
+  try {
+    setInt(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V3, 'PACKET_VERSION TPACKET_V3');
+    setInt(fd, SOL_PACKET, PACKET_VNET_HDR, 1, 'PACKET_VNET_HDR');
+    setInt(fd, SOL_PACKET, PACKET_AUXDATA, 1, 'PACKET_AUXDATA');
+    const ignoresOutgoing = c.setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, new Int32Array([1]), 4) === 0;
+    const tx: RingGeometry = { blockSize: 4096, blockNr: 1, frameSize: 2048, frameNr: 2 };
+    c.check(c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, req3(tx, 0), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_TX_RING');
+    const a = Number(c.mmap(0, 4096, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, fd, 0));
+    if (a === 0 || a >= 2 ** 53) throw new c.SysError('mmap', c.errno(), 'packet tx ring');
+    c.munmap(a, 4096);
+    return { ignoresOutgoing };
+  } finally {
+    c.close(fd);
+  }
+}
+
 /** Unmap the rings and close the socket: the kernel drops the promiscuous membership with it. */
 export function closePacketSocket(s: PacketSocket): void {
   if (s.addr !== 0) c.munmap(s.addr, s.length);

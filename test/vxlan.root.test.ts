@@ -53,6 +53,11 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
       assert.ok(c.tx_segmented! > 0, 'TSO super-frames from the container were segmented for the tunnel');
       assert.equal(c.tx_dropped_too_big, 0);
       assert.equal(c.rx_dropped_malformed, 0);
+      // The other pier's UDP_SEGMENT trains crossed the veth whole and arrived as one message each.
+      const v = d.json<{ port: { peer: { udpGro: boolean; counters: Record<string, number> } } }>('show', 'vx0').port.peer;
+      assert.equal(v.udpGro, true);
+      assert.ok(v.counters.rx_gro_datagrams! > 0, `datagrams split from UDP_GRO trains: ${JSON.stringify(v.counters)}`);
+      assert.equal(v.counters.rx_dropped_truncated, 0);
     }
   });
 

@@ -145,6 +145,11 @@ export function setInt(fd: number, level: number, name: number, value: number, w
   check(setsockopt(fd, level, name, v, 4), 'setsockopt', what);
 }
 
+/** setsockopt of an int that may be missing from the kernel: true when it took. */
+export function trySetInt(fd: number, level: number, name: number, value: number): boolean {
+  return setsockopt(fd, level, name, new Int32Array([value]), 4) === 0;
+}
+
 export function getInt(fd: number, level: number, name: number, what: string): number {
   const v = new Int32Array(1);
   const len = new Uint32Array([4]);

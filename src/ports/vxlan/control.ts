@@ -5,7 +5,7 @@
 // to the remotes (the smallest), read once when the port is made.
 import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
-import { boundPort, hasUdpSegment, ipFamily, routeMtu, udpSocket, EADDRINUSE } from '../../sys/udp.ts';
+import { boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, EADDRINUSE, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../tap/control.ts';
 import { SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
@@ -98,6 +98,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       rxFd, txFds, txPorts, family, vni: o.vni, dstport, local: o.local, remotes: o.remote,
       underlayMtu: mtu, mtuFrom: from, gso: gsoWanted() && hasUdpSegment(txFds[0]!),
       gro: process.env.PIER_VXLAN_GRO !== 'off',
+      udpGro: process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(rxFd, SOL_UDP, UDP_GRO, 1),
     };
     return { r: { rxFd, txFds, txPorts, netnsPath: ns }, spec };
   } catch (e) {

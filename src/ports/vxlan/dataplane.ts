@@ -33,10 +33,10 @@ import { flowHash } from '../../dataplane/flow-hash.ts';
 import { completeChecksum } from '../../dataplane/offload.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
-import { Port } from '../../dataplane/port.ts';
+import { Port, type PortContext } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
 import { libc } from '../../sys/index.ts';
-import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, socketDrops, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT } from '../../sys/udp.ts';
+import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, socketDrops, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import {
   DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, sourcePort, SRC_PORT_MIN, VXLAN_HLEN,
@@ -74,6 +74,8 @@ const X = {
   tx_datagrams: 9,
   gso_failures: 10,
   rx_csum_partial: 11,
+  rx_gro_datagrams: 12,
+  vteps_reclaimed: 13,
 } as const;
 
 /** Where a frame too large for the tunnel goes to be dropped when the pool is empty. */
@@ -91,12 +93,23 @@ export class VxlanPort extends Port {
   /** VTEP i's sockaddr (remotes first), and its 4 or 16 address bytes for matching senders. */
   private readonly vtepSa: Uint8Array[] = [];
   private readonly vtepAddr: Uint8Array;
+  /** 1 where slot i holds a VTEP (remotes always; learned ones until reclaimVteps() frees them). */
+  private readonly vtepLive = new Uint8Array(VTEPS_MAX);
   private vteps: number;
   private readonly addrLen: number;
   private readonly addrAt: number;
   /** Inner MAC -> the VTEP index it was last seen behind: the bridge's FDB, with VTEPs for ports (learned, aged, bounded alike). */
   readonly table = new Fdb(4096);
   private readonly rxHandles = new Int32Array(RX_BATCH);
+  /** Messages received and not yet walked (receive()): buffer, length (-1 truncated), VTEP, segment size (0: one datagram), offset of the next datagram. */
+  private readonly stageH = new Int32Array(RX_BATCH);
+  private readonly stageLen = new Int32Array(RX_BATCH);
+  private readonly stageVtep = new Int32Array(RX_BATCH);
+  private readonly stageSeg = new Int32Array(RX_BATCH);
+  private readonly stageOff = new Int32Array(RX_BATCH);
+  private stageNext = 0;
+  private stageEnd = 0;
+  private ctx: PortContext | undefined;
   // The batch being built: per message its packets, bytes, first iovec, datagram length, VTEP.
   private readonly msgPkts = new Int32Array(TX_MSGS);
   private readonly msgBytes = new Float64Array(TX_MSGS);
@@ -128,20 +141,47 @@ export class VxlanPort extends Port {
     this.addrAt = v4 ? 4 : 8;
     this.maxFrame = spec.underlayMtu - (v4 ? OVERHEAD_V4 : OVERHEAD_V6) + ETH_HLEN;
     this.vtepAddr = new Uint8Array(VTEPS_MAX * this.addrLen);
-    for (const r of spec.remotes) this.addVtep(ipBytes(r));
+    spec.remotes.forEach((r, i) => this.setVtep(i, ipBytes(r)));
     this.vteps = spec.remotes.length;
     this.timerAt = Date.now() + AGING_INTERVAL_MS;
   }
 
   private addVtep(addr: Uint8Array): number {
-    const i = this.vtepSa.length;
+    // A slot freed by reclaimVteps() first, else a new one.
+    let i = this.spec.remotes.length;
+    while (i < this.vteps && this.vtepLive[i] === 1) i++;
+    this.setVtep(i, addr);
+    if (i === this.vteps) this.vteps = i + 1;
+    return i;
+  }
+
+  private setVtep(i: number, addr: Uint8Array): void {
     const text = addr.length === 4 ? addr.join('.') : undefined;
     const sa = sockaddr(this.spec.family, text, this.spec.dstport);
     if (addr.length === 16) sa.set(addr, 8);
-    this.vtepSa.push(sa);
+    this.vtepSa[i] = sa;
     this.vtepAddr.set(addr, i * this.addrLen);
-    this.vteps = i + 1;
-    return i;
+    this.vtepLive[i] = 1;
+  }
+
+  /**
+   * Free the slots of learned VTEPs behind which no MAC is left (aged out of the table), so that
+   * 256 senders seen over the port's life do not fill it for good. Not while datagrams are staged:
+   * they carry VTEP indexes resolved when they were read.
+   */
+  private reclaimVteps(now: number): void {
+    const first = this.spec.remotes.length;
+    if (this.vteps === first || this.stageNext < this.stageEnd) return;
+    const refs = new Uint32Array(this.vteps);
+    for (const e of this.table.entries(now)) refs[e.port]!++;
+    for (let i = first; i < this.vteps; i++) {
+      if (this.vtepLive[i] === 1 && refs[i] === 0) {
+        this.vtepLive[i] = 0;
+        this.extra[X.vteps_reclaimed]!++;
+      }
+    }
+    while (this.vteps > first && this.vtepLive[this.vteps - 1] === 0) this.vteps--;
+    this.vtepSa.length = this.vteps;
   }
 
   /** The VTEP index of the sender whose sockaddr is at rx.bytes[off..]; learned if new; -1 when the table is full. */
@@ -151,107 +191,180 @@ export class VxlanPort extends Port {
     const len = this.addrLen;
     const at = off + this.addrAt;
     for (let v = 0; v < this.vteps; v++) {
+      if (this.vtepLive[v] === 0) continue;
       const base = v * len;
       let k = 0;
       while (k < len && a[base + k] === b[at + k]) k++;
       if (k === len) return v;
     }
-    if (this.vteps >= VTEPS_MAX) {
+    if (this.vteps >= VTEPS_MAX && this.vtepLive.indexOf(0, this.spec.remotes.length) < 0) {
       this.extra[X.vtep_table_full]!++;
       return -1;
     }
     return this.addVtep(b.slice(at, at + len)); // a new VTEP: rare, not per packet
   }
 
+  /**
+   * Receive up to `max` frames. Datagrams are read with recvmmsg into pool buffers, then walked
+   * from the stage: a message that is one datagram is decapsulated in place (no copy); one that
+   * the kernel coalesced (UDP_GRO: a sender's UDP_SEGMENT train that crossed a veth whole, the
+   * segment size in a control message) has each of its datagrams copied into a buffer of its own
+   * first, and its buffer is released once the last is out. What the budget leaves on the stage
+   * is walked on the next turn (ctx.again), before anything new is read.
+   */
   receive(_queue: number, out: Int32Array, max: number): number {
     const pool = this.pool;
     const c = this.counters;
-    const x = this.extra;
     const rx = this.rx;
     const hs = this.rxHandles;
     this.rxOffloads = false; // whole frames; set again when one carries a partial checksum (csum.ts)
-    const want = max < RX_BATCH ? max : RX_BATCH;
-    let k = 0;
-    while (k < want) {
-      const h = pool.alloc();
-      if (h < 0) break;
-      hs[k] = h;
-      rx.setIov(k, pool.hdrAddr(h) + VNET_HDR - VXLAN_HLEN, BUF_SIZE - VNET_HDR + VXLAN_HLEN);
-      rx.setMsg(k, k, 1, 28);
-      k++;
+    if (this.stageNext === this.stageEnd) {
+      const want = max < RX_BATCH ? max : RX_BATCH;
+      let k = 0;
+      while (k < want) {
+        const h = pool.alloc();
+        if (h < 0) break;
+        hs[k] = h;
+        rx.setIov(k, pool.hdrAddr(h) + VNET_HDR - VXLAN_HLEN, BUF_SIZE - VNET_HDR + VXLAN_HLEN);
+        rx.setMsg(k, k, 1, 28);
+        if (this.spec.udpGro) rx.offerControl(k);
+        k++;
+      }
+      if (k === 0) {
+        // Take a datagram anyway and drop it: left in the socket, it would wake epoll forever.
+        if (libc.recvBuf(this.spec.rxFd, dropBuf, dropBuf.length, MSG_DONTWAIT) >= 0) c[C.rx_dropped_no_buffer]!++;
+        return 0;
+      }
+      const r = recvmmsg(this.spec.rxFd, rx.addr, k, MSG_DONTWAIT, 0);
+      if (r < 0) {
+        for (let i = 0; i < k; i++) pool.release(hs[i]!);
+        const e = libc.errno();
+        if (e !== libc.EAGAIN && e !== libc.EINTR) c[C.rx_errors]!++;
+        return 0;
+      }
+      for (let i = r; i < k; i++) pool.release(hs[i]!);
+      // Stage the messages: the sender's VTEP (its address is in the name slot, which the next
+      // recvmmsg overwrites), the length, and the segment size of a coalesced one.
+      const rv = rx.dv;
+      for (let i = 0; i < r; i++) {
+        this.stageH[i] = hs[i]!;
+        this.stageLen[i] = (rx.msgFlags(i) & MSG_TRUNC) !== 0 ? -1 : rx.msgLen(i);
+        this.stageVtep[i] = this.vtepOf(rx.nameOffset(i));
+        let seg = 0;
+        if (this.spec.udpGro && rx.controlLen(i) >= 20) {
+          const co = rx.controlOffset(i);
+          if (rv.getInt32(co + 8, true) === SOL_UDP && rv.getInt32(co + 12, true) === UDP_GRO) seg = rv.getInt32(co + 16, true);
+        }
+        this.stageSeg[i] = seg > 0 && seg < this.stageLen[i]! ? seg : 0;
+        this.stageOff[i] = 0;
+      }
+      this.stageNext = 0;
+      this.stageEnd = r;
     }
-    if (k === 0) {
-      // Take a datagram anyway and drop it: left in the socket, it would wake epoll forever.
-      if (libc.recvBuf(this.spec.rxFd, dropBuf, dropBuf.length, MSG_DONTWAIT) >= 0) c[C.rx_dropped_no_buffer]!++;
-      return 0;
-    }
-    const r = recvmmsg(this.spec.rxFd, rx.addr, k, MSG_DONTWAIT, 0);
-    if (r < 0) {
-      for (let i = 0; i < k; i++) pool.release(hs[i]!);
-      const e = libc.errno();
-      if (e !== libc.EAGAIN && e !== libc.EINTR) c[C.rx_errors]!++;
-      return 0;
-    }
-    const b = pool.bytes;
-    const vni = this.spec.vni;
-    const now = Date.now() / 1000;
     const gro = this.gro;
+    const now = Date.now() / 1000;
     let n = 0;
-    let lastSrc = -1;
-    for (let i = 0; i < r; i++) {
-      const h = hs[i]!;
-      const len = rx.msgLen(i);
-      const ho = pool.hdrOffset(h);
-      const d = (rx.msgFlags(i) & MSG_TRUNC) !== 0 ? -1 : decodeVxlan(b, ho + VNET_HDR - VXLAN_HLEN, len, vni);
-      if (d !== DECAP_OK) {
-        x[d === -1 ? X.rx_dropped_truncated : d === DECAP_SHORT ? X.rx_dropped_short : d === DECAP_NO_I ? X.rx_dropped_no_i_flag : X.rx_dropped_wrong_vni]!++;
-        c[C.rx_dropped_malformed]!++;
-        pool.release(h);
+    this.lastSrc = -1;
+    while (n < max && this.stageNext < this.stageEnd) {
+      const i = this.stageNext;
+      const h = this.stageH[i]!;
+      const len = this.stageLen[i]!;
+      const seg = this.stageSeg[i]!;
+      if (seg === 0) {
+        // One datagram, in place.
+        this.stageNext++;
+        n = this.deliver(h, len, this.stageVtep[i]!, now, out, n);
         continue;
       }
-      b.fill(0, ho, ho + VNET_HDR);
-      const flen = len - VXLAN_HLEN;
-      pool.len[h] = flen;
-      const fo = ho + VNET_HDR;
-      if (markPartialChecksum(b, ho, fo, flen)) {
-        this.rxOffloads = true;
-        x[X.rx_csum_partial]!++;
+      // A coalesced message: the next of its datagrams into a buffer of its own.
+      const off = this.stageOff[i]!;
+      const dlen = len - off < seg ? len - off : seg;
+      const nextOff = off + dlen;
+      this.stageOff[i] = nextOff;
+      if (nextOff >= len) {
+        this.stageNext++;
       }
-      const s0 = b[fo + 6]!;
-      if ((s0 & 1) === 0) {
-        const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
-        if (src !== lastSrc) {
-          const v = this.vtepOf(rx.nameOffset(i));
-          if (v >= 0) this.table.learn(src, v, now);
-          lastSrc = src;
-        }
-      }
-      c[C.rx_packets]!++;
-      c[C.rx_bytes]! += flen;
-      if (flen > this.maxFrame && markSuperFrame(pool, h, this.maxFrame)) {
-        // Too large to have crossed the underlay: a sender on this machine passed its TSO frame
-        // through a veth whole (gro.ts). It leaves pier as the super-frame it is.
-        this.rxOffloads = true;
-        c[C.rx_gso_packets]!++;
-        if (gro?.close()) c[C.rx_gso_packets]!++;
-        out[n++] = h;
-      } else if (gro !== undefined) {
-        if (gro.offer(h)) continue;
-        if (gro.close()) {
-          this.rxOffloads = true;
-          c[C.rx_gso_packets]!++;
-        }
-        out[n++] = h;
-        gro.open(h);
+      this.extra[X.rx_gro_datagrams]!++;
+      const d = pool.alloc();
+      if (d < 0) {
+        c[C.rx_dropped_no_buffer]!++;
       } else {
-        out[n++] = h;
+        const src = pool.hdrOffset(h) + VNET_HDR - VXLAN_HLEN + off;
+        const dst = pool.hdrOffset(d) + VNET_HDR - VXLAN_HLEN;
+        pool.bytes.copyWithin(dst, src, src + dlen);
+        n = this.deliver(d, dlen, this.stageVtep[i]!, now, out, n);
       }
+      if (nextOff >= len) pool.release(h);
     }
     if (gro?.close()) {
       this.rxOffloads = true;
       c[C.rx_gso_packets]!++;
     }
-    for (let i = r; i < k; i++) pool.release(hs[i]!);
+    // The budget ran out with datagrams staged: come back next turn, before epoll says anything.
+    if (this.stageNext < this.stageEnd) this.ctx?.again(this, 0);
+    return n;
+  }
+
+  /** Inner source MAC of the last frame learned (one look-up per run of frames from one sender). */
+  private lastSrc = -1;
+  private lastVtep = -1;
+
+  /**
+   * Decapsulate the datagram of `len` bytes (-1: truncated) that sits 4 bytes into buffer h, sent
+   * by VTEP v (-1: table full), and put it in out[n] (or merge it into the open super-frame).
+   * Returns the new n. Releases h when it is dropped.
+   */
+  private deliver(h: number, len: number, v: number, now: number, out: Int32Array, n: number): number {
+    const pool = this.pool;
+    const b = pool.bytes;
+    const c = this.counters;
+    const x = this.extra;
+    const gro = this.gro;
+    const ho = pool.hdrOffset(h);
+    const d = len < 0 ? -1 : decodeVxlan(b, ho + VNET_HDR - VXLAN_HLEN, len, this.spec.vni);
+    if (d !== DECAP_OK) {
+      x[d === -1 ? X.rx_dropped_truncated : d === DECAP_SHORT ? X.rx_dropped_short : d === DECAP_NO_I ? X.rx_dropped_no_i_flag : X.rx_dropped_wrong_vni]!++;
+      c[C.rx_dropped_malformed]!++;
+      pool.release(h);
+      return n;
+    }
+    b.fill(0, ho, ho + VNET_HDR);
+    const flen = len - VXLAN_HLEN;
+    pool.len[h] = flen;
+    const fo = ho + VNET_HDR;
+    if (markPartialChecksum(b, ho, fo, flen)) {
+      this.rxOffloads = true;
+      x[X.rx_csum_partial]!++;
+    }
+    const s0 = b[fo + 6]!;
+    if ((s0 & 1) === 0) {
+      const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
+      if (src !== this.lastSrc || v !== this.lastVtep) {
+        if (v >= 0) this.table.learn(src, v, now);
+        this.lastSrc = src;
+        this.lastVtep = v;
+      }
+    }
+    c[C.rx_packets]!++;
+    c[C.rx_bytes]! += flen;
+    if (flen > this.maxFrame && markSuperFrame(pool, h, this.maxFrame)) {
+      // Too large to have crossed the underlay: a sender on this machine passed its TSO frame
+      // through a veth whole (gro.ts). It leaves pier as the super-frame it is.
+      this.rxOffloads = true;
+      c[C.rx_gso_packets]!++;
+      if (gro?.close()) c[C.rx_gso_packets]!++;
+      out[n++] = h;
+    } else if (gro !== undefined) {
+      if (gro.offer(h)) return n;
+      if (gro.close()) {
+        this.rxOffloads = true;
+        c[C.rx_gso_packets]!++;
+      }
+      out[n++] = h;
+      gro.open(h);
+    } else {
+      out[n++] = h;
+    }
     return n;
   }
 
@@ -391,6 +504,7 @@ export class VxlanPort extends Port {
 
   override onTimer(): void {
     this.table.age(Date.now() / 1000);
+    this.reclaimVteps(Date.now() / 1000);
     this.timerAt = Date.now() + AGING_INTERVAL_MS;
   }
 
@@ -410,15 +524,24 @@ export class VxlanPort extends Port {
       innerMtu: s.underlayMtu - (s.family === 4 ? OVERHEAD_V4 : OVERHEAD_V6),
       sourcePorts: s.txPorts,
       send: this.gso ? 'sendmmsg+UDP_SEGMENT' : 'sendmmsg',
-      vteps: this.vtepSa.map((sa, i) => ({ address: sockaddrText(sa, 0), remote: i < s.remotes.length, macs: byVtep[i] ?? 0 })),
+      vteps: this.vtepSa.flatMap((sa, i) => this.vtepLive[i] === 1 ? [{ address: sockaddrText(sa, 0), remote: i < s.remotes.length, macs: byVtep[i] ?? 0 }] : []),
       learned: this.table.size,
       counters: { ...extra, rx_gro_merged: this.gro?.merged ?? 0, rx_gro_super_frames: this.gro?.superFrames ?? 0, rx_gro_bad_checksum: this.gro?.badChecksum ?? 0 },
       gro: this.gro !== undefined,
+      udpGro: s.udpGro,
       socketDrops: socketDrops(s.rxFd),
     };
   }
 
-  close(): void {}
+  override attach(ctx: PortContext): void {
+    this.ctx = ctx;
+  }
+
+  /** Staged messages go back to the pool with the port. */
+  close(): void {
+    for (let i = this.stageNext; i < this.stageEnd; i++) this.pool.release(this.stageH[i]!);
+    this.stageNext = this.stageEnd = 0;
+  }
 }
 
 export const vxlanDataplane: DataplaneHalf<VxlanSpec> = {

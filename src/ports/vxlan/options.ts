@@ -77,4 +77,6 @@ export interface VxlanSpec {
   gso: boolean;
   /** Coalesce received TCP segments of a flow into TSO super-frames (gro.ts). */
   gro: boolean;
+  /** The receiving socket has UDP_GRO: a UDP_SEGMENT train that crossed a veth whole arrives as one message. */
+  udpGro: boolean;
 }

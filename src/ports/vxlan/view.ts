@@ -15,6 +15,8 @@ export interface VxlanView {
   send: string;
   /** Received TCP segments coalesced into super-frames. */
   gro: boolean;
+  /** The receiving socket takes UDP_GRO (trains arrive whole and pier splits them). */
+  udpGro: boolean;
   vteps: Array<{ address: string; remote: boolean; macs: number }>;
   learned: number;
   counters: Record<string, number>;
@@ -32,6 +34,7 @@ export function renderVxlan(v: VxlanView, i: string): string {
   const drops = Object.entries(c).filter(([k, n]) => n > 0 && (k.includes('dropped') || k.includes('full') || k.includes('fail')));
   s += `\n${i}tunnel: ${c.tx_datagrams ?? 0} datagrams sent (${c.tx_gso_messages ?? 0} UDP_SEGMENT trains, ${c.tx_sendmmsg_calls ?? 0} sendmmsg calls, ${c.tx_flooded_copies ?? 0} flood copies)`;
   if (v.gro) s += `; received TCP coalesced: ${c.rx_gro_merged ?? 0} segments into ${c.rx_gro_super_frames ?? 0} super-frames, ${c.rx_gro_bad_checksum ?? 0} left alone for a wrong checksum`;
+  if (v.udpGro) s += `; ${c.rx_gro_datagrams ?? 0} datagrams split from UDP_GRO trains`;
   if (v.socketDrops > 0) drops.push(['udp_socket_drops (kernel: receive buffer full)', v.socketDrops]);
   s += drops.length ? `\n${i}${drops.map(([k, n]) => `${k}: ${n}`).join('  ')}` : `\n${i}no tunnel drops`;
   return s;

@@ -1,7 +1,8 @@
 // VXLAN tunnel ports end to end, as root (issue 11, requirements 3 and 5): two or three "hosts"
 // (namespaces, each with its own pier daemon) joined by veth wires with underlay addresses in
 // 192.0.2.0/24 and 198.51.100.0/24, containers on tap ports in 10.42.0.0/24. Pier to pier, pier to
-// a Linux vxlan device behind a Linux bridge, and head-end replication to two remotes.
+// a Linux vxlan device behind a Linux bridge, head-end replication to two remotes, and both again
+// over an IPv6 underlay (2001:db8::/64 wires).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { iperf, must, NEEDS, nsExec, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
@@ -199,5 +200,87 @@ describe('vxlan: head-end replication to two remotes (root)', requires(NEEDS.tun
     await pingUntil(cB, '10.42.0.1');
     const v = dA.json<{ port: { peer: { vteps: Array<{ address: string; macs: number }> } } }>('show', 'vx0').port.peer;
     assert.deepEqual(v.vteps.map((t) => [t.address, t.macs]), [['192.0.2.2', 1], ['198.51.100.3', 1]]);
+  });
+});
+
+describe('vxlan over an IPv6 underlay: pier to pier, and pier to Linux vxlan (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
+  // Host A (pier) in the middle: a wire to host B (pier) and one to host C (Linux vxlan + bridge),
+  // one vxlan port towards each, on two bridges so each pair is a network of its own.
+  const lab = new Lab();
+  let hA = '', hB = '', hC = '', cA = '', cA2 = '', cB = '', cC = '';
+  let dA: HostDaemon;
+  let dB: HostDaemon;
+
+  /** A veth wire with IPv6 on (the lab turns it off), addresses without duplicate detection (usable at once). */
+  function wire6(a: string, ifA: string, addrA: string, b: string, ifB: string, addrB: string): void {
+    for (const ns of [a, b]) must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0']);
+    must('ip', ['link', 'add', 'name', ifA, 'netns', a, 'type', 'veth', 'peer', 'name', ifB, 'netns', b]);
+    must('ip', ['-n', a, 'addr', 'add', addrA, 'dev', ifA, 'nodad']);
+    must('ip', ['-n', b, 'addr', 'add', addrB, 'dev', ifB, 'nodad']);
+    must('ip', ['-n', a, 'link', 'set', ifA, 'up']);
+    must('ip', ['-n', b, 'link', 'set', ifB, 'up']);
+  }
+
+  before(async () => {
+    [hA, hB, hC, cA, cA2, cB, cC] = lab.netns(7) as [string, string, string, string, string, string, string];
+    wire6(hA, 'wireb', '2001:db8::1/64', hB, 'wirea', '2001:db8::2/64');
+    wire6(hA, 'wirec', '2001:db8:1::1/64', hC, 'wirea', '2001:db8:1::3/64');
+    dA = await lab.daemon(hA);
+    dB = await lab.daemon(hB);
+    // Inner MTU over IPv6: 1500 - 70.
+    dA.ok('add-br', 'br0');
+    dA.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${cA}`, 'ip=10.46.0.1/24', 'ifname=eth0', 'mtu=1430');
+    dA.ok('add-port', 'br0', 'vx0', 'type=vxlan', `vni=${VNI}`, 'remote=2001:db8::2', 'local=2001:db8::1');
+    dB.ok('add-br', 'br0');
+    dB.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${cB}`, 'ip=10.46.0.2/24', 'ifname=eth0', 'mtu=1430');
+    dB.ok('add-port', 'br0', 'vx0', 'type=vxlan', `vni=${VNI}`, 'remote=2001:db8::1', 'local=2001:db8::2');
+    dA.ok('add-br', 'br1');
+    dA.ok('add-port', 'br1', 'c2', 'type=tap', `netns=${cA2}`, 'ip=10.47.0.1/24', 'ifname=eth0', 'mtu=1430');
+    dA.ok('add-port', 'br1', 'vx1', 'type=vxlan', 'vni=43', 'remote=2001:db8:1::3', 'local=2001:db8:1::1');
+    // Host C: Linux all the way (IPv6 vxlan sends UDP checksums: udp6zerocsumtx is off by default).
+    must('ip', ['-n', hC, 'link', 'add', 'vx43', 'type', 'vxlan', 'id', '43', 'dstport', '4789', 'remote', '2001:db8:1::1', 'local', '2001:db8:1::3', 'dev', 'wirea']);
+    must('ip', ['-n', hC, 'link', 'add', 'br0', 'type', 'bridge']);
+    must('ip', ['link', 'add', 'name', 'vc0', 'netns', hC, 'mtu', '1430', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cC, 'mtu', '1430']);
+    for (const l of ['vx43', 'vc0']) must('ip', ['-n', hC, 'link', 'set', l, 'master', 'br0']);
+    for (const l of ['vx43', 'vc0', 'br0']) must('ip', ['-n', hC, 'link', 'set', l, 'up']);
+    must('ip', ['-n', cC, 'addr', 'add', '10.47.0.3/24', 'dev', 'eth0']);
+    must('ip', ['-n', cC, 'link', 'set', 'eth0', 'up']);
+  });
+
+  after(() => lab.cleanup());
+
+  it('shows the inner MTU of an IPv6 underlay (70 bytes of headers)', () => {
+    const v = dA.json<{ port: { peer: { innerMtu: number; family: number } } }>('show', 'vx0').port.peer;
+    assert.equal(v.family, 6);
+    assert.equal(v.innerMtu, 1430);
+  });
+
+  it('pier to pier: pings both ways, the MTU edge, TCP both ways', async () => {
+    await pingUntil(cA, '10.46.0.2');
+    assert.equal(ping(cB, '10.46.0.1').code, 0);
+    const v = dA.json<{ port: { peer: { vteps: Array<{ address: string; macs: number }> } } }>('show', 'vx0').port.peer;
+    assert.deepEqual(v.vteps.map((t) => [t.address, t.macs]), [['2001:db8::2', 1]]);
+    const edge = ping(cA, '10.46.0.2', ['-M', 'do', '-s', '1402']);
+    assert.equal(edge.code, 0, edge.stdout + edge.stderr);
+    const up = await iperf(cB, cA, '10.46.0.2');
+    const down = await iperf(cB, cA, '10.46.0.2', { reverse: true });
+    console.log(`pier-pier vxlan over IPv6: A->B ${up.gbps.toFixed(2)} Gbit/s, B->A ${down.gbps.toFixed(2)} Gbit/s`);
+    assert.ok(up.bytes > 10e6 && down.bytes > 10e6, `moved ${up.bytes} / ${down.bytes} bytes`);
+    for (const d of [dA, dB]) {
+      const c = portCounters(d, 'vx0');
+      assert.equal(c.tx_dropped_too_big, 0);
+      assert.equal(c.rx_dropped_malformed, 0);
+    }
+  });
+
+  it('pier to Linux vxlan: pings both ways and TCP both ways; Linux learned pier behind its IPv6 address', async () => {
+    await pingUntil(cA2, '10.47.0.3');
+    assert.equal(ping(cC, '10.47.0.1').code, 0);
+    assert.match(must('bridge', ['-n', hC, 'fdb', 'show', 'dev', 'vx43']), /dst 2001:db8:1::1/);
+    const up = await iperf(cC, cA2, '10.47.0.3');
+    const down = await iperf(cC, cA2, '10.47.0.3', { reverse: true });
+    console.log(`pier-linux vxlan over IPv6: pier->linux ${up.gbps.toFixed(2)} Gbit/s, linux->pier ${down.gbps.toFixed(2)} Gbit/s`);
+    assert.ok(up.bytes > 10e6 && down.bytes > 10e6, `moved ${up.bytes} / ${down.bytes} bytes`);
+    assert.equal(portCounters(dA, 'vx1').rx_dropped_malformed, 0, 'every datagram from Linux decapsulated');
   });
 });

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { iperf, must, NEEDS, PIER, ping, pingUntil, requires, waitFor, type Prerequisite } from './helpers.ts';
+import * as bpf from '../src/sys/bpf.ts';
+import { libc } from '../src/sys/index.ts';
 import { TwoHosts, WIRE } from './two-hosts.ts';
 
 interface Counters { [k: string]: number }
@@ -161,6 +163,29 @@ describe('afxdp uplinks between two hosts (root)', requires(NEEDS.tun, NEEDS.ipe
     assert.match(r.stderr, /zero-copy=on, but wire0 \(XDP native\) does not offer it/);
     assert.equal(xdpOf(lab.a.ns).text, '');
     assert.notEqual(lab.a.pier.pier('show', 'up2').code, 0);
+  });
+
+  it('refuses a device that already has a program that is not pier\'s, and leaves that program attached', () => {
+    must('ip', ['-n', lab.a.ns, 'link', 'add', 'side0', 'type', 'veth', 'peer', 'name', 'side1']);
+    must('ip', ['-n', lab.a.ns, 'link', 'set', 'side0', 'up']);
+    must('ip', ['-n', lab.a.ns, 'link', 'set', 'side1', 'up']);
+    const nsPath = `/var/run/netns/${lab.a.ns}`;
+    const map = bpf.createXskMap(1);
+    const prog = bpf.loadXskProgram(map, 'other_xdp');
+    try {
+      const ifindex = (JSON.parse(must('ip', ['-j', '-n', lab.a.ns, 'link', 'show', 'dev', 'side0'])) as Array<{ ifindex: number }>)[0]!.ifindex;
+      bpf.attachXdp(nsPath, ifindex, prog, 'generic');
+      const id = bpf.progInfo(prog).id;
+      const r = lab.a.pier.pier('add-port', 'br0', 'up9', 'type=afxdp', 'dev=side0');
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, new RegExp(`already has an XDP program \\(id ${id}, other_xdp\\) that is not pier's`));
+      assert.equal(bpf.xdpState(nsPath, 'side0').progId, id, 'the other program is still the one attached');
+      assert.equal(lab.a.pier.pier('show', 'up9').code === 0, false, 'no port left behind');
+    } finally {
+      libc.close(prog);
+      libc.close(map);
+      must('ip', ['-n', lab.a.ns, 'link', 'del', 'side0']);
+    }
   });
 
   it('refuses a device that does not exist, and queues beyond the device\'s', () => {

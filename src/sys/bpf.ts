@@ -98,9 +98,11 @@ export function createXskMap(entries: number): number {
 
 /**
  * Load the redirect program for `mapFd`; returns its fd. On a refusal the verifier's log is in
- * the error (it is asked for only then: the load is repeated with a log buffer).
+ * the error (it is asked for only then: the load is repeated with a log buffer). `name` is pier's
+ * (how a restarted daemon knows its own program); tests load it under another to stand for a
+ * program that is not pier's.
  */
-export function loadXskProgram(mapFd: number): number {
+export function loadXskProgram(mapFd: number, name = PIER_PROG_NAME): number {
   const insns = xskRedirectProgram(mapFd);
   const license = Buffer.from(`${LICENSE}\0`, 'ascii');
   const load = (log: Uint8Array | undefined): number => {
@@ -115,7 +117,7 @@ export function loadXskProgram(mapFd: number): number {
       dv.setUint32(28, log.length, true);
       dv.setBigUint64(32, BigInt(c.addressOf(log)), true);
     }
-    setName(a, 48, PIER_PROG_NAME);
+    setName(a, 48, name);
     return bpf(BPF_PROG_LOAD, a);
   };
   let fd = load(undefined);

@@ -101,10 +101,15 @@ export class VxlanPort extends Port {
   /** Inner MAC -> the VTEP index it was last seen behind: the bridge's FDB, with VTEPs for ports (learned, aged, bounded alike). */
   readonly table = new Fdb(4096);
   private readonly rxHandles = new Int32Array(RX_BATCH);
-  /** Messages received and not yet walked (receive()): buffer, length (-1 truncated), VTEP, segment size (0: one datagram), offset of the next datagram. */
+  /**
+   * Messages received and not yet walked (receive()): buffer, length (-1 truncated), VTEP index
+   * (-2 until resolved) and the sender's address bytes, segment size (0: one datagram), offset of
+   * the next datagram.
+   */
   private readonly stageH = new Int32Array(RX_BATCH);
   private readonly stageLen = new Int32Array(RX_BATCH);
   private readonly stageVtep = new Int32Array(RX_BATCH);
+  private readonly stageAddr = new Uint8Array(RX_BATCH * 16);
   private readonly stageSeg = new Int32Array(RX_BATCH);
   private readonly stageOff = new Int32Array(RX_BATCH);
   private stageNext = 0;
@@ -184,12 +189,10 @@ export class VxlanPort extends Port {
     this.vtepSa.length = this.vteps;
   }
 
-  /** The VTEP index of the sender whose sockaddr is at rx.bytes[off..]; learned if new; -1 when the table is full. */
-  private vtepOf(off: number): number {
-    const b = this.rx.bytes;
+  /** The VTEP index of the sender whose 4 or 16 address bytes are at b[at..]; learned if new; -1 when the table is full. */
+  private vtepOf(b: Uint8Array, at: number): number {
     const a = this.vtepAddr;
     const len = this.addrLen;
-    const at = off + this.addrAt;
     for (let v = 0; v < this.vteps; v++) {
       if (this.vtepLive[v] === 0) continue;
       const base = v * len;
@@ -249,7 +252,11 @@ export class VxlanPort extends Port {
       for (let i = 0; i < r; i++) {
         this.stageH[i] = hs[i]!;
         this.stageLen[i] = (rx.msgFlags(i) & MSG_TRUNC) !== 0 ? -1 : rx.msgLen(i);
-        this.stageVtep[i] = this.vtepOf(rx.nameOffset(i));
+        // Resolved (and learned) only when a frame of it is learned from: a datagram that does not
+        // decapsulate takes no slot in the VTEP table.
+        this.stageVtep[i] = -2;
+        const na = rx.nameOffset(i) + this.addrAt;
+        for (let k = 0; k < this.addrLen; k++) this.stageAddr[i * 16 + k] = rx.bytes[na + k]!;
         let seg = 0;
         if (this.spec.udpGro && rx.controlLen(i) >= 20) {
           const co = rx.controlOffset(i);
@@ -273,7 +280,7 @@ export class VxlanPort extends Port {
       if (seg === 0) {
         // One datagram, in place.
         this.stageNext++;
-        n = this.deliver(h, len, this.stageVtep[i]!, now, out, n);
+        n = this.deliver(h, len, i, now, out, n);
         continue;
       }
       // A coalesced message: the next of its datagrams into a buffer of its own.
@@ -292,7 +299,7 @@ export class VxlanPort extends Port {
         const src = pool.hdrOffset(h) + VNET_HDR - VXLAN_HLEN + off;
         const dst = pool.hdrOffset(d) + VNET_HDR - VXLAN_HLEN;
         pool.bytes.copyWithin(dst, src, src + dlen);
-        n = this.deliver(d, dlen, this.stageVtep[i]!, now, out, n);
+        n = this.deliver(d, dlen, i, now, out, n);
       }
       if (nextOff >= len) pool.release(h);
     }
@@ -305,16 +312,16 @@ export class VxlanPort extends Port {
     return n;
   }
 
-  /** Inner source MAC of the last frame learned (one look-up per run of frames from one sender). */
+  /** Inner source MAC and staged message of the last frame learned from (one look-up per run of frames of one sender). */
   private lastSrc = -1;
-  private lastVtep = -1;
+  private lastMsg = -1;
 
   /**
-   * Decapsulate the datagram of `len` bytes (-1: truncated) that sits 4 bytes into buffer h, sent
-   * by VTEP v (-1: table full), and put it in out[n] (or merge it into the open super-frame).
-   * Returns the new n. Releases h when it is dropped.
+   * Decapsulate the datagram of `len` bytes (-1: truncated) that sits 4 bytes into buffer h, from
+   * staged message m, and put it in out[n] (or merge it into the open super-frame). Returns the
+   * new n. Releases h when it is dropped.
    */
-  private deliver(h: number, len: number, v: number, now: number, out: Int32Array, n: number): number {
+  private deliver(h: number, len: number, m: number, now: number, out: Int32Array, n: number): number {
     const pool = this.pool;
     const b = pool.bytes;
     const c = this.counters;
@@ -339,10 +346,12 @@ export class VxlanPort extends Port {
     const s0 = b[fo + 6]!;
     if ((s0 & 1) === 0) {
       const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
-      if (src !== this.lastSrc || v !== this.lastVtep) {
+      if (src !== this.lastSrc || m !== this.lastMsg) {
+        let v = this.stageVtep[m]!;
+        if (v === -2) v = this.stageVtep[m] = this.vtepOf(this.stageAddr, m * 16);
         if (v >= 0) this.table.learn(src, v, now);
         this.lastSrc = src;
-        this.lastVtep = v;
+        this.lastMsg = m;
       }
     }
     c[C.rx_packets]!++;

@@ -10,7 +10,7 @@ import type { VxlanSpec } from './options.ts';
 
 interface Inside {
   rx: { bytes: Uint8Array; nameOffset(m: number): number };
-  vtepOf(off: number): number;
+  vtepOf(b: Uint8Array, at: number): number;
   table: { learn(mac: number, port: number, now: number): void; agingSeconds: number };
   extra: Float64Array;
 }
@@ -28,7 +28,7 @@ function port(): { p: VxlanPort; x: Inside } {
 function from(x: Inside, n: number): number {
   const o = x.rx.nameOffset(0);
   x.rx.bytes.set([2, 0, 0x12, 0xb5, 198, 51, 100, n & 0xff], o);
-  return x.vtepOf(o);
+  return x.vtepOf(x.rx.bytes, o + 4);
 }
 
 describe('vxlan VTEP table', () => {

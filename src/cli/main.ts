@@ -32,7 +32,8 @@ program.command('daemon')
   .addOption(new Option('--socket-mode <mode>', 'permissions of the control socket (octal)').default('0600'))
   .addOption(new Option('--pool <n>', 'packet buffers in the pool (66 KiB each, memory used as touched)').default('4096'))
   .option('--dataplane-cpu <n>', 'pin the dataplane thread to this CPU')
-  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneCpu?: string }, cmd: Command) => {
+  .option('--metrics [address:port]', 'serve Prometheus metrics at http://ADDRESS:PORT/metrics (alone: 127.0.0.1:9477)')
+  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneCpu?: string; metrics?: string | true }, cmd: Command) => {
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
@@ -41,7 +42,8 @@ program.command('daemon')
     const cpu = o.dataplaneCpu === undefined ? -1 : Number(o.dataplaneCpu);
     const ncpu = (await import('node:os')).cpus().length;
     if (!Number.isInteger(cpu) || cpu < -1 || cpu >= ncpu) throw new PierError('EINVAL', `--dataplane-cpu ${o.dataplaneCpu} is not a CPU of this machine`, `use 0..${ncpu - 1}`);
-    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneCpu: cpu });
+    const metrics = o.metrics === undefined ? undefined : (await import('../daemon/metrics.ts')).parseListen(o.metrics);
+    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneCpu: cpu, metrics });
     await d.start();
     let stopping = false;
     const stop = (): void => {

@@ -19,7 +19,9 @@ import { type DesiredState, emptyState, StateStore, type StoredPort } from './st
 import { type Commands, ControlServer } from './control.ts';
 
 import { VERSION } from './defaults.ts';
+import type { Server as HttpServer } from 'node:http';
 import { Logger } from './log.ts';
+import type { MetricsPort } from './metrics.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -31,6 +33,8 @@ export interface DaemonOptions {
   poolSize: number;
   /** Pin the dataplane thread to this CPU (-1: let the kernel place it). */
   dataplaneCpu: number;
+  /** Serve Prometheus metrics here (`--metrics`); undefined: off. */
+  metrics?: { host: string; port: number } | undefined;
 }
 
 interface PortRuntime {
@@ -44,6 +48,8 @@ interface PortRuntime {
   options: KindOptions | undefined;
   /** Why the port is not forwarding, when it is not. */
   error: string | undefined;
+  /** A vhost-user peer (or virtio-user backend) is connected; undefined for kinds without one. */
+  peerConnected?: boolean;
 }
 
 /** The control socket's commands and their arguments (`handle` below runs them). */
@@ -71,6 +77,7 @@ export class Daemon {
   private state: DesiredState = emptyState();
   private dataplane!: Dataplane;
   private control: ControlServer | undefined;
+  private metrics: HttpServer | undefined;
   private readonly bridgeIds = new Map<string, number>();
   private readonly ports = new Map<string, PortRuntime>();
   private nextBridgeId = 1;
@@ -113,6 +120,11 @@ export class Daemon {
     }
     await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
     await this.listen();
+    if (this.opts.metrics) {
+      const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
+      this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({ ports: () => this.metricsPorts(), gauges: this.dataplane.gauges, version: VERSION }));
+      this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
+    }
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
     this.retryTimer.unref();
     this.log.info({ socket: this.opts.socket, stateDir: this.opts.stateDir, ports: this.ports.size }, 'pier daemon ready');
@@ -145,6 +157,10 @@ export class Daemon {
 
   async stop(): Promise<void> {
     if (this.retryTimer) clearInterval(this.retryTimer);
+    if (this.metrics) {
+      this.metrics.closeAllConnections();
+      await new Promise<void>((resolve) => this.metrics!.close(() => resolve()));
+    }
     await this.control?.close();
     try { unlinkSync(this.opts.socket); } catch { /* gone */ }
     await this.dataplane?.stop();
@@ -442,9 +458,22 @@ export class Daemon {
     return null;
   }
 
+  /** The ports as the metrics endpoint reports them (read at each scrape). */
+  private metricsPorts(): MetricsPort[] {
+    const out: MetricsPort[] = [];
+    for (const rt of this.ports.values()) {
+      const type = this.state.bridges[rt.bridge]?.ports[rt.name]?.options.type ?? 'unknown';
+      const hasPeer = type.startsWith('vhost-user') || type === 'virtio-user';
+      out.push({ name: rt.name, bridge: rt.bridge, type, up: rt.error === undefined, peerConnected: hasPeer ? rt.peerConnected === true : undefined, counters: rt.counters });
+    }
+    return out;
+  }
+
   /** A port's peer came, went or was refused something: one log line, warn when it was the peer's fault. */
   private peerNews(index: number, n: PeerNews): void {
     const rt = [...this.ports.values()].find((p) => p.index === index);
+    if (rt && n.what === 'connected') rt.peerConnected = true;
+    if (rt && n.what === 'ended') rt.peerConnected = false;
     const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
     const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');
     if (fault) this.log.warn(fields, `peer ${n.what}`);

@@ -1,4 +1,5 @@
 // The daemon's handle on the dataplane thread.
+import { GAUGE_SLOTS } from '../dataplane/gauges.ts';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { EventFd, PeerWriteWatchdog, peerWatchBuffer, sigbusGuard } from '../sys/index.ts';
 import type { DataplaneEvent, Reply, ReplyOf, RequestBody } from '../dataplane/protocol.ts';
@@ -18,6 +19,11 @@ export class Dataplane {
    */
   private readonly watch = peerWatchBuffer();
   private readonly watchdog = new PeerWriteWatchdog(this.watch);
+  /**
+   * Numbers the dataplane thread writes between bursts and the main thread reads without asking
+   * it (metrics scrapes): GAUGE_* slots.
+   */
+  readonly gauges = new Float64Array(new SharedArrayBuffer(8 * GAUGE_SLOTS));
 
   constructor(poolSize = 1024, cpu = -1) {
     // Process-wide signal handlers, installed here before the dataplane thread exists (its
@@ -36,7 +42,7 @@ export class Dataplane {
     // worker-boot.mjs, which registers tsx in the new thread first.
     const entry = import.meta.url.endsWith('.js') ? './worker.js' : './worker-boot.mjs';
     this.worker = new Worker(new URL(entry, import.meta.url), {
-      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu, watch: this.watch },
+      workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu, watch: this.watch, gauges: this.gauges },
       transferList: [port2],
       name: 'pier-dataplane',
     });

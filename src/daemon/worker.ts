@@ -4,11 +4,12 @@
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { Engine } from '../dataplane/engine.ts';
+import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 import { loadDataplanes } from '../ports/registry.ts';
 import type { Port } from '../dataplane/port.ts';
 import type { PortSpec, Reply, ReplyOf, Request } from '../dataplane/protocol.ts';
 
-const { ctrl, doorbellFd, poolSize, cpu, watch } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array };
+const { ctrl, doorbellFd, poolSize, cpu, watch, gauges } = workerData as { ctrl: MessagePort; doorbellFd: number; poolSize: number; cpu: number; watch: Int32Array; gauges: Float64Array };
 // Like OVS's pmd-cpu-mask: on a small machine the dataplane thread should not share a core with
 // a peer that busy-polls.
 if (cpu >= 0) libc.pinThread(cpu);
@@ -30,6 +31,10 @@ const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {
   for (let m = receiveMessageOnPort(ctrl); m; m = receiveMessageOnPort(ctrl)) handle(m.message as Request);
 }, (index, reason) => ctrl.postMessage({ event: 'port-down', index, reason }),
 (index, n) => ctrl.postMessage({ event: 'peer', index, ...n }));
+gauges[GAUGE_TID] = tid;
+gauges[GAUGE_POOL_SIZE] = engine.pool.count;
+gauges[GAUGE_POOL_AVAILABLE] = engine.pool.available();
+engine.gauges = gauges;
 
 function handle(req: Request): void {
   let reply: Reply;

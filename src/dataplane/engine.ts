@@ -2,6 +2,7 @@
 // ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes every
 // output queue, fixing up offloads a receiving port does not accept. Control requests arrive on a
 // doorbell eventfd in the same epoll set, so the loop never spins while idle.
+import { GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE } from './gauges.ts';
 import { ARENA_SIZE } from '../memory/arena.ts';
 import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
@@ -14,6 +15,7 @@ import { applyVlan, PUSH_TOO_BIG, pushTag, VLAN_TRUNK, type VlanConfig } from '.
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
+
 const CONTROL_TOKEN = 0xffffffff;
 const MAX_PORTS = 1 << 20;
 
@@ -156,6 +158,12 @@ export class Engine implements PortContext {
     return t;
   }
 
+  /**
+   * Set by the dataplane thread: pool levels written at every housekeeping turn, read by the main
+   * thread without a request (GAUGE_* slots, src/daemon/dataplane.ts).
+   */
+  gauges: Float64Array | undefined;
+
   /** One wait-and-forward turn; public so tests can drive the engine step by step. */
   turn(timeoutMs: number): void {
     const ep = this.epoll;
@@ -167,6 +175,11 @@ export class Engine implements PortContext {
     if (housekeeping) {
       const now = Date.now() / 1000;
       for (let i = 0; i < this.bridgeList.length; i++) this.bridgeList[i]!.now = now;
+      const g = this.gauges;
+      if (g !== undefined) {
+        g[GAUGE_POOL_AVAILABLE] = this.pool.available();
+        g[GAUGE_POOL_ALLOC_FAILURES] = this.pool.allocFailures;
+      }
     }
     // Queues that stopped at their budget last turn go first, each once.
     const np = this.npending;

@@ -67,3 +67,10 @@ export function formatStats(list: StatsView[]): string {
   }
   return out.join('\n');
 }
+
+/** One event of `pier events`: time, what, where, why. */
+export function formatEvent(e: { seq: number; time: string; type: string; port?: string; bridge?: string; reason?: string; detail?: string }): string {
+  const where = e.port ? ` ${e.port}${e.bridge ? ` (${e.bridge})` : ''}` : '';
+  const why = [e.reason, e.detail].filter((x) => x).join(': ');
+  return `${e.time} ${e.type}${where}${why ? ` ${why}` : ''}`;
+}

@@ -88,6 +88,29 @@ client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').opt
       [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.age}`)].join('\n'));
   });
 
+client('events', 'what happened to ports and peers (the last 1000 events): links, peers and why they went, failed reconciliations')
+  .option('--follow', 'keep printing events as they happen (until interrupted)')
+  .option('--json', 'one JSON object per line')
+  .action(async (o: { follow?: boolean; json?: boolean }, cmd: Command) => {
+    const { formatEvent } = await import('./format.ts');
+    const socket = socketOf(cmd);
+    type Batch = { events: Array<{ seq: number }>; missed: number; last: number };
+    const show = (b: Batch): void => {
+      if (b.missed > 0) process.stderr.write(`pier events: ${b.missed} events were dropped from the daemon's log before they were read\n`);
+      for (const e of b.events) process.stdout.write((o.json ? JSON.stringify(e) : formatEvent(e as Parameters<typeof formatEvent>[0])) + '\n');
+    };
+    let b = await call(socket, 'events', []) as Batch;
+    show(b);
+    if (!o.follow) return;
+    // Asked again twice a second for what came after the last one seen: no connection is held
+    // open on the daemon, and a reader that falls behind is told what it missed.
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      b = await call(socket, 'events', [String(b.last)]) as Batch;
+      show(b);
+    }
+  });
+
 client('doctor', 'check what this machine offers pier, each finding with its fix; exit 1 if something must be fixed')
   .option('--json', 'machine-readable output')
   .action(async (o: { json?: boolean }, cmd: Command) => {

@@ -22,6 +22,7 @@ import { VERSION } from './defaults.ts';
 import type { Server as HttpServer } from 'node:http';
 import { Logger } from './log.ts';
 import type { MetricsPort } from './metrics.ts';
+import { EventLog } from './events.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -61,6 +62,7 @@ export const COMMANDS: Commands = {
   'set-port': ['PORT', 'OPTION...'],
   show: ['NAME'],
   stats: ['PORT'],
+  events: ['AFTER'],
   fdb: ['BRIDGE'],
   ping: [],
   // pier-cni's requests, one JSON object each (docs/design/cni.md)
@@ -73,6 +75,8 @@ export const COMMANDS: Commands = {
 export class Daemon {
   // Synchronous: few lines, and a daemon that hangs must still have said what it was doing.
   private readonly log = new Logger('pier');
+  /** What happened to ports and peers, for `pier events` (the log has it too). */
+  private readonly events = new EventLog();
   private readonly store: StateStore;
   private state: DesiredState = emptyState();
   private dataplane!: Dataplane;
@@ -187,6 +191,7 @@ export class Daemon {
       case 'set-port': return this.setPort(arg(args, 0, 'PORT'), args.slice(1));
       case 'show': return this.show(args[0]);
       case 'stats': return this.stats(args[0]);
+      case 'events': return this.events.since(args[0] === undefined ? 0 : eventSeq(args[0]));
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
       case 'ping': return { version: VERSION, pid: process.pid };
       case 'cni-add': return this.cniAdd(parseRequest(cniAddRequest, cmd, args[0]));
@@ -341,10 +346,16 @@ export class Daemon {
       }
       rt.dev = dev;
       rt.options = o;
-      if (rt.error) this.log.info({ port: name }, 'port recovered');
+      if (rt.error) {
+        this.log.info({ port: name }, 'port recovered');
+        this.events.add('link-up', { port: name, bridge: rt.bridge, detail: `recovered from: ${rt.error}` });
+      }
       rt.error = undefined;
     } catch (e) {
+      const prev = rt.error;
       rt.error = (e as Error).message;
+      // Once per distinct error, not at every 5 s retry.
+      if (rt.error !== prev) this.events.add('reconcile-failed', { port: name, bridge: rt.bridge, reason: rt.error });
       if (strict) throw e;
       this.log.warn({ port: name, error: rt.error }, 'port could not be started; will retry');
     }
@@ -412,6 +423,7 @@ export class Daemon {
       return () => delete b.ports[name];
     });
     this.log.info({ bridge: br, port: name, options: o }, 'port added');
+    this.events.add('port-added', { port: name, bridge: br, detail: `type=${o.type}` });
     return this.describePort(this.ports.get(name)!);
   }
 
@@ -443,6 +455,7 @@ export class Daemon {
       return () => (ports[name] = before);
     }, recreate);
     this.log.info({ port: name, options: o, recreate }, 'port changed');
+    this.events.add('port-changed', { port: name, detail: recreate ? 'made again (--recreate)' : 'changed live' });
     return this.describePort(this.ports.get(name)!);
   }
 
@@ -455,6 +468,7 @@ export class Daemon {
     await this.reconcile(name, false);
     this.persist();
     this.log.info({ bridge: br, port: name }, 'port deleted');
+    this.events.add('port-deleted', { port: name, bridge: br });
     return null;
   }
 
@@ -474,6 +488,8 @@ export class Daemon {
     const rt = [...this.ports.values()].find((p) => p.index === index);
     if (rt && n.what === 'connected') rt.peerConnected = true;
     if (rt && n.what === 'ended') rt.peerConnected = false;
+    const type = n.what === 'connected' ? 'peer-connected' : n.what === 'ended' ? 'peer-disconnected' : 'peer-refused';
+    this.events.add(type, { port: rt?.name ?? `#${index}`, bridge: rt?.bridge, reason: n.kind, detail: n.detail });
     const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
     const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');
     if (fault) this.log.warn(fields, `peer ${n.what}`);
@@ -485,6 +501,7 @@ export class Daemon {
       for (const rt of this.ports.values()) {
         if (rt.index !== index || !rt.dev) continue;
         this.log.warn({ port: rt.name, reason }, 'port device went away; will retry');
+        this.events.add('link-down', { port: rt.name, bridge: rt.bridge, reason });
         await this.unrealize(rt, true);
         const dev = (this.desired(rt.name)?.port.options as { dev?: string } | undefined)?.dev;
         rt.error = dev !== undefined
@@ -859,6 +876,13 @@ export class Daemon {
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
     return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
   }
+}
+
+/** `events AFTER`: a sequence number the client saw last. */
+function eventSeq(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new PierError('EINVAL', `events: ${v} is not an event number`, 'pass the seq of the last event seen, or nothing for all');
+  return n;
 }
 
 /**

@@ -88,6 +88,30 @@ client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').opt
       [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.age}`)].join('\n'));
   });
 
+client('top', 'a live view of per-port rates (pps, bit/s, drops per second and why), the dataplane thread\'s CPU and pool use')
+  .option('--interval <seconds>', 'seconds between refreshes', '1')
+  .addOption(new Option('--sort <key>', 'order of the ports').choices(['rate', 'drops']).default('rate'))
+  .option('--once', 'print one screen (rates over one interval) and exit, for scripts')
+  .action(async (o: { interval: string; sort: 'rate' | 'drops'; once?: boolean }, cmd: Command) => {
+    const interval = Number(o.interval);
+    if (!(interval >= 0.1 && interval <= 3600)) throw new PierError('EINVAL', `--interval ${o.interval} is not a number of seconds`, 'use 0.1..3600, for example --interval 2');
+    const { rates, renderTop } = await import('./top.ts');
+    type Sample = Parameters<typeof rates>[0];
+    const socket = socketOf(cmd);
+    const sample = async (): Promise<Sample> => await call(socket, 'top') as Sample;
+    const tty = process.stdout.isTTY && !o.once;
+    let a = await sample();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, interval * 1000));
+      const b = await sample();
+      const screen = renderTop(b, rates(a, b), o.sort, tty ? Math.max(40, process.stdout.columns ?? 80) : 80);
+      // In place on a terminal: home, clear, the screen.
+      process.stdout.write(tty ? `\x1b[H\x1b[2J${screen}\n` : `${screen}\n`);
+      if (o.once) return;
+      a = b;
+    }
+  });
+
 client('events', 'what happened to ports and peers (the last 1000 events): links, peers and why they went, failed reconciliations')
   .option('--follow', 'keep printing events as they happen (until interrupted)')
   .option('--json', 'one JSON object per line')

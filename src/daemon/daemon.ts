@@ -23,6 +23,8 @@ import type { Server as HttpServer } from 'node:http';
 import { Logger } from './log.ts';
 import type { MetricsPort } from './metrics.ts';
 import { EventLog } from './events.ts';
+import { threadCpuSeconds } from './cpu.ts';
+import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -63,6 +65,7 @@ export const COMMANDS: Commands = {
   show: ['NAME'],
   stats: ['PORT'],
   events: ['AFTER'],
+  top: [],
   fdb: ['BRIDGE'],
   ping: [],
   // pier-cni's requests, one JSON object each (docs/design/cni.md)
@@ -191,6 +194,7 @@ export class Daemon {
       case 'set-port': return this.setPort(arg(args, 0, 'PORT'), args.slice(1));
       case 'show': return this.show(args[0]);
       case 'stats': return this.stats(args[0]);
+      case 'top': return this.topSample();
       case 'events': return this.events.since(args[0] === undefined ? 0 : eventSeq(args[0]));
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
       case 'ping': return { version: VERSION, pid: process.pid };
@@ -851,6 +855,19 @@ export class Daemon {
     }
     const dataplane = await this.dataplane.request({ op: 'pool' });
     return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };
+  }
+
+  /**
+   * One sample for `pier top`: every port's counters and type, the pool and the dataplane thread's
+   * CPU time, all read from shared memory and /proc (the dataplane thread is not asked).
+   */
+  private topSample(): unknown {
+    const g = this.dataplane!.gauges;
+    return {
+      time: Date.now(),
+      dataplane: { cpuSeconds: threadCpuSeconds(g[GAUGE_TID]!), poolSize: g[GAUGE_POOL_SIZE], poolAvailable: g[GAUGE_POOL_AVAILABLE] },
+      ports: this.metricsPorts().map((p) => ({ port: p.name, bridge: p.bridge, type: p.type, up: p.up, counters: readCounters(p.counters) })),
+    };
   }
 
   private stats(name?: string): unknown {

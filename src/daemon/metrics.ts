@@ -5,11 +5,11 @@
 // scrape sends the dataplane no request and keeps nothing between scrapes.
 // prom-client: the maintained Node client; its registry writes the format, and its collect()
 // hooks are where the shared counters are read.
-import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { COUNTER_NAMES, type CounterName } from '../dataplane/counters.ts';
 import { GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
+import { threadCpuSeconds } from './cpu.ts';
 import { PierError } from './errors.ts';
 
 export const METRICS_DEFAULT = '127.0.0.1:9477';
@@ -40,17 +40,6 @@ export function parseListen(v: string | true): { host: string; port: number } {
     throw new PierError('EINVAL', `--metrics ${text} is not ADDRESS:PORT`, `for example --metrics ${METRICS_DEFAULT} (loopback, the default), or [::1]:9477`);
   }
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
-}
-
-/** utime + stime of a thread of this process, in seconds (clock ticks are 1/100 s on Linux). */
-function threadCpuSeconds(tid: number): number {
-  try {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
 }
 
 /** What a counter is in Prometheus terms: its family and labels. */

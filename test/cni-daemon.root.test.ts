@@ -84,6 +84,14 @@ describe('pier-cni, the daemon side (root)', requires(NEEDS.tun,
     assert.match(must('ip', ['-n', a, 'route', 'show', 'default']), /default via 10\.77\.0\.1 dev eth0/);
     assert.deepEqual(addrs(undefined, 'cbr0-gw'), ['10.77.0.1/24']);
     assert.match(nftTable() ?? '', /ip saddr 10\.77\.0\.0\/24 ip daddr != 10\.77\.0\.0\/24 masquerade/);
+    // Another pier daemon on the host (its own state dir, no attachments) leaves the table alone.
+    const other = new TestDaemon();
+    try {
+      await other.start();
+    } finally {
+      await other.cleanup();
+    }
+    assert.match(nftTable() ?? '', /10\.77\.0\.0\/24/, 'a second daemon starting and stopping kept this one\'s masquerade rules');
     await pingUntil(a, '10.77.0.3');
     await pingUntil(a, '10.77.0.1');
     const show = d.json('show');

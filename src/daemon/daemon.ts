@@ -799,7 +799,11 @@ export class Daemon {
     for (const a of this.attachments()) for (const subnet of a.owner.masquerade) rules.set(`${a.owner.network}\0${subnet}`, { network: a.owner.network, subnet });
     const text = masqueradeRuleset([...rules.values()].sort((x, y) => (x.network + x.subnet).localeCompare(y.network + y.subnet)));
     if (text === this.masquerade) return;
-    if (rules.size === 0 && this.masquerade === undefined && !hasNft()) return; // nothing to remove without nft
+    // No rules, and none written by this daemon since it started: the table is not touched. It is
+    // host-wide, so another pier on the host (a second daemon with its own state dir) may be
+    // using it; a daemon with no masquerading attachments must not empty it. (Rules this daemon
+    // wrote before a restart stay until it writes again; after a reboot there are none.)
+    if (rules.size === 0 && this.masquerade === undefined) return;
     try {
       execFileSync('nft', ['-f', '-'], { input: text, stdio: ['pipe', 'ignore', 'pipe'], encoding: 'utf8' });
     } catch (e) {
@@ -862,7 +866,7 @@ export class Daemon {
    * CPU time, all read from shared memory and /proc (the dataplane thread is not asked).
    */
   private topSample(): unknown {
-    const g = this.dataplane!.gauges;
+    const g = this.dataplane.gauges;
     return {
       time: Date.now(),
       dataplane: { cpuSeconds: threadCpuSeconds(g[GAUGE_TID]!), poolSize: g[GAUGE_POOL_SIZE], poolAvailable: g[GAUGE_POOL_AVAILABLE] },
@@ -931,10 +935,6 @@ function ownerView(o: StoredPort['owner']): Record<string, unknown> | undefined 
   if (!o) return undefined;
   if (o.kind === 'cni-gateway') return o;
   return { kind: o.kind, network: o.network, containerId: o.containerId, ifname: o.ifname, netns: o.netns };
-}
-
-function hasNft(): boolean {
-  return ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].some((p) => existsSync(p));
 }
 
 function arg(args: string[], i: number, what: string): string {

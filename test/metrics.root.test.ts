@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, NEEDS, ping, pingUntil, requires, TestDaemon } from './helpers.ts';
+import { delNetns, makeNetns, NEEDS, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
@@ -102,6 +102,9 @@ describe('metrics endpoint (root)', requires(NEEDS.tun), () => {
       assert.ok(b >= a + 5, `${name} c1: ${a} -> ${b}`);
     }
     assert.ok(value(now.samples, 'pier_dataplane_cpu_seconds_total', {})! >= value(before.samples, 'pier_dataplane_cpu_seconds_total', {})!);
+    // The FDB's size is published at the dataplane's housekeeping (at most a second later).
+    let fdb = 0;
+    await waitFor(async () => (fdb = value((await scrape()).samples, 'pier_fdb_entries', { bridge: 'br0' }) ?? 0) >= 2, 5000, () => `two MACs learned on br0: ${fdb}`);
   });
 
   it('a deleted port\'s series go; other paths are 404', async () => {

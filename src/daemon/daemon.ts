@@ -24,7 +24,7 @@ import { Logger } from './log.ts';
 import type { MetricsPort } from './metrics.ts';
 import { EventLog } from './events.ts';
 import { threadCpuSeconds } from './cpu.ts';
-import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
+import { BRIDGE_GAUGE_FDB_ENTRIES, BRIDGE_GAUGE_SLOTS, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -86,6 +86,8 @@ export class Daemon {
   private control: ControlServer | undefined;
   private metrics: HttpServer | undefined;
   private readonly bridgeIds = new Map<string, number>();
+  /** Each running bridge's gauges, shared with the dataplane (its FDB's size, for metrics). */
+  private readonly bridgeGauges = new Map<string, Float64Array>();
   private readonly ports = new Map<string, PortRuntime>();
   private nextBridgeId = 1;
   private nextPortIndex = 1;
@@ -129,7 +131,10 @@ export class Daemon {
     await this.listen();
     if (this.opts.metrics) {
       const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
-      this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({ ports: () => this.metricsPorts(), gauges: this.dataplane.gauges, version: VERSION }));
+      this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({
+        ports: () => this.metricsPorts(), gauges: this.dataplane.gauges, version: VERSION,
+        fdbSizes: () => [...this.bridgeGauges].map(([bridge, g]) => ({ bridge, entries: g[BRIDGE_GAUGE_FDB_ENTRIES]! })),
+      }));
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
@@ -224,14 +229,17 @@ export class Daemon {
 
   private async realizeBridge(br: string): Promise<void> {
     const id = this.nextBridgeId++;
-    await this.dataplane.request({ op: 'add-bridge', id, name: br });
+    const gauges = new Float64Array(new SharedArrayBuffer(8 * BRIDGE_GAUGE_SLOTS));
+    await this.dataplane.request({ op: 'add-bridge', id, name: br, gauges });
     this.bridgeIds.set(br, id);
+    this.bridgeGauges.set(br, gauges);
   }
 
   private async unrealizeBridge(br: string): Promise<void> {
     const id = this.bridgeIds.get(br);
     if (id === undefined) return;
     this.bridgeIds.delete(br);
+    this.bridgeGauges.delete(br);
     await this.dataplane.request({ op: 'del-bridge', id });
   }
 

@@ -28,6 +28,8 @@ export interface MetricsSource {
   ports(): MetricsPort[];
   /** Engine gauges (GAUGE_* slots). */
   gauges: Float64Array;
+  /** Each bridge's learned MAC addresses (its shared gauges). */
+  fdbSizes(): Array<{ bridge: string; entries: number }>;
   version: string;
 }
 
@@ -113,6 +115,13 @@ export function metricsRegistry(src: MetricsSource): Registry {
     collect() {
       this.reset();
       for (const p of src.ports()) if (p.peerConnected !== undefined) this.set({ bridge: p.bridge, port: p.name, type: p.type }, p.peerConnected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'pier_fdb_entries', help: 'MAC addresses a bridge has learned (as of the dataplane\'s last housekeeping turn).', labelNames: ['bridge'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const f of src.fdbSizes()) this.set({ bridge: f.bridge }, f.entries);
     },
   });
   new Gauge({

@@ -2,7 +2,7 @@
 // ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes every
 // output queue, fixing up offloads a receiving port does not accept. Control requests arrive on a
 // doorbell eventfd in the same epoll set, so the loop never spins while idle.
-import { GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE } from './gauges.ts';
+import { BRIDGE_GAUGE_FDB_ENTRIES, GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE } from './gauges.ts';
 import { ARENA_SIZE } from '../memory/arena.ts';
 import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
@@ -78,13 +78,19 @@ export class Engine implements PortContext {
     this.faultsSeen = Atomics.load(counter, 0);
   }
 
-  addBridge(id: number, name: string, agingSeconds?: number): void {
+  addBridge(id: number, name: string, agingSeconds?: number, gauges?: Float64Array): void {
     this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds, this.vlanOf));
     this.bridgeList = [...this.bridges.values()];
+    if (gauges) this.bridgeGauges.set(id, gauges);
+    else this.bridgeGauges.delete(id);
   }
+
+  /** A bridge's shared gauges (BRIDGE_GAUGE_* slots), written at housekeeping: its FDB's size. */
+  private readonly bridgeGauges = new Map<number, Float64Array>();
 
   removeBridge(id: number): void {
     this.bridges.delete(id);
+    this.bridgeGauges.delete(id);
     this.bridgeList = [...this.bridges.values()];
   }
 
@@ -180,6 +186,7 @@ export class Engine implements PortContext {
         g[GAUGE_POOL_AVAILABLE] = this.pool.available();
         g[GAUGE_POOL_ALLOC_FAILURES] = this.pool.allocFailures;
       }
+      for (const [id, bg] of this.bridgeGauges) bg[BRIDGE_GAUGE_FDB_ENTRIES] = this.bridges.get(id)?.fdb.size ?? 0;
     }
     // Queues that stopped at their budget last turn go first, each once.
     const np = this.npending;

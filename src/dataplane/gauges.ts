@@ -7,3 +7,6 @@ export const GAUGE_POOL_SIZE = 1;
 export const GAUGE_POOL_AVAILABLE = 2;
 export const GAUGE_POOL_ALLOC_FAILURES = 3;
 export const GAUGE_SLOTS = 8;
+/** Slots of a bridge's gauges (one small shared array per bridge, made by the main thread). */
+export const BRIDGE_GAUGE_FDB_ENTRIES = 0;
+export const BRIDGE_GAUGE_SLOTS = 4;

@@ -15,7 +15,7 @@ export interface PortSpec {
 }
 
 export type Request =
-  | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number }
+  | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number; gauges?: Float64Array }
   | { seq: number; op: 'del-bridge'; id: number }
   | { seq: number; op: 'add-port'; port: PortSpec }
   | { seq: number; op: 'del-port'; index: number }

@@ -14,6 +14,8 @@ export class Bridge {
   readonly fdb: Fdb;
   readonly members: Port[] = [];
   now = 0;
+  /** Shared with the main thread (BRIDGE_GAUGE_* slots, gauges.ts): the engine writes the FDB's size at housekeeping. */
+  gauges: Float64Array | undefined;
   /** Some member has tag= or trunks=: forward() classifies by VLAN. */
   vlanAware = false;
 

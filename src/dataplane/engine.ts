@@ -79,18 +79,14 @@ export class Engine implements PortContext {
   }
 
   addBridge(id: number, name: string, agingSeconds?: number, gauges?: Float64Array): void {
-    this.bridges.set(id, new Bridge(id, name, this.pool, agingSeconds, this.vlanOf));
+    const br = new Bridge(id, name, this.pool, agingSeconds, this.vlanOf);
+    br.gauges = gauges;
+    this.bridges.set(id, br);
     this.bridgeList = [...this.bridges.values()];
-    if (gauges) this.bridgeGauges.set(id, gauges);
-    else this.bridgeGauges.delete(id);
   }
-
-  /** A bridge's shared gauges (BRIDGE_GAUGE_* slots), written at housekeeping: its FDB's size. */
-  private readonly bridgeGauges = new Map<number, Float64Array>();
 
   removeBridge(id: number): void {
     this.bridges.delete(id);
-    this.bridgeGauges.delete(id);
     this.bridgeList = [...this.bridges.values()];
   }
 
@@ -186,7 +182,10 @@ export class Engine implements PortContext {
         g[GAUGE_POOL_AVAILABLE] = this.pool.available();
         g[GAUGE_POOL_ALLOC_FAILURES] = this.pool.allocFailures;
       }
-      for (const [id, bg] of this.bridgeGauges) bg[BRIDGE_GAUGE_FDB_ENTRIES] = this.bridges.get(id)?.fdb.size ?? 0;
+      for (let i = 0; i < this.bridgeList.length; i++) {
+        const br = this.bridgeList[i]!;
+        if (br.gauges) br.gauges[BRIDGE_GAUGE_FDB_ENTRIES] = br.fdb.size;
+      }
     }
     // Queues that stopped at their budget last turn go first, each once.
     const np = this.npending;

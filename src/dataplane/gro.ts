@@ -136,6 +136,19 @@ export class TcpCoalescer {
     return true;
   }
 
+  /**
+   * A received packet, in order: merged into the open super-frame (and released), or closing it
+   * and put in out[n], where it may start the next one. Returns the new n. The caller closes the
+   * last one after the burst; `superFrames` counts those made.
+   */
+  push(h: number, out: Int32Array, n: number): number {
+    if (this.offer(h)) return n;
+    this.close();
+    out[n] = h;
+    this.open(h);
+    return n + 1;
+  }
+
   /** Let packet h (already in the output burst) start a super-frame if it is a TCP data segment. */
   open(h: number): void {
     const pool = this.pool;

@@ -166,8 +166,6 @@ export interface PacketSocketOptions {
   netnsPath?: string | undefined;
   /** The TPACKET_V3 rx ring; undefined: no rx ring, frames are read with recvmmsg (and PACKET_AUXDATA). */
   rx?: (RingGeometry & { retireTovMs: number }) | undefined;
-  /** Without an rx ring: the socket's receive buffer (SO_RCVBUFFORCE), default RCVBUF_DEFAULT. */
-  rcvbuf?: number;
   tx: RingGeometry;
 }
 
@@ -239,7 +237,7 @@ export function openPacketSocket(o: PacketSocketOptions): PacketSocket {
       setInt(fd, SOL_PACKET, PACKET_AUXDATA, 1, 'PACKET_AUXDATA');
       // The socket's queue is the ring now: the default 208 KiB holds two or three 64 KiB
       // super-frames (an skb is charged its truesize), so give it what the ring had.
-      setInt(fd, c.SOL_SOCKET, SO_RCVBUFFORCE, o.rcvbuf ?? RCVBUF_DEFAULT, 'SO_RCVBUFFORCE');
+      setInt(fd, c.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_DEFAULT, 'SO_RCVBUFFORCE');
     }
     c.check(c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, req3(o.tx, 0), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_TX_RING');
     const len = (o.rx ? o.rx.blockSize * o.rx.blockNr : 0) + o.tx.blockSize * o.tx.blockNr;

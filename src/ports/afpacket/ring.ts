@@ -55,6 +55,30 @@ const VLAN_HLEN = 4;
 /** Largest frame a pool buffer holds. */
 const FRAME_MAX = BUF_SIZE - VNET_HDR;
 
+/**
+ * A received frame of `flen` bytes in buffer h, its virtio-net header in place: its length set and
+ * counted; true when it asks for an offload (GSO or a partial checksum). Shared by both receive paths.
+ */
+export function accountRx(pool: PacketPool, h: number, flen: number, c: Float64Array): boolean {
+  const pb = pool.bytes;
+  const ho = pool.hdrOffset(h);
+  pool.len[h] = flen;
+  c[C.rx_packets]!++;
+  c[C.rx_bytes]! += flen;
+  if (pb[ho + 1] !== 0) {
+    c[C.rx_gso_packets]!++;
+    return true;
+  }
+  return (pb[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+}
+
+/** The 802.1Q tag put back in front of a frame moves what the virtio-net header points at by 4 bytes. */
+export function shiftHeaderForTag(pool: PacketPool, ho: number): void {
+  const dv = pool.dv;
+  if ((pool.bytes[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) dv.setUint16(ho + 6, dv.getUint16(ho + 6, true) + VLAN_HLEN, true);
+  if (pool.bytes[ho + 1] !== 0) dv.setUint16(ho + 2, dv.getUint16(ho + 2, true) + VLAN_HLEN, true);
+}
+
 /** What the rx walker saw that the port counters do not say (for `pier show`). */
 export class RxStats {
   blocks = 0;
@@ -215,19 +239,9 @@ export class RxRing {
         pb[fr + 14] = tci >> 8;
         pb[fr + 15] = tci & 0xff;
         copyBytes(dst + 16, this.addr + data + 12, snap - 12);
-        const flags = pb[ho]!;
-        if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) pool.dv.setUint16(ho + 6, pool.dv.getUint16(ho + 6, true) + VLAN_HLEN, true);
-        if (pb[ho + 1] !== 0) pool.dv.setUint16(ho + 2, pool.dv.getUint16(ho + 2, true) + VLAN_HLEN, true);
+        shiftHeaderForTag(pool, ho);
       }
-      pool.len[h] = flen;
-      c[C.rx_packets]!++;
-      c[C.rx_bytes]! += flen;
-      if (pb[ho + 1] !== 0) {
-        c[C.rx_gso_packets]!++;
-        offload = true;
-      } else if ((pb[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-        offload = true;
-      }
+      if (accountRx(pool, h, flen, c)) offload = true;
       out[n++] = h;
     }
     // A block whose frames are all copied goes back now, not at the next wakeup.

@@ -14,14 +14,13 @@
 import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
 import { libc } from '../../sys/index.ts';
 import {
   AUX_STATUS, AUX_VLAN_TCI, AUX_VLAN_TPID, CMSG_SPACE_AUXDATA, PACKET_AUXDATA, PACKET_OUTGOING, SIZEOF_TPACKET_AUXDATA, SOL_PACKET,
   TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
 } from '../../sys/packet.ts';
 import { MmsgBatch, MSG_DONTWAIT, MSG_TRUNC, recvmmsg } from '../../sys/udp.ts';
-import { PKT_VNET, RxStats } from './ring.ts';
+import { accountRx, PKT_VNET, RxStats, shiftHeaderForTag } from './ring.ts';
 
 /** Messages per recvmmsg. */
 export const RX_BATCH = 32;
@@ -91,7 +90,6 @@ export class MsgRx {
     for (let i = r; i < k; i++) pool.release(hs[i]!);
     this.full = r === k;
     const pb = pool.bytes;
-    const dv = pool.dv;
     const bb = batch.bytes;
     const bv = batch.dv;
     const st = this.stats;
@@ -132,19 +130,10 @@ export class MsgRx {
           pb[fo + 14] = tci >> 8;
           pb[fo + 15] = tci & 0xff;
           flen += VLAN_HLEN;
-          if ((pb[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) dv.setUint16(ho + 6, dv.getUint16(ho + 6, true) + VLAN_HLEN, true);
-          if (pb[ho + 1] !== 0) dv.setUint16(ho + 2, dv.getUint16(ho + 2, true) + VLAN_HLEN, true);
+          shiftHeaderForTag(pool, ho);
         }
       }
-      pool.len[h] = flen;
-      c[C.rx_packets]!++;
-      c[C.rx_bytes]! += flen;
-      if (pb[ho + 1] !== 0) {
-        c[C.rx_gso_packets]!++;
-        offload = true;
-      } else if ((pb[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-        offload = true;
-      }
+      if (accountRx(pool, h, flen, c)) offload = true;
       out[n++] = h;
     }
     this.sawOffload = offload;

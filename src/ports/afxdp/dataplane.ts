@@ -166,7 +166,7 @@ export class AfXdpPort extends Port {
     const umem = this.info.umemOff;
     const repost = this.repost;
     const gro = this.gro;
-    this.rxOffloads = false;
+    const made0 = gro?.superFrames ?? 0;
     let k = 0;
     let back = 0;
     for (let i = 0; i < n; i++) {
@@ -202,22 +202,16 @@ export class AfXdpPort extends Port {
       pool.len[h] = len;
       c[C.rx_packets]!++;
       c[C.rx_bytes]! += len;
-      if (gro !== undefined) {
-        if (gro.offer(h)) continue;
-        if (gro.close()) {
-          this.rxOffloads = true;
-          c[C.rx_gso_packets]!++;
-        }
-        out[k++] = h;
-        gro.open(h);
-      } else {
-        out[k++] = h;
-      }
+      if (gro !== undefined) k = gro.push(h, out, k);
+      else out[k++] = h;
     }
-    if (gro?.close()) {
-      this.rxOffloads = true;
-      c[C.rx_gso_packets]!++;
+    let made = 0;
+    if (gro !== undefined) {
+      gro.close();
+      made = gro.superFrames - made0;
+      c[C.rx_gso_packets]! += made;
     }
+    this.rxOffloads = made > 0;
     rx.release(n);
     // The frames go straight back to the kernel. The fill ring has room for them: they came from it.
     if (back > 0) {

@@ -269,6 +269,7 @@ export class VxlanPort extends Port {
       this.stageEnd = r;
     }
     const gro = this.gro;
+    const made0 = gro?.superFrames ?? 0;
     const now = Date.now() / 1000;
     let n = 0;
     this.lastSrc = -1;
@@ -303,9 +304,12 @@ export class VxlanPort extends Port {
       }
       if (nextOff >= len) pool.release(h);
     }
-    if (gro?.close()) {
-      this.rxOffloads = true;
-      c[C.rx_gso_packets]!++;
+    if (gro !== undefined) {
+      // Super-frames made in this burst, the last one closed here.
+      gro.close();
+      const made = gro.superFrames - made0;
+      c[C.rx_gso_packets]! += made;
+      if (made > 0) this.rxOffloads = true;
     }
     // The budget ran out with datagrams staged: come back next turn, before epoll says anything.
     if (this.stageNext < this.stageEnd) this.ctx?.again(this, 0);
@@ -361,16 +365,10 @@ export class VxlanPort extends Port {
       // through a veth whole (gro.ts). It leaves pier as the super-frame it is.
       this.rxOffloads = true;
       c[C.rx_gso_packets]!++;
-      if (gro?.close()) c[C.rx_gso_packets]!++;
+      gro?.close(); // (counted with the burst's others in receive())
       out[n++] = h;
     } else if (gro !== undefined) {
-      if (gro.offer(h)) return n;
-      if (gro.close()) {
-        this.rxOffloads = true;
-        c[C.rx_gso_packets]!++;
-      }
-      out[n++] = h;
-      gro.open(h);
+      n = gro.push(h, out, n);
     } else {
       out[n++] = h;
     }

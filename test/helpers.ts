@@ -63,6 +63,9 @@ export const NEEDS = {
   testpmd: command('dpdk-testpmd', 'apt-get install dpdk-dev (scripts/setup.sh installs it)'),
   iperf3: command('iperf3', 'apt-get install iperf3 (scripts/setup.sh installs it)'),
   python3: command('python3', 'apt-get install python3'),
+  tshark: command('tshark', 'apt-get install tshark (scripts/setup.sh installs it)'),
+  capinfos: command('capinfos', 'apt-get install wireshark-common (scripts/setup.sh installs it)'),
+  tcpdump: command('tcpdump', 'apt-get install tcpdump (scripts/setup.sh installs it)'),
   vmrun: {
     name: 'vmrun',
     missing: () => {

@@ -24,7 +24,7 @@ export async function call(socket: string, cmd: string, args: string[] = []): Pr
   return r.result;
 }
 
-function connectError(socket: string, e: NodeJS.ErrnoException): PierError {
+export function connectError(socket: string, e: NodeJS.ErrnoException): PierError {
   switch (e.code) {
     case 'ENOENT':
     case 'ECONNREFUSED':

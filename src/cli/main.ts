@@ -135,6 +135,17 @@ client('events', 'what happened to ports and peers (the last 1000 events): links
     }
   });
 
+client('capture', 'capture what ports receive and send: pcapng to a file (-w FILE) or stdout (-w -, for tcpdump -r - or tshark -r -), else one line per packet')
+  .argument('<ports...>')
+  .option('-w, --write <file>', 'write pcapng to FILE, or to stdout with -')
+  .option('-c, --count <n>', 'stop after N packets')
+  .addOption(new Option('--direction <dir>', 'what the port receives (in), sends (out) or both').choices(['in', 'out', 'both']).default('both'))
+  .option('--snaplen <n>', 'keep at most N bytes of each packet (default 262144)')
+  .action(async (ports: string[], o: { write?: string; count?: string; direction: string; snaplen?: string }, cmd: Command) => {
+    const { capture } = await import('./capture.ts');
+    await capture(socketOf(cmd), { ports, ...o });
+  });
+
 client('doctor', 'check what this machine offers pier, each finding with its fix; exit 1 if something must be fixed')
   .option('--json', 'machine-readable output')
   .action(async (o: { json?: boolean }, cmd: Command) => {

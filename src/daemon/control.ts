@@ -33,6 +33,15 @@ export interface Request { cmd: string; args: string[] }
 
 export type Reply = { ok: true; result: unknown } | { ok: false; error: ReturnType<PierError['toJSON']> };
 
+/**
+ * A command whose answer goes on as a byte stream (`pier capture`): the reply line carries
+ * `result`, then the connection leaves the request protocol and its deadlines, and `attach` owns
+ * the socket until it closes. Whoever attaches bounds what it queues on the socket.
+ */
+export class StreamReply {
+  constructor(readonly result: unknown, readonly attach: (sock: Socket) => void) {}
+}
+
 interface Log {
   debug(o: object, msg: string): void;
   warn(o: object, msg: string): void;
@@ -327,6 +336,7 @@ class Connection {
 
   private async respond(line: string): Promise<void> {
     const reply = await this.server.answer(line);
+    if (reply.ok && reply.result instanceof StreamReply) return this.handOver(reply.result);
     if (this.closed) return;
     let text: string;
     try {
@@ -350,6 +360,19 @@ class Connection {
     }
     this.busy = false;
     this.pump();
+  }
+
+  /** Answer with the stream's reply line and give the socket to it; this connection is done. */
+  private handOver(stream: StreamReply): void {
+    if (this.closed) {
+      stream.attach(this.sock); // it finds the socket closed and ends at once
+      return;
+    }
+    this.closed = true;
+    this.disarm();
+    this.unscanned.length = 0;
+    this.sock.write(JSON.stringify({ ok: true, result: stream.result }) + '\n');
+    stream.attach(this.sock);
   }
 
   /** Start the client's clock, unless it is already running. */

@@ -23,6 +23,7 @@ import type { Server as HttpServer } from 'node:http';
 import { Logger } from './log.ts';
 import type { MetricsPort } from './metrics.ts';
 import { EventLog } from './events.ts';
+import { Captures, parseCaptureArgs } from './capture.ts';
 import { threadCpuSeconds } from './cpu.ts';
 import { BRIDGE_GAUGE_FDB_ENTRIES, BRIDGE_GAUGE_SLOTS, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 const RETRY_MS = 5000;
@@ -66,6 +67,8 @@ export const COMMANDS: Commands = {
   stats: ['PORT'],
   events: ['AFTER'],
   top: [],
+  // PORT names, then direction=, snaplen=, count=; the reply is a pcapng stream (src/daemon/capture.ts)
+  capture: ['ARG...'],
   fdb: ['BRIDGE'],
   ping: [],
   // pier-cni's requests, one JSON object each (docs/design/cni.md)
@@ -80,6 +83,8 @@ export class Daemon {
   private readonly log = new Logger('pier');
   /** What happened to ports and peers, for `pier events` (the log has it too). */
   private readonly events = new EventLog();
+  /** Running `pier capture`s, each streaming to its client. */
+  private readonly captures = new Captures(() => this.dataplane, this.log, `pier ${VERSION}`);
   private readonly store: StateStore;
   private state: DesiredState = emptyState();
   private dataplane!: Dataplane;
@@ -173,6 +178,7 @@ export class Daemon {
       this.metrics.closeAllConnections();
       await new Promise<void>((resolve) => this.metrics!.close(() => resolve()));
     }
+    await this.captures.stopAll(); // their readers get the statistics before the socket closes
     await this.control?.close();
     try { unlinkSync(this.opts.socket); } catch { /* gone */ }
     await this.dataplane?.stop();
@@ -200,6 +206,7 @@ export class Daemon {
       case 'show': return this.show(args[0]);
       case 'stats': return this.stats(args[0]);
       case 'top': return this.topSample();
+      case 'capture': return this.capture(args);
       case 'events': return this.events.since(args[0] === undefined ? 0 : eventSeq(args[0]));
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
       case 'ping': return { version: VERSION, pid: process.pid };
@@ -294,6 +301,7 @@ export class Daemon {
       if (rt) {
         if (rt.dev) await this.unrealize(rt, true);
         this.ports.delete(name);
+        this.captures.portDeleted(name);
       }
       return;
     }
@@ -482,6 +490,17 @@ export class Daemon {
     this.log.info({ bridge: br, port: name }, 'port deleted');
     this.events.add('port-deleted', { port: name, bridge: br });
     return null;
+  }
+
+  /** Start `pier capture`: every named port must exist (running or not: a port that comes back is captured again). */
+  private async capture(args: string[]): Promise<unknown> {
+    const o = parseCaptureArgs(args);
+    const ports = o.ports.map((name) => {
+      const rt = this.ports.get(name);
+      if (!rt) throw new PierError('ENOENT', `no port named ${name}`, 'list the ports with: pier show');
+      return { name, index: rt.index, bridge: rt.bridge, type: this.state.bridges[rt.bridge]?.ports[name]?.options.type ?? 'unknown' };
+    });
+    return this.captures.start(ports, o);
   }
 
   /** The ports as the metrics endpoint reports them (read at each scrape). */

@@ -3,6 +3,7 @@
 // synchronously with receiveMessageOnPort, so the engine's loop never has to yield to Node's.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
+import { CaptureTap } from '../dataplane/capture.ts';
 import { Engine } from '../dataplane/engine.ts';
 import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 import { loadDataplanes } from '../ports/registry.ts';
@@ -77,6 +78,22 @@ function apply(req: Request): ReplyOf[Request['op']] {
         faultDroppedBursts: engine.faultDroppedBursts, peerWakes: Atomics.load(watch, W_WAKES) } satisfies ReplyOf['pool'];
     case 'describe':
       return engine.ports[req.index]?.describe() ?? null;
+    case 'capture-start': {
+      // A slot with no port now (its device is down) is captured once the port is back.
+      const offset = engine.pool.arena.place(req.fd, 0, req.size);
+      try {
+        engine.startCapture(new CaptureTap(req.id, req.ctl, offset, req.size, req.snaplen, engine.pool), req.slots, req.dirs);
+      } catch (e) {
+        engine.pool.arena.release(offset);
+        throw e;
+      }
+      return null;
+    }
+    case 'capture-stop': {
+      const tap = engine.stopCapture(req.id);
+      if (tap) engine.pool.arena.release(tap.offset);
+      return null;
+    }
     case 'stop':
       engine.stop();
       return null;

@@ -6,6 +6,7 @@ import { BRIDGE_GAUGE_FDB_ENTRIES, GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILAB
 import { ARENA_SIZE } from '../memory/arena.ts';
 import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
+import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capture.ts';
 import { C } from './counters.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
@@ -99,6 +100,7 @@ export class Engine implements PortContext {
     this.ports[p.index] = p;
     br.addPort(p);
     if (p.busyPoll) this.busyPorts.push(p);
+    this.bindCaptures(p.index);
     p.attach(this);
   }
 
@@ -114,6 +116,49 @@ export class Engine implements PortContext {
     applyVlan(p, vlan);
     br?.fdb.flushPort(index);
     br?.vlansChanged();
+  }
+
+  /**
+   * Captures by port slot: kept here, not only on the Port, so a port made again in the same
+   * slot (its device came back, set-port --recreate) is captured again.
+   */
+  private readonly captures = new Map<number, { in: CaptureBinding[]; out: CaptureBinding[] }>();
+  private readonly taps = new Map<number, CaptureTap>();
+
+  /** Start capturing `slots` (interface i is slots[i]) in the directions of `dirs` (CAPTURE_IN | CAPTURE_OUT). */
+  startCapture(tap: CaptureTap, slots: readonly number[], dirs: number): void {
+    if (this.taps.has(tap.id)) throw new Error(`capture ${tap.id} is running`);
+    this.taps.set(tap.id, tap);
+    slots.forEach((slot, iface) => {
+      let b = this.captures.get(slot);
+      if (!b) this.captures.set(slot, (b = { in: [], out: [] }));
+      if (dirs & CAPTURE_IN) b.in = [...b.in, { tap, iface }];
+      if (dirs & CAPTURE_OUT) b.out = [...b.out, { tap, iface }];
+      this.bindCaptures(slot);
+    });
+  }
+
+  /** Stop capture `id`; returns its tap (the caller releases the ring) or undefined. */
+  stopCapture(id: number): CaptureTap | undefined {
+    const tap = this.taps.get(id);
+    if (!tap) return undefined;
+    this.taps.delete(id);
+    for (const [slot, b] of this.captures) {
+      b.in = b.in.filter((x) => x.tap !== tap);
+      b.out = b.out.filter((x) => x.tap !== tap);
+      if (b.in.length === 0 && b.out.length === 0) this.captures.delete(slot);
+      this.bindCaptures(slot);
+    }
+    return tap;
+  }
+
+  /** New arrays each change: the hot path reads a port's lists without a lock or a check. */
+  private bindCaptures(slot: number): void {
+    const p = this.ports[slot];
+    if (!p) return;
+    const b = this.captures.get(slot);
+    p.captureIn = b ? b.in : [];
+    p.captureOut = b ? b.out : [];
   }
 
   watch(p: Port, fd: number, queue: number): void {
@@ -254,6 +299,8 @@ export class Engine implements PortContext {
       this.dispatchFaults();
       return n;
     }
+    const cin = p.captureIn;
+    for (let c = 0; c < cin.length; c++) cin[c]!.tap.write(this.pool, this.batch, n, cin[c]!.iface, CAPTURE_IN);
     if (!br) {
       for (let i = 0; i < n; i++) this.pool.release(this.batch[i]!);
       p.afterBurst(queue);
@@ -324,6 +371,9 @@ export class Engine implements PortContext {
     let n = p.txCount;
     p.txCount = 0;
     if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
+    // Captured as the port is handed them: tagged for a trunk, super-frames not yet segmented.
+    const cout = p.captureOut;
+    for (let c = 0; c < cout.length; c++) cout[c]!.tap.write(this.pool, p.txq, n, cout[c]!.iface, CAPTURE_OUT);
     if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
       p.transmit(p.txq, n);
       return;

@@ -1,4 +1,5 @@
 // What the engine needs from a port, whatever its kind (tap, vhost-user, virtio-user, ...).
+import type { CaptureBinding } from './capture.ts';
 import type { PacketPool } from './pool.ts';
 import type { PeerNews } from './protocol.ts';
 import { VLAN_IDS, VLAN_NONE, type PortVlan } from './vlan.ts';
@@ -57,6 +58,9 @@ export abstract class Port implements PortVlan {
   vlanMode = VLAN_NONE;
   vlanUntagged = 0;
   readonly vlanMember = new Uint8Array(VLAN_IDS);
+  /** Captures of what this port receives and sends (src/dataplane/capture.ts); empty while none runs. */
+  captureIn: CaptureBinding[] = [];
+  captureOut: CaptureBinding[] = [];
 
   constructor(
     /** Engine slot, also the epoll token's upper bits. */

@@ -24,6 +24,13 @@ export type Request =
   | { seq: number; op: 'fdb'; bridge: number }
   | { seq: number; op: 'pool' }
   | { seq: number; op: 'describe'; index: number }
+  /**
+   * Start capture `id` (src/dataplane/capture.ts): the ring is memfd `fd` of `size` bytes, which
+   * the dataplane maps into its arena; `slots` are the captured ports, interface i being slots[i].
+   */
+  | { seq: number; op: 'capture-start'; id: number; ctl: SharedArrayBuffer; fd: number; size: number; snaplen: number; slots: number[]; dirs: number }
+  /** Stop it: once answered, nothing more is written to its ring, which is unmapped. */
+  | { seq: number; op: 'capture-stop'; id: number }
   | { seq: number; op: 'stop' };
 
 /** The dataplane's pool and engine figures, and the peer-safety counters (docs/design/peer-memory.md). */
@@ -67,6 +74,8 @@ export interface ReplyOf {
   fdb: FdbEntry[];
   pool: PoolStats;
   describe: unknown;
+  'capture-start': null;
+  'capture-stop': null;
   stop: null;
 }
 

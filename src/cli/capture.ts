@@ -1,0 +1,208 @@
+// `pier capture`: asks the daemon for a capture and takes the pcapng stream it answers with. With
+// -w it goes to a file or (`-w -`) to stdout for tcpdump or tshark; without, each packet is one
+// line of text. Either way the blocks are read as they pass, to say at the end how many packets
+// each port gave and how many the capture lost. An interrupt half-closes the connection: the
+// daemon stops, sends what is left and the statistics, and closes.
+import { createWriteStream, openSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import type { Writable } from 'node:stream';
+import { PierError } from '../daemon/errors.ts';
+import { connectError } from './client.ts';
+
+const BT_IDB = 1;
+const BT_ISB = 5;
+const BT_EPB = 6;
+const OPT_COMMENT = 1;
+const IF_NAME = 2;
+const ISB_IFRECV = 4;
+const ISB_IFDROP = 5;
+/** A block longer than this is not one pier writes: the stream is not what it should be. */
+const MAX_BLOCK = 1 << 20;
+
+export interface CaptureCliOptions {
+  ports: string[];
+  write?: string | undefined;
+  /** As typed: the daemon checks them and says what is wrong. */
+  count?: string | undefined;
+  direction: string;
+  snaplen?: string | undefined;
+}
+
+interface Iface { name: string; packets: number; received?: number; dropped?: number }
+
+/**
+ * Splits a pcapng byte stream into blocks, whatever the chunking; keeps what each interface is
+ * called and its statistics. `onPacket` sees each Enhanced Packet Block.
+ */
+export class PcapngBlocks {
+  readonly ifaces: Iface[] = [];
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onPacket?: (iface: Iface, b: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    let at = 0;
+    while (buf.length - at >= 12) {
+      const len = buf.readUInt32LE(at + 4);
+      if (len < 12 || len % 4 !== 0 || len > MAX_BLOCK) throw new PierError('EPROTO', `the daemon's capture stream is broken (a block of ${len} bytes)`, 'look at the daemon\'s log');
+      if (buf.length - at < len) break;
+      this.block(buf.subarray(at, at + len));
+      at += len;
+    }
+    buf = buf.subarray(at);
+    this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+
+  get complete(): boolean {
+    return this.pending.length === 0;
+  }
+
+  private block(b: Buffer): void {
+    const type = b.readUInt32LE(0);
+    if (type === BT_IDB) {
+      this.ifaces.push({ name: option(b, 16, IF_NAME)?.toString('utf8') ?? `interface ${this.ifaces.length}`, packets: 0 });
+    } else if (type === BT_EPB) {
+      const i = this.ifaces[b.readUInt32LE(8)];
+      if (!i) return;
+      i.packets++;
+      this.onPacket?.(i, b);
+    } else if (type === BT_ISB) {
+      const i = this.ifaces[b.readUInt32LE(8)];
+      if (!i) return;
+      const recv = option(b, 20, ISB_IFRECV);
+      const drop = option(b, 20, ISB_IFDROP);
+      if (recv) i.received = Number(recv.readBigUInt64LE(0));
+      if (drop) i.dropped = Number(drop.readBigUInt64LE(0));
+    }
+  }
+}
+
+/** The value of option `code` in block b, options starting at `from`. */
+function option(b: Buffer, from: number, code: number): Buffer | undefined {
+  for (let at = from; at + 4 <= b.length - 4;) {
+    const c = b.readUInt16LE(at);
+    const l = b.readUInt16LE(at + 2);
+    if (c === 0) return undefined;
+    if (c === code) return b.subarray(at + 4, at + 4 + l);
+    at += 4 + ((l + 3) & ~3);
+  }
+  return undefined;
+}
+
+const ETHERTYPES: Record<number, string> = { 0x0800: 'IPv4', 0x0806: 'ARP', 0x86dd: 'IPv6', 0x8100: '802.1Q', 0x88cc: 'LLDP' };
+const PROTOCOLS: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6' };
+
+const mac = (b: Buffer, at: number): string => [...b.subarray(at, at + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** One line for an Enhanced Packet Block: time, port, direction, addresses, protocol, length, offload. */
+export function describePacket(port: string, b: Buffer): string {
+  const hi = b.readUInt32LE(12);
+  const lo = b.readUInt32LE(16);
+  const ns = (BigInt(hi) << 32n) | BigInt(lo);
+  const date = new Date(Number(ns / 1_000_000n));
+  const time = `${date.toISOString().slice(11, 19)}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
+  const cap = b.readUInt32LE(20);
+  const orig = b.readUInt32LE(24);
+  const f = b.subarray(28, 28 + cap);
+  const optsAt = 28 + ((cap + 3) & ~3);
+  const flags = option(b, optsAt, 2)?.readUInt32LE(0) ?? 0;
+  const dir = (flags & 3) === 1 ? 'in ' : (flags & 3) === 2 ? 'out' : '   ';
+  let what = '';
+  if (f.length >= 14) {
+    let type = f.readUInt16BE(12);
+    let l3 = 14;
+    let vlan = '';
+    if (type === 0x8100 && f.length >= 18) {
+      vlan = ` vlan ${f.readUInt16BE(14) & 0xfff}`;
+      type = f.readUInt16BE(16);
+      l3 = 18;
+    }
+    what = `${mac(f, 6)} > ${mac(f, 0)}${vlan} ${ETHERTYPES[type] ?? `ethertype 0x${type.toString(16).padStart(4, '0')}`}`;
+    if (type === 0x0800 && f.length >= l3 + 20) {
+      what += ` ${[...f.subarray(l3 + 12, l3 + 16)].join('.')} > ${[...f.subarray(l3 + 16, l3 + 20)].join('.')} ${PROTOCOLS[f[l3 + 9]!] ?? `proto ${f[l3 + 9]}`}`;
+    } else if (type === 0x86dd && f.length >= l3 + 40) {
+      what += ` ${ip6(f, l3 + 8)} > ${ip6(f, l3 + 24)} ${PROTOCOLS[f[l3 + 6]!] ?? `next header ${f[l3 + 6]}`}`;
+    }
+  }
+  const comment = option(b, optsAt, OPT_COMMENT)?.toString('utf8');
+  return `${time} ${port} ${dir} ${what}, length ${orig}${comment ? ` (${comment})` : ''}`;
+}
+
+function ip6(f: Buffer, at: number): string {
+  const w: string[] = [];
+  for (let i = 0; i < 16; i += 2) w.push(f.readUInt16BE(at + i).toString(16));
+  return w.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+
+export async function capture(socket: string, o: CaptureCliOptions): Promise<void> {
+  // The file first: a path that cannot be written fails before the daemon starts anything.
+  let sink: Writable | undefined;
+  if (o.write === '-') sink = process.stdout;
+  else if (o.write !== undefined) {
+    try {
+      sink = createWriteStream('', { fd: openSync(o.write, 'w', 0o644) });
+    } catch (e) {
+      throw new PierError('EIO', `cannot write ${o.write}: ${(e as NodeJS.ErrnoException).code}`, 'give -w a path in a directory you can write, or - for stdout');
+    }
+  }
+  const args = [...o.ports, `direction=${o.direction}`];
+  if (o.snaplen !== undefined) args.push(`snaplen=${o.snaplen}`);
+  if (o.count !== undefined) args.push(`count=${o.count}`);
+
+  const blocks = new PcapngBlocks(sink ? undefined : (i, b) => process.stdout.write(describePacket(i.name, b) + '\n'));
+  const s = createConnection(socket);
+  await new Promise<void>((resolve, reject) => {
+    let answered = false;
+    let head = Buffer.alloc(0);
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) process.exit(130); // a second interrupt: do not wait for the daemon
+      stopping = true;
+      s.end(); // the daemon sends the rest and the statistics, then closes
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    // A reader of our stdout that goes away (tcpdump -c) ends the capture like an interrupt.
+    process.stdout.on('error', () => s.destroy());
+    s.once('connect', () => s.write(JSON.stringify({ cmd: 'capture', args }) + '\n'));
+    s.on('data', (d: Buffer) => {
+      if (!answered) {
+        head = Buffer.concat([head, d]);
+        const nl = head.indexOf(0x0a);
+        if (nl < 0) return;
+        answered = true;
+        const r = JSON.parse(head.subarray(0, nl).toString('utf8')) as { ok: true; result: unknown } | { ok: false; error: { code: string; message: string; hint?: string } };
+        if (!r.ok) {
+          s.destroy();
+          reject(new PierError(r.error.code, r.error.message, r.error.hint));
+          return;
+        }
+        d = head.subarray(nl + 1);
+        if (d.length === 0) return;
+      }
+      try {
+        blocks.push(d);
+      } catch (e) {
+        s.destroy();
+        reject(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
+      if (sink && !sink.write(d)) {
+        s.pause(); // the file or pipe is slower than the capture: the daemon's ring absorbs it, then loses records
+        sink.once('drain', () => s.resume());
+      }
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      if (!answered) reject(connectError(socket, e));
+    });
+    s.once('close', () => {
+      if (!answered) reject(new PierError('EIO', `the pier daemon at ${socket} closed the connection without answering`, 'look at the daemon\'s log'));
+      else resolve();
+    });
+  });
+  if (sink && sink !== process.stdout) await new Promise<void>((r) => sink.end(r));
+  const lines = blocks.ifaces.map((i) => `${i.name}: ${i.packets} packet${i.packets === 1 ? '' : 's'} captured` +
+    (i.dropped ? `, ${i.dropped} lost (the capture fell behind the traffic; forwarding did not)` : ''));
+  process.stderr.write(`${lines.join('\n')}\n`);
+}

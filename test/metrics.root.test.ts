@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { delNetns, makeNetns, NEEDS, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
+import { Testpmd } from './testpmd.ts';
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
@@ -105,6 +106,33 @@ describe('metrics endpoint (root)', requires(NEEDS.tun), () => {
     // The FDB's size is published at the dataplane's housekeeping (at most a second later).
     let fdb = 0;
     await waitFor(async () => (fdb = value((await scrape()).samples, 'pier_fdb_entries', { bridge: 'br0' }) ?? 0) >= 2, 5000, () => `two MACs learned on br0: ${fdb}`);
+  });
+
+  it('a vhost-user port: its ring levels (sampled once a second) and the notifications it took, beside a tap that has neither', requires(NEEDS.testpmd), async () => {
+    const t = new Testpmd([`net_virtio_user0,path=${d.dir}/app.sock`], 'icmpecho');
+    try {
+      d.ok('add-port', 'br0', 'app', 'type=vhost-user', `path=${d.dir}/app.sock`);
+      await t.start();
+      await pingUntil(ns[0]!, '10.77.0.99', [], 15_000); // icmpecho answers ARP and echo requests for any address
+      let m = await scrape();
+      await waitFor(async () => {
+        m = await scrape();
+        return (value(m.samples, 'pier_port_ring_size', { port: 'app', ring: 'transmit' }) ?? 0) > 0;
+      }, 5000, 'the ring levels of app');
+      const app = { bridge: 'br0', port: 'app', type: 'vhost-user' };
+      assert.equal(value(m.samples, 'pier_port_ring_size', { ...app, ring: 'receive' }), 256, 'the frontend\'s transmit vring');
+      const room = value(m.samples, 'pier_port_transmit_ring_room', app)!;
+      assert.ok(room > 0 && room <= 256, `testpmd posted receive buffers for pier: ${room}`);
+      assert.ok(value(m.samples, 'pier_port_receive_ring_waiting', app)! >= 0);
+      assert.equal(value(m.samples, 'pier_port_receive_ring_room', app), undefined, 'a device cannot see its driver\'s free descriptors');
+      assert.equal(value(m.samples, 'pier_port_transmit_ring_room', { port: 'c1' }), undefined, 'a tap has no ring');
+      // testpmd's answers come with kicks (its transmit vring asks for them).
+      await waitFor(async () => (value((await scrape()).samples, 'pier_port_notifications_total', { ...app, direction: 'received' }) ?? 0) > 0, 10_000, 'a kick from testpmd');
+      assert.notEqual(value(m.samples, 'pier_port_notifications_total', { ...app, direction: 'sent' }), undefined);
+    } finally {
+      await t.kill();
+      d.pier('del-port', 'br0', 'app');
+    }
   });
 
   it('a deleted port\'s series go; other paths are 404', async () => {

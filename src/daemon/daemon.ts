@@ -25,7 +25,7 @@ import type { MetricsPort } from './metrics.ts';
 import { EventLog } from './events.ts';
 import { Captures, parseCaptureArgs } from './capture.ts';
 import { threadCpuSeconds } from './cpu.ts';
-import { BRIDGE_GAUGE_FDB_ENTRIES, BRIDGE_GAUGE_SLOTS, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
+import { BRIDGE_GAUGE_FDB_ENTRIES, BRIDGE_GAUGE_SLOTS, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID, LEVEL_SLOTS } from '../dataplane/gauges.ts';
 const RETRY_MS = 5000;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
@@ -46,6 +46,8 @@ interface PortRuntime {
   bridge: string;
   index: number;
   counters: Float64Array;
+  /** Ring levels the engine writes once a second (LEVEL_* slots; NaN for kinds without rings). */
+  levels: Float64Array;
   /** What the kind's control half made (undefined: not running). */
   dev: Realized<unknown> | undefined;
   /** The options `dev` was made or last changed with (compared with the desired ones). */
@@ -307,7 +309,7 @@ export class Daemon {
     }
     if (!rt) {
       // In the map before it is made: the dataplane's news about it already finds its name.
-      rt = { name, bridge: want.bridge, index: this.nextPortIndex++, counters: newCounters(), dev: undefined, options: undefined, error: undefined };
+      rt = { name, bridge: want.bridge, index: this.nextPortIndex++, counters: newCounters(), levels: new Float64Array(new SharedArrayBuffer(8 * LEVEL_SLOTS)).fill(NaN), dev: undefined, options: undefined, error: undefined };
       this.ports.set(name, rt);
     }
     const o = want.port.options;
@@ -395,7 +397,7 @@ export class Daemon {
   /** Hand a spec to the dataplane: the kind's dataplane half builds the port in the engine. */
   private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined): Promise<void> {
     try {
-      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, spec, vlan } });
+      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, levels: rt.levels, spec, vlan } });
     } catch (e) {
       // The engine may hold the port already (it failed while setting up): take it out, or the
       // slot stays taken and every retry fails.
@@ -509,7 +511,7 @@ export class Daemon {
     for (const rt of this.ports.values()) {
       const type = this.state.bridges[rt.bridge]?.ports[rt.name]?.options.type ?? 'unknown';
       const hasPeer = type.startsWith('vhost-user') || type === 'virtio-user';
-      out.push({ name: rt.name, bridge: rt.bridge, type, up: rt.error === undefined, peerConnected: hasPeer ? rt.peerConnected === true : undefined, counters: rt.counters });
+      out.push({ name: rt.name, bridge: rt.bridge, type, up: rt.error === undefined, peerConnected: hasPeer ? rt.peerConnected === true : undefined, counters: rt.counters, levels: rt.levels });
     }
     return out;
   }

@@ -8,7 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { COUNTER_NAMES, type CounterName } from '../dataplane/counters.ts';
-import { GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
+import { GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID, LEVEL_RX_ROOM, LEVEL_RX_SIZE, LEVEL_RX_WAITING, LEVEL_TX_ROOM, LEVEL_TX_SIZE } from '../dataplane/gauges.ts';
 import { threadCpuSeconds } from './cpu.ts';
 import { PierError } from './errors.ts';
 
@@ -22,6 +22,8 @@ export interface MetricsPort {
   /** A vhost-user or virtio-user port's peer is connected (undefined: the kind has no peer). */
   peerConnected: boolean | undefined;
   counters: Float64Array;
+  /** Ring levels (LEVEL_* slots; NaN where the kind has none). */
+  levels: Float64Array;
 }
 
 export interface MetricsSource {
@@ -50,6 +52,8 @@ function familyOf(n: CounterName): { family: string; labels?: Record<string, str
   if (drop) return { family: 'drops', labels: { direction: drop[1] === 'rx' ? 'receive' : 'transmit', reason: drop[2]! } };
   if (n === 'rx_errors') return { family: 'drops', labels: { direction: 'receive', reason: 'error' } };
   if (n === 'dropped_hairpin') return { family: 'drops', labels: { direction: 'receive', reason: 'hairpin' } };
+  if (n === 'notify_sent') return { family: 'notifications', labels: { direction: 'sent' } };
+  if (n === 'notify_received') return { family: 'notifications', labels: { direction: 'received' } };
   const simple: Record<string, string> = {
     rx_packets: 'receive_packets', rx_bytes: 'receive_bytes', tx_packets: 'transmit_packets', tx_bytes: 'transmit_bytes',
     rx_gso_packets: 'receive_gso_packets', tx_gso_packets: 'transmit_gso_packets', tx_segmented: 'transmit_segmented_packets',
@@ -76,6 +80,7 @@ const HELP: Record<string, string> = {
   notifications_dropped: 'Notifications the peer could not take (its eventfd was full).',
   notifications_stalled: 'Notifications that blocked until the watchdog interrupted them (the session ends).',
   drops: 'Frames dropped, by direction and reason.',
+  notifications: 'Notifications exchanged with the peer: sent by pier (a call or kick it wrote) and received (a kick or call that woke pier with work).',
 };
 
 export function metricsRegistry(src: MetricsSource): Registry {
@@ -89,7 +94,7 @@ export function metricsRegistry(src: MetricsSource): Registry {
     families.set(f.family, list);
   });
   for (const [family, slots] of families) {
-    const extra = slots.some((s) => s.labels) ? ['direction', 'reason'] : [];
+    const extra = [...new Set(slots.flatMap((s) => Object.keys(s.labels ?? {})))];
     new Counter({
       name: `pier_port_${family}_total`,
       help: HELP[family] ?? family,
@@ -115,6 +120,35 @@ export function metricsRegistry(src: MetricsSource): Registry {
     collect() {
       this.reset();
       for (const p of src.ports()) if (p.peerConnected !== undefined) this.set({ bridge: p.bridge, port: p.name, type: p.type }, p.peerConnected ? 1 : 0);
+    },
+  });
+  // Ring levels, sampled by the dataplane once a second (Port.sampleLevels); kinds without rings have none.
+  const levels: Array<[name: string, slot: number, help: string]> = [
+    ['pier_port_receive_ring_waiting', LEVEL_RX_WAITING, 'Frames the peer has queued in the rings pier receives from and pier has not yet taken (its backlog).'],
+    ['pier_port_receive_ring_room', LEVEL_RX_ROOM, 'Empty buffers the peer holds to put frames for pier in (pier as the virtio driver): 0 means it had nowhere to put the next one.'],
+    ['pier_port_transmit_ring_room', LEVEL_TX_ROOM, 'Buffers pier may fill now in the rings it sends into: 0 means the peer is not taking (transmit drops, reason full, follow).'],
+  ];
+  for (const [name, slot, help] of levels) {
+    new Gauge({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        this.reset();
+        for (const p of src.ports()) {
+          const v = p.levels[slot]!;
+          if (!Number.isNaN(v)) this.set({ bridge: p.bridge, port: p.name, type: p.type }, v);
+        }
+      },
+    });
+  }
+  new Gauge({
+    name: 'pier_port_ring_size', help: 'Entries of the rings a port receives from and sends into, summed over its queues.', labelNames: [...labelNames, 'ring'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of src.ports()) {
+        if (Number.isNaN(p.levels[LEVEL_RX_SIZE]!)) continue;
+        this.set({ bridge: p.bridge, port: p.name, type: p.type, ring: 'receive' }, p.levels[LEVEL_RX_SIZE]!);
+        this.set({ bridge: p.bridge, port: p.name, type: p.type, ring: 'transmit' }, p.levels[LEVEL_TX_SIZE]!);
+      }
     },
   });
   new Gauge({

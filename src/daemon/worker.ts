@@ -25,7 +25,9 @@ const dataplanes = await loadDataplanes();
 function createPort(p: PortSpec): Port {
   const kind = dataplanes.get(p.type);
   if (!kind) throw new Error(`no dataplane for port type ${p.type}`);
-  return kind.create(p, p.spec, engine.pool);
+  const port = kind.create(p, p.spec, engine.pool);
+  port.levels = p.levels;
+  return port;
 }
 
 const engine: Engine = new Engine(poolSize, new EventFd(doorbellFd), () => {

@@ -38,6 +38,11 @@ export const C = {
   // VLANs (docs/design/uplinks.md)
   /** A frame refused for its VLAN: tagged on an access port or an untagged port of a VLAN bridge, a VLAN a trunk does not carry, an 802.1ad/QinQ outer tag, or too short for its tag. */
   rx_dropped_vlan: 24,
+  // Notifications with a peer (vhost-user, virtio-user): how often each side had to wake the other.
+  /** Notifications pier wrote to the peer (vhost-user: calls; virtio-user: kicks). */
+  notify_sent: 25,
+  /** Notifications from the peer that pier drained with work behind them (vhost-user: kicks; virtio-user: calls). */
+  notify_received: 26,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

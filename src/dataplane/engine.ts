@@ -281,6 +281,7 @@ export class Engine implements PortContext {
     if (now - this.lastAging >= 1) {
       this.lastAging = now;
       for (const br of this.bridgeList) br.fdb.age(now);
+      for (const p of this.ports) if (p?.levels) p.sampleLevels();
     }
   }
 

@@ -10,3 +10,16 @@ export const GAUGE_SLOTS = 8;
 /** Slots of a bridge's gauges (one small shared array per bridge, made by the main thread). */
 export const BRIDGE_GAUGE_FDB_ENTRIES = 0;
 export const BRIDGE_GAUGE_SLOTS = 4;
+/**
+ * Slots of a port's ring levels (a small shared array per port with rings, written by the engine
+ * once a second through Port.sampleLevels; NaN where the kind cannot say). Summed over queues.
+ */
+/** Frames the peer has queued in the rings pier receives from, not yet taken: pier's backlog. */
+export const LEVEL_RX_WAITING = 0;
+/** Empty buffers the peer holds to put frames for pier in (pier as the driver): 0 means it had nowhere to put the next one. */
+export const LEVEL_RX_ROOM = 1;
+/** Buffers pier may fill now in the rings it sends into: 0 means the peer is not taking (tx_dropped_full follows). */
+export const LEVEL_TX_ROOM = 2;
+export const LEVEL_RX_SIZE = 3;
+export const LEVEL_TX_SIZE = 4;
+export const LEVEL_SLOTS = 5;

@@ -58,6 +58,8 @@ export abstract class Port implements PortVlan {
   vlanMode = VLAN_NONE;
   vlanUntagged = 0;
   readonly vlanMember = new Uint8Array(VLAN_IDS);
+  /** Ring levels (LEVEL_* slots of src/dataplane/gauges.ts), set by the worker for kinds with rings. */
+  levels: Float64Array | undefined = undefined;
   /** Captures of what this port receives and sends (src/dataplane/capture.ts); empty while none runs. */
   captureIn: CaptureBinding[] = [];
   captureOut: CaptureBinding[] = [];
@@ -98,6 +100,9 @@ export abstract class Port implements PortVlan {
   }
 
   onTimer(): void {}
+
+  /** Write the rings' levels into `levels` (the engine calls it once a second when `levels` is set). */
+  sampleLevels(): void {}
 
   /** Called after a burst this port received was forwarded and every output port flushed. */
   afterBurst(_queue: number): void {}

@@ -9,6 +9,8 @@ export interface PortSpec {
   name: string;
   bridge: number;
   counters: Float64Array;
+  /** Ring levels the engine writes once a second (LEVEL_* slots), for kinds with rings. */
+  levels?: Float64Array | undefined;
   spec: unknown;
   /** tag= / trunks=, common to every kind (docs/design/uplinks.md); none: VLAN 0 untagged. */
   vlan?: VlanConfig | undefined;

@@ -1,5 +1,6 @@
 // The control-plane half of a tap port: create (or re-attach to) the tap inside the container's
 // namespace and bring it to the configured name, MAC, MTU and addresses. Undone completely on error.
+import { ablated } from '../ablate.ts';
 import { existsSync } from 'node:fs';
 import { PierError } from '../../errors.ts';
 import { closeFd, configureLink, getSndbuf, ip, IpError, libc, netnsExists, netnsPath, openTap, setOffload, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../../sys/index.ts';
@@ -102,7 +103,7 @@ export const VHOST_TAP_SNDBUF = 1 << 20;
 export function realizeVhostTap(portName: string, o: TapConfig, queues = 1): RealizedTap {
   const t = realizeTap(portName, o, queues);
   try {
-    for (const fd of t.fds) setSndbuf(fd, VHOST_TAP_SNDBUF);
+    if (!ablated('tap-sndbuf')) for (const fd of t.fds) setSndbuf(fd, VHOST_TAP_SNDBUF);
   } catch (e) {
     destroyTap(t.fds);
     throw new PierError('ETAP', `cannot set the send buffer of tap ${t.ifname}: ${(e as Error).message}`, 'check that pier runs as root with CAP_NET_ADMIN');

@@ -6,6 +6,7 @@
 // Queue numbering (virtio-net): vring 2k is receiveq k (pier -> peer), 2k+1 transmitq k
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
 import { C } from '../../dataplane/counters.ts';
+import { LEVEL_RX_ROOM, LEVEL_RX_SIZE, LEVEL_RX_WAITING, LEVEL_TX_ROOM, LEVEL_TX_SIZE } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
@@ -664,13 +665,18 @@ export class VhostUserPort extends Port implements BufferLender {
   private signal(v: Vring): void {
     if (v.callFd < 0) return;
     const r = signalPeer(v.callFd);
-    if (r !== 0) this.peerFdFailed(v, 'call', r);
+    if (r === 0) this.counters[C.notify_sent]!++;
+    else this.peerFdFailed(v, 'call', r);
   }
 
   /** Clear a ring's doorbell; true when that ended the session (a peer that made it block). */
   private drainKick(v: Vring): boolean {
     const r = drainPeer(v.kickFd);
-    if (r === 0 || r === -libc.EAGAIN) return false;
+    if (r === 0) {
+      this.counters[C.notify_received]!++;
+      return false;
+    }
+    if (r === -libc.EAGAIN) return false;
     this.peerFdFailed(v, 'kick', r);
     return true;
   }
@@ -725,6 +731,37 @@ export class VhostUserPort extends Port implements BufferLender {
     for (let n = Math.max(this.faultsSeen, total - FAULT_RING); n < total && !hit; n++) hit = this.backend.mem.containsOffset(faultAddress(n) - base);
     this.faultsSeen = total;
     return hit;
+  }
+
+  /**
+   * Ring levels once a second: the frontend's transmit vrings (odd) hold what waits for pier, its
+   * receive vrings (even) the empty buffers pier may fill. The room a frontend has left in its own
+   * transmit vrings is the frontend's to know (its descriptors), not pier's.
+   */
+  override sampleLevels(): void {
+    const l = this.levels!;
+    let waiting = 0;
+    let rxSize = 0;
+    let room = 0;
+    let txSize = 0;
+    if (this.active >= 0) {
+      for (const v of this.backend.vrings) {
+        if (!v.started || v.index === 2 * this.opts.queuePairs) continue;
+        const n = v.queue.available();
+        if ((v.index & 1) === 1) {
+          waiting += n;
+          rxSize += v.num;
+        } else {
+          room += n;
+          txSize += v.num;
+        }
+      }
+    }
+    l[LEVEL_RX_WAITING] = waiting;
+    l[LEVEL_RX_ROOM] = NaN;
+    l[LEVEL_TX_ROOM] = room;
+    l[LEVEL_RX_SIZE] = rxSize;
+    l[LEVEL_TX_SIZE] = txSize;
   }
 
   override describe(): VhostUserView {

@@ -9,7 +9,9 @@
 // dpdkvhostuser, pier's own vhost-user port), both behind src/vhost/driver-backend.ts: this file
 // runs one set-up sequence against either and owns the datapath. Everything is driven by epoll
 // in the dataplane thread, so pier can even drive its own vhost-user port in the same thread.
+import { ablated } from '../ablate.ts';
 import { C } from '../../dataplane/counters.ts';
+import { LEVEL_RX_ROOM, LEVEL_RX_SIZE, LEVEL_RX_WAITING, LEVEL_TX_ROOM, LEVEL_TX_SIZE } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
@@ -100,8 +102,8 @@ export class VirtioUserPort extends Port {
     this.call = Array.from({ length: nq }, () => new EventFd());
     this.rxPair = new Float64Array(this.pairs);
     this.txPair = new Float64Array(this.pairs);
-    this.rxCap = Math.max(1, Math.floor((pool.count >> 3) / this.pairs));
-    this.txCap = Math.max(1, pool.count >> 3);
+    this.rxCap = ablated('port-budget') ? n : Math.max(1, Math.floor((pool.count >> 3) / this.pairs));
+    this.txCap = ablated('port-budget') ? pool.count : Math.max(1, pool.count >> 3);
     this.w1[0] = 1;
     this.ro1[0] = 0;
     this.user = opts.backend === 'vhost-user'
@@ -136,7 +138,7 @@ export class VirtioUserPort extends Port {
    * A transmitq's completions are reclaimed when pier next sends: no interrupts for it.
    */
   private setUp(be: DriverBackend, offer: Offer): void {
-    const f = offer.features & be.wanted;
+    const f = offer.features & be.wanted & (ablated('event-idx') ? ~bit(VIRTIO_F_EVENT_IDX) : ~0n);
     this.backend = be;
     this.offered = offer.features;
     this.backendPairs = this.user ? offer.queuePairs : 0;
@@ -404,12 +406,14 @@ export class VirtioUserPort extends Port {
 
   private notify(q: number): void {
     const r = signalPeer(this.kick[q]!.fd);
-    if (r !== 0) this.peerFdFailed(q, 'kick', r);
+    if (r === 0) this.counters[C.notify_sent]!++;
+    else this.peerFdFailed(q, 'kick', r);
   }
 
   private drainCall(q: number): void {
     const r = drainPeer(this.call[q]!.fd);
-    if (r !== 0 && r !== -libc.EAGAIN) this.peerFdFailed(q, 'call', r);
+    if (r === 0) this.counters[C.notify_received]!++;
+    else if (r !== -libc.EAGAIN) this.peerFdFailed(q, 'call', r);
   }
 
   private peerFdFailed(q: number, what: string, r: number): void {
@@ -482,6 +486,32 @@ export class VirtioUserPort extends Port {
       if (q.kickNeeded()) this.notify(2 * k + 1);
       if (q.broken !== null) return this.broken(`transmitq ${k} broken: ${q.broken}`);
     }
+  }
+
+  /**
+   * Ring levels once a second: in the receiveqs, frames the backend has filled and pier not yet
+   * taken, and the empty buffers it still holds; in the transmitqs, the free descriptors.
+   */
+  override sampleLevels(): void {
+    const l = this.levels!;
+    let waiting = 0;
+    let held = 0;
+    let room = 0;
+    let size = 0;
+    for (let k = 0; k < this.pairs; k++) {
+      const rq = this.queues[2 * k]!;
+      const tq = this.queues[2 * k + 1]!;
+      if (!rq.ready || !tq.ready) continue;
+      waiting += rq.pendingUsed();
+      held += rq.deviceHeld();
+      room += tq.numFree;
+      size += rq.size;
+    }
+    l[LEVEL_RX_WAITING] = waiting;
+    l[LEVEL_RX_ROOM] = held;
+    l[LEVEL_TX_ROOM] = room;
+    l[LEVEL_RX_SIZE] = size;
+    l[LEVEL_TX_SIZE] = size;
   }
 
   override describe(): VirtioUserView {

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Frontend } from './frontend.ts';
+import * as P from '../src/vhost/protocol.ts';
 import { delNetns, makeNetns, must, NEEDS, PIER, requires, TestDaemon, waitFor } from './helpers.ts';
 
 interface Ev { seq: number; time: string; type: string; port?: string; bridge?: string; reason?: string; detail?: string }
@@ -48,13 +49,20 @@ describe('pier events (root)', requires(NEEDS.tun), () => {
     d.ok('del-port', 'br0', 'up0');
   });
 
-  it('a vhost-user peer that connects and closes: peer-connected, then peer-disconnected with its reason', async () => {
+  it('a vhost-user peer that connects, renegotiates its features and closes: peer-connected, features (+/-), peer-disconnected with its reason', async () => {
     const path = join(d.dir, 'v1.sock');
     d.ok('add-port', 'br0', 'v1', 'type=vhost-user', `path=${path}`);
     const fe = new Frontend(path);
     try {
-      await fe.setup();
+      const features = await fe.setup();
       await waitFor(() => events().some((e) => e.type === 'peer-connected' && e.port === 'v1'), 10_000, () => `peer-connected: ${JSON.stringify(events())}`);
+      assert.equal(events().some((e) => e.type === 'features'), false, 'the first negotiation of a session is not news');
+      // A guest that drops TSO (ethtool -K eth0 tso off makes the driver renegotiate) and takes it back.
+      const GUEST_TSO4 = 1n << 7n;
+      fe.send(P.Req.SET_FEATURES, fe.u64(features & ~GUEST_TSO4));
+      await waitFor(() => events().some((e) => e.type === 'features' && e.detail === '-GUEST_TSO4'), 10_000, () => `a features event: ${JSON.stringify(events())}`);
+      fe.send(P.Req.SET_FEATURES, fe.u64(features));
+      await waitFor(() => events().some((e) => e.type === 'features' && e.detail === '+GUEST_TSO4'), 10_000, () => `a second features event: ${JSON.stringify(events())}`);
     } finally {
       fe.close();
     }

@@ -521,7 +521,7 @@ export class Daemon {
     const rt = [...this.ports.values()].find((p) => p.index === index);
     if (rt && n.what === 'connected') rt.peerConnected = true;
     if (rt && n.what === 'ended') rt.peerConnected = false;
-    const type = n.what === 'connected' ? 'peer-connected' : n.what === 'ended' ? 'peer-disconnected' : 'peer-refused';
+    const type = n.what === 'connected' ? 'peer-connected' : n.what === 'ended' ? 'peer-disconnected' : n.what === 'features' ? 'features' : 'peer-refused';
     this.events.add(type, { port: rt?.name ?? `#${index}`, bridge: rt?.bridge, reason: n.kind, detail: n.detail });
     const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
     const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');

@@ -9,6 +9,8 @@ export type EventType =
   | 'port-added' | 'port-deleted' | 'port-changed'
   | 'link-up' | 'link-down'
   | 'peer-connected' | 'peer-disconnected' | 'peer-refused'
+  /** The peer negotiated other features within its session (+GAINED -LOST). */
+  | 'features'
   | 'reconcile-failed';
 
 export interface PierEvent {

@@ -88,7 +88,7 @@ export type RequestBody = DistributiveOmit<Request, 'seq'>;
 
 /** What a port says about its peer, for the daemon's log: a session began, ended, or a request was refused. */
 export interface PeerNews {
-  what: 'connected' | 'ended' | 'refused';
+  what: 'connected' | 'ended' | 'refused' | 'features';
   /** For 'ended': the disconnect kind (peer-closed, protocol, timeout, resource, refused, superseded, memory, local). */
   kind?: string;
   detail: string;

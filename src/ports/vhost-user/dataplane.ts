@@ -21,7 +21,7 @@ import * as P from '../../vhost/protocol.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import type { VhostUserSpec } from './options.ts';
 import type { VhostUserView } from './view.ts';
-import { decodeFeatures, NET_F } from '../../virtio/net-features.ts';
+import { decodeFeatures, featureNames, NET_F } from '../../virtio/net-features.ts';
 
 const Q_LISTEN = 0xfe;
 /** Epoll tokens of connections: Q_SESSION + slot (vrings use 0..32). */
@@ -83,6 +83,8 @@ export class VhostUserPort extends Port implements BufferLender {
   private pendingEnd: Disconnect | null = null;
   connects = 0;
   disconnects = 0;
+  /** Features of the session in charge, as last set (undefined until its first SET_FEATURES). */
+  private negotiated: bigint | undefined = undefined;
   protocolErrors = 0;
   lastError = '';
 
@@ -173,6 +175,7 @@ export class VhostUserPort extends Port implements BufferLender {
     this.active = slot;
     this.connects++;
     this.refusalsLogged = 0;
+    this.negotiated = undefined;
     this.ctx.news(this, { what: 'connected', detail: `frontend session ${this.connects} on ${this.opts.path}` });
   }
 
@@ -321,6 +324,15 @@ export class VhostUserPort extends Port implements BufferLender {
   // ---- negotiated state ----
 
   private featuresChanged(f: bigint): void {
+    // A renegotiation within a session (a guest driver reloaded, a DPDK port reconfigured) is news:
+    // what the port may send changes with it. The first SET_FEATURES of a session is not.
+    const was = this.negotiated;
+    this.negotiated = f;
+    if (was !== undefined && was !== f) {
+      const gained = featureNames(f & ~was);
+      const lost = featureNames(was & ~f);
+      this.ctx.news(this, { what: 'features', detail: [...gained.map((n) => `+${n}`), ...lost.map((n) => `-${n}`)].join(' ') });
+    }
     const has = (n: number): boolean => (f & bit(n)) !== 0n;
     this.mergeable = has(NET_F.MRG_RXBUF);
     this.hdrLen = has(VIRTIO_F_VERSION_1) || this.mergeable ? 12 : 10;

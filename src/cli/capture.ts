@@ -120,13 +120,23 @@ export function describePacket(port: string, b: Buffer): string {
     }
     what = `${mac(f, 6)} > ${mac(f, 0)}${vlan} ${ETHERTYPES[type] ?? `ethertype 0x${type.toString(16).padStart(4, '0')}`}`;
     if (type === 0x0800 && f.length >= l3 + 20) {
-      what += ` ${[...f.subarray(l3 + 12, l3 + 16)].join('.')} > ${[...f.subarray(l3 + 16, l3 + 20)].join('.')} ${PROTOCOLS[f[l3 + 9]!] ?? `proto ${f[l3 + 9]}`}`;
+      const proto = f[l3 + 9]!;
+      const [sp, dp] = ports(f, l3 + (f[l3]! & 0xf) * 4, proto);
+      what += ` ${[...f.subarray(l3 + 12, l3 + 16)].join('.')}${sp} > ${[...f.subarray(l3 + 16, l3 + 20)].join('.')}${dp} ${PROTOCOLS[proto] ?? `proto ${proto}`}`;
     } else if (type === 0x86dd && f.length >= l3 + 40) {
-      what += ` ${ip6(f, l3 + 8)} > ${ip6(f, l3 + 24)} ${PROTOCOLS[f[l3 + 6]!] ?? `next header ${f[l3 + 6]}`}`;
+      const next = f[l3 + 6]!;
+      const [sp, dp] = ports(f, l3 + 40, next);
+      what += ` ${ip6(f, l3 + 8)}${sp} > ${ip6(f, l3 + 24)}${dp} ${PROTOCOLS[next] ?? `next header ${next}`}`;
     }
   }
   const comment = option(b, optsAt, OPT_COMMENT)?.toString('utf8');
   return `${time} ${port} ${dir} ${what}, length ${orig}${comment ? ` (${comment})` : ''}`;
+}
+
+/** TCP or UDP ports as tcpdump writes them after an address (".5201"); empty for other protocols. */
+function ports(f: Buffer, l4: number, proto: number): [string, string] {
+  if ((proto !== 6 && proto !== 17) || f.length < l4 + 4) return ['', ''];
+  return [`.${f.readUInt16BE(l4)}`, `.${f.readUInt16BE(l4 + 2)}`];
 }
 
 function ip6(f: Buffer, at: number): string {

@@ -8,6 +8,7 @@ function frame(): Uint8Array {
   const f = new Uint8Array(60);
   f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00], 0);
   f.set([0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2], 14);
+  f.set([0x12, 0x34, 0x00, 0x35], 34); // UDP 4660 > 53
   return f;
 }
 
@@ -47,8 +48,8 @@ describe('pcapng blocks', () => {
     for (let at = 0; at < stream.length; at += 7) r.push(stream.subarray(at, Math.min(stream.length, at + 7)));
     assert.ok(r.complete);
     assert.deepEqual(r.ifaces, [{ name: 'c1', packets: 1, received: 10, dropped: 9 }, { name: 'up0', packets: 1 }]);
-    assert.equal(lines[0], '16:00:00.000000005 up0 in  02:00:00:00:00:01 > 02:00:00:00:00:02 IPv4 10.0.0.1 > 10.0.0.2 UDP, length 60 (virtio-net: data_valid)');
-    assert.match(lines[1]!, /^16:00:00\.000000005 c1 out .* UDP, length 60$/);
+    assert.equal(lines[0], '16:00:00.000000005 up0 in  02:00:00:00:00:01 > 02:00:00:00:00:02 IPv4 10.0.0.1.4660 > 10.0.0.2.53 UDP, length 60 (virtio-net: data_valid)');
+    assert.match(lines[1]!, /^16:00:00\.000000005 c1 out .* 10\.0\.0\.1 > 10\.0\.0\.2 UDP, length 60$/, 'cut at 34 bytes: no ports');
   });
 
   test('a block length that cannot be pier\'s is an error, not a hang', () => {

@@ -728,10 +728,35 @@ function mtuAndOffloads(l: Loaded, ctx: Context): string[] {
     }), '');
   }
   if (!pairs.length) out.push('**Offloads**: no run measures a path with offloads off beside the same path with them on.', '');
-  const mtu = [...l.results.values()].flatMap((r) => keysMatching(r.data, /mtu/i).map((k) => `${r.name}.json: ${k}`));
-  out.push(mtu.length
-    ? `**MTU**: results that record one: ${mtu.join('; ')}. This report does not plot them yet.`
-    : '**MTU**: no run has varied it yet, and no result records one. bench/throughput.ts would, with `mtu=` on its tap ports (a row per MTU); every figure above is at one MTU per path (bench/uplinks.md: the tunnels\' containers at 1450).', '');
+  // MTU: a path "X-mtuN" beside its "X" at the default MTU (1500), in the same run.
+  const mtuPairs: Array<{ source: string; base: string; big: string; mtu: number; t: Directional }> = [];
+  for (const r of l.results.values()) {
+    let t: Directional;
+    try {
+      t = directional(r.data);
+    } catch {
+      continue;
+    }
+    for (const big of t.paths) {
+      const m = /^(.+)-mtu(\d+)$/.exec(big);
+      if (m && t.paths.includes(m[1]!)) mtuPairs.push({ source: r.name, base: m[1]!, big, mtu: Number(m[2]), t });
+    }
+  }
+  for (const source of unique(mtuPairs.map((p) => p.source))) {
+    const ps = mtuPairs.filter((p) => p.source === source);
+    out.push(`**MTU** ([${source}.json](${ctx.link(`results/${source}.json`)})): each path at MTU 1500 and at ${unique(ps.map((p) => p.mtu)).join(', ')}, same run: ${ps.map((p) => `${p.base}: ${p.t.dirs.map((dir) => `${dir} ${fig(p.t.gbps(p.base, dir))} vs ${fig(p.t.gbps(p.big, dir))} Gbit/s (${times(ratio(p.t.gbps(p.big, dir), p.t.gbps(p.base, dir)))}), CPU ${fig(nsPerByte(p.t.cpu(p.base, dir), p.t.gbps(p.base, dir)))} vs ${fig(nsPerByte(p.t.cpu(p.big, dir), p.t.gbps(p.big, dir)))} ns per byte`).join('; ')}`).join('. ')}.`, '');
+    const groups = ps.flatMap((p) => p.t.dirs.map((dir) => `${p.base} ${dir}`));
+    out.push(ctx.plot(`mtu-${source}.svg`, {
+      title: `${source}: the effect of the MTU`,
+      axis: 'Gbit/s, one TCP stream (median)',
+      groups,
+      series: [
+        { name: 'MTU 1500', values: ps.flatMap((p) => p.t.dirs.map((dir) => p.t.gbps(p.base, dir))) },
+        ...unique(ps.map((p) => p.mtu)).map((m) => ({ name: `MTU ${m}`, values: ps.flatMap((p) => p.t.dirs.map((dir) => (p.mtu === m ? p.t.gbps(p.big, dir) : undefined))) })),
+      ],
+    }), '');
+  }
+  if (!mtuPairs.length) out.push('**MTU**: no run has varied it yet. bench/throughput.ts does, with `mtu=` on its tap ports (paths named `X-mtuN`); every figure above is at one MTU per path (bench/uplinks.md: the tunnels\' containers at 1450).', '');
   return out;
 }
 

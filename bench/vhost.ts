@@ -1,6 +1,6 @@
-// vhost-user datapath: ../shared/bench/vhost-loop.sh with DPDK testpmd as the switch and with
-// pier as the switch (event-driven, and busy-polling), same run, 64- and 1500-byte packets.
-// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T]
+// vhost-user datapath: ../shared/bench/vhost-loop.sh with DPDK testpmd, OVS-DPDK and pier
+// (event-driven, and busy-polling) as the switch, same run, 64-, 512- and 1500-byte packets.
+// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,15 +11,24 @@ const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 10);
 const LOOP = join(ROOT, '..', 'shared', 'bench', 'vhost-loop.sh');
 const SWITCH = join(ROOT, 'bench', 'pier-loop-switch.sh');
+const OVS = join(ROOT, '..', 'shared', 'bench', 'ovs-loop-switch.sh');
+const SIZES = [64, 512, 1500];
 
-type Mode = 'testpmd' | 'pier' | 'pier-busy-poll';
-const samples: Record<string, Array<{ mpps: number; cpu?: number; nsPerPacket?: number }>> = {};
+type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll';
+const withOvs = !process.argv.includes('--no-ovs');
+if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')) {
+  console.error('bench/vhost.ts: OVS-DPDK, the reference, is missing: apt-get install openvswitch-switch-dpdk (or run with --no-ovs)');
+  process.exit(1);
+}
+const MODES: Mode[] = withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] : ['testpmd', 'pier', 'pier-busy-poll'];
+interface Sample { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number }
+const samples: Record<string, Sample[]> = {};
 
-/** Packets pier's dataplane has received so far (pier show --json), or undefined. */
-function dataplanePackets(socket: string): number | undefined {
+/** What pier's dataplane has done so far (pier show --json): packets, bursts and wake-ups, or undefined. */
+function dataplaneCounts(socket: string): { packets: number; bursts: number; wakeups: number } | undefined {
   try {
     const j = JSON.parse(execFileSync(join(ROOT, 'bin', 'pier'), ['show', '--json'], { env: { ...process.env, PIER_SOCKET: socket }, stdio: ['ignore', 'pipe', 'ignore'] }).toString());
-    return Number(j.dataplane.packets);
+    return { packets: Number(j.dataplane.packets), bursts: Number(j.dataplane.bursts), wakeups: Number(j.dataplane.wakeups) };
   } catch {
     return undefined;
   }
@@ -32,7 +41,8 @@ async function run(mode: Mode, len: number): Promise<void> {
   rmSync(`${info}.sock`, { force: true });
   const args = [LOOP, String(len)];
   const env: NodeJS.ProcessEnv = { ...process.env, T: String(T), PIER_INFO_OUT: info };
-  if (mode !== 'testpmd') args.push(`${SWITCH} {A} {B}`);
+  if (mode === 'ovs-dpdk') args.push(`${OVS} {A} {B}`);
+  else if (mode !== 'testpmd') args.push(`${SWITCH} {A} {B}`);
   if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
   const p = spawn('bash', args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
@@ -41,7 +51,9 @@ async function run(mode: Mode, len: number): Promise<void> {
   // Pier's dataplane thread CPU over the measured part of the run.
   let cpu: number | undefined;
   let nsPerPacket: number | undefined;
-  if (mode !== 'testpmd') {
+  let packetsPerBurst: number | undefined;
+  let packetsPerWakeup: number | undefined;
+  if (mode === 'pier' || mode === 'pier-busy-poll') {
     let ids: { pid: number; tid: number } | undefined;
     for (let i = 0; i < 100 && !ids; i++) {
       await sleep(100);
@@ -55,7 +67,7 @@ async function run(mode: Mode, len: number): Promise<void> {
     if (ids) {
       await sleep(6000); // the harness starts its VM and sends tx_first about 5 s in
       const socket = readFileSync(`${info}.sock`, 'utf8').trim();
-      const p0 = dataplanePackets(socket);
+      const p0 = dataplaneCounts(socket);
       const c0 = threadCpu(ids.pid, ids.tid);
       const t0 = Date.now();
       let c1 = c0;
@@ -67,7 +79,7 @@ async function run(mode: Mode, len: number): Promise<void> {
         c1 = c;
         t1 = Date.now();
       }
-      const p1 = dataplanePackets(socket);
+      const p1 = dataplaneCounts(socket);
       const c2 = threadCpu(ids.pid, ids.tid);
       if (c2 !== undefined) {
         c1 = c2;
@@ -76,37 +88,50 @@ async function run(mode: Mode, len: number): Promise<void> {
       if (c0 !== undefined && c1 !== undefined && t1 > t0) cpu = +((c1 - c0) / ((t1 - t0) / 1000)).toFixed(2);
       // CPU time of the dataplane thread per packet it received: what a packet costs pier,
       // whatever the loop's population did meanwhile (10 ms clock ticks over ~T s: +-1 %).
-      if (c0 !== undefined && c1 !== undefined && p0 !== undefined && p1 !== undefined && p1 > p0) nsPerPacket = Math.round(((c1 - c0) * 1e9) / (p1 - p0));
+      if (c0 !== undefined && c1 !== undefined && p0 && p1 && p1.packets > p0.packets) nsPerPacket = Math.round(((c1 - c0) * 1e9) / (p1.packets - p0.packets));
+      // How well work is batched: packets per received burst, and per epoll wake-up.
+      if (p0 && p1 && p1.bursts > p0.bursts) packetsPerBurst = +((p1.packets - p0.packets) / (p1.bursts - p0.bursts)).toFixed(1);
+      if (p0 && p1 && p1.wakeups > p0.wakeups) packetsPerWakeup = +((p1.packets - p0.packets) / (p1.wakeups - p0.wakeups)).toFixed(1);
     }
   }
   await done;
   const m = /Mpps ([\d.]+)/.exec(out);
   if (!m) throw new Error(`vhost-loop.sh gave no figure for ${mode} ${len}: ${out}`);
   const key = `${mode} ${len}`;
-  (samples[key] ??= []).push({ mpps: Number(m[1]), ...(cpu !== undefined ? { cpu } : {}), ...(nsPerPacket !== undefined ? { nsPerPacket } : {}) });
-  console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}${nsPerPacket !== undefined ? `, ${nsPerPacket} ns/packet` : ''}`);
+  (samples[key] ??= []).push({ mpps: Number(m[1]), ...(cpu !== undefined ? { cpu } : {}), ...(nsPerPacket !== undefined ? { nsPerPacket } : {}),
+    ...(packetsPerBurst !== undefined ? { packetsPerBurst } : {}), ...(packetsPerWakeup !== undefined ? { packetsPerWakeup } : {}) });
+  console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}${nsPerPacket !== undefined ? `, ${nsPerPacket} ns/packet` : ''}${packetsPerBurst !== undefined ? `, ${packetsPerBurst} packets/burst, ${packetsPerWakeup ?? '-'} per wake-up` : ''}`);
 }
 
 
 for (let r = 0; r < ROUNDS; r++) {
   console.error(`-- round ${r + 1}/${ROUNDS}`);
-  for (const len of [64, 1500]) for (const mode of ['testpmd', 'pier', 'pier-busy-poll'] as Mode[]) await run(mode, len);
+  for (const len of SIZES) for (const mode of MODES) await run(mode, len);
 }
 
-const summary: Record<string, { mpps: number; cpu?: number; nsPerPacket?: number; samples: number[] }> = {};
+const summary: Record<string, { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number; samples: number[] }> = {};
+const med = (xs: Sample[], f: (x: Sample) => number | undefined): number | undefined => {
+  const v = xs.map(f).filter((x): x is number => x !== undefined);
+  return v.length ? median(v) : undefined;
+};
 for (const [k, xs] of Object.entries(samples)) {
-  const cpu = xs.every((x) => x.cpu !== undefined) && xs.length ? median(xs.map((x) => x.cpu!)) : undefined;
-  const ns = xs.filter((x) => x.nsPerPacket !== undefined).map((x) => x.nsPerPacket!);
+  const cpu = med(xs, (x) => x.cpu);
+  const ns = med(xs, (x) => x.nsPerPacket);
+  const ppb = med(xs, (x) => x.packetsPerBurst);
+  const ppw = med(xs, (x) => x.packetsPerWakeup);
   summary[k] = {
     mpps: +median(xs.map((x) => x.mpps)).toFixed(2), ...(cpu !== undefined ? { cpu } : {}),
-    ...(ns.length ? { nsPerPacket: Math.round(median(ns)) } : {}), samples: xs.map((x) => x.mpps),
+    ...(ns !== undefined ? { nsPerPacket: Math.round(ns) } : {}),
+    ...(ppb !== undefined ? { packetsPerBurst: ppb } : {}), ...(ppw !== undefined ? { packetsPerWakeup: ppw } : {}),
+    samples: xs.map((x) => x.mpps),
   };
 }
-const ratio = (mode: string, len: number): number => +(summary[`${mode} ${len}`]!.mpps / summary[`testpmd ${len}`]!.mpps).toFixed(2);
-const ratios = {
-  'pier/testpmd 64': ratio('pier', 64), 'pier/testpmd 1500': ratio('pier', 1500),
-  'pier-busy-poll/testpmd 64': ratio('pier-busy-poll', 64), 'pier-busy-poll/testpmd 1500': ratio('pier-busy-poll', 1500),
-};
+const ratio = (mode: string, len: number, ref = 'testpmd'): number => +(summary[`${mode} ${len}`]!.mpps / summary[`${ref} ${len}`]!.mpps).toFixed(2);
+const ratios: Record<string, number> = {};
+for (const len of SIZES) {
+  for (const m of MODES.filter((x) => x !== 'testpmd')) ratios[`${m}/testpmd ${len}`] = ratio(m, len);
+  if (withOvs) for (const m of ['pier', 'pier-busy-poll']) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
+}
 const result = {
   benchmark: 'vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch',
   date: new Date().toISOString(),
@@ -115,19 +140,22 @@ const result = {
   secondsPerRun: T,
   summary,
   ratios,
+  // Every run as measured, round by round.
+  runs: samples,
 };
 writeFileSync(join(ROOT, 'bench', 'results', 'vhost.json'), JSON.stringify(result, null, 2) + '\n');
-const rows = [64, 1500].flatMap((len) => (['testpmd', 'pier', 'pier-busy-poll'] as Mode[]).map((m) => {
+const rows = SIZES.flatMap((len) => MODES.map((m) => {
   const s = summary[`${m} ${len}`]!;
-  return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : m === 'testpmd' ? '100% (polls)' : '-'} | ${s.nsPerPacket ?? '-'} | ${s.samples.join(', ')} |`;
+  const polls = m === 'testpmd' || m === 'ovs-dpdk' ? '100% (polls)' : '-';
+  return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${withOvs ? `${ratio(m, len, 'ovs-dpdk').toFixed(2)} | ` : ''}${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : polls} | ${s.nsPerPacket ?? '-'} | ${s.packetsPerBurst ?? '-'} / ${s.packetsPerWakeup ?? '-'} | ${s.samples.join(', ')} |`;
 }));
 const md = [
-  `# vhost-user loop: pier vs DPDK testpmd (${result.date.slice(0, 10)})`,
+  `# vhost-user loop: pier vs DPDK testpmd${withOvs ? ' and OVS-DPDK' : ''} (${result.date.slice(0, 10)})`,
   '',
   `${result.machine.cpus} cores, ${result.machine.cpu}, kernel ${result.machine.kernel}, Node ${result.machine.node}; median of ${ROUNDS} rounds of ${T} s. Method: [../vhost.md](../vhost.md).`,
   '',
-  '| packet bytes | switch | Mpps (median) | x testpmd | switch dataplane CPU | pier CPU ns per packet | Mpps of each round |',
-  '|---|---|---|---|---|---|---|',
+  `| packet bytes | switch | Mpps (median) | x testpmd | ${withOvs ? 'x OVS-DPDK | ' : ''}switch dataplane CPU | pier CPU ns per packet | pier packets per burst / per wake-up | Mpps of each round |`,
+  `|---|---|---|---|${withOvs ? '---|' : ''}---|---|---|---|`,
   ...rows,
   '',
 ].join('\n');

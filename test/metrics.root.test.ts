@@ -114,12 +114,13 @@ describe('metrics endpoint (root)', requires(NEEDS.tun), () => {
       d.ok('add-port', 'br0', 'app', 'type=vhost-user', `path=${d.dir}/app.sock`);
       await t.start();
       await pingUntil(ns[0]!, '10.77.0.99', [], 15_000); // icmpecho answers ARP and echo requests for any address
+      const app = { bridge: 'br0', port: 'app', type: 'vhost-user' };
+      // Sampled once a second: the first sample may come before testpmd has posted its buffers.
       let m = await scrape();
       await waitFor(async () => {
         m = await scrape();
-        return (value(m.samples, 'pier_port_ring_size', { port: 'app', ring: 'transmit' }) ?? 0) > 0;
-      }, 5000, 'the ring levels of app');
-      const app = { bridge: 'br0', port: 'app', type: 'vhost-user' };
+        return (value(m.samples, 'pier_port_transmit_ring_room', app) ?? 0) > 0;
+      }, 10_000, () => `testpmd's receive buffers in app's ring levels: ${JSON.stringify(m.samples.filter((s) => s.labels.port === 'app' && s.name.includes('ring')))}`);
       assert.equal(value(m.samples, 'pier_port_ring_size', { ...app, ring: 'receive' }), 256, 'the frontend\'s transmit vring');
       const room = value(m.samples, 'pier_port_transmit_ring_room', app)!;
       assert.ok(room > 0 && room <= 256, `testpmd posted receive buffers for pier: ${room}`);

@@ -159,19 +159,23 @@ function vhostSection(r: Result, ctx: Context): string[] {
   const switches = unique(modes);
   const lens = unique(sizes).sort((a, b) => a - b);
   const ref = switches.includes('testpmd') ? 'testpmd' : undefined;
+  const ovs = switches.includes('ovs-dpdk') ? 'ovs-dpdk' : undefined;
   const get = (mode: string, len: number, field: string): number | undefined => num(obj(summary[`${mode} ${len}`])[field]);
   const out: string[] = [];
   out.push(ctx.plot('vhost-mpps.svg', {
-    title: 'vhost-user loop: Mpps by packet size, pier beside testpmd',
+    title: `vhost-user loop: Mpps by packet size, pier beside testpmd${ovs ? ' and OVS-DPDK' : ''}`,
     axis: `Mpps circulating (median of ${num(r.data.rounds) ?? '?'} rounds)`,
     groups: lens.map((l) => `${l}-byte packets`),
     series: switches.map((s) => ({ name: s, values: lens.map((l) => get(s, l, 'mpps')) })),
   }), '');
   out.push(...table(
-    ['packet bytes', 'switch', 'Mpps (median)', `x ${ref ?? 'reference'}`, 'dataplane CPU', 'pier CPU ns per packet', 'pier CPU ns per byte'],
+    ['packet bytes', 'switch', 'Mpps (median)', `x ${ref ?? 'reference'}`, ...(ovs ? ['x OVS-DPDK'] : []), 'dataplane CPU', 'pier CPU ns per packet', 'pier CPU ns per byte', 'pier packets per burst / per wake-up'],
     lens.flatMap((l) => switches.filter((s) => summary[`${s} ${l}`] !== undefined).map((s) => {
       const ns = get(s, l, 'nsPerPacket');
-      return [String(l), s, fig(get(s, l, 'mpps')), ref ? times(ratio(get(s, l, 'mpps'), get(ref, l, 'mpps'))) : '-', pct(get(s, l, 'cpu')), fig(ns), ns === undefined ? '-' : (ns / l).toFixed(2)];
+      const ppb = get(s, l, 'packetsPerBurst');
+      return [String(l), s, fig(get(s, l, 'mpps')), ref ? times(ratio(get(s, l, 'mpps'), get(ref, l, 'mpps'))) : '-',
+        ...(ovs ? [times(ratio(get(s, l, 'mpps'), get(ovs, l, 'mpps')))] : []), pct(get(s, l, 'cpu')), fig(ns), ns === undefined ? '-' : (ns / l).toFixed(2),
+        ppb === undefined ? '-' : `${fig(ppb)} / ${fig(get(s, l, 'packetsPerWakeup'))}`];
     })),
   ));
   const measured = switches.filter((s) => lens.some((l) => get(s, l, 'nsPerPacket') !== undefined));
@@ -458,8 +462,8 @@ function genericSection(r: Result): string[] {
 
 const BENCHMARKS: Benchmark[] = [
   {
-    name: 'vhost', title: 'vhost-user loop: pier beside DPDK testpmd', render: vhostSection,
-    measures: 'Packets circulating between two vhost-user ports of a testpmd "VM" through the switch, at 64- and 1500-byte packets: the per-packet cost of pier\'s datapath against DPDK testpmd forwarding the same loop, in the same run.',
+    name: 'vhost', title: 'vhost-user loop: pier beside DPDK testpmd and OVS-DPDK', render: vhostSection,
+    measures: 'Packets circulating between two vhost-user ports of a testpmd "VM" through the switch, at 64-, 512- and 1500-byte packets: the per-packet cost of pier\'s datapath against DPDK testpmd and OVS-DPDK 3.1 (one PMD thread, port-to-port flows) switching the same loop, in the same run.',
   },
   {
     name: 'throughput', title: 'One host: container to container, pier beside the Linux bridge', render: directionalSection,

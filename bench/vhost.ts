@@ -21,14 +21,14 @@ if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')
   process.exit(1);
 }
 const MODES: Mode[] = withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] : ['testpmd', 'pier', 'pier-busy-poll'];
-interface Sample { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number }
+interface Sample { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number; emptyPollsPerBurst?: number }
 const samples: Record<string, Sample[]> = {};
 
 /** What pier's dataplane has done so far (pier show --json): packets, bursts and wake-ups, or undefined. */
-function dataplaneCounts(socket: string): { packets: number; bursts: number; wakeups: number } | undefined {
+function dataplaneCounts(socket: string): { packets: number; bursts: number; wakeups: number; emptyPolls: number } | undefined {
   try {
     const j = JSON.parse(execFileSync(join(ROOT, 'bin', 'pier'), ['show', '--json'], { env: { ...process.env, PIER_SOCKET: socket }, stdio: ['ignore', 'pipe', 'ignore'] }).toString());
-    return { packets: Number(j.dataplane.packets), bursts: Number(j.dataplane.bursts), wakeups: Number(j.dataplane.wakeups) };
+    return { packets: Number(j.dataplane.packets), bursts: Number(j.dataplane.bursts), wakeups: Number(j.dataplane.wakeups), emptyPolls: Number(j.dataplane.emptyPolls) };
   } catch {
     return undefined;
   }
@@ -53,6 +53,7 @@ async function run(mode: Mode, len: number): Promise<void> {
   let nsPerPacket: number | undefined;
   let packetsPerBurst: number | undefined;
   let packetsPerWakeup: number | undefined;
+  let emptyPollsPerBurst: number | undefined;
   if (mode === 'pier' || mode === 'pier-busy-poll') {
     let ids: { pid: number; tid: number } | undefined;
     for (let i = 0; i < 100 && !ids; i++) {
@@ -92,6 +93,7 @@ async function run(mode: Mode, len: number): Promise<void> {
       // How well work is batched: packets per received burst, and per epoll wake-up.
       if (p0 && p1 && p1.bursts > p0.bursts) packetsPerBurst = +((p1.packets - p0.packets) / (p1.bursts - p0.bursts)).toFixed(1);
       if (p0 && p1 && p1.wakeups > p0.wakeups) packetsPerWakeup = +((p1.packets - p0.packets) / (p1.wakeups - p0.wakeups)).toFixed(1);
+      if (p0 && p1 && p1.bursts > p0.bursts && Number.isFinite(p1.emptyPolls - p0.emptyPolls)) emptyPollsPerBurst = +((p1.emptyPolls - p0.emptyPolls) / (p1.bursts - p0.bursts)).toFixed(2);
     }
   }
   await done;
@@ -99,8 +101,9 @@ async function run(mode: Mode, len: number): Promise<void> {
   if (!m) throw new Error(`vhost-loop.sh gave no figure for ${mode} ${len}: ${out}`);
   const key = `${mode} ${len}`;
   (samples[key] ??= []).push({ mpps: Number(m[1]), ...(cpu !== undefined ? { cpu } : {}), ...(nsPerPacket !== undefined ? { nsPerPacket } : {}),
-    ...(packetsPerBurst !== undefined ? { packetsPerBurst } : {}), ...(packetsPerWakeup !== undefined ? { packetsPerWakeup } : {}) });
-  console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}${nsPerPacket !== undefined ? `, ${nsPerPacket} ns/packet` : ''}${packetsPerBurst !== undefined ? `, ${packetsPerBurst} packets/burst, ${packetsPerWakeup ?? '-'} per wake-up` : ''}`);
+    ...(packetsPerBurst !== undefined ? { packetsPerBurst } : {}), ...(packetsPerWakeup !== undefined ? { packetsPerWakeup } : {}),
+    ...(emptyPollsPerBurst !== undefined ? { emptyPollsPerBurst } : {}) });
+  console.error(`${key.padEnd(22)} ${m[1]} Mpps${cpu !== undefined ? `  pier dataplane CPU ${Math.round(cpu * 100)}%` : ''}${nsPerPacket !== undefined ? `, ${nsPerPacket} ns/packet` : ''}${packetsPerBurst !== undefined ? `, ${packetsPerBurst} packets/burst, ${packetsPerWakeup ?? '-'} per wake-up, ${emptyPollsPerBurst ?? '-'} empty polls per burst` : ''}`);
 }
 
 
@@ -109,7 +112,7 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const len of SIZES) for (const mode of MODES) await run(mode, len);
 }
 
-const summary: Record<string, { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number; samples: number[] }> = {};
+const summary: Record<string, { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number; emptyPollsPerBurst?: number; samples: number[] }> = {};
 const med = (xs: Sample[], f: (x: Sample) => number | undefined): number | undefined => {
   const v = xs.map(f).filter((x): x is number => x !== undefined);
   return v.length ? median(v) : undefined;
@@ -119,10 +122,12 @@ for (const [k, xs] of Object.entries(samples)) {
   const ns = med(xs, (x) => x.nsPerPacket);
   const ppb = med(xs, (x) => x.packetsPerBurst);
   const ppw = med(xs, (x) => x.packetsPerWakeup);
+  const epb = med(xs, (x) => x.emptyPollsPerBurst);
   summary[k] = {
     mpps: +median(xs.map((x) => x.mpps)).toFixed(2), ...(cpu !== undefined ? { cpu } : {}),
     ...(ns !== undefined ? { nsPerPacket: Math.round(ns) } : {}),
     ...(ppb !== undefined ? { packetsPerBurst: ppb } : {}), ...(ppw !== undefined ? { packetsPerWakeup: ppw } : {}),
+    ...(epb !== undefined ? { emptyPollsPerBurst: epb } : {}),
     samples: xs.map((x) => x.mpps),
   };
 }

@@ -73,7 +73,7 @@ function apply(req: Request): ReplyOf[Request['op']] {
     }
     case 'pool':
       return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,
-        wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets,
+        wakeups: engine.wakeups, bursts: engine.bursts, packets: engine.packets, emptyPolls: engine.emptyPolls,
         // Peer memory and fds (docs/design/peer-memory.md): faults the SIGBUS guard survived in
         // this arena, those no port claimed, bursts dropped for one; watchdog wake-ups.
         sigbusGuard: engine.pool.arena.guarded, memoryFaults: engine.memoryFaults, memoryFaultsUnclaimed: engine.memoryFaultsUnclaimed,

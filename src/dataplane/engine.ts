@@ -38,6 +38,8 @@ export class Engine implements PortContext {
   wakeups = 0;
   bursts = 0;
   packets = 0;
+  /** Polls that found nothing to receive. */
+  emptyPolls = 0;
   /** Ports that asked for busy-polling; while there is one the engine never sleeps. */
   private readonly busyPorts: Port[] = [];
   get busyPoll(): boolean {
@@ -289,7 +291,10 @@ export class Engine implements PortContext {
   poll(p: Port, queue: number): number {
     const br = this.bridges.get(p.bridge);
     const n = p.receive(queue, this.batch, BURST);
-    if (n === 0) return n;
+    if (n === 0) {
+      this.emptyPolls++;
+      return n;
+    }
     if (Atomics.load(this.faults, 0) !== this.faultsSeen) {
       // Some packet of this burst may have been read from a page the guard just replaced with
       // zeros: drop it. Releasing returns lent buffers to their port (which writes its used

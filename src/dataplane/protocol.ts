@@ -44,6 +44,8 @@ export interface PoolStats {
   tid: number;
   wakeups: number;
   bursts: number;
+  /** Polls of a queue that found nothing (busy-polling makes most of them). */
+  emptyPolls: number;
   packets: number;
   /** The SIGBUS guard covers the arena. */
   sigbusGuard: boolean;

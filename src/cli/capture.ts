@@ -7,17 +7,8 @@ import { createWriteStream, openSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { Writable } from 'node:stream';
 import { PierError } from '../daemon/errors.ts';
+import { EPB_DATA, EPB_FLAGS, OPT_COMMENT, PcapngBlocks, readOption } from '../daemon/pcapng.ts';
 import { connectError } from './client.ts';
-
-const BT_IDB = 1;
-const BT_ISB = 5;
-const BT_EPB = 6;
-const OPT_COMMENT = 1;
-const IF_NAME = 2;
-const ISB_IFRECV = 4;
-const ISB_IFDROP = 5;
-/** A block longer than this is not one pier writes: the stream is not what it should be. */
-const MAX_BLOCK = 1 << 20;
 
 export interface CaptureCliOptions {
   ports: string[];
@@ -26,68 +17,6 @@ export interface CaptureCliOptions {
   count?: string | undefined;
   direction: string;
   snaplen?: string | undefined;
-}
-
-interface Iface { name: string; packets: number; received?: number; dropped?: number }
-
-/**
- * Splits a pcapng byte stream into blocks, whatever the chunking; keeps what each interface is
- * called and its statistics. `onPacket` sees each Enhanced Packet Block.
- */
-export class PcapngBlocks {
-  readonly ifaces: Iface[] = [];
-  private pending: Buffer = Buffer.alloc(0);
-
-  constructor(private readonly onPacket?: (iface: Iface, b: Buffer) => void) {}
-
-  push(chunk: Buffer): void {
-    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
-    let at = 0;
-    while (buf.length - at >= 12) {
-      const len = buf.readUInt32LE(at + 4);
-      if (len < 12 || len % 4 !== 0 || len > MAX_BLOCK) throw new PierError('EPROTO', `the daemon's capture stream is broken (a block of ${len} bytes)`, 'look at the daemon\'s log');
-      if (buf.length - at < len) break;
-      this.block(buf.subarray(at, at + len));
-      at += len;
-    }
-    buf = buf.subarray(at);
-    this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
-  }
-
-  get complete(): boolean {
-    return this.pending.length === 0;
-  }
-
-  private block(b: Buffer): void {
-    const type = b.readUInt32LE(0);
-    if (type === BT_IDB) {
-      this.ifaces.push({ name: option(b, 16, IF_NAME)?.toString('utf8') ?? `interface ${this.ifaces.length}`, packets: 0 });
-    } else if (type === BT_EPB) {
-      const i = this.ifaces[b.readUInt32LE(8)];
-      if (!i) return;
-      i.packets++;
-      this.onPacket?.(i, b);
-    } else if (type === BT_ISB) {
-      const i = this.ifaces[b.readUInt32LE(8)];
-      if (!i) return;
-      const recv = option(b, 20, ISB_IFRECV);
-      const drop = option(b, 20, ISB_IFDROP);
-      if (recv) i.received = Number(recv.readBigUInt64LE(0));
-      if (drop) i.dropped = Number(drop.readBigUInt64LE(0));
-    }
-  }
-}
-
-/** The value of option `code` in block b, options starting at `from`. */
-function option(b: Buffer, from: number, code: number): Buffer | undefined {
-  for (let at = from; at + 4 <= b.length - 4;) {
-    const c = b.readUInt16LE(at);
-    const l = b.readUInt16LE(at + 2);
-    if (c === 0) return undefined;
-    if (c === code) return b.subarray(at + 4, at + 4 + l);
-    at += 4 + ((l + 3) & ~3);
-  }
-  return undefined;
 }
 
 const ETHERTYPES: Record<number, string> = { 0x0800: 'IPv4', 0x0806: 'ARP', 0x86dd: 'IPv6', 0x8100: '802.1Q', 0x88cc: 'LLDP' };
@@ -104,9 +33,9 @@ export function describePacket(port: string, b: Buffer): string {
   const time = `${date.toISOString().slice(11, 19)}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
   const cap = b.readUInt32LE(20);
   const orig = b.readUInt32LE(24);
-  const f = b.subarray(28, 28 + cap);
-  const optsAt = 28 + ((cap + 3) & ~3);
-  const flags = option(b, optsAt, 2)?.readUInt32LE(0) ?? 0;
+  const f = b.subarray(EPB_DATA, EPB_DATA + cap);
+  const optsAt = EPB_DATA + ((cap + 3) & ~3);
+  const flags = readOption(b, optsAt, EPB_FLAGS)?.readUInt32LE(0) ?? 0;
   const dir = (flags & 3) === 1 ? 'in ' : (flags & 3) === 2 ? 'out' : '   ';
   let what = '';
   if (f.length >= 14) {
@@ -129,7 +58,7 @@ export function describePacket(port: string, b: Buffer): string {
       what += ` ${ip6(f, l3 + 8)}${sp} > ${ip6(f, l3 + 24)}${dp} ${PROTOCOLS[next] ?? `next header ${next}`}`;
     }
   }
-  const comment = option(b, optsAt, OPT_COMMENT)?.toString('utf8');
+  const comment = readOption(b, optsAt, OPT_COMMENT)?.toString('utf8');
   return `${time} ${port} ${dir} ${what}, length ${orig}${comment ? ` (${comment})` : ''}`;
 }
 

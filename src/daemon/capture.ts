@@ -21,17 +21,18 @@ const DRAIN_BYTES = 4 << 20;
 
 export interface CaptureOptions {
   ports: string[];
-  dirs: number;
+  direction: Direction;
   snaplen: number;
   /** Stop after this many packets; 0: until the client stops. */
   count: number;
 }
 
-const DIRECTIONS: Record<string, number> = { in: CAPTURE_IN, out: CAPTURE_OUT, both: CAPTURE_IN | CAPTURE_OUT };
+const DIRECTIONS = { in: CAPTURE_IN, out: CAPTURE_OUT, both: CAPTURE_IN | CAPTURE_OUT } as const;
+type Direction = keyof typeof DIRECTIONS;
 
 /** The capture request's arguments: port names, then `direction=`, `snaplen=`, `count=` (as the CLI sends them). */
 export function parseCaptureArgs(args: readonly string[]): CaptureOptions {
-  const o: CaptureOptions = { ports: [], dirs: CAPTURE_IN | CAPTURE_OUT, snaplen: CAPTURE_MAX_SNAPLEN, count: 0 };
+  const o: CaptureOptions = { ports: [], direction: 'both', snaplen: CAPTURE_MAX_SNAPLEN, count: 0 };
   for (const a of args) {
     const eq = a.indexOf('=');
     if (eq < 0) {
@@ -42,9 +43,8 @@ export function parseCaptureArgs(args: readonly string[]): CaptureOptions {
     const key = a.slice(0, eq);
     const v = a.slice(eq + 1);
     if (key === 'direction') {
-      const d = DIRECTIONS[v];
-      if (d === undefined) throw new PierError('EINVAL', `--direction ${v} is not a direction`, 'use in (what the port receives), out (what it sends) or both');
-      o.dirs = d;
+      if (!Object.hasOwn(DIRECTIONS, v)) throw new PierError('EINVAL', `--direction ${v} is not a direction`, 'use in (what the port receives), out (what it sends) or both');
+      o.direction = v as Direction;
     } else if (key === 'snaplen') {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1 || n > CAPTURE_MAX_SNAPLEN) throw new PierError('EINVAL', `--snaplen ${v} is out of range`, `use 1..${CAPTURE_MAX_SNAPLEN} bytes of each packet`);
@@ -85,7 +85,7 @@ export class Captures {
     await s.begin();
     this.running.add(s);
     return new StreamReply({ id: s.id, interfaces: ports.map((p) => ({ name: p.name, type: p.type, bridge: p.bridge })), snaplen: o.snaplen,
-      direction: o.dirs === CAPTURE_IN ? 'in' : o.dirs === CAPTURE_OUT ? 'out' : 'both', count: o.count }, (sock) => s.attach(sock));
+      direction: o.direction, count: o.count }, (sock) => s.attach(sock));
   }
 
   /** A port was deleted: a capture left with none of its ports ends. */
@@ -120,7 +120,7 @@ class CaptureSession {
   async begin(): Promise<void> {
     this.ring = mapShared('pier-capture', RING_BYTES);
     try {
-      await this.dataplane.request({ op: 'capture-start', id: this.id, ctl: this.ctl, fd: this.ring.fd, size: RING_BYTES, snaplen: this.o.snaplen, slots: this.ports.map((p) => p.index), dirs: this.o.dirs });
+      await this.dataplane.request({ op: 'capture-start', id: this.id, ctl: this.ctl, fd: this.ring.fd, size: RING_BYTES, snaplen: this.o.snaplen, slots: this.ports.map((p) => p.index), dirs: DIRECTIONS[this.o.direction] });
     } catch (e) {
       unmap(this.ring);
       this.ring = undefined;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { describePacket, PcapngBlocks } from '../cli/capture.ts';
-import { BT_EPB, BT_IDB, BT_SHB, describeVnetHeader, EPB_INBOUND, EPB_OUTBOUND, enhancedPacket, interfaceDescription, interfaceStatistics, sectionHeader, timestamp } from './pcapng.ts';
+import { describePacket } from '../cli/capture.ts';
+import { BT_EPB, BT_IDB, BT_SHB, describeVnetHeader, EPB_INBOUND, EPB_OUTBOUND, enhancedPacket, interfaceDescription, interfaceStatistics, PcapngBlocks, sectionHeader, timestamp } from './pcapng.ts';
 
 /** A minimal Ethernet + IPv4 + UDP frame from 10.0.0.1 to 10.0.0.2. */
 function frame(): Uint8Array {

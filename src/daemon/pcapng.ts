@@ -2,6 +2,8 @@
 // Interface Description per captured port, an Enhanced Packet per packet, an Interface Statistics
 // per port at the end. Little-endian, every block and option padded to 32 bits. Timestamps are
 // nanoseconds since the epoch (if_tsresol = 9), as 64-bit counts split into two 32-bit halves.
+// The reader (PcapngBlocks) is the CLI's: it follows the stream to count and describe packets.
+import { PierError } from './errors.ts';
 import { VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4 } from '../dataplane/vnet.ts';
 
 export const BT_SHB = 0x0a0d0d0a;
@@ -12,17 +14,19 @@ const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
 export const LINKTYPE_ETHERNET = 1;
 
 const OPT_END = 0;
-const OPT_COMMENT = 1;
+export const OPT_COMMENT = 1;
 const SHB_USERAPPL = 4;
 const IF_NAME = 2;
 const IF_DESCRIPTION = 3;
 const IF_TSRESOL = 9;
-const EPB_FLAGS = 2;
+export const EPB_FLAGS = 2;
 const ISB_STARTTIME = 2;
 const ISB_ENDTIME = 3;
 const ISB_IFRECV = 4;
 const ISB_IFDROP = 5;
 const ISB_USRDELIV = 8;
+/** Where an Enhanced Packet Block's packet bytes start (after type, length, interface, time, lengths). */
+export const EPB_DATA = 28;
 
 /** epb_flags direction bits. */
 export const EPB_INBOUND = 1;
@@ -112,13 +116,13 @@ export interface PacketInfo {
 export function enhancedPacket(p: PacketInfo, data: Uint8Array, from: number, capLen: number): Buffer {
   const opts: Option[] = [[EPB_FLAGS, u32(p.flags)]];
   if (p.comment) opts.push([OPT_COMMENT, text(p.comment)]);
-  const fixed = 20 + pad4(capLen);
+  const fixed = EPB_DATA - 8 + pad4(capLen);
   return block(BT_EPB, fixed, opts, (b) => {
     b.writeUInt32LE(p.iface, 8);
     writeTs(b, 12, p.ts);
     b.writeUInt32LE(capLen, 20);
     b.writeUInt32LE(p.origLen, 24);
-    b.set(data.subarray(from, from + capLen), 28);
+    b.set(data.subarray(from, from + capLen), EPB_DATA);
   });
 }
 
@@ -168,4 +172,69 @@ export function describeVnetHeader(b: Uint8Array, at: number): string | undefine
   if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) parts.push(`needs_csum start ${u16(6)} offset ${u16(8)}`);
   if (flags & VIRTIO_NET_HDR_F_DATA_VALID) parts.push('data_valid');
   return `virtio-net: ${parts.join('; ')}`;
+}
+
+/** A block longer than this is not one pier writes: the stream is not what it should be. */
+const MAX_BLOCK = 1 << 20;
+
+export interface ReadInterface { name: string; packets: number; received?: number; dropped?: number }
+
+/** The value of option `code` in block b, its options starting at `from`. */
+export function readOption(b: Buffer, from: number, code: number): Buffer | undefined {
+  for (let at = from; at + 4 <= b.length - 4;) {
+    const c = b.readUInt16LE(at);
+    const l = b.readUInt16LE(at + 2);
+    if (c === OPT_END) return undefined;
+    if (c === code) return b.subarray(at + 4, at + 4 + l);
+    at += 4 + pad4(l);
+  }
+  return undefined;
+}
+
+/**
+ * Splits a pcapng byte stream into blocks, whatever the chunking; keeps what each interface is
+ * called and its statistics. `onPacket` sees each Enhanced Packet Block.
+ */
+export class PcapngBlocks {
+  readonly ifaces: ReadInterface[] = [];
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onPacket?: (iface: ReadInterface, b: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    let at = 0;
+    while (buf.length - at >= 12) {
+      const len = buf.readUInt32LE(at + 4);
+      if (len < 12 || len % 4 !== 0 || len > MAX_BLOCK) throw new PierError('EPROTO', `the daemon's capture stream is broken (a block of ${len} bytes)`, 'look at the daemon\'s log');
+      if (buf.length - at < len) break;
+      this.block(buf.subarray(at, at + len));
+      at += len;
+    }
+    buf = buf.subarray(at);
+    this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+
+  get complete(): boolean {
+    return this.pending.length === 0;
+  }
+
+  private block(b: Buffer): void {
+    const type = b.readUInt32LE(0);
+    if (type === BT_IDB) {
+      this.ifaces.push({ name: readOption(b, 16, IF_NAME)?.toString('utf8') ?? `interface ${this.ifaces.length}`, packets: 0 });
+    } else if (type === BT_EPB) {
+      const i = this.ifaces[b.readUInt32LE(8)];
+      if (!i) return;
+      i.packets++;
+      this.onPacket?.(i, b);
+    } else if (type === BT_ISB) {
+      const i = this.ifaces[b.readUInt32LE(8)];
+      if (!i) return;
+      const recv = readOption(b, 20, ISB_IFRECV);
+      const drop = readOption(b, 20, ISB_IFDROP);
+      if (recv) i.received = Number(recv.readBigUInt64LE(0));
+      if (drop) i.dropped = Number(drop.readBigUInt64LE(0));
+    }
+  }
 }

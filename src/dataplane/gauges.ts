@@ -23,3 +23,12 @@ export const LEVEL_TX_ROOM = 2;
 export const LEVEL_RX_SIZE = 3;
 export const LEVEL_TX_SIZE = 4;
 export const LEVEL_SLOTS = 5;
+
+/** One sample of a port's ring levels into its LEVEL_* slots (NaN: the kind cannot say). */
+export function writeLevels(l: Float64Array, rxWaiting: number, rxRoom: number, txRoom: number, rxSize: number, txSize: number): void {
+  l[LEVEL_RX_WAITING] = rxWaiting;
+  l[LEVEL_RX_ROOM] = rxRoom;
+  l[LEVEL_TX_ROOM] = txRoom;
+  l[LEVEL_RX_SIZE] = rxSize;
+  l[LEVEL_TX_SIZE] = txSize;
+}

@@ -6,7 +6,7 @@
 // Queue numbering (virtio-net): vring 2k is receiveq k (pier -> peer), 2k+1 transmitq k
 // (peer -> pier). Epoll tokens carry the vring index; two more mark the sockets.
 import { C } from '../../dataplane/counters.ts';
-import { LEVEL_RX_ROOM, LEVEL_RX_SIZE, LEVEL_RX_WAITING, LEVEL_TX_ROOM, LEVEL_TX_SIZE } from '../../dataplane/gauges.ts';
+import { writeLevels } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
@@ -751,7 +751,6 @@ export class VhostUserPort extends Port implements BufferLender {
    * transmit vrings is the frontend's to know (its descriptors), not pier's.
    */
   override sampleLevels(): void {
-    const l = this.levels!;
     let waiting = 0;
     let rxSize = 0;
     let room = 0;
@@ -769,11 +768,7 @@ export class VhostUserPort extends Port implements BufferLender {
         }
       }
     }
-    l[LEVEL_RX_WAITING] = waiting;
-    l[LEVEL_RX_ROOM] = NaN;
-    l[LEVEL_TX_ROOM] = room;
-    l[LEVEL_RX_SIZE] = rxSize;
-    l[LEVEL_TX_SIZE] = txSize;
+    writeLevels(this.levels!, waiting, NaN, room, rxSize, txSize);
   }
 
   override describe(): VhostUserView {

@@ -11,7 +11,7 @@
 // in the dataplane thread, so pier can even drive its own vhost-user port in the same thread.
 import { ablated } from '../ablate.ts';
 import { C } from '../../dataplane/counters.ts';
-import { LEVEL_RX_ROOM, LEVEL_RX_SIZE, LEVEL_RX_WAITING, LEVEL_TX_ROOM, LEVEL_TX_SIZE } from '../../dataplane/gauges.ts';
+import { writeLevels } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
@@ -493,7 +493,6 @@ export class VirtioUserPort extends Port {
    * taken, and the empty buffers it still holds; in the transmitqs, the free descriptors.
    */
   override sampleLevels(): void {
-    const l = this.levels!;
     let waiting = 0;
     let held = 0;
     let room = 0;
@@ -507,11 +506,7 @@ export class VirtioUserPort extends Port {
       room += tq.numFree;
       size += rq.size;
     }
-    l[LEVEL_RX_WAITING] = waiting;
-    l[LEVEL_RX_ROOM] = held;
-    l[LEVEL_TX_ROOM] = room;
-    l[LEVEL_RX_SIZE] = size;
-    l[LEVEL_TX_SIZE] = size;
+    writeLevels(this.levels!, waiting, held, room, size, size);
   }
 
   override describe(): VirtioUserView {

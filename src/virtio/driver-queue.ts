@@ -13,6 +13,7 @@
 // (acquire) before the used elements.
 
 import type { ByteSpace } from '../memory/types.ts';
+import type { DriverVirtqueue } from './queue.ts';
 import {
   AVAIL_ALIGN, AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_ALIGN, DESC_SIZE, USED_ALIGN, USED_FLAGS,
   USED_IDX, USED_RING, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
@@ -50,7 +51,8 @@ export interface DriverQueueConfig {
 
 const TWO_32 = 4294967296;
 
-export class DriverQueue {
+export class DriverQueue implements DriverVirtqueue {
+  readonly layout = 'split';
   readonly space: ByteSpace;
   readonly errors: Float64Array;
   broken: DriverErrorName | null;

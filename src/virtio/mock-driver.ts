@@ -14,6 +14,9 @@ import type { AddressSpace, ByteSpace } from '../memory/types.ts';
 import { DriverQueue } from './driver-queue.ts';
 import type { DeviceQueueConfig } from './split-queue.ts';
 import { DESC_SIZE, availRingSize, descTableSize, usedRingSize } from './ring.ts';
+import { PackedDriverQueue } from './packed-driver-queue.ts';
+import type { PackedDeviceQueueConfig } from './packed-queue.ts';
+import { EVENT_FLAGS, EVENT_OFF_WRAP, availFlags, packedRingSize } from './packed-ring.ts';
 
 const TWO_32 = 4294967296;
 
@@ -261,4 +264,147 @@ export class MockDriver {
 
 function align(x: number, a: number): number {
   return Math.ceil(x / a) * a;
+}
+
+/**
+ * The packed ring's mock driver: one plain ArrayBuffer holding a packed queue and a data area,
+ * a PackedDriverQueue to post well-formed lists, and raw writers for hostile ones.
+ *
+ *   [0, 64)        guard
+ *   descOff = 64   descriptor ring, 16 * size
+ *   driverOff      driver event suppression area, 4 bytes (aligned 4)
+ *   deviceOff      device event suppression area, 4 bytes
+ *   dataOff .. end data area (bump-allocated)
+ */
+export class MockPackedDriver {
+  readonly buffer: ArrayBuffer;
+  readonly space: ByteSpace;
+  readonly mem: MockAddressSpace;
+  readonly queue: PackedDriverQueue;
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly base: number;
+  readonly descOff: number;
+  readonly driverOff: number;
+  readonly deviceOff: number;
+  readonly dataOff: number;
+  readonly end: number;
+  private next: number;
+  private readonly offs: Float64Array;
+  private readonly lens: Uint32Array;
+  private readonly wr: Uint8Array;
+
+  constructor(opts: MockDriverOptions) {
+    const size = opts.size;
+    this.size = size;
+    this.eventIdx = opts.eventIdx ?? false;
+    this.indirect = opts.indirect ?? false;
+    this.base = opts.base ?? 0;
+    this.descOff = 64;
+    this.driverOff = this.descOff + packedRingSize(size);
+    this.deviceOff = this.driverOff + 4;
+    this.dataOff = align(this.deviceOff + 4, 64);
+    this.end = align(this.dataOff + (opts.dataBytes ?? 256 * 1024), 8);
+    this.buffer = new ArrayBuffer(this.end);
+    this.space = { bytes: new Uint8Array(this.buffer), dv: new DataView(this.buffer), u16: new Uint16Array(this.buffer) };
+    this.mem = new MockAddressSpace(this.base, [[0, this.end]]);
+    this.queue = new PackedDriverQueue(this.space);
+    const err = this.queue.configure({
+      size, descOff: this.descOff, driverOff: this.driverOff, deviceOff: this.deviceOff, eventIdx: this.eventIdx, addrBase: this.base,
+    });
+    if (err !== null) throw new Error(`MockPackedDriver: ${err}`);
+    this.next = this.dataOff;
+    this.offs = new Float64Array(Math.max(size, 1024));
+    this.lens = new Uint32Array(Math.max(size, 1024));
+    this.wr = new Uint8Array(Math.max(size, 1024));
+  }
+
+  /** The configuration a PackedDeviceQueue needs to serve this queue. */
+  deviceConfig(extra: Partial<PackedDeviceQueueConfig> = {}): PackedDeviceQueueConfig {
+    return {
+      size: this.size, descAddr: this.descOff, driverAddr: this.driverOff, deviceAddr: this.deviceOff,
+      eventIdx: this.eventIdx, indirect: this.indirect, ...extra,
+    };
+  }
+
+  addr(off: number): number {
+    return this.base + off;
+  }
+
+  alloc(len: number, alignTo = 8): number {
+    let off = align(this.next, alignTo);
+    if (off + len > this.end) off = align(this.dataOff, alignTo);
+    if (off + len > this.end) throw new RangeError(`MockPackedDriver: ${len} bytes do not fit the data area`);
+    this.next = off + len;
+    return off;
+  }
+
+  private fill(segs: ReadonlyArray<MockSegment>): number[] {
+    const offsets: number[] = [];
+    segs.forEach((s, k) => {
+      const off = this.alloc(Math.max(s.len, 1));
+      offsets.push(off);
+      if (!s.writable && s.data) this.space.bytes.set(s.data.subarray(0, s.len), off);
+      this.offs[k] = off;
+      this.lens[k] = s.len;
+      this.wr[k] = s.writable ? 1 : 0;
+    });
+    return offsets;
+  }
+
+  /** Post a list of direct descriptors through the PackedDriverQueue. Returns the Buffer ID (or ADD_*). */
+  post(segs: ReadonlyArray<MockSegment>, publish = true): { head: number; offsets: number[] } {
+    const offsets = this.fill(segs);
+    const head = this.queue.add(this.offs, this.lens, this.wr, segs.length);
+    if (publish) this.queue.publish();
+    return { head, offsets };
+  }
+
+  /** Post a list as one descriptor pointing at an indirect table in the data area. */
+  postIndirect(segs: ReadonlyArray<MockSegment>, publish = true): { head: number; offsets: number[]; table: number } {
+    const offsets = this.fill(segs);
+    const table = this.alloc(16 * Math.max(segs.length, 1), 16);
+    const head = this.queue.addIndirect(table, this.offs, this.lens, this.wr, segs.length);
+    if (publish) this.queue.publish();
+    return { head, offsets, table };
+  }
+
+  // ---- raw access, for hostile drivers (bypasses the PackedDriverQueue) ----
+
+  /** Write ring descriptor `index` (or entry `index` of a table at `tableOff`) with these exact flags. */
+  writeDesc(index: number, addr: number, len: number, id: number, flags: number, tableOff = this.descOff): void {
+    const d = tableOff + 16 * index;
+    const dv = this.space.dv;
+    dv.setUint32(d, addr % TWO_32, true);
+    dv.setUint32(d + 4, Math.floor(addr / TWO_32) >>> 0, true);
+    dv.setUint32(d + 8, len >>> 0, true);
+    dv.setUint16(d + 12, id & 0xffff, true);
+    Atomics.store(this.space.u16, (d + 14) >> 1, flags & 0xffff);
+  }
+
+  /** AVAIL/USED bits of an available descriptor under wrap counter `wrap`. */
+  static avail(wrap: number): number {
+    return availFlags(wrap);
+  }
+
+  descFlags(index: number): number {
+    return this.space.dv.getUint16(this.descOff + 16 * index + 14, true);
+  }
+  descId(index: number): number {
+    return this.space.dv.getUint16(this.descOff + 16 * index + 12, true);
+  }
+  descLen(index: number): number {
+    return this.space.dv.getUint32(this.descOff + 16 * index + 8, true);
+  }
+
+  /** The driver event suppression area (what the driver asks of the device). */
+  setDriverEvent(offWrap: number, flags: number): void {
+    this.space.dv.setUint16(this.driverOff + EVENT_OFF_WRAP, offWrap, true);
+    this.space.dv.setUint16(this.driverOff + EVENT_FLAGS, flags, true);
+  }
+  /** The device event suppression area (what the device asks of the driver). */
+  get deviceEvent(): { offWrap: number; flags: number } {
+    return { offWrap: this.space.dv.getUint16(this.deviceOff + EVENT_OFF_WRAP, true), flags: this.space.dv.getUint16(this.deviceOff + EVENT_FLAGS, true) };
+  }
 }

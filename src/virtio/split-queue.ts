@@ -17,6 +17,7 @@
 
 import type { AddressSpace, ByteSpace } from '../memory/types.ts';
 import type { DescriptorChain } from './chain.ts';
+import type { DeviceVirtqueue } from './queue.ts';
 import {
   AVAIL_ALIGN, AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_ALIGN, USED_ALIGN, USED_FLAGS, USED_IDX,
   USED_RING, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
@@ -39,6 +40,8 @@ export const QUEUE_ERROR_NAMES = [
   'indirect_nested', // INDIRECT inside an indirect table
   'indirect_bad_len', // indirect table length 0 or not a multiple of 16
   'indirect_unmapped', // indirect table outside the address space
+  // Packed ring only (packed-queue.ts); appended so the split ring's counters keep their order.
+  'desc_not_avail', // a descriptor inside a list is not available under the wrap counter in force
 ] as const;
 export type QueueErrorName = (typeof QUEUE_ERROR_NAMES)[number];
 
@@ -56,6 +59,7 @@ export const QueueError = {
   indirect_nested: 10,
   indirect_bad_len: 11,
   indirect_unmapped: 12,
+  desc_not_avail: 13,
 } as const satisfies Record<QueueErrorName, number>;
 
 export interface DeviceQueueConfig {
@@ -85,7 +89,8 @@ const TWO_32 = 4294967296;
 // Atomics on a Uint16Array use the host's byte order; the rings are little-endian.
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-export class DeviceQueue {
+export class DeviceQueue implements DeviceVirtqueue {
+  readonly layout = 'split';
   readonly space: ByteSpace;
   readonly mem: AddressSpace;
   /** Guest errors by reason (indexes from QueueError); cumulative across reset(). */
@@ -248,6 +253,16 @@ export class DeviceQueue {
   /** The index to report for VHOST_USER_GET_VRING_BASE: the next available entry to consume. */
   get vringBase(): number {
     return this.lastAvailIdx;
+  }
+
+  /** Position of the next pop: last_avail_idx. */
+  get nextAvail(): number {
+    return this.lastAvailIdx;
+  }
+
+  /** Un-pop: chains popped since `nextAvail` was read, and not pushed, are available again. */
+  unpop(nextAvail: number): void {
+    this.lastAvailIdx = nextAvail;
   }
 
   /** Count a guest error, mark the queue broken with its reason, and return false. */

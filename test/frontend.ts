@@ -119,7 +119,8 @@ export class Frontend {
     const pf = (await this.reply()).body.getBigUint64(0, true);
     this.send(P.Req.SET_PROTOCOL_FEATURES, this.u64(pf & (1n << BigInt(P.PF_REPLY_ACK))));
     this.send(P.Req.SET_OWNER);
-    const features = offered & ~without & ~(1n << 29n); // no EVENT_IDX: simpler to drive
+    // No EVENT_IDX: simpler to drive. No RING_PACKED (34): this frontend lays out split rings.
+    const features = offered & ~without & ~(1n << 29n) & ~(1n << 34n);
     this.send(P.Req.SET_FEATURES, this.u64(features));
     this.send(P.Req.SET_MEM_TABLE, table.payload, table.fds);
     let off = 0;

@@ -8,8 +8,11 @@ import type { Arena } from '../memory/arena.ts';
 import { closeAll, GuestMemory, MAX_REGIONS, type RegionSpec } from '../memory/guest-memory.ts';
 import { DescriptorChain } from '../virtio/chain.ts';
 import { DeviceQueue } from '../virtio/split-queue.ts';
+import { PackedDeviceQueue } from '../virtio/packed-queue.ts';
+import { EVENT_SUPPRESS_SIZE, packedRingSize, VIRTIO_F_RING_PACKED } from '../virtio/packed-ring.ts';
+import type { DeviceVirtqueue } from '../virtio/queue.ts';
 import { checkPeerEventFd, libc } from '../sys/index.ts';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from '../virtio/ring.ts';
+import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from '../virtio/ring.ts';
 import * as codec from './codec.ts';
 import * as P from './protocol.ts';
 
@@ -21,6 +24,7 @@ export class VhostError extends Error {
 }
 
 export { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
+export { VIRTIO_F_RING_PACKED } from '../virtio/packed-ring.ts';
 export const MAX_QUEUE_SIZE = 32768;
 /** Distinct refusal reasons counted per port (see count()). */
 const MAX_REASONS = 64;
@@ -36,11 +40,26 @@ export class Vring {
   errFd = -1;
   enabled = false;
   started = false;
-  readonly queue: DeviceQueue;
+  /** The queue of the layout negotiated (VIRTIO_F_RING_PACKED), set when the ring starts. */
+  queue: DeviceVirtqueue;
+  readonly split: DeviceQueue;
+  /** Made the first time the ring starts packed (its Buffer ID table is 128 KiB). */
+  packed: PackedDeviceQueue | null = null;
   readonly chain = new DescriptorChain();
-  constructor(readonly index: number, arena: Arena, mem: GuestMemory) {
+  constructor(readonly index: number, private readonly arena: Arena, private readonly mem: GuestMemory) {
     // The queue translates descriptor addresses through whatever memory table is current.
-    this.queue = new DeviceQueue(arena, mem);
+    this.split = new DeviceQueue(arena, mem);
+    this.queue = this.split;
+  }
+
+  packedQueue(): PackedDeviceQueue {
+    return (this.packed ??= new PackedDeviceQueue(this.arena, this.mem));
+  }
+
+  reset(): void {
+    this.split.reset();
+    this.packed?.reset();
+    this.queue = this.split;
   }
 }
 
@@ -104,7 +123,7 @@ export class VhostUserBackend {
       v.descUva = v.usedUva = v.availUva = -1;
       v.base = 0;
       v.enabled = false;
-      v.queue.reset();
+      v.reset();
     }
     this.mem.unmap();
     this.features = 0n;
@@ -161,7 +180,10 @@ export class VhostUserBackend {
         const { index, num } = codec.readVringState(p);
         const v = this.vring(index);
         const max = Math.min(MAX_QUEUE_SIZE, this.cfg.maxQueueSize);
-        if (num === 0 || num > max || (num & (num - 1)) !== 0) throw new VhostError(`vring ${v.index}: size ${num} is not a power of two up to ${max}`);
+        // A packed ring's size need not be a power of two (virtio 1.2, 2.8).
+        if (this.has(VIRTIO_F_RING_PACKED) ? num === 0 || num > max : num === 0 || num > max || (num & (num - 1)) !== 0) {
+          throw new VhostError(`vring ${v.index}: size ${num} is not ${this.has(VIRTIO_F_RING_PACKED) ? 'in 1' : 'a power of two up'} to ${max}`);
+        }
         v.num = num;
         return undefined;
       }
@@ -178,13 +200,15 @@ export class VhostUserBackend {
       case P.Req.SET_VRING_BASE: {
         const { index, num: base } = codec.readVringState(p);
         const v = this.vring(index);
-        if (base > 0xffff) throw new VhostError(`vring ${v.index}: base ${base} is over 65535`);
+        // Split: a 16-bit index. Packed: avail index | wrap << 15, and the used half in bits 16-31
+        // (checked against the ring size when the ring starts).
+        if (base > 0xffff && !this.has(VIRTIO_F_RING_PACKED)) throw new VhostError(`vring ${v.index}: base ${base} is over 65535`);
         v.base = base;
         return undefined;
       }
       case P.Req.GET_VRING_BASE: {
         const v = this.vring(codec.readVringState(p).index);
-        const last = v.started ? v.queue.lastAvailIdx : v.base;
+        const last = v.started ? v.queue.vringBase : v.base;
         this.stop(v);
         // The ring is stopped: its kick fd is no longer wanted (spec: GET_VRING_BASE).
         closeAll([v.kickFd]);
@@ -267,7 +291,7 @@ export class VhostUserBackend {
     // Running rings keep their indexes but must be re-translated into the new mapping.
     const running = this.vrings.filter((v) => v.started);
     for (const v of running) {
-      v.base = v.queue.lastAvailIdx;
+      v.base = v.queue.vringBase;
       this.stop(v);
     }
     for (const v of running) this.maybeStart(v);
@@ -278,14 +302,25 @@ export class VhostUserBackend {
     if (v.started || !v.enabled || v.kickFd < 0 || v.num === 0 || v.descUva < 0 || this.mem.n === 0) return;
     const mem = this.mem;
     const n = v.num;
-    const desc = mem.translateUva(v.descUva, 16 * n);
-    const avail = mem.translateUva(v.availUva, 6 + 2 * n);
-    const used = mem.translateUva(v.usedUva, 6 + 8 * n);
+    const packed = this.has(VIRTIO_F_RING_PACKED);
+    // Packed: desc is the descriptor ring, avail the driver event suppression area, used the
+    // device's (vhost-user keeps the split ring's names).
+    const desc = mem.translateUva(v.descUva, packed ? packedRingSize(n) : descTableSize(n));
+    const avail = mem.translateUva(v.availUva, packed ? EVENT_SUPPRESS_SIZE : availRingSize(n));
+    const used = mem.translateUva(v.usedUva, packed ? EVENT_SUPPRESS_SIZE : usedRingSize(n));
     if (desc < 0 || avail < 0 || used < 0) throw new VhostError(`vring ${v.index}: ring addresses are outside the memory table`);
-    const err = v.queue.configure({
-      size: n, descAddr: desc, availAddr: avail, usedAddr: used,
-      eventIdx: this.has(VIRTIO_F_EVENT_IDX), indirect: this.has(VIRTIO_F_INDIRECT_DESC), lastAvailIdx: v.base,
-    });
+    const eventIdx = this.has(VIRTIO_F_EVENT_IDX);
+    const indirect = this.has(VIRTIO_F_INDIRECT_DESC);
+    let err: string | null;
+    if (packed) {
+      const q = v.packedQueue();
+      err = q.configure({ size: n, descAddr: desc, driverAddr: avail, deviceAddr: used, eventIdx, indirect, vringBase: v.base });
+      v.queue = q;
+    } else {
+      if (v.base > 0xffff) throw new VhostError(`vring ${v.index}: base ${v.base} is over 65535`);
+      err = v.split.configure({ size: n, descAddr: desc, availAddr: avail, usedAddr: used, eventIdx, indirect, lastAvailIdx: v.base });
+      v.queue = v.split;
+    }
     if (typeof err === 'string') throw new VhostError(`vring ${v.index}: ${err}`);
     v.started = true;
     this.hooks.onStart(v);

@@ -5,6 +5,7 @@
 // kernel answers at once, a vhost-user device over its socket (VhostUserDriver below).
 import { libc, VhostKernel } from '../sys/index.ts';
 import { NET_F } from '../virtio/net-features.ts';
+import { VIRTIO_F_RING_PACKED } from '../virtio/packed-ring.ts';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1 } from '../virtio/ring.ts';
 import * as codec from './codec.ts';
 import { acceptPending, Dialer, Disconnect, type Message, VhostConnection } from './connection.ts';
@@ -120,6 +121,8 @@ export interface UserDriverOptions {
   /** The listening socket (server mode), made by the control plane. */
   listenFd: number;
   queuePairs: number;
+  /** Ask for VIRTIO_F_RING_PACKED (taken when the backend offers it). */
+  packed?: boolean;
 }
 
 export interface UserDriverHooks {
@@ -157,7 +160,7 @@ export class VhostUserDriver implements DriverBackend {
   connects = 0;
 
   constructor(private readonly opts: UserDriverOptions, private readonly hooks: UserDriverHooks) {
-    this.wanted = USER_FEATURES | (opts.queuePairs > 1 ? bit(NET_F.MQ) : 0n);
+    this.wanted = USER_FEATURES | (opts.queuePairs > 1 ? bit(NET_F.MQ) : 0n) | (opts.packed === true ? bit(VIRTIO_F_RING_PACKED) : 0n);
     this.dialer = opts.server ? null : new Dialer(opts.path);
   }
 

@@ -14,7 +14,7 @@ import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
 import { closeAll } from '../../memory/guest-memory.ts';
 import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../../sys/index.ts';
-import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../../vhost/backend.ts';
+import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../../vhost/backend.ts';
 import * as codec from '../../vhost/codec.ts';
 import { acceptPending, Dialer, Disconnect, type DisconnectKind, type Message, VhostConnection } from '../../vhost/connection.ts';
 import * as P from '../../vhost/protocol.ts';
@@ -44,11 +44,13 @@ const MAX_SEGS = 1024;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
-export function offeredFeatures(queuePairs: number, mtu: number): bigint {
+export function offeredFeatures(queuePairs: number, mtu: number, packed = true): bigint {
   let f = bit(VIRTIO_F_VERSION_1) | bit(P.F_PROTOCOL_FEATURES) | bit(VIRTIO_F_EVENT_IDX) | bit(VIRTIO_F_INDIRECT_DESC) |
     bit(NET_F.MRG_RXBUF) | bit(NET_F.CSUM) | bit(NET_F.GUEST_CSUM) | bit(NET_F.HOST_TSO4) | bit(NET_F.HOST_TSO6) |
     bit(NET_F.GUEST_TSO4) | bit(NET_F.GUEST_TSO6) | bit(NET_F.HOST_ECN) | bit(NET_F.GUEST_ECN) | bit(NET_F.STATUS);
   if (mtu > 0) f |= bit(NET_F.MTU);
+  // The packed ring is the driver's to choose (DPDK packed_vq=1, QEMU packed=on); packed=off stops offering it.
+  if (packed) f |= bit(VIRTIO_F_RING_PACKED);
   if (queuePairs > 1) f |= bit(NET_F.MQ) | bit(NET_F.CTRL_VQ);
   return f;
 }
@@ -96,7 +98,7 @@ export class VhostUserPort extends Port implements BufferLender {
     this.dialer = opts.server ? null : new Dialer(opts.path);
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
     this.backend = new VhostUserBackend(pool.arena, {
-      features: offeredFeatures(opts.queuePairs, opts.mtu),
+      features: offeredFeatures(opts.queuePairs, opts.mtu, opts.packed),
       protocolFeatures: bit(P.PF_MQ) | bit(P.PF_REPLY_ACK) | bit(P.PF_MTU) | bit(P.PF_STATUS),
       vrings, queuePairs: opts.queuePairs, mtu: opts.mtu, maxQueueSize: opts.maxQueueSize, requireSealedMemory: opts.requireSealedMemory,
     }, {
@@ -536,7 +538,7 @@ export class VhostUserPort extends Port implements BufferLender {
     const need = hl + flen;
     // Fast path: one chain whose single writable buffer holds header and frame (the common case
     // for MTU-sized frames in a DPDK or Linux receive ring).
-    const start = vq.lastAvailIdx;
+    const start = vq.nextAvail;
     if (hl === VNET_HDR) {
       if (!vq.pop(ch)) {
         if (vq.broken !== null) this.ringBroken(v);
@@ -553,7 +555,7 @@ export class VhostUserPort extends Port implements BufferLender {
         if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
         return true;
       }
-      vq.lastAvailIdx = start; // not the simple case: un-pop and take the general path
+      vq.unpop(start); // not the simple case: un-pop and take the general path
     }
     // Phase 1: take chains until they hold the packet; give them back if the ring runs dry.
     let chains = 0;
@@ -565,7 +567,7 @@ export class VhostUserPort extends Port implements BufferLender {
           this.ringBroken(v);
           return false;
         }
-        vq.lastAvailIdx = start; // nothing was pushed: un-pop
+        vq.unpop(start); // nothing was pushed: un-pop
         c[chains > 0 && !this.mergeable ? C.tx_dropped_too_big : C.tx_dropped_full]!++;
         return false;
       }
@@ -773,14 +775,16 @@ export class VhostUserPort extends Port implements BufferLender {
 
   override describe(): VhostUserView {
     const be = this.backend;
-    const rings = be.vrings.filter((v) => v.started).map((v) => ({ vring: v.index, size: v.num, lastAvailIdx: v.queue.lastAvailIdx, usedIdx: v.queue.usedIdx, waiting: v.queue.available(), kickFd: v.kickFd, callFd: v.callFd }));
+    const rings = be.vrings.filter((v) => v.started).map((v) => ({ vring: v.index, size: v.num, layout: v.queue.layout, lastAvailIdx: v.queue.lastAvailIdx, usedIdx: v.queue.usedIdx, waiting: v.queue.available(), kickFd: v.kickFd, callFd: v.callFd }));
     return {
       mode: this.opts.server ? 'server' : 'client',
       path: this.opts.path,
       connected: this.active >= 0,
       newcomers: this.slots.filter((c, s) => c !== null && s !== this.active).length,
       link: this.enabledPairs() > 0 ? 'up' : 'down',
-      features: decodeFeatures(be.features, offeredFeatures(this.opts.queuePairs, this.opts.mtu)),
+      // The virtqueue layout the frontend negotiated (until it does, what the next one would get by default).
+      ring: be.has(VIRTIO_F_RING_PACKED) ? 'packed' : 'split',
+      features: decodeFeatures(be.features, offeredFeatures(this.opts.queuePairs, this.opts.mtu, this.opts.packed)),
       protocolFeatures: `0x${be.protocolFeatures.toString(16)}`,
       mtu: be.mtu || undefined,
       queuePairs: { configured: this.opts.queuePairs, enabled: this.enabledPairs() },

@@ -12,6 +12,8 @@ export const vhostUserOptions = z.strictObject({
   'busy-poll': onOff.optional(),
   /** Refuse peer memory that cannot be sealed against shrinking (docs/design/peer-memory.md). */
   'strict-memory': onOff.optional(),
+  /** Offer the packed virtqueue (VIRTIO_F_RING_PACKED); default on: the driver chooses. */
+  packed: onOff.optional(),
 });
 export type VhostUserOptions = z.output<typeof vhostUserOptions>;
 
@@ -31,11 +33,14 @@ export interface VhostUserSpec {
   busyPoll: boolean;
   /** Strict mode: refuse peer memory that cannot be sealed against shrinking. */
   requireSealedMemory: boolean;
+  /** Offer VIRTIO_F_RING_PACKED. */
+  packed: boolean;
 }
 
 export function vhostUserSpec(o: VhostUserOptions, listenFd: number): VhostUserSpec {
   return {
     path: o.path, server: o.type === 'vhost-user', listenFd, queuePairs: o.queues ?? 1, mtu: o.mtu ?? 0,
     maxQueueSize: o['queue-size'] ?? 32768, busyPoll: o['busy-poll'] === true, requireSealedMemory: o['strict-memory'] === true,
+    packed: o.packed !== false,
   };
 }

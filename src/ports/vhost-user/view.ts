@@ -9,11 +9,13 @@ export interface VhostUserView {
   /** Newer connections waiting (server mode). */
   newcomers: number;
   link: 'up' | 'down';
+  /** Virtqueue layout negotiated: split, or packed (VIRTIO_F_RING_PACKED). */
+  ring: 'split' | 'packed';
   features: FeatureReport;
   protocolFeatures: string;
   mtu: number | undefined;
   queuePairs: { configured: number; enabled: number };
-  vrings: Array<{ vring: number; size: number; lastAvailIdx: number; usedIdx: number; waiting: number; kickFd: number; callFd: number }>;
+  vrings: Array<{ vring: number; size: number; layout: 'split' | 'packed'; lastAvailIdx: number; usedIdx: number; waiting: number; kickFd: number; callFd: number }>;
   memory: Array<{ region: number; gpa: string; size: number; file: string; seal: string; sealDetail: string | undefined; guarded: boolean }>;
   strictMemory: true | undefined;
   connects: number;
@@ -28,7 +30,7 @@ export interface VhostUserView {
 
 export function renderVhostUser(v: VhostUserView, i: string): string {
   let s = `\n${i}${v.mode} on ${v.path}: ${v.connected ? 'peer connected' : 'no peer'}, link ${v.link}` +
-    `, queue pairs ${v.queuePairs.enabled}/${v.queuePairs.configured}` +
+    `, queue pairs ${v.queuePairs.enabled}/${v.queuePairs.configured}` + (v.connected ? `, ${v.ring} rings` : '') +
     (v.vrings.length ? `, vrings ${v.vrings.map((r) => `${r.vring}:${r.size}`).join(' ')}` : '') +
     `, connects ${v.connects}, disconnects ${v.disconnects}` + (v.newcomers ? `, ${v.newcomers} newer connection(s) waiting` : '');
   if (Object.keys(v.ended).length) s += `\n${i}connections ended: ${Object.entries(v.ended).map(([k, n]) => `${k} x${n}`).join(', ')}`;

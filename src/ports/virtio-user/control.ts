@@ -32,6 +32,7 @@ function realize(name: string, o: VirtioUserOptions): Realized<VirtioUserSpec, H
   const queueSize = o['queue-size'] ?? 1024;
   const queuePairs = o.queues ?? 1;
   if (cls.kind === 'vhost-kernel') {
+    if (o.packed === true) throw new PierError('EINVAL', `packed=on: vhost-net (${o.path}) has no packed virtqueue`, 'drop packed=, or use a vhost-user backend');
     // vhost-net's limit on the memory table, checked before anything is made.
     const mem = memTableProblem(DRIVER_MEM_REGIONS, readMaxMemRegions().value);
     if (mem) throw new PierError('EVHOST', mem.message, mem.hint);
@@ -49,7 +50,7 @@ function realize(name: string, o: VirtioUserOptions): Realized<VirtioUserSpec, H
     }
     const closeVhost = (): void => { for (const fd of vfds) libc.close(fd); };
     return {
-      spec: { backend: 'vhost-kernel', path: o.path, server: false, listenFd: -1, queueSize, queuePairs, vhostFds: vfds, tapFds: t.fds },
+      spec: { backend: 'vhost-kernel', path: o.path, server: false, listenFd: -1, queueSize, queuePairs, packed: false, vhostFds: vfds, tapFds: t.fds },
       handle: t,
       destroy: () => { closeVhost(); destroyTap(t.fds); },
       detach: () => { closeVhost(); detachTap(t.fds); },
@@ -66,7 +67,7 @@ function realize(name: string, o: VirtioUserOptions): Realized<VirtioUserSpec, H
   }
   const fd = cls.server ? listenVhostUser(o.path) : -1;
   return {
-    spec: { backend: 'vhost-user', path: o.path, server: cls.server, listenFd: fd, queueSize, queuePairs, vhostFds: [], tapFds: [] },
+    spec: { backend: 'vhost-user', path: o.path, server: cls.server, listenFd: fd, queueSize, queuePairs, packed: o.packed === true, vhostFds: [], tapFds: [] },
     handle: null,
     destroy: () => cls.server && closeListener(fd, o.path),
     detach: () => cls.server && closeListener(fd, o.path),
@@ -87,12 +88,13 @@ export const virtioUserControl: ControlHalf<VirtioUserOptions, VirtioUserSpec, H
       if (next['queue-size'] !== prev['queue-size']) {
         throw new PierError('EBUSY', `queue-size of ${name} cannot change live over /dev/vhost-net: the kernel holds its rings`, `run: pier set-port ${name} queue-size=${next['queue-size'] ?? 1024} --recreate (the container's interface is re-created)`);
       }
+      if (next.packed === true) throw new PierError('EINVAL', `packed=on: vhost-net (${next.path}) has no packed virtqueue`, 'drop packed=');
       updateLink(r.handle, prev, next);
       return undefined;
     }
     for (const k of ['ip', 'mac', 'mtu'] as const) {
       if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) throw new PierError('EINVAL', `${k}= is for path=/dev/vhost-net (a kernel tap in a container); ${next.path} is a vhost-user socket`, `drop ${k}=`);
     }
-    return { ...r.spec, queueSize: next['queue-size'] ?? 1024 };
+    return { ...r.spec, queueSize: next['queue-size'] ?? 1024, packed: next.packed === true };
   },
 };

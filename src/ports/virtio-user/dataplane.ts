@@ -22,6 +22,9 @@ import type { MemRegion } from '../../vhost/codec.ts';
 import { Disconnect } from '../../vhost/connection.ts';
 import { type DriverBackend, type Offer, VhostKernelBackend, VhostUserDriver } from '../../vhost/driver-backend.ts';
 import { DriverQueue } from '../../virtio/driver-queue.ts';
+import { PACKED_FRESH_BASE, PackedDriverQueue } from '../../virtio/packed-driver-queue.ts';
+import { EVENT_SUPPRESS_SIZE, packedRingSize, VIRTIO_F_RING_PACKED } from '../../virtio/packed-ring.ts';
+import type { DriverVirtqueue } from '../../virtio/queue.ts';
 import { decodeFeatures, NET_F } from '../../virtio/net-features.ts';
 import { availRingSize, descTableSize, usedRingSize, VIRTIO_F_EVENT_IDX } from '../../virtio/ring.ts';
 import type { DataplaneHalf } from '../kind.ts';
@@ -59,7 +62,10 @@ export class VirtioUserPort extends Port {
   private readonly ringsFd: number;
   private readonly ringsOff: number;
   private readonly ringsSize: number;
-  private readonly queues: DriverQueue[];
+  /** The queue of each ring, of the layout negotiated: one of split[q] and packed[q]. */
+  private readonly queues: DriverVirtqueue[];
+  private readonly split: DriverQueue[];
+  private readonly packed: Array<PackedDriverQueue | null>;
   /** Pool handle each descriptor head carries, per queue (-1: none). */
   private readonly owner: Int32Array[];
   private readonly kick: EventFd[];
@@ -96,7 +102,9 @@ export class VirtioUserPort extends Port {
     this.ringsSize = nq * ringBytes(n);
     this.ringsFd = memfd(`pier-virtio-user-${name}`, this.ringsSize);
     this.ringsOff = pool.arena.place(this.ringsFd, 0, this.ringsSize);
-    this.queues = Array.from({ length: nq }, () => new DriverQueue(pool.arena));
+    this.split = Array.from({ length: nq }, () => new DriverQueue(pool.arena));
+    this.packed = new Array<PackedDriverQueue | null>(nq).fill(null);
+    this.queues = this.split.slice();
     this.owner = Array.from({ length: nq }, () => new Int32Array(n).fill(-1));
     this.kick = Array.from({ length: nq }, () => new EventFd());
     this.call = Array.from({ length: nq }, () => new EventFd());
@@ -107,7 +115,7 @@ export class VirtioUserPort extends Port {
     this.w1[0] = 1;
     this.ro1[0] = 0;
     this.user = opts.backend === 'vhost-user'
-      ? new VhostUserDriver({ path: opts.path, server: opts.server, listenFd: opts.listenFd, queuePairs: this.pairs }, {
+      ? new VhostUserDriver({ path: opts.path, server: opts.server, listenFd: opts.listenFd, queuePairs: this.pairs, packed: opts.packed }, {
         watch: (fd, token) => this.ctx.watch(this, fd, token),
         unwatch: (fd) => this.ctx.unwatch(fd),
         ready: (offer) => this.setUp(this.user!, offer),
@@ -163,7 +171,7 @@ export class VirtioUserPort extends Port {
     }
     for (let q = 0; q < 2 * this.pairs; q++) {
       be.setVringNum(q, n);
-      be.setVringBase(q, 0);
+      be.setVringBase(q, this.queues[q]!.layout === 'packed' ? PACKED_FRESH_BASE : 0);
       be.setVringAddr(rings[q]!);
       be.setVringCall(q, this.call[q]!.fd);
       be.setVringKick(q, this.kick[q]!.fd);
@@ -258,13 +266,28 @@ export class VirtioUserPort extends Port {
     const n = this.opts.queueSize;
     const per = ringBytes(n);
     const eventIdx = (this.features & bit(VIRTIO_F_EVENT_IDX)) !== 0n;
+    const packed = (this.features & bit(VIRTIO_F_RING_PACKED)) !== 0n;
     arena.bytes.fill(0, this.ringsOff, this.ringsOff + this.ringsSize);
     const out = [];
     for (let q = 0; q < 2 * this.pairs; q++) {
       const desc = this.ringsOff + q * per;
-      const avail = desc + descTableSize(n);
-      const used = (avail + availRingSize(n) + 3) & ~3;
-      const err = this.queues[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx, addrBase: arena.base });
+      let avail: number;
+      let used: number;
+      let err: string | null;
+      if (packed) {
+        // The descriptor ring, then the driver and device event suppression areas (vhost-user
+        // carries them as avail and used); smaller than the split ring's three parts.
+        avail = desc + packedRingSize(n);
+        used = avail + EVENT_SUPPRESS_SIZE;
+        const pq = (this.packed[q] ??= new PackedDriverQueue(arena));
+        err = pq.configure({ size: n, descOff: desc, driverOff: avail, deviceOff: used, eventIdx, addrBase: arena.base });
+        this.queues[q] = pq;
+      } else {
+        avail = desc + descTableSize(n);
+        used = (avail + availRingSize(n) + 3) & ~3;
+        err = this.split[q]!.configure({ size: n, descOff: desc, availOff: avail, usedOff: used, eventIdx, addrBase: arena.base });
+        this.queues[q] = this.split[q]!;
+      }
       if (err) return err;
       out.push({ index: q, desc: arena.base + desc, avail: arena.base + avail, used: arena.base + used });
     }
@@ -520,6 +543,7 @@ export class VirtioUserPort extends Port {
       path: this.opts.path,
       connected: this.user ? this.user.conn !== null : this.running,
       link: this.running ? 'up' : 'down',
+      ring: (this.features & bit(VIRTIO_F_RING_PACKED)) !== 0n ? 'packed' : 'split',
       features: decodeFeatures(this.features, this.offered & (this.backend?.wanted ?? 0n)),
       queueSize: this.opts.queueSize,
       queuePairs: this.pairs,

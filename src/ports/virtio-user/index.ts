@@ -9,7 +9,7 @@ import { renderVirtioUser, type VirtioUserView } from './view.ts';
  * ports), and the ring size of a port on a vhost-user socket (the dataplane half is rebuilt and
  * reconnects; over vhost-net the rings belong to fds the kernel has taken: --recreate).
  */
-const VIRTIO_USER_LIVE = ['ip', 'mac', 'mtu', 'queue-size'] as const;
+const VIRTIO_USER_LIVE = ['ip', 'mac', 'mtu', 'queue-size', 'packed'] as const;
 
 export const virtioUser: PortKind<VirtioUserOptions, VirtioUserSpec, VirtioUserView> = {
   types: ['virtio-user'],

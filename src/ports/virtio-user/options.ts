@@ -10,6 +10,8 @@ export const virtioUserOptions = z.strictObject({
   server: onOff.optional(),
   'queue-size': intIn(64, 32768, 'ring size', true).optional(),
   queues: intIn(1, 16, 'queue pairs').optional(),
+  /** Ask a vhost-user backend for the packed virtqueue (VIRTIO_F_RING_PACKED); vhost-net has none. */
+  packed: onOff.optional(),
   // for path=/dev/vhost-net: the kernel's tap, in the container
   netns: netns.optional(),
   ip: ipList.optional(),
@@ -30,6 +32,8 @@ export interface VirtioUserSpec {
   queueSize: number;
   /** Queue pairs (rx 2k, tx 2k+1). */
   queuePairs: number;
+  /** Ask for VIRTIO_F_RING_PACKED (vhost-user only). */
+  packed: boolean;
   /** vhost-kernel: one /dev/vhost-net fd per queue pair, and the tap queue fd each moves packets for. */
   vhostFds: number[];
   tapFds: number[];

@@ -7,6 +7,8 @@ export interface VirtioUserView {
   path: string;
   connected: boolean;
   link: 'up' | 'down';
+  /** Virtqueue layout in use: packed when VIRTIO_F_RING_PACKED was negotiated. */
+  ring: 'split' | 'packed';
   features: FeatureReport;
   queueSize: number;
   queuePairs: number;
@@ -29,7 +31,7 @@ export interface VirtioUserView {
 export function renderVirtioUser(v: VirtioUserView, i: string): string {
   const where = v.backend === 'vhost-kernel' ? `vhost-net (${v.path})` : `vhost-user ${v.mode} on ${v.path}: ${v.connected ? 'backend connected' : 'no backend'}`;
   const qp = v.queuePairs;
-  let s = `\n${i}virtio driver over ${where}, link ${v.link}, queue size ${v.queueSize}, queue pairs ${qp}` +
+  let s = `\n${i}virtio driver over ${where}, link ${v.link}, ${v.ring} rings, queue size ${v.queueSize}, queue pairs ${qp}` +
     (v.backendQueuePairs ? ` (backend has ${v.backendQueuePairs})` : '') + `, connects ${v.connects}, disconnects ${v.disconnects}`;
   if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
   for (const c of v.features.notTaken) s += `\n${i}  ${c}`;

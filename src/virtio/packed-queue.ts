@@ -73,6 +73,8 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
   signalledUsed: number;
   signalledUsedValid: boolean;
   notifyEnabled: boolean;
+  /** Indirect tables with WRITE flags out of order, read as all device-readable (see walk()). */
+  tablesReadOnly: number;
   shadowCount: number;
   private shadowId: Uint16Array;
   private shadowLen: Uint32Array;
@@ -105,6 +107,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     this.signalledUsed = 0;
     this.signalledUsedValid = false;
     this.notifyEnabled = true;
+    this.tablesReadOnly = 0;
     this.shadowCount = 0;
     this.shadowId = new Uint16Array(0);
     this.shadowLen = new Uint32Array(0);
@@ -324,11 +327,24 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
         if (t < 0 || t + len > bytesLen) return this.fail(QueueError.indirect_unmapped);
         chain.indirect = true;
         const entries = len >>> 4;
+        // DPDK's virtio PMD marks the first entry (the net header) of its packed transmit tables
+        // WRITE and the frame's entries readable. A table whose WRITE flags are out of order is
+        // read as all device-readable: the device then never writes into it, and a transmitq,
+        // the only place such tables come from, reads it as DPDK's own vhost does.
+        let readOnly = false;
+        for (let e = 0, w = false; e < entries; e++) {
+          if ((dv.getUint16(t + 16 * e + 14, true) & VRING_DESC_F_WRITE) !== 0) w = true;
+          else if (w) {
+            readOnly = true;
+            this.tablesReadOnly++;
+            break;
+          }
+        }
         for (let e = 0; e < entries; e++) {
           const te = t + 16 * e;
           const eLen = dv.getUint32(te + 8, true);
           // Only WRITE means anything in a table; the other flags and the ID are ignored.
-          const eWritable = (dv.getUint16(te + 14, true) & VRING_DESC_F_WRITE) !== 0;
+          const eWritable = !readOnly && (dv.getUint16(te + 14, true) & VRING_DESC_F_WRITE) !== 0;
           total = this.record(chain, dv.getUint32(te, true), dv.getUint32(te + 4, true), eLen, eWritable, sawWritable, total, cap, bytesLen);
           if (total < 0) return false;
           if (eWritable) sawWritable = true;

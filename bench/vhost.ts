@@ -1,8 +1,10 @@
 // vhost-user datapath: ../shared/bench/vhost-loop.sh with DPDK testpmd, OVS-DPDK and pier
 // (event-driven, and busy-polling) as the switch, same run, 64-, 512- and 1500-byte packets.
-// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs]
+// With --packed, the loop runs again with the "VM"'s virtio-user ports on packed rings
+// (packed_vq=1), through testpmd and through pier, in the same rounds: packed vs split.
+// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs] [--packed]
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { machine, median, option, threadCpu } from './common.ts';
 import { ROOT, sleep } from '../test/helpers.ts';
@@ -14,13 +16,34 @@ const SWITCH = join(ROOT, 'bench', 'pier-loop-switch.sh');
 const OVS = join(ROOT, '..', 'shared', 'bench', 'ovs-loop-switch.sh');
 const SIZES = [64, 512, 1500];
 
-type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll';
+type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed';
 const withOvs = !process.argv.includes('--no-ovs');
+const withPacked = process.argv.includes('--packed');
 if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')) {
   console.error('bench/vhost.ts: OVS-DPDK, the reference, is missing: apt-get install openvswitch-switch-dpdk (or run with --no-ovs)');
   process.exit(1);
 }
-const MODES: Mode[] = withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] : ['testpmd', 'pier', 'pier-busy-poll'];
+const MODES: Mode[] = [...(withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] as const : ['testpmd', 'pier', 'pier-busy-poll'] as const),
+  ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : [])];
+const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed';
+/** The mode a mode is compared with: the same switch on split rings, and testpmd on the same layout. */
+const PACKED_OF: Partial<Record<Mode, Mode>> = { 'testpmd-packed': 'testpmd', 'pier-packed': 'pier' };
+
+/**
+ * The harness with the "VM"'s virtio-user vdevs on packed rings: the same script with packed_vq=1
+ * added to both vdevs (the shared harness is read-only and has no knob for it). Made once.
+ */
+function packedLoop(): string {
+  const out = `/tmp/pier-vhost-loop-packed-${process.pid}.sh`;
+  if (existsSync(out)) return out;
+  const text = readFileSync(LOOP, 'utf8');
+  const packed = text.replace(/(net_virtio_user[01],path=[^",]*,queues=1)/g, '$1,packed_vq=1');
+  if ((packed.match(/packed_vq=1/g) ?? []).length !== 2) throw new Error(`${LOOP}: could not find the two virtio_user vdevs to add packed_vq=1 to`);
+  writeFileSync(out, packed);
+  chmodSync(out, 0o755);
+  process.once('exit', () => rmSync(out, { force: true }));
+  return out;
+}
 interface Sample { mpps: number; cpu?: number; nsPerPacket?: number; packetsPerBurst?: number; packetsPerWakeup?: number; emptyPollsPerBurst?: number }
 const samples: Record<string, Sample[]> = {};
 
@@ -39,10 +62,10 @@ async function run(mode: Mode, len: number): Promise<void> {
   const info = `/tmp/pier-vhost-bench-${process.pid}.json`;
   rmSync(info, { force: true });
   rmSync(`${info}.sock`, { force: true });
-  const args = [LOOP, String(len)];
+  const args = [PACKED_OF[mode] ? packedLoop() : LOOP, String(len)];
   const env: NodeJS.ProcessEnv = { ...process.env, T: String(T), PIER_INFO_OUT: info };
   if (mode === 'ovs-dpdk') args.push(`${OVS} {A} {B}`);
-  else if (mode !== 'testpmd') args.push(`${SWITCH} {A} {B}`);
+  else if (mode !== 'testpmd' && mode !== 'testpmd-packed') args.push(`${SWITCH} {A} {B}`);
   if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
   const p = spawn('bash', args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
@@ -54,7 +77,7 @@ async function run(mode: Mode, len: number): Promise<void> {
   let packetsPerBurst: number | undefined;
   let packetsPerWakeup: number | undefined;
   let emptyPollsPerBurst: number | undefined;
-  if (mode === 'pier' || mode === 'pier-busy-poll') {
+  if (isPier(mode)) {
     let ids: { pid: number; tid: number } | undefined;
     for (let i = 0; i < 100 && !ids; i++) {
       await sleep(100);
@@ -135,6 +158,9 @@ const ratio = (mode: string, len: number, ref = 'testpmd'): number => +(summary[
 const ratios: Record<string, number> = {};
 for (const len of SIZES) {
   for (const m of MODES.filter((x) => x !== 'testpmd')) ratios[`${m}/testpmd ${len}`] = ratio(m, len);
+  // Packed against split, same switch; and pier against testpmd, both packed.
+  for (const m of MODES) if (PACKED_OF[m]) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
+  if (withPacked) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
   if (withOvs) for (const m of ['pier', 'pier-busy-poll']) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
 }
 const result = {
@@ -151,7 +177,7 @@ const result = {
 writeFileSync(join(ROOT, 'bench', 'results', 'vhost.json'), JSON.stringify(result, null, 2) + '\n');
 const rows = SIZES.flatMap((len) => MODES.map((m) => {
   const s = summary[`${m} ${len}`]!;
-  const polls = m === 'testpmd' || m === 'ovs-dpdk' ? '100% (polls)' : '-';
+  const polls = !isPier(m) ? '100% (polls)' : '-';
   return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${withOvs ? `${ratio(m, len, 'ovs-dpdk').toFixed(2)} | ` : ''}${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : polls} | ${s.nsPerPacket ?? '-'} | ${s.packetsPerBurst ?? '-'} / ${s.packetsPerWakeup ?? '-'} | ${s.samples.join(', ')} |`;
 }));
 const md = [

@@ -1,12 +1,15 @@
 // A minimal vhost-user frontend (the driver side) in-process, built from pier's own pieces: the
-// vhost-user codec and connection (src/vhost), a memfd as "guest memory", DriverQueue for the
-// rings. Tests use it to speak the protocol correctly, and to break it on purpose (`sendRaw`
+// vhost-user codec and connection (src/vhost), a memfd as "guest memory", DriverQueue (or, with
+// `packed`, PackedDriverQueue) for the rings. Tests use it to speak the protocol correctly, and to break it on purpose (`sendRaw`
 // writes any bytes, lies included).
 import { EventFd, libc, mapShared, unixConnect, sendWithFds, unmap, type Mapping } from '../src/sys/index.ts';
 import * as codec from '../src/vhost/codec.ts';
 import { type Message, VhostConnection } from '../src/vhost/connection.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { DriverQueue } from '../src/virtio/driver-queue.ts';
+import { PACKED_FRESH_BASE, PackedDriverQueue } from '../src/virtio/packed-driver-queue.ts';
+import { EVENT_SUPPRESS_SIZE, packedRingSize } from '../src/virtio/packed-ring.ts';
+import type { DriverVirtqueue } from '../src/virtio/queue.ts';
 import { availRingSize, descTableSize, usedRingSize } from '../src/virtio/ring.ts';
 import { waitFor } from './helpers.ts';
 
@@ -37,7 +40,11 @@ export class Frontend {
   readonly conn: VhostConnection;
   readonly mem: Mapping;
   readonly space: { bytes: Uint8Array; dv: DataView; u16: Uint16Array };
+  /** The rings, split (setup()) or packed (setup(..., packed = true)): one of the two is filled. */
   readonly queues: DriverQueue[] = [];
+  readonly packedQueues: PackedDriverQueue[] = [];
+  /** Offset of the buffer each posted head (split) or Buffer ID (packed) carries, per vring. */
+  private readonly bufOff: number[][] = [[], []];
   readonly kicks: EventFd[] = [];
   readonly calls: EventFd[] = [];
   private readonly inbox: Reply[] = [];
@@ -112,37 +119,51 @@ export class Frontend {
    * The whole correct setup: features (those offered minus `without`), memory, two vrings of
    * `size` entries, enabled. Guest-physical addresses are offsets in the memfd.
    */
-  async setup(size = 64, without = 0n, table: { payload: Uint8Array; fds: number[] } = this.memTable()): Promise<bigint> {
+  async setup(size = 64, without = 0n, table: { payload: Uint8Array; fds: number[] } = this.memTable(), packed = false): Promise<bigint> {
     this.send(P.Req.GET_FEATURES);
     const offered = (await this.reply()).body.getBigUint64(0, true);
     this.send(P.Req.GET_PROTOCOL_FEATURES);
     const pf = (await this.reply()).body.getBigUint64(0, true);
     this.send(P.Req.SET_PROTOCOL_FEATURES, this.u64(pf & (1n << BigInt(P.PF_REPLY_ACK))));
     this.send(P.Req.SET_OWNER);
-    // No EVENT_IDX: simpler to drive. No RING_PACKED (34): this frontend lays out split rings.
-    const features = offered & ~without & ~(1n << 29n) & ~(1n << 34n);
+    // No EVENT_IDX: simpler to drive. RING_PACKED (34) only when asked for.
+    if (packed && (offered & (1n << 34n)) === 0n) throw new Error('pier does not offer RING_PACKED');
+    const features = offered & ~without & ~(1n << 29n) & (packed ? ~0n : ~(1n << 34n));
     this.send(P.Req.SET_FEATURES, this.u64(features));
     this.send(P.Req.SET_MEM_TABLE, table.payload, table.fds);
     let off = 0;
     for (let q = 0; q < 2; q++) {
       const desc = off;
-      const avail = desc + descTableSize(size);
-      const used = (avail + availRingSize(size) + 3) & ~3;
-      off = (used + usedRingSize(size) + 4095) & ~4095;
-      const dq = new DriverQueue(this.space);
-      const err = dq.configure({ size, descOff: desc, availOff: avail, usedOff: used, eventIdx: false });
+      // Packed: avail and used are the driver and device event suppression areas.
+      const avail = desc + (packed ? packedRingSize(size) : descTableSize(size));
+      const used = packed ? avail + EVENT_SUPPRESS_SIZE : (avail + availRingSize(size) + 3) & ~3;
+      off = (used + (packed ? EVENT_SUPPRESS_SIZE : usedRingSize(size)) + 4095) & ~4095;
+      let err: string | null;
+      if (packed) {
+        const pq = new PackedDriverQueue(this.space);
+        err = pq.configure({ size, descOff: desc, driverOff: avail, deviceOff: used, eventIdx: false });
+        this.packedQueues[q] = pq;
+      } else {
+        const dq = new DriverQueue(this.space);
+        err = dq.configure({ size, descOff: desc, availOff: avail, usedOff: used, eventIdx: false });
+        this.queues[q] = dq;
+      }
       if (err) throw new Error(err);
-      this.queues[q] = dq;
       this.kicks[q] = new EventFd();
       this.calls[q] = new EventFd();
       this.send(P.Req.SET_VRING_NUM, this.state(q, size));
-      this.send(P.Req.SET_VRING_BASE, this.state(q, 0));
+      this.send(P.Req.SET_VRING_BASE, this.state(q, packed ? PACKED_FRESH_BASE : 0));
       this.send(P.Req.SET_VRING_ADDR, codec.vringAddr({ index: q, desc: this.mem.addr + desc, used: this.mem.addr + used, avail: this.mem.addr + avail }));
       this.send(P.Req.SET_VRING_CALL, codec.vringFile(q), [this.calls[q]!.fd]);
       this.send(P.Req.SET_VRING_KICK, codec.vringFile(q), [this.kicks[q]!.fd]);
       this.send(P.Req.SET_VRING_ENABLE, this.state(q, 1));
     }
     return features;
+  }
+
+  /** Vring q, whichever its layout. */
+  ring(q: number): DriverVirtqueue {
+    return this.packedQueues[q] ?? this.queues[q]!;
   }
 
   private buffer(size = BUF): number {
@@ -154,20 +175,23 @@ export class Frontend {
 
   /** Post n empty receive buffers of `size` bytes on vring 0. */
   postRx(n: number, size = BUF): void {
-    const q = this.queues[0]!;
-    for (let i = 0; i < n; i++) q.add(Float64Array.of(this.buffer(size)), Uint32Array.of(size), Uint8Array.of(1), 1);
+    const q = this.ring(0);
+    for (let i = 0; i < n; i++) {
+      const off = this.buffer(size);
+      const head = q.add(Float64Array.of(off), Uint32Array.of(size), Uint8Array.of(1), 1);
+      if (head >= 0) this.bufOff[0]![head] = off;
+    }
     q.publish();
   }
 
   /** Packets pier has put in vring 0 so far, merging MRG_RXBUF buffers; header kept apart. */
   receivedPackets(): Array<{ hdr: Uint8Array; frame: Uint8Array }> {
-    const q = this.queues[0]!;
-    const dv = this.space.dv;
+    const q = this.ring(0);
     const out: Array<{ hdr: Uint8Array; frame: Uint8Array }> = [];
     const take = (): Uint8Array | undefined => {
       const head = q.getUsed();
       if (head < 0) return undefined;
-      const off = dv.getUint32(q.descOff + 16 * head, true);
+      const off = this.bufOff[0]![head]!;
       return this.space.bytes.slice(off, off + q.usedLen);
     };
     for (let first = take(); first; first = take()) {
@@ -185,7 +209,7 @@ export class Frontend {
 
   /** Send one frame with the given 12-byte virtio-net header on vring 1, and kick. */
   sendFrame(frame: Uint8Array, hdr: Uint8Array = new Uint8Array(12)): void {
-    const q = this.queues[1]!;
+    const q = this.ring(1);
     while (q.getUsed() >= 0); // take back what pier has sent, or a long exchange fills the ring
     const len = 12 + frame.length;
     const off = this.buffer(Math.max(BUF, len));
@@ -198,12 +222,12 @@ export class Frontend {
 
   /** Frames pier has put in vring 0 so far (header stripped). */
   receivedFrames(): Uint8Array[] {
-    const q = this.queues[0]!;
+    const q = this.ring(0);
     const out: Uint8Array[] = [];
     for (;;) {
       const head = q.getUsed();
       if (head < 0) break;
-      const off = this.space.dv.getUint32(16 * head, true); // descriptor addr (low half) = offset
+      const off = this.bufOff[0]![head]!;
       out.push(this.space.bytes.slice(off + 12, off + q.usedLen));
     }
     return out;

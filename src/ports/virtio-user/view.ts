@@ -31,8 +31,8 @@ export interface VirtioUserView {
 export function renderVirtioUser(v: VirtioUserView, i: string): string {
   const where = v.backend === 'vhost-kernel' ? `vhost-net (${v.path})` : `vhost-user ${v.mode} on ${v.path}: ${v.connected ? 'backend connected' : 'no backend'}`;
   const qp = v.queuePairs;
-  let s = `\n${i}virtio driver over ${where}, link ${v.link}, ${v.ring} rings, queue size ${v.queueSize}, queue pairs ${qp}` +
-    (v.backendQueuePairs ? ` (backend has ${v.backendQueuePairs})` : '') + `, connects ${v.connects}, disconnects ${v.disconnects}`;
+  let s = `\n${i}virtio driver over ${where}, link ${v.link}, queue size ${v.queueSize}, queue pairs ${qp}` +
+    (v.backendQueuePairs ? ` (backend has ${v.backendQueuePairs})` : '') + `, ${v.ring} rings, connects ${v.connects}, disconnects ${v.disconnects}`;
   if (v.features.negotiated.length) s += `\n${i}features: ${v.features.negotiated.join(' ')}`;
   for (const c of v.features.notTaken) s += `\n${i}  ${c}`;
   const r = v.rings;

@@ -35,6 +35,8 @@ export class Vring {
   usedUva = -1;
   availUva = -1;
   base = 0;
+  /** SET_VRING_BASE was received: without it a packed ring starts fresh, at (0, wrap 1). */
+  baseSet = false;
   kickFd = -1;
   callFd = -1;
   errFd = -1;
@@ -122,6 +124,7 @@ export class VhostUserBackend {
       v.num = 0;
       v.descUva = v.usedUva = v.availUva = -1;
       v.base = 0;
+      v.baseSet = false;
       v.enabled = false;
       v.reset();
     }
@@ -204,6 +207,7 @@ export class VhostUserBackend {
         // (checked against the ring size when the ring starts).
         if (base > 0xffff && !this.has(VIRTIO_F_RING_PACKED)) throw new VhostError(`vring ${v.index}: base ${base} is over 65535`);
         v.base = base;
+        v.baseSet = true;
         return undefined;
       }
       case P.Req.GET_VRING_BASE: {
@@ -292,6 +296,7 @@ export class VhostUserBackend {
     const running = this.vrings.filter((v) => v.started);
     for (const v of running) {
       v.base = v.queue.vringBase;
+      v.baseSet = true;
       this.stop(v);
     }
     for (const v of running) this.maybeStart(v);
@@ -314,7 +319,7 @@ export class VhostUserBackend {
     let err: string | null;
     if (packed) {
       const q = v.packedQueue();
-      err = q.configure({ size: n, descAddr: desc, driverAddr: avail, deviceAddr: used, eventIdx, indirect, vringBase: v.base });
+      err = q.configure({ size: n, descAddr: desc, driverAddr: avail, deviceAddr: used, eventIdx, indirect, vringBase: v.baseSet ? v.base : undefined });
       v.queue = q;
     } else {
       if (v.base > 0xffff) throw new VhostError(`vring ${v.index}: base ${v.base} is over 65535`);

@@ -5,6 +5,8 @@ import { kindOf } from '../ports/registry.ts';
 
 interface PortView {
   name: string; bridge: string; options: Record<string, unknown>; state: string; error?: string; ifname?: string; peer?: unknown;
+  /** Its dataplane thread, when the daemon runs more than one. */
+  thread?: number;
   kernel?: Record<string, number | string>;
   owner?: { kind: string; network?: string; containerId?: string; ifname?: string; bridge?: string };
 }
@@ -21,6 +23,7 @@ function port(p: PortView, indent: string): string {
   if (p.owner?.kind === 'cni') s += `\n${indent}    cni: network ${p.owner.network} container ${p.owner.containerId} ifname ${p.owner.ifname}`;
   else if (p.owner?.kind === 'cni-gateway') s += `\n${indent}    cni: gateway of bridge ${p.owner.bridge}`;
   if (p.error) s += `\n${indent}    error: ${p.error}`;
+  if (p.thread !== undefined) s += `\n${indent}    dataplane thread ${p.thread}`;
   if (p.kernel) s += `\n${indent}    ${kernelLine(p.kernel)}`;
   // What the port's kind says of its peer, rendered by the kind (src/ports/<kind>/view.ts).
   const kind = kindOf(String(p.options.type));

@@ -31,19 +31,27 @@ program.command('daemon')
   .option('--socket <path>', 'control socket (env PIER_SOCKET)')
   .addOption(new Option('--socket-mode <mode>', 'permissions of the control socket (octal)').default('0600'))
   .addOption(new Option('--pool <n>', 'packet buffers in the pool (66 KiB each, memory used as touched)').default('4096'))
-  .option('--dataplane-cpu <n>', 'pin the dataplane thread to this CPU')
+  .option('--dataplane-threads <n>', 'dataplane threads, each with its own pool of --pool buffers (docs/design/threads.md)', '1')
+  .option('--dataplane-cpu <list>', 'pin the dataplane threads to these CPUs (comma-separated; thread i on the i-th, round robin)')
   .option('--metrics [address:port]', 'serve Prometheus metrics at http://ADDRESS:PORT/metrics (alone: 127.0.0.1:9477)')
-  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneCpu?: string; metrics?: string | true }, cmd: Command) => {
+  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneThreads: string; dataplaneCpu?: string; metrics?: string | true }, cmd: Command) => {
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
     if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
     const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, zod, the dataplane
-    const cpu = o.dataplaneCpu === undefined ? -1 : Number(o.dataplaneCpu);
     const ncpu = (await import('node:os')).cpus().length;
-    if (!Number.isInteger(cpu) || cpu < -1 || cpu >= ncpu) throw new PierError('EINVAL', `--dataplane-cpu ${o.dataplaneCpu} is not a CPU of this machine`, `use 0..${ncpu - 1}`);
+    const cpus = o.dataplaneCpu === undefined ? [] : o.dataplaneCpu.split(',').map(Number);
+    for (const cpu of cpus) {
+      if (!Number.isInteger(cpu) || cpu < 0 || cpu >= ncpu) throw new PierError('EINVAL', `--dataplane-cpu ${o.dataplaneCpu}: ${cpu} is not a CPU of this machine`, `use CPUs 0..${ncpu - 1}, comma-separated`);
+    }
+    const threads = Number(o.dataplaneThreads);
+    const { MAX_DATAPLANE_THREADS } = await import('../ports/fields.ts');
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_DATAPLANE_THREADS) {
+      throw new PierError('EINVAL', `--dataplane-threads ${o.dataplaneThreads} is out of range`, `use 1..${MAX_DATAPLANE_THREADS} (this machine has ${ncpu} CPUs)`);
+    }
     const metrics = o.metrics === undefined ? undefined : (await import('../daemon/metrics.ts')).parseListen(o.metrics);
-    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneCpu: cpu, metrics });
+    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneThreads: threads, dataplaneCpus: cpus, metrics });
     await d.start();
     let stopping = false;
     const stop = (): void => {

@@ -74,14 +74,15 @@ export class Captures {
   private readonly running = new Set<CaptureSession>();
   private nextId = 1;
 
-  constructor(private readonly dataplane: () => Dataplane, private readonly log: Log, private readonly application: string) {}
+  /** `dataplane(ports)`: the thread that runs the ports (or a PierError when they are on several). */
+  constructor(private readonly dataplane: (ports: CapturedPort[]) => Dataplane, private readonly log: Log, private readonly application: string) {}
 
   /** Start a capture of `ports` (each known to run or to be wanted); the reply streams it. */
   async start(ports: CapturedPort[], o: CaptureOptions): Promise<StreamReply> {
     if (this.running.size >= MAX_CAPTURES) {
       throw new PierError('EBUSY', `${MAX_CAPTURES} captures are running, the most pier runs at once`, 'stop one (interrupt its pier capture) and try again');
     }
-    const s = new CaptureSession(this.nextId++, ports, o, this.dataplane(), this.log, this.application, () => this.running.delete(s));
+    const s = new CaptureSession(this.nextId++, ports, o, this.dataplane(ports), this.log, this.application, () => this.running.delete(s));
     await s.begin();
     this.running.add(s);
     return new StreamReply({ id: s.id, interfaces: ports.map((p) => ({ name: p.name, type: p.type, bridge: p.bridge })), snaplen: o.snaplen,

@@ -7,12 +7,12 @@ import { execFile, execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
-import { Dataplane } from './dataplane.ts';
+import { Dataplanes } from './threads.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
 import { addRoutes, deleteLink, hasNetAdmin, setSysctl, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
 import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
-import { COMMON_KEYS, parseKeyValues, validatePortOptions, vlanOf, type VlanOptions } from '../ports/parse.ts';
+import { COMMON_KEYS, parseKeyValues, threadOf, validatePortOptions, vlanOf, type VlanOptions } from '../ports/parse.ts';
 import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
 import { err, PierError } from './errors.ts';
 import { type DesiredState, emptyState, StateStore, type StoredPort } from './state.ts';
@@ -35,8 +35,10 @@ export interface DaemonOptions {
   socket: string;
   socketMode: number;
   poolSize: number;
-  /** Pin the dataplane thread to this CPU (-1: let the kernel place it). */
-  dataplaneCpu: number;
+  /** Dataplane threads (docs/design/threads.md). */
+  dataplaneThreads: number;
+  /** CPUs to pin the dataplane threads to, thread i on cpus[i % length] (empty: the kernel places them). */
+  dataplaneCpus: number[];
   /** Serve Prometheus metrics here (`--metrics`); undefined: off. */
   metrics?: { host: string; port: number } | undefined;
 }
@@ -86,10 +88,10 @@ export class Daemon {
   /** What happened to ports and peers, for `pier events` (the log has it too). */
   private readonly events = new EventLog();
   /** Running `pier capture`s, each streaming to its client. */
-  private readonly captures = new Captures(() => this.dataplane, this.log, `pier ${VERSION}`);
+  private readonly captures = new Captures((slots) => this.dataplanes.captureThread(slots), this.log, `pier ${VERSION}`);
   private readonly store: StateStore;
   private state: DesiredState = emptyState();
-  private dataplane!: Dataplane;
+  private dataplanes!: Dataplanes;
   private control: ControlServer | undefined;
   private metrics: HttpServer | undefined;
   private readonly bridgeIds = new Map<string, number>();
@@ -117,8 +119,8 @@ export class Daemon {
     await loadSchemas();
     this.state = this.store.load();
     await this.refuseIfRunning();
-    this.dataplane = new Dataplane(this.opts.poolSize, this.opts.dataplaneCpu);
-    this.dataplane.onEvent = (e) => {
+    this.dataplanes = new Dataplanes(this.opts.dataplaneThreads, this.opts.poolSize, this.opts.dataplaneCpus, () => this.nextPortIndex++);
+    this.dataplanes.onEvent = (e) => {
       if (e.event === 'port-down') this.portDown(e.index, e.reason);
       else this.peerNews(e.index, e);
     };
@@ -139,7 +141,7 @@ export class Daemon {
     if (this.opts.metrics) {
       const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
       this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({
-        ports: () => this.metricsPorts(), gauges: this.dataplane.gauges, version: VERSION,
+        ports: () => this.metricsPorts(), gauges: this.dataplanes.gauges, version: VERSION,
         fdbSizes: () => [...this.bridgeGauges].map(([bridge, g]) => ({ bridge, entries: g[BRIDGE_GAUGE_FDB_ENTRIES]! })),
       }));
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
@@ -183,7 +185,7 @@ export class Daemon {
     await this.captures.stopAll(); // their readers get the statistics before the socket closes
     await this.control?.close();
     try { unlinkSync(this.opts.socket); } catch { /* gone */ }
-    await this.dataplane?.stop();
+    await this.dataplanes?.stop();
     // Taps stay (persistent) so containers keep their interfaces until pier is back.
     for (const p of this.ports.values()) p.dev?.detach();
     this.log.info('pier daemon stopped');
@@ -239,7 +241,7 @@ export class Daemon {
   private async realizeBridge(br: string): Promise<void> {
     const id = this.nextBridgeId++;
     const gauges = new Float64Array(new SharedArrayBuffer(8 * BRIDGE_GAUGE_SLOTS));
-    await this.dataplane.request({ op: 'add-bridge', id, name: br, gauges });
+    await this.dataplanes.addBridge(id, br, gauges);
     this.bridgeIds.set(br, id);
     this.bridgeGauges.set(br, gauges);
   }
@@ -249,7 +251,7 @@ export class Daemon {
     if (id === undefined) return;
     this.bridgeIds.delete(br);
     this.bridgeGauges.delete(br);
-    await this.dataplane.request({ op: 'del-bridge', id });
+    await this.dataplanes.delBridge(id);
   }
 
   private async delBridge(br: string): Promise<null> {
@@ -316,8 +318,12 @@ export class Daemon {
     if (rt.dev && rt.options && !recreate) {
       const all = changedKeys(rt.options, o);
       if (all.length === 0) return;
-      // tag= and trunks= are every kind's and always live: the dataplane changes the port's VLANs between bursts.
-      const vlanChanged = all.some((k) => (COMMON_KEYS as readonly string[]).includes(k));
+      // tag= and trunks= are every kind's and always live: the dataplane changes the port's VLANs
+      // between bursts. thread= too: the dataplane half moves to the other engine.
+      const vlanChanged = all.includes('tag') || all.includes('trunks');
+      const asked = threadOf(o);
+      const thread = asked === undefined ? this.dataplanes.threadOf(rt.index) ?? this.dataplanes.place(undefined, name) : this.dataplanes.place(asked, name);
+      const moved = thread !== this.dataplanes.threadOf(rt.index);
       const changed = all.filter((k) => !(COMMON_KEYS as readonly string[]).includes(k));
       const kind = kindOf(o.type)!;
       const fixed = changed.filter((k) => !kind.live.includes(k));
@@ -334,12 +340,13 @@ export class Daemon {
         rt.options = o;
         throw e;
       }
-      if (spec !== undefined) {
-        // The control half stays (the tap, the socket); the dataplane half is rebuilt from the new spec.
-        await this.dataplane.request({ op: 'del-port', index: rt.index });
-        rt.dev.spec = spec;
+      if (spec !== undefined || moved) {
+        // The control half stays (the tap, the socket); the dataplane half is rebuilt from the
+        // new spec, on the thread it goes to.
+        await this.dataplanes.delPort(rt.index);
+        if (spec !== undefined) rt.dev.spec = spec;
         try {
-          await this.plug(rt, o.type, spec, vlanOf(o));
+          await this.plug(rt, o.type, rt.dev.spec, vlanOf(o), thread);
         } catch (e) {
           // The dataplane refused the new half: take the port down whole, so the next
           // reconcile (the undo, or the retry) makes it again instead of thinking it runs.
@@ -350,9 +357,10 @@ export class Daemon {
       } else if (vlanChanged) {
         // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
         rt.options = o;
-        await this.dataplane.request({ op: 'set-vlan', index: rt.index, vlan: vlanOf(o) });
+        await this.dataplanes.setVlan(rt.index, vlanOf(o));
       }
       rt.options = o;
+      if (vlanChanged) await this.syncLinkVlans(rt.bridge);
       return;
     }
     if (rt.dev) await this.unrealize(rt, true);
@@ -361,7 +369,7 @@ export class Daemon {
       const dev = this.controlOf(o.type).realize(name, o);
       try {
         this.addOwnerRoutes(want.port, dev);
-        await this.plug(rt, o.type, dev.spec, vlanOf(o));
+        await this.plug(rt, o.type, dev.spec, vlanOf(o), this.dataplanes.place(threadOf(o), name));
       } catch (e) {
         dev.destroy();
         throw e;
@@ -394,25 +402,36 @@ export class Daemon {
     }
   }
 
-  /** Hand a spec to the dataplane: the kind's dataplane half builds the port in the engine. */
-  private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined): Promise<void> {
+  /** Hand a spec to dataplane thread `thread`: the kind's dataplane half builds the port in its engine. */
+  private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined, thread: number): Promise<void> {
     try {
-      await this.dataplane.request({ op: 'add-port', port: { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, levels: rt.levels, spec, vlan } });
+      await this.dataplanes.addPort(thread, { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, levels: rt.levels, spec, vlan });
     } catch (e) {
       // The engine may hold the port already (it failed while setting up): take it out, or the
       // slot stays taken and every retry fails.
-      await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
+      await this.dataplanes.delPort(rt.index).catch(() => undefined);
       if (e instanceof PierError) throw e;
       throw new PierError('EPORT', `port ${rt.name} could not be set up: ${(e as Error).message}`, 'fix what the message names; pier doctor checks what this machine offers pier');
     }
+    if (vlan !== undefined) await this.syncLinkVlans(rt.bridge);
   }
 
   /** Take a port out of the dataplane and remove (or, on daemon stop, let go of) what it made. */
   private async unrealize(rt: PortRuntime, destroy: boolean): Promise<void> {
-    await this.dataplane.request({ op: 'del-port', index: rt.index }).catch(() => undefined);
+    await this.dataplanes.delPort(rt.index).catch(() => undefined);
+    const hadVlans = rt.options !== undefined && vlanOf(rt.options) !== undefined;
     if (rt.dev) { if (destroy) rt.dev.destroy(); else rt.dev.detach(); }
     rt.dev = undefined;
     rt.options = undefined;
+    if (hadVlans) await this.syncLinkVlans(rt.bridge).catch(() => undefined);
+  }
+
+  /** The links between threads carry VLANs while some running port of the bridge has tag= or trunks= (docs/design/threads.md). */
+  private async syncLinkVlans(br: string): Promise<void> {
+    const id = this.bridgeIds.get(br);
+    if (id === undefined || this.dataplanes.count === 1) return;
+    const vlans = [...this.ports.values()].some((p) => p.bridge === br && p.dev !== undefined && p.options !== undefined && vlanOf(p.options) !== undefined);
+    await this.dataplanes.bridgeVlans(id, vlans);
   }
 
   /**
@@ -856,6 +875,8 @@ export class Daemon {
       error: rt.error,
       ifname: rt.dev?.ifname,
       owner: ownerView(this.desired(rt.name)?.port.owner),
+      // The dataplane thread it runs on (docs/design/threads.md), with more than one; absent while it is not running.
+      thread: this.dataplanes.count > 1 ? this.dataplanes.threadOf(rt.index) : undefined,
     };
   }
 
@@ -863,7 +884,7 @@ export class Daemon {
   private async detail(rt: PortRuntime, kernel = false): Promise<Record<string, unknown>> {
     const d = this.describePort(rt);
     if (rt.dev) {
-      const live = await this.dataplane.request({ op: 'describe', index: rt.index }).catch(() => null);
+      const live = await this.dataplanes.describe(rt.index).catch(() => null);
       if (live) d.peer = live;
       // The kernel's side of a tap (tap ports, vhost-net taps): its own counters and drops.
       // For one port only: it costs an `ip` call, and the listing stays as it was.
@@ -886,8 +907,10 @@ export class Daemon {
       if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
       return { port: await this.detail(rt, true) };
     }
-    const dataplane = await this.dataplane.request({ op: 'pool' });
-    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };
+    // `dataplane`: the threads' figures summed (its shape predates threads); each thread's, and
+    // the links between them, beside it.
+    const { total, threads, links } = await this.dataplanes.stats();
+    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane: { ...total, threads, links }, bridges };
   }
 
   /**
@@ -895,10 +918,11 @@ export class Daemon {
    * CPU time, all read from shared memory and /proc (the dataplane thread is not asked).
    */
   private topSample(): unknown {
-    const g = this.dataplane.gauges;
+    const gs = this.dataplanes.gauges;
+    const sum = (f: (g: Float64Array) => number): number => gs.reduce((s, g) => s + f(g), 0);
     return {
       time: Date.now(),
-      dataplane: { cpuSeconds: threadCpuSeconds(g[GAUGE_TID]!), poolSize: g[GAUGE_POOL_SIZE], poolAvailable: g[GAUGE_POOL_AVAILABLE] },
+      dataplane: { cpuSeconds: sum((g) => threadCpuSeconds(g[GAUGE_TID]!)), poolSize: sum((g) => g[GAUGE_POOL_SIZE]!), poolAvailable: sum((g) => g[GAUGE_POOL_AVAILABLE]!), threads: gs.length },
       ports: this.metricsPorts().map((p) => ({ port: p.name, bridge: p.bridge, type: p.type, up: p.up, counters: readCounters(p.counters) })),
     };
   }
@@ -922,7 +946,7 @@ export class Daemon {
   private async fdb(br: string): Promise<unknown> {
     const id = this.bridgeIds.get(br);
     if (id === undefined) throw err.noBridge(br);
-    const entries = await this.dataplane.request({ op: 'fdb', bridge: id });
+    const entries = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
     return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
   }

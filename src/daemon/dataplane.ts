@@ -25,7 +25,7 @@ export class Dataplane {
    */
   readonly gauges = new Float64Array(new SharedArrayBuffer(8 * GAUGE_SLOTS));
 
-  constructor(poolSize = 1024, cpu = -1) {
+  constructor(poolSize = 1024, cpu = -1, thread = 0) {
     // Process-wide signal handlers, installed here before the dataplane thread exists (its
     // module instance finds them): the SIGBUS guard its arena registers with, and the wake-up
     // signal (by the watchdog). Without the guard (SIGBUS taken by someone else) unsealable peer
@@ -44,7 +44,7 @@ export class Dataplane {
     this.worker = new Worker(new URL(entry, import.meta.url), {
       workerData: { ctrl: port2, doorbellFd: this.doorbell.fd, poolSize, cpu, watch: this.watch, gauges: this.gauges },
       transferList: [port2],
-      name: 'pier-dataplane',
+      name: thread === 0 ? 'pier-dataplane' : `pier-dataplane-${thread}`,
     });
     port1.on('message', (r: Reply | DataplaneEvent) => {
       if ('event' in r) {

@@ -28,8 +28,8 @@ export interface MetricsPort {
 
 export interface MetricsSource {
   ports(): MetricsPort[];
-  /** Engine gauges (GAUGE_* slots). */
-  gauges: Float64Array;
+  /** Each dataplane thread's engine gauges (GAUGE_* slots). */
+  gauges: Float64Array[];
   /** Each bridge's learned MAC addresses (its shared gauges). */
   fdbSizes(): Array<{ bridge: string; entries: number }>;
   version: string;
@@ -161,24 +161,39 @@ export function metricsRegistry(src: MetricsSource): Registry {
   new Gauge({
     name: 'pier_pool_buffers', help: 'Packet buffers of the pool, by state.', labelNames: ['state'], registers: [registry],
     collect() {
-      const g = src.gauges;
-      this.set({ state: 'free' }, g[GAUGE_POOL_AVAILABLE]!);
-      this.set({ state: 'used' }, g[GAUGE_POOL_SIZE]! - g[GAUGE_POOL_AVAILABLE]!);
+      let free = 0;
+      let size = 0;
+      for (const g of src.gauges) {
+        free += g[GAUGE_POOL_AVAILABLE]!;
+        size += g[GAUGE_POOL_SIZE]!;
+      }
+      this.set({ state: 'free' }, free);
+      this.set({ state: 'used' }, size - free);
     },
   });
   new Counter({
     name: 'pier_pool_alloc_failures_total', help: 'Times a buffer was wanted and the pool had none.', registers: [registry],
     collect() {
       this.reset();
-      this.inc(src.gauges[GAUGE_POOL_ALLOC_FAILURES]);
+      this.inc(src.gauges.reduce((s, g) => s + g[GAUGE_POOL_ALLOC_FAILURES]!, 0));
     },
   });
   new Counter({
-    name: 'pier_dataplane_cpu_seconds_total', help: 'CPU time of the dataplane thread (user + system).', registers: [registry],
+    name: 'pier_dataplane_cpu_seconds_total', help: 'CPU time of the dataplane threads (user + system), all of them.', registers: [registry],
     collect() {
       this.reset();
-      const tid = src.gauges[GAUGE_TID]!;
-      if (tid > 0) this.inc(threadCpuSeconds(tid));
+      let s = 0;
+      for (const g of src.gauges) if (g[GAUGE_TID]! > 0) s += threadCpuSeconds(g[GAUGE_TID]!);
+      this.inc(s);
+    },
+  });
+  new Counter({
+    name: 'pier_dataplane_thread_cpu_seconds_total', help: 'CPU time of each dataplane thread (user + system).', labelNames: ['thread'], registers: [registry],
+    collect() {
+      this.reset();
+      src.gauges.forEach((g, t) => {
+        if (g[GAUGE_TID]! > 0) this.inc({ thread: String(t) }, threadCpuSeconds(g[GAUGE_TID]!));
+      });
     },
   });
   new Gauge({

@@ -5,6 +5,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { CaptureTap } from '../dataplane/capture.ts';
 import { Engine } from '../dataplane/engine.ts';
+import { LINK_RING_BYTES, LinkPort } from '../dataplane/link.ts';
 import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 import { loadDataplanes } from '../ports/registry.ts';
 import type { Port } from '../dataplane/port.ts';
@@ -39,6 +40,9 @@ gauges[GAUGE_POOL_SIZE] = engine.pool.count;
 gauges[GAUGE_POOL_AVAILABLE] = engine.pool.available();
 engine.gauges = gauges;
 
+/** Each link port's two ring mappings (arena offsets), released with the port. */
+const links = new Map<number, number[]>();
+
 function handle(req: Request): void {
   let reply: Reply;
   try {
@@ -64,9 +68,35 @@ function apply(req: Request): ReplyOf[Request['op']] {
     case 'set-vlan':
       engine.setVlan(req.index, req.vlan);
       return null;
-    case 'del-port':
-      engine.removePort(req.index);
+    case 'add-link': {
+      const tx = engine.pool.arena.place(req.txFd, 0, LINK_RING_BYTES);
+      let rx = -1;
+      try {
+        rx = engine.pool.arena.place(req.rxFd, 0, LINK_RING_BYTES);
+        engine.addPort(new LinkPort(req.index, `link${req.peer}`, req.bridge, req.counters, engine.pool,
+          { txOffset: tx, rxOffset: rx, txControl: req.txControl, rxControl: req.rxControl, wake: new EventFd(req.wakeFd), peerWake: new EventFd(req.peerWakeFd), peer: req.peer }), req.vlan);
+      } catch (e) {
+        engine.pool.arena.release(tx);
+        if (rx >= 0) engine.pool.arena.release(rx);
+        throw e;
+      }
+      links.set(req.index, [tx, rx]);
       return null;
+    }
+    case 'fdb-flush': {
+      const p = engine.ports[req.index];
+      if (p) engine.bridges.get(p.bridge)?.fdb.flushPort(req.index);
+      return null;
+    }
+    case 'del-port': {
+      engine.removePort(req.index);
+      const ring = links.get(req.index);
+      if (ring) {
+        links.delete(req.index);
+        for (const off of ring) engine.pool.arena.release(off);
+      }
+      return null;
+    }
     case 'fdb': {
       const br = engine.bridges.get(req.bridge);
       return br ? br.fdb.entries(Date.now() / 1000) satisfies ReplyOf['fdb'] : [];

@@ -56,6 +56,8 @@ export class Bridge {
     const now = this.now;
     const members = this.members;
     const inIdx = inPort.index;
+    // A frame from a link between threads never leaves through another link (split horizon).
+    const horizon = inPort.horizon;
     // A burst mostly comes from one station to one destination: learn and look up once per
     // change of address. Learning drops the cached destination (it may have moved).
     let lastSrc = -1;
@@ -86,7 +88,7 @@ export class Bridge {
       }
       if (out >= 0) {
         const p = portsByIndex[out];
-        if (out === inIdx || p === undefined) {
+        if (out === inIdx || p === undefined || (p.horizon & horizon) !== 0) {
           inPort.counters[C.dropped_hairpin]!++;
           pool.release(h);
           continue;
@@ -99,7 +101,7 @@ export class Bridge {
       let copies = 0;
       for (let m = 0; m < members.length; m++) {
         const p = members[m]!;
-        if (p.index === inIdx) continue;
+        if (p.index === inIdx || (p.horizon & horizon) !== 0) continue;
         if (p.txCount === TXQ_SIZE) flush(p);
         p.txq[p.txCount++] = h;
         copies++;
@@ -123,6 +125,8 @@ export class Bridge {
     const now = this.now;
     const members = this.members;
     const inIdx = inPort.index;
+    // A frame from a link between threads never leaves through another link (split horizon).
+    const horizon = inPort.horizon;
     const vlanOf = this.vlanOf;
     const trunk = inPort.vlanMode === VLAN_TRUNK;
     const untagged = inPort.vlanUntagged;
@@ -184,7 +188,7 @@ export class Bridge {
       }
       if (out >= 0) {
         const p = portsByIndex[out];
-        if (out === inIdx || p === undefined || p.vlanMember[vid] !== 1) {
+        if (out === inIdx || p === undefined || p.vlanMember[vid] !== 1 || (p.horizon & horizon) !== 0) {
           inPort.counters[C.dropped_hairpin]!++;
           pool.release(h);
           continue;
@@ -196,7 +200,7 @@ export class Bridge {
       let copies = 0;
       for (let m = 0; m < members.length; m++) {
         const p = members[m]!;
-        if (p.index === inIdx || p.vlanMember[vid] !== 1) continue;
+        if (p.index === inIdx || p.vlanMember[vid] !== 1 || (p.horizon & horizon) !== 0) continue;
         if (p.txCount === TXQ_SIZE) flush(p);
         p.txq[p.txCount++] = h;
         copies++;

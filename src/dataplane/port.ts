@@ -60,6 +60,11 @@ export abstract class Port implements PortVlan {
   readonly vlanMember = new Uint8Array(VLAN_IDS);
   /** Ring levels (LEVEL_* slots of src/dataplane/gauges.ts), set by the worker for kinds with rings. */
   levels: Float64Array | undefined = undefined;
+  /**
+   * Split horizon (docs/design/threads.md): the bridge never forwards a frame between two ports
+   * whose horizons share a bit. 0 for every port but the links between dataplane threads.
+   */
+  readonly horizon: number = 0;
   /** Captures of what this port receives and sends (src/dataplane/capture.ts); empty while none runs. */
   captureIn: CaptureBinding[] = [];
   captureOut: CaptureBinding[] = [];

@@ -20,6 +20,14 @@ export type Request =
   | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number; gauges?: Float64Array }
   | { seq: number; op: 'del-bridge'; id: number }
   | { seq: number; op: 'add-port'; port: PortSpec }
+  /**
+   * A link to dataplane thread `peer` on bridge `bridge` (src/dataplane/link.ts): the slots'
+   * memfd and the control words of the ring this thread produces into and of the one it
+   * consumes, the eventfd it polls and the peer's. Removed with del-port like any port.
+   */
+  | { seq: number; op: 'add-link'; index: number; bridge: number; peer: number; counters: Float64Array; txFd: number; rxFd: number; txControl: SharedArrayBuffer; rxControl: SharedArrayBuffer; wakeFd: number; peerWakeFd: number; vlan?: VlanConfig | undefined }
+  /** Forget what the bridge learned on port `index` (a link, when a port moved between threads). */
+  | { seq: number; op: 'fdb-flush'; index: number }
   | { seq: number; op: 'del-port'; index: number }
   /** A running port's VLANs change (set-port tag=/trunks=): applied between bursts, its FDB entries flushed. */
   | { seq: number; op: 'set-vlan'; index: number; vlan: VlanConfig | undefined }
@@ -73,6 +81,8 @@ export interface ReplyOf {
   'add-bridge': null;
   'del-bridge': null;
   'add-port': null;
+  'add-link': null;
+  'fdb-flush': null;
   'del-port': null;
   'set-vlan': null;
   fdb: FdbEntry[];

@@ -85,6 +85,12 @@ export function randomMac(): string {
 export const VLAN_ID_MIN = 1;
 export const VLAN_ID_MAX = 4094;
 
+/** Most dataplane threads a daemon runs (`pier daemon --dataplane-threads`). */
+export const MAX_DATAPLANE_THREADS = 16;
+
+/** `thread=N`: the dataplane thread a port runs on (checked against the running daemon's count there). */
+export const dataplaneThread = intIn(0, MAX_DATAPLANE_THREADS - 1, 'a dataplane thread');
+
 /** `tag=N`: an access port's VLAN, a word of digits or the stored number. */
 export const vlanTag = intIn(VLAN_ID_MIN, VLAN_ID_MAX, 'a VLAN id');
 

@@ -1,17 +1,26 @@
 // Port options from `key=value` words (the CLI) or from state.json, through the kind's one schema
 // (src/ports/<kind>/options.ts): validated completely before anything is changed, one message
-// per problem naming the key and the fix. `tag=` and `trunks=` belong to every kind: they are
-// taken out before the kind's strict schema, checked by one schema of their own, and put back.
+// per problem naming the key and the fix. `tag=`, `trunks=` and `thread=` belong to every kind:
+// they are taken out before the kind's strict schema, checked by one schema of their own, and
+// put back.
 import { z } from 'zod';
 import { PierError } from '../errors.ts';
-import { vlanTag, vlanTrunks } from './fields.ts';
+import { dataplaneThread, vlanTag, vlanTrunks } from './fields.ts';
 import type { KindOptions } from './kind.ts';
 import { PORT_TYPES, schemaOf } from './registry.ts';
 
-/** The option keys every port has, whatever its kind (docs/design/uplinks.md, VLANs). */
-export const COMMON_KEYS = ['tag', 'trunks'] as const;
+/**
+ * The option keys every port has, whatever its kind: its VLANs (docs/design/uplinks.md) and the
+ * dataplane thread it runs on (docs/design/threads.md).
+ */
+export const COMMON_KEYS = ['tag', 'trunks', 'thread'] as const;
 
-const vlanOptions = z.strictObject({ tag: vlanTag.optional(), trunks: vlanTrunks.optional() });
+const commonOptions = z.strictObject({ tag: vlanTag.optional(), trunks: vlanTrunks.optional(), thread: dataplaneThread.optional() });
+
+/** The thread= a port asked for, or undefined (the daemon places it). */
+export function threadOf(o: KindOptions): number | undefined {
+  return (o as KindOptions & { thread?: number }).thread;
+}
 
 /** A port's VLAN options as stored: an access port's tag, or a trunk's VLANs, or neither. */
 export interface VlanOptions {
@@ -55,11 +64,12 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   if (type === undefined) throw new PierError('EINVAL', 'the port has no type', `add type=TYPE; types: ${PORT_TYPES.join(', ')}`);
   const schema = typeof type === 'string' ? schemaOf(type) : undefined;
   if (!schema || typeof type !== 'string') throw new PierError('EINVAL', `unknown port type '${typeof type === 'string' ? type : JSON.stringify(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
-  const { tag, trunks, ...own } = raw;
+  const { tag, trunks, thread, ...own } = raw;
   const r = schema.safeParse(own);
   if (!r.success) throw optionError(String(type), r.error.issues[0]!, own);
-  const v = vlanOptions.safeParse({ ...(tag === undefined ? {} : { tag }), ...(trunks === undefined ? {} : { trunks }) });
-  if (!v.success) throw optionError(String(type), v.error.issues[0]!, { tag, trunks });
+  const common = { ...(tag === undefined ? {} : { tag }), ...(trunks === undefined ? {} : { trunks }), ...(thread === undefined ? {} : { thread }) };
+  const v = commonOptions.safeParse(common);
+  if (!v.success) throw optionError(String(type), v.error.issues[0]!, common);
   if (v.data.tag !== undefined && v.data.trunks !== undefined) {
     throw new PierError('EINVAL', 'tag= and trunks= together: a port is an access port (tag=N, untagged frames in VLAN N) or a trunk (trunks=A,B, 802.1Q tagged)',
       'keep one of them (set-port: drop the other with tag= or trunks=)');

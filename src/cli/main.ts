@@ -69,7 +69,7 @@ client('add-br', 'add a bridge').argument('<bridge>').action(async (br: string, 
 client('del-br', 'delete a bridge and all its ports').argument('<bridge>').action(async (br: string, _o, cmd: Command) => {
   await call(socketOf(cmd), 'del-br', [br]);
 });
-client('add-port', 'add a port from KEY=VALUE options: type=tap netns= ip= mac= mtu= ifname= offloads=; type=vhost-user|vhost-user-client path= queues= mtu= queue-size= busy-poll= strict-memory=; type=virtio-user path= [server=] queues= queue-size= (path=/dev/vhost-net: netns= ip= mac= mtu= ifname=)')
+client('add-port', 'add a port from KEY=VALUE options: type=tap netns= ip= mac= mtu= ifname= offloads=; every kind: tag= trunks= thread=; type=vhost-user|vhost-user-client path= queues= mtu= queue-size= busy-poll= strict-memory= packed=; type=virtio-user path= [server=] queues= queue-size= packed= (path=/dev/vhost-net: netns= ip= mac= mtu= ifname=)')
   .argument('<bridge>').argument('<port>').argument('[options...]')
   .action(async (br: string, port: string, kv: string[], _o, cmd: Command) => {
     await call(socketOf(cmd), 'add-port', [br, port, ...kv]);

@@ -907,10 +907,11 @@ export class Daemon {
       if (!rt) throw new PierError('ENOENT', `no bridge or port named ${name}`, 'list them with: pier show');
       return { port: await this.detail(rt, true) };
     }
-    // `dataplane`: the threads' figures summed (its shape predates threads); each thread's, and
-    // the links between them, beside it.
+    // `dataplane`: the threads' figures summed (its shape predates threads); with more than one
+    // thread, each thread's and the links between them beside it.
     const { total, threads, links } = await this.dataplanes.stats();
-    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane: { ...total, threads, links }, bridges };
+    const dataplane = this.dataplanes.count > 1 ? { ...total, threads, links } : total;
+    return { version: VERSION, pid: process.pid, stateDir: this.opts.stateDir, socket: this.opts.socket, dataplane, bridges };
   }
 
   /**

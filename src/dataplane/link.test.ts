@@ -7,44 +7,8 @@ import { C } from './counters.ts';
 import { newCounters } from './counters.ts';
 import { Engine } from './engine.ts';
 import { LINK_RING_BYTES, LINK_SLOTS, linkRing, LinkPort, linkWaiting, linkWakeAsked } from './link.ts';
-import type { PacketPool } from './pool.ts';
-import { Port } from './port.ts';
+import { WirePort } from './wire-port.test-util.ts';
 
-/** A port whose receive() hands out `incoming` frames and whose transmit() keeps what it got. */
-class TestPort extends Port {
-  readonly fds: readonly number[] = [];
-  incoming: Uint8Array[] = [];
-  readonly got: Uint8Array[] = [];
-
-  constructor(index: number, pool: PacketPool) {
-    super(index, `p${index}`, 1, newCounters(), pool, true, true);
-    this.rxOffloads = false;
-  }
-
-  receive(_q: number, out: Int32Array, max: number): number {
-    let n = 0;
-    for (; n < max && this.incoming.length > 0; n++) {
-      const f = this.incoming.shift()!;
-      const h = this.pool.alloc();
-      this.pool.bytes.fill(0, this.pool.hdrOffset(h), this.pool.frameOffset(h));
-      this.pool.bytes.set(f, this.pool.frameOffset(h));
-      this.pool.len[h] = f.length;
-      out[n] = h;
-    }
-    return n;
-  }
-
-  transmit(q: Int32Array, n: number): void {
-    for (let i = 0; i < n; i++) {
-      const h = q[i]!;
-      const o = this.pool.frameOffset(h);
-      this.got.push(this.pool.bytes.slice(o, o + this.pool.len[h]!));
-      this.pool.release(h);
-    }
-  }
-
-  close(): void {}
-}
 
 function frame(dst: number, src: number, fill: number, len = 60): Uint8Array {
   const f = new Uint8Array(len).fill(fill);
@@ -61,7 +25,7 @@ after(() => {
 });
 
 /** Engines a and b, a port on each (slots 1 and 2), the link between them (slots 10 and 11). */
-function twoEngines(): { a: Engine; b: Engine; pa: TestPort; pb: TestPort; la: LinkPort; lb: LinkPort } {
+function twoEngines(): { a: Engine; b: Engine; pa: WirePort; pb: WirePort; la: LinkPort; lb: LinkPort } {
   const a = new Engine(64, undefined, () => {});
   const b = new Engine(64, undefined, () => {});
   for (const e of [a, b]) e.addBridge(1, 'br0');
@@ -75,8 +39,8 @@ function twoEngines(): { a: Engine; b: Engine; pa: TestPort; pb: TestPort; la: L
   libc.close(ab.fd);
   libc.close(ba.fd);
   cleanup.push(() => { wa.close(); wb.close(); });
-  const pa = new TestPort(1, a.pool);
-  const pb = new TestPort(2, b.pool);
+  const pa = new WirePort(1, a.pool);
+  const pb = new WirePort(2, b.pool);
   a.addPort(pa);
   a.addPort(la);
   b.addPort(pb);
@@ -92,19 +56,19 @@ function settle(...es: Engine[]): void {
 test('a frame crosses the link byte for byte; the other engine learns its source on the link', () => {
   const { a, b, pa, pb, la, lb } = twoEngines();
   settle(a, b);
-  pa.incoming.push(frame(0xff, 1, 0xa1, 1500));
+  pa.inbox.push(frame(0xff, 1, 0xa1, 1500));
   a.poll(pa, 0);
   assert.equal(la.counters[C.tx_packets], 1);
   settle(b);
-  assert.equal(pb.got.length, 1);
-  assert.deepEqual(pb.got[0], frame(0xff, 1, 0xa1, 1500));
+  assert.equal(pb.sent.length, 1);
+  assert.deepEqual(pb.sent[0], frame(0xff, 1, 0xa1, 1500));
   assert.equal(lb.counters[C.rx_packets], 1);
   assert.equal(b.bridges.get(1)!.fdb.lookup(0x020000000001, 0, 0), lb.index);
   // The answer goes straight back through the link (known on b), and a learns b's station there.
-  pb.incoming.push(frame(1, 2, 0xb2));
+  pb.inbox.push(frame(1, 2, 0xb2));
   b.poll(pb, 0);
   settle(a);
-  assert.equal(pa.got.length, 1);
+  assert.equal(pa.sent.length, 1);
   assert.equal(b.pool.lent, 0);
   assert.equal(a.bridges.get(1)!.fdb.lookup(0x020000000002, 0, 0), la.index);
 });
@@ -113,10 +77,10 @@ test('split horizon: what arrives on a link never leaves on a link', () => {
   const { a, b, pa, lb } = twoEngines();
   settle(a, b);
   // b learns station 1 on the link; a frame for station 1 that comes in on the link is not sent back.
-  pa.incoming.push(frame(0xff, 1, 1));
+  pa.inbox.push(frame(0xff, 1, 1));
   a.poll(pa, 0);
   settle(b);
-  pa.incoming.push(frame(1, 1, 2)); // to itself: a drops it as a hairpin, nothing crosses
+  pa.inbox.push(frame(1, 1, 2)); // to itself: a drops it as a hairpin, nothing crosses
   a.poll(pa, 0);
   settle(b);
   assert.equal(lb.counters[C.tx_packets], 0);
@@ -128,7 +92,7 @@ test('wake-ups: a drained consumer asks for one, the producer gives it once per 
   settle(a, b);
   assert.ok(linkWakeAsked(new Int32Array((la as unknown as { tx: { words: Int32Array } }).tx.words.buffer)));
   for (let round = 1; round <= 3; round++) {
-    pa.incoming.push(frame(0xff, 1, round));
+    pa.inbox.push(frame(0xff, 1, round));
     a.poll(pa, 0);
     assert.equal(la.counters[C.notify_sent], round);
     settle(b);
@@ -143,7 +107,7 @@ test('a full ring drops and counts at the producer; the consumer takes bursts of
   // The pool has 64 buffers: feed the ring in rounds without letting b run.
   let fed = 0;
   while (fed < LINK_SLOTS + 40) {
-    for (let i = 0; i < 32; i++) pa.incoming.push(frame(0xff, 1, fed++ & 0xff));
+    for (let i = 0; i < 32; i++) pa.inbox.push(frame(0xff, 1, fed++ & 0xff));
     a.poll(pa, 0);
   }
   assert.equal(linkWaiting(words), LINK_SLOTS);
@@ -152,7 +116,7 @@ test('a full ring drops and counts at the producer; the consumer takes bursts of
   assert.equal(linkWaiting(words), LINK_SLOTS - 32);
   settle(b);
   assert.equal(linkWaiting(words), 0);
-  assert.equal(pb.got.length, LINK_SLOTS);
+  assert.equal(pb.sent.length, LINK_SLOTS);
   // In order: the fill byte counts up.
-  pb.got.forEach((f, i) => assert.equal(f[20], i & 0xff));
+  pb.sent.forEach((f, i) => assert.equal(f[20], i & 0xff));
 });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { C, newCounters } from './counters.ts';
+import { C } from './counters.ts';
 import { Engine } from './engine.ts';
 import { completeChecksum } from './offload.ts';
 import { BUF_SIZE, PacketPool, VNET_HDR } from './pool.ts';
-import { Port } from './port.ts';
+import { WirePort } from './wire-port.test-util.ts';
 import { applyVlan, popTag, PUSH_TOO_BIG, pushTag, VLAN_ACCESS, VLAN_HLEN, VLAN_IDS, VLAN_NONE, VLAN_TRUNK, vlanRanges, type PortVlan, type VlanConfig } from './vlan.ts';
 import { readVnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, writeVnetHdr } from './vnet.ts';
 
@@ -207,41 +207,6 @@ describe('a port\'s VLAN membership', () => {
   });
 });
 
-/** A port the test feeds frames into and whose transmitted frames it reads back as bytes. */
-class WirePort extends Port {
-  readonly fds: readonly number[] = [];
-  inbox: Uint8Array[] = [];
-  readonly sent: Uint8Array[] = [];
-
-  constructor(index: number, pool: PacketPool, acceptsTso = true) {
-    super(index, `wire${index}`, 1, newCounters(), pool, acceptsTso, acceptsTso);
-    this.rxOffloads = false;
-  }
-
-  receive(_q: number, out: Int32Array, max: number): number {
-    let n = 0;
-    for (; n < max && this.inbox.length > 0; n++) {
-      const f = this.inbox.shift()!;
-      const h = this.pool.alloc();
-      this.pool.bytes.fill(0, this.pool.hdrOffset(h), this.pool.frameOffset(h));
-      this.pool.bytes.set(f, this.pool.frameOffset(h));
-      this.pool.len[h] = f.length;
-      out[n] = h;
-    }
-    return n;
-  }
-
-  transmit(q: Int32Array, n: number): void {
-    for (let i = 0; i < n; i++) {
-      const h = q[i]!;
-      const fo = this.pool.frameOffset(h);
-      this.sent.push(this.pool.bytes.slice(fo, fo + this.pool.len[h]!));
-      this.pool.release(h);
-    }
-  }
-
-  close(): void {}
-}
 
 const mac = (last: number): number[] => [0x02, 0, 0, 0, 0, last];
 const BCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];

@@ -1,13 +1,12 @@
 // The daemon's dataplane threads (docs/design/threads.md): N engines, each a Dataplane worker;
 // which port runs on which; the links that carry each bridge between them. Requests about a
 // port go to its thread, bridges are made in every thread.
-import { close } from 'node:fs';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { linkRing, linkWaiting, linkWakeAsked } from '../dataplane/link.ts';
 import type { FdbEntry, PoolStats, PortSpec } from '../dataplane/protocol.ts';
 import type { VlanConfig } from '../dataplane/vlan.ts';
 import { PierError } from '../errors.ts';
-import { EventFd } from '../sys/index.ts';
+import { EventFd, libc } from '../sys/index.ts';
 import { Dataplane } from './dataplane.ts';
 import type { DataplaneEvent } from '../dataplane/protocol.ts';
 
@@ -134,8 +133,8 @@ export class Dataplanes {
           }
         } finally {
           // Both engines have mapped the rings (or failed to): the mappings keep the memory.
-          close(ab.fd);
-          close(ba.fd);
+          libc.close(ab.fd);
+          libc.close(ba.fd);
         }
       }
     }

@@ -128,7 +128,13 @@ describe('vhost-user sessions leave no fds, mappings or memory behind (root)', (
     let quarter: Footprint | undefined;
     for (let i = WARMUP; i < WARMUP + CYCLES; i++) {
       const c0 = Date.now();
-      sessions += await cycle(i);
+      try {
+        sessions += await cycle(i);
+      } catch (e) {
+        // Say why pier ended the session, not only that it did.
+        const p = await peer();
+        throw new Error(`cycle ${i}: ${(e as Error).message}; pier show vu: lastError ${JSON.stringify(p.lastError)}, ended ${JSON.stringify(p.ended)}`, { cause: e });
+      }
       slowest = Math.max(slowest, Date.now() - c0);
       if ((i - WARMUP) % 250 === 249) {
         const f = footprint(pid);
@@ -141,7 +147,7 @@ describe('vhost-user sessions leave no fds, mappings or memory behind (root)', (
 
     assert.ok(await until(idle, 10_000), 'the port shows no peer after the last cycle');
     const p = await peer();
-    t.diagnostic(`pier show vu: connects ${p.connects}, disconnects ${p.disconnects}, ended ${JSON.stringify(p.ended)}`);
+    t.diagnostic(`pier show vu: connects ${p.connects}, disconnects ${p.disconnects}, ended ${JSON.stringify(p.ended)}`, { cause: e });
     assert.equal(p.connects, sessions, `every session counted as a connect (${WARMUP} warm-up + ${CYCLES} cycles + one memory-table-only session every third cycle)`);
     assert.ok(p.connects >= CYCLES + WARMUP);
 

@@ -191,6 +191,8 @@ export class VhostUserPort extends Port implements BufferLender {
     this.ended[d.kind]++;
     if (slot !== this.active) return;
     this.active = -1;
+    // An end that waited for the burst belongs to this session: the next one must not inherit it.
+    this.pendingEnd = null;
     if (d.kind !== 'local') this.lastError = d.toString();
     this.ctx.news(this, { what: 'ended', kind: d.kind, detail: d.detail });
     if (d.kind === 'protocol') this.protocolErrors++;

@@ -147,7 +147,7 @@ describe('vhost-user sessions leave no fds, mappings or memory behind (root)', (
 
     assert.ok(await until(idle, 10_000), 'the port shows no peer after the last cycle');
     const p = await peer();
-    t.diagnostic(`pier show vu: connects ${p.connects}, disconnects ${p.disconnects}, ended ${JSON.stringify(p.ended)}`, { cause: e });
+    t.diagnostic(`pier show vu: connects ${p.connects}, disconnects ${p.disconnects}, ended ${JSON.stringify(p.ended)}`);
     assert.equal(p.connects, sessions, `every session counted as a connect (${WARMUP} warm-up + ${CYCLES} cycles + one memory-table-only session every third cycle)`);
     assert.ok(p.connects >= CYCLES + WARMUP);
 

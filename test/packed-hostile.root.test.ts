@@ -37,7 +37,7 @@ describe('vhost-user backend on packed rings against a test frontend, correct an
     d.ok('add-br', 'br0');
     d.ok('add-port', 'br0', 'c1', 'type=tap', `netns=${c1}`, 'ip=10.87.0.1/24');
     d.ok('add-port', 'br0', 'c2', 'type=tap', `netns=${c2}`, 'ip=10.87.0.2/24');
-    d.ok('add-port', 'br0', 'vp', 'type=vhost-user', `path=${sock()}`);
+    d.ok('add-port', 'br0', 'vp', 'type=vhost-user', `path=${sock()}`, 'packed=on');
     c1Mac = JSON.parse(must('ip', ['-n', c1, '-j', 'link', 'show', 'dev', 'c1']))[0].address.split(':').map((x: string) => parseInt(x, 16));
   });
 

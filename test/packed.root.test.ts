@@ -40,7 +40,7 @@ describe('packed virtqueues with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS
     const packed = new Testpmd([`net_virtio_user0,path=${sock},queues=2,packed_vq=1`], 'icmpecho', ['--rxq=2', '--txq=2', ...OFFLOADS]);
     const split = new Testpmd([`net_virtio_user0,path=${sock},queues=2`], 'icmpecho', ['--rxq=2', '--txq=2', ...OFFLOADS]);
     try {
-      d.ok('add-port', 'br0', 'pk', 'type=vhost-user', `path=${sock}`, 'queues=2', 'mtu=9000');
+      d.ok('add-port', 'br0', 'pk', 'type=vhost-user', `path=${sock}`, 'queues=2', 'mtu=9000', 'packed=on');
       await packed.start();
       for (const pattern of ['00', 'ff', '5aa5', 'deadbeef']) await pingUntil(c1, '10.86.0.9', ['-p', pattern, '-s', '1400']);
       const big = await pingUntil(c1, '10.86.0.9', ['-M', 'do', '-s', '8900', '-p', 'a5c3']).catch(async (e: Error) => {
@@ -75,6 +75,22 @@ describe('packed virtqueues with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS
       await packed.kill();
       await split.kill();
       d.pier('del-port', 'br0', 'pk');
+    }
+  });
+
+  it('a vhost-user port without packed=on does not offer packed rings: testpmd packed_vq=1 runs split on it', async () => {
+    const sock = `${d.dir}/dflt.sock`;
+    const tp = new Testpmd([`net_virtio_user0,path=${sock},queues=1,packed_vq=1`], 'icmpecho', OFFLOADS);
+    try {
+      d.ok('add-port', 'br0', 'dflt', 'type=vhost-user', `path=${sock}`);
+      await tp.start();
+      await pingUntil(c1, '10.86.0.9', ['-p', '5a']);
+      const peer = d.json('show', 'dflt').port.peer;
+      assert.equal(peer.ring, 'split');
+      assert.ok(!peer.features.negotiated.includes('RING_PACKED'), `${peer.features.negotiated}`);
+    } finally {
+      await tp.kill();
+      d.pier('del-port', 'br0', 'dflt');
     }
   });
 
@@ -116,7 +132,7 @@ describe('packed virtqueues with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS
 
   it('pier drives its own vhost-user port packed: TCP both ways between two bridges', requires(NEEDS.iperf3), async () => {
     try {
-      d.ok('add-port', 'br0', 'dev', 'type=vhost-user', `path=${d.dir}/self.sock`);
+      d.ok('add-port', 'br0', 'dev', 'type=vhost-user', `path=${d.dir}/self.sock`, 'packed=on');
       d.ok('add-port', 'br1', 'drv', 'type=virtio-user', `path=${d.dir}/self.sock`, 'packed=on', 'queue-size=256');
       await pingUntil(c1, '10.86.0.2', ['-p', '1234abcd']);
       assert.equal(d.json('show', 'drv').port.peer.ring, 'packed');

@@ -67,6 +67,7 @@ async function run(mode: Mode, len: number): Promise<void> {
   if (mode === 'ovs-dpdk') args.push(`${OVS} {A} {B}`);
   else if (mode !== 'testpmd' && mode !== 'testpmd-packed') args.push(`${SWITCH} {A} {B}`);
   if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
+  if (mode === 'pier-packed') env.PIER_PORT_OPTS = 'packed=on'; // vhost-user ports offer packed rings only when asked
   const p = spawn('bash', args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   p.stdout.on('data', (d) => (out += d));

@@ -3,6 +3,7 @@
 // With --packed, the loop runs again with the "VM"'s virtio-user ports on packed rings
 // (packed_vq=1), through testpmd and through pier, in the same rounds: packed vs split.
 // Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs] [--packed]
+//   [--sizes 64,1500] [--modes pier,pier-busy-poll] [--out NAME]: a part of the run, kept in bench/results/NAME.*
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +15,14 @@ const T = option('--seconds', 10);
 const LOOP = join(ROOT, '..', 'shared', 'bench', 'vhost-loop.sh');
 const SWITCH = join(ROOT, 'bench', 'pier-loop-switch.sh');
 const OVS = join(ROOT, '..', 'shared', 'bench', 'ovs-loop-switch.sh');
-const SIZES = [64, 512, 1500];
+/** A list option (--sizes 64,1500), or undefined when absent. */
+function listOption(name: string): string[] | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? (process.argv[i + 1] ?? '').split(',').filter((x) => x !== '') : undefined;
+}
+const SIZES = (listOption('--sizes') ?? ['64', '512', '1500']).map(Number);
+/** Results go to bench/results/OUT.json and OUT.md (a partial run must not replace the full one). */
+const OUT = listOption('--out')?.[0] ?? 'vhost';
 
 type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed';
 const withOvs = !process.argv.includes('--no-ovs');
@@ -23,8 +31,11 @@ if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')
   console.error('bench/vhost.ts: OVS-DPDK, the reference, is missing: apt-get install openvswitch-switch-dpdk (or run with --no-ovs)');
   process.exit(1);
 }
-const MODES: Mode[] = [...(withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] as const : ['testpmd', 'pier', 'pier-busy-poll'] as const),
+const ALL_MODES: Mode[] = [...(withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] as const : ['testpmd', 'pier', 'pier-busy-poll'] as const),
   ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : [])];
+// --modes keeps some of them; testpmd always runs (every ratio has it as the first reference).
+const only = listOption('--modes');
+const MODES: Mode[] = only ? ALL_MODES.filter((m) => m === 'testpmd' || only.includes(m)) : ALL_MODES;
 const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed';
 /** The mode a mode is compared with: the same switch on split rings, and testpmd on the same layout. */
 const PACKED_OF: Partial<Record<Mode, Mode>> = { 'testpmd-packed': 'testpmd', 'pier-packed': 'pier' };
@@ -155,14 +166,15 @@ for (const [k, xs] of Object.entries(samples)) {
     samples: xs.map((x) => x.mpps),
   };
 }
+const hasOvs = MODES.includes('ovs-dpdk');
 const ratio = (mode: string, len: number, ref = 'testpmd'): number => +(summary[`${mode} ${len}`]!.mpps / summary[`${ref} ${len}`]!.mpps).toFixed(2);
 const ratios: Record<string, number> = {};
 for (const len of SIZES) {
   for (const m of MODES.filter((x) => x !== 'testpmd')) ratios[`${m}/testpmd ${len}`] = ratio(m, len);
   // Packed against split, same switch; and pier against testpmd, both packed.
-  for (const m of MODES) if (PACKED_OF[m]) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
-  if (withPacked) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
-  if (withOvs) for (const m of ['pier', 'pier-busy-poll']) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
+  for (const m of MODES) if (PACKED_OF[m] && MODES.includes(PACKED_OF[m])) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
+  if (MODES.includes('pier-packed') && MODES.includes('testpmd-packed')) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
+  if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
 }
 const result = {
   benchmark: 'vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch',
@@ -175,21 +187,21 @@ const result = {
   // Every run as measured, round by round.
   runs: samples,
 };
-writeFileSync(join(ROOT, 'bench', 'results', 'vhost.json'), JSON.stringify(result, null, 2) + '\n');
+writeFileSync(join(ROOT, 'bench', 'results', `${OUT}.json`), JSON.stringify(result, null, 2) + '\n');
 const rows = SIZES.flatMap((len) => MODES.map((m) => {
   const s = summary[`${m} ${len}`]!;
   const polls = !isPier(m) ? '100% (polls)' : '-';
-  return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${withOvs ? `${ratio(m, len, 'ovs-dpdk').toFixed(2)} | ` : ''}${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : polls} | ${s.nsPerPacket ?? '-'} | ${s.packetsPerBurst ?? '-'} / ${s.packetsPerWakeup ?? '-'} | ${s.samples.join(', ')} |`;
+  return `| ${len} | ${m} | ${s.mpps} | ${m === 'testpmd' ? '1.00' : ratio(m, len).toFixed(2)} | ${hasOvs ? `${ratio(m, len, 'ovs-dpdk').toFixed(2)} | ` : ''}${s.cpu !== undefined ? `${Math.round(s.cpu * 100)}%` : polls} | ${s.nsPerPacket ?? '-'} | ${s.packetsPerBurst ?? '-'} / ${s.packetsPerWakeup ?? '-'} | ${s.samples.join(', ')} |`;
 }));
 const md = [
-  `# vhost-user loop: pier vs DPDK testpmd${withOvs ? ' and OVS-DPDK' : ''} (${result.date.slice(0, 10)})`,
+  `# vhost-user loop: pier vs DPDK testpmd${hasOvs ? ' and OVS-DPDK' : ''} (${result.date.slice(0, 10)})`,
   '',
   `${result.machine.cpus} cores, ${result.machine.cpu}, kernel ${result.machine.kernel}, Node ${result.machine.node}; median of ${ROUNDS} rounds of ${T} s. Method: [../vhost.md](../vhost.md).`,
   '',
-  `| packet bytes | switch | Mpps (median) | x testpmd | ${withOvs ? 'x OVS-DPDK | ' : ''}switch dataplane CPU | pier CPU ns per packet | pier packets per burst / per wake-up | Mpps of each round |`,
-  `|---|---|---|---|${withOvs ? '---|' : ''}---|---|---|---|`,
+  `| packet bytes | switch | Mpps (median) | x testpmd | ${hasOvs ? 'x OVS-DPDK | ' : ''}switch dataplane CPU | pier CPU ns per packet | pier packets per burst / per wake-up | Mpps of each round |`,
+  `|---|---|---|---|${hasOvs ? '---|' : ''}---|---|---|---|`,
   ...rows,
   '',
 ].join('\n');
-writeFileSync(join(ROOT, 'bench', 'results', 'vhost.md'), md);
+writeFileSync(join(ROOT, 'bench', 'results', `${OUT}.md`), md);
 process.stdout.write(md);

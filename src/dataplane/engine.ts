@@ -40,11 +40,6 @@ export class Engine implements PortContext {
   packets = 0;
   /** Polls that found nothing to receive. */
   emptyPolls = 0;
-  /** Ports that asked for busy-polling; while there is one the engine never sleeps. */
-  private readonly busyPorts: Port[] = [];
-  get busyPoll(): boolean {
-    return this.busyPorts.length > 0;
-  }
   private readonly flushFn = (p: Port): void => this.flush(p);
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private readonly pending = new Int32Array(4096);
@@ -101,7 +96,6 @@ export class Engine implements PortContext {
     p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
     this.ports[p.index] = p;
     br.addPort(p);
-    if (p.busyPoll) this.busyPorts.push(p);
     this.bindCaptures(p.index);
     p.attach(this);
   }
@@ -176,6 +170,13 @@ export class Engine implements PortContext {
   }
 
   again(p: Port, queue: number): void {
+    // Once per queue per turn: a queue asked for again from two places in one turn (its own
+    // poll, and an epoll event for it) would otherwise be polled once more at every turn.
+    if (queue < 32) {
+      const bit = 1 << queue;
+      if ((p.againMask & bit) !== 0) return;
+      p.againMask |= bit;
+    }
     if (this.npending < this.pending.length) this.pending[this.npending++] = (p.index << 8) | queue;
   }
 
@@ -185,8 +186,6 @@ export class Engine implements PortContext {
     for (const fd of p.fds) this.epoll.remove(fd); // harmless if already removed
     this.bridges.get(p.bridge)?.removePort(p);
     this.ports[index] = undefined;
-    const b = this.busyPorts.indexOf(p);
-    if (b >= 0) this.busyPorts.splice(b, 1);
     p.close();
   }
 
@@ -196,7 +195,7 @@ export class Engine implements PortContext {
 
   /** Run until stop(). */
   run(): void {
-    while (this.running) this.turn(this.busyPoll || this.npending > 0 ? 0 : this.nextTimeout());
+    while (this.running) this.turn(this.npending > 0 ? 0 : this.nextTimeout());
   }
 
   /** Sleep until the soonest port timer, at most a second (FDB aging). */
@@ -216,10 +215,10 @@ export class Engine implements PortContext {
   /** One wait-and-forward turn; public so tests can drive the engine step by step. */
   turn(timeoutMs: number): void {
     const ep = this.epoll;
-    // Busy-polling turns look at epoll (control requests, sockets, kicks of other ports) and do
-    // housekeeping only every 32nd turn: an epoll_wait per turn would cost more than the packets.
+    // A turn that does not wait (queues left work for it) still looks at epoll (control requests,
+    // sockets, kicks of other ports), but does its housekeeping only every 32nd time.
     const housekeeping = timeoutMs !== 0 || (++this.turns & 31) === 0;
-    const n = housekeeping || this.npending > 0 ? ep.wait(timeoutMs) : 0;
+    const n = ep.wait(timeoutMs);
     if (n > 0) this.wakeups++;
     if (housekeeping) {
       const now = Date.now() / 1000;
@@ -242,7 +241,10 @@ export class Engine implements PortContext {
       for (let i = 0; i < np; i++) {
         const tok = this.pendingNext[i]!;
         const p = this.ports[tok >>> 8];
-        if (p) this.poll(p, tok & 0xff);
+        if (!p) continue;
+        const q = tok & 0xff;
+        if (q < 32) p.againMask &= ~(1 << q);
+        this.poll(p, q);
       }
     }
     for (let i = 0; i < n; i++) {
@@ -263,10 +265,6 @@ export class Engine implements PortContext {
         continue;
       }
       this.poll(p, tok & 0xff);
-    }
-    for (let i = 0; i < this.busyPorts.length; i++) {
-      const p = this.busyPorts[i]!;
-      for (let k = 0; k < p.busyQueues.length; k++) this.poll(p, p.busyQueues[k]!);
     }
     // A fault may also happen outside a received burst: copying into a peer's memory in
     // transmit(), reading its rings in a control request.

@@ -48,9 +48,13 @@ export abstract class Port implements PortVlan {
   acceptsCsum: boolean;
   /** When set (ms since epoch), the engine calls onTimer() once that time has passed. */
   timerAt = 0;
-  /** Busy-polling: the engine polls `busyQueues` every turn instead of waiting for events. */
+  /**
+   * Busy-polling (vhost-user busy-poll=on): a queue that ran dry is polled again for a while
+   * (PortContext.again) before it sleeps on its notifications.
+   */
   busyPoll = false;
-  readonly busyQueues: number[] = [];
+  /** Queues (0..31) waiting in the engine's list for the next turn (PortContext.again), one bit each. */
+  againMask = 0;
   /**
    * VLANs (src/dataplane/vlan.ts, set by applyVlan between bursts): VLAN_NONE, VLAN_ACCESS or
    * VLAN_TRUNK; the VLAN untagged frames entering belong to; 1 per VID whose frames leave here.

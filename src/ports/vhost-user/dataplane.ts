@@ -37,6 +37,12 @@ const ACCEPT_BATCH = 64;
 /** How long the listener rests after accept() failed (EMFILE, ENFILE, ENOMEM). */
 const ACCEPT_RETRY_MS = 100;
 const ETH_HLEN = 14;
+/**
+ * busy-poll=on: empty polls a transmitq gets before it sleeps on its kicks again (about 20-40 µs
+ * here). Polling past the end of traffic buys latency through short gaps; polling an idle ring
+ * for ever costs a core and, under load, slows the producer (docs/design/performance.md).
+ */
+export const BUSY_POLL_SPIN = 256;
 /** Most receive buffers one packet may take with MRG_RXBUF (a 64 KiB frame in 1 KiB buffers). */
 const MAX_MERGE = 128;
 const MAX_SEGS = 1024;
@@ -83,6 +89,10 @@ export class VhostUserPort extends Port implements BufferLender {
   private faultsSeen = faultCount();
   /** A session end decided while lent frames were in flight: carried out in afterBurst(). */
   private pendingEnd: Disconnect | null = null;
+  /** busy-poll=on: empty polls of each vring since its last packet (BUSY_POLL_SPIN). */
+  private readonly spins: Int32Array;
+  /** 1 while a vring waits for kicks (notifications on), 0 while it is polled turn after turn. */
+  private readonly asleep: Uint8Array;
   connects = 0;
   disconnects = 0;
   /** Features of the session in charge, as last set (undefined until its first SET_FEATURES). */
@@ -97,6 +107,8 @@ export class VhostUserPort extends Port implements BufferLender {
     this.slots = new Array<VhostConnection | null>(opts.server ? MAX_NEWCOMERS + 1 : 1).fill(null);
     this.dialer = opts.server ? null : new Dialer(opts.path);
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
+    this.spins = new Int32Array(vrings);
+    this.asleep = new Uint8Array(vrings);
     this.backend = new VhostUserBackend(pool.arena, {
       features: offeredFeatures(opts.queuePairs, opts.mtu, opts.packed),
       protocolFeatures: bit(P.PF_MQ) | bit(P.PF_REPLY_ACK) | bit(P.PF_MTU) | bit(P.PF_STATUS),
@@ -358,17 +370,13 @@ export class VhostUserPort extends Port implements BufferLender {
       return;
     }
     this.ctx.watch(this, v.kickFd, v.index);
+    this.asleep[v.index] = 1; // a ring starts with kicks on
     this.ctx.again(this, v.index); // buffers may be waiting already
-    if (this.busyPoll && (v.index & 1) === 1) {
-      this.busyQueues.push(v.index);
-      v.queue.disableNotifications(); // the driver need not kick a ring that is polled anyway
-    }
   }
 
   private vringStopped(v: Vring): void {
     if (this.kicked(v)) this.ctx.unwatch(v.kickFd);
-    const i = this.busyQueues.indexOf(v.index);
-    if (i >= 0) this.busyQueues.splice(i, 1);
+    this.spins[v.index] = 0;
   }
 
   // ---- datapath ----
@@ -486,13 +494,22 @@ export class VhostUserPort extends Port implements BufferLender {
     }
     // With packets lent, the used ring is published in afterBurst(), once they are back.
     if (popped > 0 && this.lent === 0 && vq.flush()) this.signal(v);
-    if (this.busyPoll) return n; // polled again next turn anyway; notifications stay off
-    if (n === max) {
-      this.ctx.again(this, v.index); // more waiting: come back next turn, kicks stay off
+    // More waiting, or busy-polling within its spin: come back next turn, kicks stay off.
+    if (n > 0) this.spins[v.index] = 0;
+    if (n === max || (this.busyPoll && this.spins[v.index]!++ < BUSY_POLL_SPIN)) {
+      if (this.asleep[v.index] === 1) {
+        // Awake for more than one turn: clear the kick that woke it, or epoll would report that
+        // doorbell at every turn while the ring is polled anyway.
+        this.asleep[v.index] = 0;
+        if (this.drainKick(v)) return n;
+      }
+      this.ctx.again(this, v.index);
       return n;
     }
+    this.spins[v.index] = 0;
     // Going to sleep on this ring: clear the doorbell, then ask for kicks and look once more.
     if (this.drainKick(v)) return n;
+    this.asleep[v.index] = 1;
     if (vq.enableNotifications()) this.ctx.again(this, v.index);
     return n;
   }

@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { C, newCounters } from '../../dataplane/counters.ts';
 import { Engine } from '../../dataplane/engine.ts';
 import { listenVhostUser, closeListener } from '../vhost-user/control.ts';
-import { VhostUserPort } from '../vhost-user/dataplane.ts';
+import { BUSY_POLL_SPIN, VhostUserPort } from '../vhost-user/dataplane.ts';
 import { VirtioUserPort } from './dataplane.ts';
 
 interface Peer { link: string; ring: string; rxPosted: number; txInFlight: number; rxPostLimit: number; txHoldLimit: number }
@@ -18,13 +18,13 @@ interface Peer { link: string; ring: string; rxPosted: number; txInFlight: numbe
 const dir = mkdtempSync(join(tmpdir(), 'pier-vu-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function setUpRings(poolSize: number, queueSize: number, packed = false): { engine: Engine; dev: VhostUserPort; drv: VirtioUserPort; drvCounters: Float64Array; close: () => void } {
+function setUpRings(poolSize: number, queueSize: number, packed = false, busyPoll = false): { engine: Engine; dev: VhostUserPort; drv: VirtioUserPort; drvCounters: Float64Array; close: () => void } {
   const engine = new Engine(poolSize, undefined, () => {});
   engine.addBridge(1, 'dev');
   engine.addBridge(2, 'drv');
   const path = join(dir, `s${Math.random().toString(36).slice(2)}.sock`);
   const listenFd = listenVhostUser(path);
-  const dev = new VhostUserPort(1, 'dev', 1, newCounters(), engine.pool, { path, server: true, listenFd, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false, requireSealedMemory: false, packed: true });
+  const dev = new VhostUserPort(1, 'dev', 1, newCounters(), engine.pool, { path, server: true, listenFd, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll, requireSealedMemory: false, packed: true });
   const drvCounters = newCounters();
   const drv = new VirtioUserPort(2, 'drv', 2, drvCounters, engine.pool, {
     backend: 'vhost-user', path, server: false, listenFd: -1, queueSize, queuePairs: 1, packed, vhostFds: [], tapFds: [],
@@ -158,5 +158,43 @@ for (const ring of ['split', 'packed'] as const) describe(`virtio-user port on a
     } finally {
       close();
     }
+  });
+});
+
+describe('busy-poll=on on the vhost-user end: poll while there is traffic, sleep when idle', () => {
+  /** Empty polls the engine makes after a burst from the driver, until it would sleep. */
+  function emptyPollsAfterTraffic(busyPoll: boolean): number {
+    const { engine, dev, drv, close } = setUpRings(256, 64, false, busyPoll);
+    try {
+      linkUp(engine, dev, drv);
+      const q = new Int32Array(4);
+      for (let i = 0; i < 4; i++) q[i] = frame(engine, i);
+      const got = dev.counters[C.rx_packets]!;
+      drv.transmit(q, 4);
+      assert.ok(turnUntil(engine, () => dev.counters[C.rx_packets]! === got + 4, 500), 'the device received the burst');
+      const e0 = engine.emptyPolls;
+      for (let i = 0; i < 4 * BUSY_POLL_SPIN; i++) engine.turn(0);
+      const spun = engine.emptyPolls - e0;
+      // Idle now: more turns find nothing to poll.
+      const e1 = engine.emptyPolls;
+      for (let i = 0; i < 100; i++) engine.turn(0);
+      assert.equal(engine.emptyPolls, e1, 'the port sleeps on its kicks once the spin is over');
+      // And a kick still wakes it.
+      const q2 = new Int32Array([frame(engine, 9)]);
+      drv.transmit(q2, 1);
+      assert.ok(turnUntil(engine, () => dev.counters[C.rx_packets]! === got + 5, 500), 'a frame sent after the spin arrives (kick)');
+      return spun;
+    } finally {
+      close();
+    }
+  }
+
+  test(`a transmitq that ran dry is polled ${BUSY_POLL_SPIN} more times, then waits for kicks; without busy-poll it waits at once`, () => {
+    const busy = emptyPollsAfterTraffic(true);
+    // One poll per turn (not one more per turn: the kick that woke it is cleared, and a queue is
+    // in the engine's list once), BUSY_POLL_SPIN of them.
+    assert.ok(busy >= BUSY_POLL_SPIN - 2 && busy <= BUSY_POLL_SPIN + 2, `busy-poll: ${busy} empty polls after the burst`);
+    const dflt = emptyPollsAfterTraffic(false);
+    assert.ok(dflt <= 4, `event-driven: ${dflt} empty polls after the burst`);
   });
 });

@@ -9,6 +9,7 @@ interface PortView {
   thread?: number;
   kernel?: Record<string, number | string>;
   owner?: { kind: string; network?: string; containerId?: string; ifname?: string; bridge?: string };
+  security?: { portSecurity: string; macs?: string[]; addresses?: Array<{ ip: string; mac?: string }>; macLimit?: number; stormLimit?: number; error?: string };
 }
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
@@ -24,11 +25,21 @@ function port(p: PortView, indent: string): string {
   else if (p.owner?.kind === 'cni-gateway') s += `\n${indent}    cni: gateway of bridge ${p.owner.bridge}`;
   if (p.error) s += `\n${indent}    error: ${p.error}`;
   if (p.thread !== undefined) s += `\n${indent}    dataplane thread ${p.thread}`;
+  if (p.security) s += `\n${indent}    ${securityLine(p.security)}`;
   if (p.kernel) s += `\n${indent}    ${kernelLine(p.kernel)}`;
   // What the port's kind says of its peer, rendered by the kind (src/ports/<kind>/view.ts).
   const kind = kindOf(String(p.options.type));
   if (p.peer !== undefined && p.peer !== null && kind) s += kind.render(p.peer, `${indent}    `);
   return s;
+}
+
+/** `port security: on (from 02:..:0a; 10.0.0.5, 02:..:01/10.0.0.101), mac-limit 1, storm-limit 1000/s`. */
+function securityLine(s: NonNullable<PortView['security']>): string {
+  if (s.error) return `port security: ${s.portSecurity}: ${s.error}`;
+  const who = s.portSecurity === 'on'
+    ? ` (from ${(s.macs ?? []).join(', ')}; ${(s.addresses ?? []).map((a) => (a.mac ? `${a.mac}/${a.ip}` : a.ip)).join(', ') || 'no IP'})`
+    : '';
+  return `port security: ${s.portSecurity}${who}, mac-limit ${s.macLimit || 'none'}, storm-limit ${s.stormLimit ? `${s.stormLimit}/s` : 'none'}`;
 }
 
 export function formatShow(v: ShowView): string {

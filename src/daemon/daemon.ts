@@ -13,6 +13,8 @@ import { addRoutes, deleteLink, hasNetAdmin, setSysctl, linkInfo, netnsExists, n
 import { attachmentPort, namespaceId, cniAddRequest, cniGcRequest, cniKeyRequest, gatewayPort, masqueradeRuleset, ownerOf, parseRequest, portOptionsOf, socketPathOf, type CniAddRequest, type CniOwner } from './cni.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../ports/kind.ts';
 import { COMMON_KEYS, parseKeyValues, threadOf, validatePortOptions, vlanOf, type VlanOptions } from '../ports/parse.ts';
+import { securityOf, touchesSecurity } from '../ports/security.ts';
+import type { SecurityConfig } from '../dataplane/security.ts';
 import { kindOf, loadControls, loadSchemas, PORT_TYPES } from '../ports/registry.ts';
 import { err, PierError } from './errors.ts';
 import { type DesiredState, emptyState, StateStore, type StoredPort } from './state.ts';
@@ -213,6 +215,7 @@ export class Daemon {
       case 'capture': return this.capture(args);
       case 'events': return this.events.since(args[0] === undefined ? 0 : eventSeq(args[0]));
       case 'fdb': return this.fdb(arg(args, 0, 'BRIDGE'));
+      case 'fdb-ports': return this.fdbPorts(arg(args, 0, 'BRIDGE'));
       case 'ping': return { version: VERSION, pid: process.pid };
       case 'cni-add': return this.cniAdd(parseRequest(cniAddRequest, cmd, args[0]));
       case 'cni-del': return this.cniDel(parseRequest(cniKeyRequest, cmd, args[0]));
@@ -321,6 +324,7 @@ export class Daemon {
       // tag= and trunks= are every kind's and always live: the dataplane changes the port's VLANs
       // between bursts. thread= too: the dataplane half moves to the other engine.
       const vlanChanged = all.includes('tag') || all.includes('trunks');
+      const securityChanged = touchesSecurity(all);
       const asked = threadOf(o);
       const thread = asked === undefined ? this.dataplanes.threadOf(rt.index) ?? this.dataplanes.place(undefined, name) : this.dataplanes.place(asked, name);
       const moved = thread !== this.dataplanes.threadOf(rt.index);
@@ -346,7 +350,7 @@ export class Daemon {
         await this.dataplanes.delPort(rt.index);
         if (spec !== undefined) rt.dev.spec = spec;
         try {
-          await this.plug(rt, o.type, rt.dev.spec, vlanOf(o), thread);
+          await this.plug(rt, o.type, rt.dev.spec, vlanOf(o), thread, securityOf(o));
         } catch (e) {
           // The dataplane refused the new half: take the port down whole, so the next
           // reconcile (the undo, or the retry) makes it again instead of thinking it runs.
@@ -354,10 +358,11 @@ export class Daemon {
           rt.error = (e as Error).message;
           throw e;
         }
-      } else if (vlanChanged) {
+      } else {
         // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
         rt.options = o;
-        await this.dataplanes.setVlan(rt.index, vlanOf(o));
+        if (vlanChanged) await this.dataplanes.setVlan(rt.index, vlanOf(o));
+        if (securityChanged) await this.dataplanes.setSecurity(rt.index, securityOf(o));
       }
       rt.options = o;
       if (vlanChanged) await this.syncLinkVlans(rt.bridge);
@@ -369,7 +374,7 @@ export class Daemon {
       const dev = this.controlOf(o.type).realize(name, o);
       try {
         this.addOwnerRoutes(want.port, dev);
-        await this.plug(rt, o.type, dev.spec, vlanOf(o), this.dataplanes.place(threadOf(o), name));
+        await this.plug(rt, o.type, dev.spec, vlanOf(o), this.dataplanes.place(threadOf(o), name), securityOf(o));
       } catch (e) {
         dev.destroy();
         throw e;
@@ -403,9 +408,9 @@ export class Daemon {
   }
 
   /** Hand a spec to dataplane thread `thread`: the kind's dataplane half builds the port in its engine. */
-  private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined, thread: number): Promise<void> {
+  private async plug(rt: PortRuntime, type: string, spec: unknown, vlan: VlanOptions | undefined, thread: number, security: SecurityConfig): Promise<void> {
     try {
-      await this.dataplanes.addPort(thread, { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, levels: rt.levels, spec, vlan });
+      await this.dataplanes.addPort(thread, { type, index: rt.index, name: rt.name, bridge: this.bridgeIds.get(rt.bridge)!, counters: rt.counters, levels: rt.levels, spec, vlan, security });
     } catch (e) {
       // The engine may hold the port already (it failed while setting up): take it out, or the
       // slot stays taken and every retry fails.
@@ -459,6 +464,7 @@ export class Daemon {
     if (this.state.bridges[name]) throw new PierError('EEXIST', `${name} is already the name of a bridge`, 'choose another port name');
     const parsed = validatePortOptions(parseKeyValues(words));
     const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+    securityOf(o); // a secured port pier cannot identify is refused here, before anything changes
     await this.apply(name, () => {
       b.ports[name] = { options: o };
       return () => delete b.ports[name];
@@ -489,6 +495,7 @@ export class Daemon {
     }
     const parsed = validatePortOptions(merged);
     const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+    securityOf(o); // a secured port pier cannot identify is refused here, before anything changes
     const ports = this.state.bridges[want.bridge]!.ports;
     const before = ports[name]!;
     await this.apply(name, () => {
@@ -622,6 +629,7 @@ export class Daemon {
       const socketPath = req.portType === 'vhost-user' ? socketPathOf(req) : undefined;
       const parsed = validatePortOptions(portOptionsOf(req, socketPath ?? ''));
       const o = this.controlOf(parsed.type).prepare(name, parsed, this.others(name));
+    securityOf(o); // a secured port pier cannot identify is refused here, before anything changes
       await this.apply(name, () => {
         b.ports[name] = { options: o, owner: ownerOf(req, req.netns === undefined ? undefined : namespaceId(netnsPath(req.netns))) };
         return () => delete b.ports[name];
@@ -877,6 +885,7 @@ export class Daemon {
       owner: ownerView(this.desired(rt.name)?.port.owner),
       // The dataplane thread it runs on (docs/design/threads.md), with more than one; absent while it is not running.
       thread: this.dataplanes.count > 1 ? this.dataplanes.threadOf(rt.index) : undefined,
+      security: securityView(o),
     };
   }
 
@@ -947,9 +956,18 @@ export class Daemon {
   private async fdb(br: string): Promise<unknown> {
     const id = this.bridgeIds.get(br);
     if (id === undefined) throw err.noBridge(br);
-    const entries = await this.dataplanes.fdb(id);
+    const { entries } = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age }));
+    return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age, ...(e.static ? { static: true } : {}) }));
+  }
+
+  /** Learned addresses and the limit of each port of a bridge (pier fdb's summary). */
+  private async fdbPorts(br: string): Promise<unknown> {
+    const id = this.bridgeIds.get(br);
+    if (id === undefined) throw err.noBridge(br);
+    const { ports } = await this.dataplanes.fdb(id);
+    const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
+    return ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit }));
   }
 }
 
@@ -1009,4 +1027,15 @@ function changedKeys(a: KindOptions, b: KindOptions): string[] {
   const ra = a as unknown as Record<string, unknown>;
   const rb = b as unknown as Record<string, unknown>;
   return [...new Set([...Object.keys(ra), ...Object.keys(rb)])].filter((k) => JSON.stringify(ra[k]) !== JSON.stringify(rb[k]));
+}
+
+/** A port's security as `pier show` gives it: on or off, what it may send from, its limits. */
+function securityView(o: Record<string, unknown>): Record<string, unknown> | undefined {
+  if (typeof o.type !== 'string') return undefined;
+  try {
+    const s = securityOf(o as unknown as Parameters<typeof securityOf>[0]);
+    return { portSecurity: s.secured ? 'on' : 'off', ...(s.secured ? { macs: s.secured.macs, addresses: s.secured.addresses } : {}), macLimit: s.macLimit, stormLimit: s.stormLimit };
+  } catch (e) {
+    return { portSecurity: 'on', error: (e as Error).message };
+  }
 }

@@ -4,6 +4,7 @@
 import { newCounters, readCounters } from '../dataplane/counters.ts';
 import { linkRing, linkWaiting, linkWakeAsked } from '../dataplane/link.ts';
 import type { FdbEntry, PoolStats, PortSpec } from '../dataplane/protocol.ts';
+import type { SecurityConfig } from '../dataplane/security.ts';
 import type { VlanConfig } from '../dataplane/vlan.ts';
 import { PierError } from '../errors.ts';
 import { EventFd, libc } from '../sys/index.ts';
@@ -189,6 +190,12 @@ export class Dataplanes {
     await this.threads[t]!.request({ op: 'set-vlan', index, vlan });
   }
 
+  async setSecurity(index: number, security: SecurityConfig | undefined): Promise<void> {
+    const t = this.threadOf(index);
+    if (t === undefined) throw new Error(`no port in slot ${index}`);
+    await this.threads[t]!.request({ op: 'set-security', index, security });
+  }
+
   async describe(index: number): Promise<unknown> {
     const t = this.threadOf(index);
     return t === undefined ? null : this.threads[t]!.request({ op: 'describe', index });
@@ -207,11 +214,16 @@ export class Dataplanes {
   }
 
   /** The bridge's learned addresses on real ports, from every thread (entries on links are other threads' copies). */
-  async fdb(bridge: number): Promise<FdbEntry[]> {
+  async fdb(bridge: number): Promise<{ entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }> }> {
     const linkSlots = new Set(this.links.get(bridge)?.ends.map((e) => e.index));
-    const all: FdbEntry[] = [];
-    for (const t of this.threads) for (const e of await t.request({ op: 'fdb', bridge })) if (!linkSlots.has(e.port)) all.push(e);
-    return all;
+    const entries: FdbEntry[] = [];
+    const ports: Array<{ port: number; learned: number; limit: number }> = [];
+    for (const t of this.threads) {
+      const r = await t.request({ op: 'fdb', bridge });
+      for (const e of r.entries) if (!linkSlots.has(e.port)) entries.push(e);
+      for (const p of r.ports) if (!linkSlots.has(p.port)) ports.push(p);
+    }
+    return { entries, ports };
   }
 
   /** Every thread's pool and engine figures; the sum where one figure is wanted. */

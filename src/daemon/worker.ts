@@ -63,10 +63,13 @@ function apply(req: Request): ReplyOf[Request['op']] {
       engine.removeBridge(req.id);
       return null;
     case 'add-port':
-      engine.addPort(createPort(req.port), req.port.vlan);
+      engine.addPort(createPort(req.port), req.port.vlan, req.port.security);
       return null;
     case 'set-vlan':
       engine.setVlan(req.index, req.vlan);
+      return null;
+    case 'set-security':
+      engine.setSecurity(req.index, req.security);
       return null;
     case 'add-link': {
       const tx = engine.pool.arena.place(req.txFd, 0, LINK_RING_BYTES);
@@ -99,7 +102,9 @@ function apply(req: Request): ReplyOf[Request['op']] {
     }
     case 'fdb': {
       const br = engine.bridges.get(req.bridge);
-      return br ? br.fdb.entries(Date.now() / 1000) satisfies ReplyOf['fdb'] : [];
+      if (!br) return { entries: [], ports: [], full: 0, moves: 0, evicted: 0 };
+      const f = br.fdb;
+      return { entries: f.entries(Date.now() / 1000), ports: f.perPort(), full: f.full, moves: f.moves, evicted: f.evicted } satisfies ReplyOf['fdb'];
     }
     case 'pool':
       return { size: engine.pool.count, available: engine.pool.available(), allocFailures: engine.pool.allocFailures, tid,

@@ -5,9 +5,10 @@
 // the same loop with the tag read and popped, (VLAN, MAC) learning and lookups, and flooding
 // confined to the VLAN's members. A bridge without VLANs never enters it.
 import { C } from './counters.ts';
-import { Fdb } from './fdb.ts';
+import { Fdb, LEARN_LIMIT, LEARN_STATIC, LEARNED } from './fdb.ts';
 import type { PacketPool } from './pool.ts';
 import { Port, TXQ_SIZE } from './port.ts';
+import { stormAllows } from './security.ts';
 import { popTag, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN, VLAN_NONE, VLAN_TRUNK } from './vlan.ts';
 
 export class Bridge {
@@ -33,7 +34,7 @@ export class Bridge {
   removePort(p: Port): void {
     const i = this.members.indexOf(p);
     if (i >= 0) this.members.splice(i, 1);
-    this.fdb.flushPort(p.index);
+    this.fdb.forgetPort(p.index);
     this.vlansChanged();
   }
 
@@ -71,9 +72,12 @@ export class Bridge {
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
         if (src !== lastSrc) {
-          this.fdb.learn(src, inIdx, now, 0);
-          lastSrc = src;
+          const r = this.fdb.learn(src, inIdx, now, 0);
+          // Not learned (another port's static MAC, the port at its limit, a full table): the
+          // frame still goes; each one is counted, so the source is not cached.
+          lastSrc = r === LEARNED ? src : -1;
           lastDst = -1;
+          if (r !== LEARNED) refused(inPort, r);
         }
       }
       const d0 = b[fo]!;
@@ -97,7 +101,13 @@ export class Bridge {
         p.txq[p.txCount++] = h;
         continue;
       }
-      // flood: broadcast, multicast, unknown unicast; never back out of the port it came in on
+      // flood: broadcast, multicast, unknown unicast; never back out of the port it came in on,
+      // and no more of them per second than the port's storm limit
+      if (inPort.stormRate !== 0 && !stormAllows(inPort, now)) {
+        inPort.counters[C.rx_dropped_storm]!++;
+        pool.release(h);
+        continue;
+      }
       let copies = 0;
       for (let m = 0; m < members.length; m++) {
         const p = members[m]!;
@@ -171,9 +181,10 @@ export class Bridge {
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
         if (src !== lastSrc) {
-          this.fdb.learn(src, inIdx, now, vid);
-          lastSrc = src;
+          const r = this.fdb.learn(src, inIdx, now, vid);
+          lastSrc = r === LEARNED ? src : -1;
           lastDst = -1;
+          if (r !== LEARNED) refused(inPort, r);
         }
       }
       const d0 = b[fo]!;
@@ -197,6 +208,11 @@ export class Bridge {
         p.txq[p.txCount++] = h;
         continue;
       }
+      if (inPort.stormRate !== 0 && !stormAllows(inPort, now)) {
+        inPort.counters[C.rx_dropped_storm]!++;
+        pool.release(h);
+        continue;
+      }
       let copies = 0;
       for (let m = 0; m < members.length; m++) {
         const p = members[m]!;
@@ -210,4 +226,10 @@ export class Bridge {
       else pool.refs[h] = copies;
     }
   }
+}
+
+/** Count a source the FDB would not learn from `p` (LEARN_FULL is counted by the table itself). */
+function refused(p: Port, r: number): void {
+  if (r === LEARN_STATIC) p.counters[C.fdb_move_refused]!++;
+  else if (r === LEARN_LIMIT) p.counters[C.fdb_limit]!++;
 }

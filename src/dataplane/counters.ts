@@ -43,11 +43,32 @@ export const C = {
   notify_sent: 25,
   /** Notifications from the peer that pier drained with work behind them (vhost-user: kicks; virtio-user: calls). */
   notify_received: 26,
+  // Port security (docs/design/port-security.md): frames a secured port may not send, by reason.
+  /** Ethernet source not the port's MAC nor an allowed one (or a group address). */
+  rx_dropped_spoofed_mac: 27,
+  /** IPv4 or IPv6 source not allowed for the frame's MAC. */
+  rx_dropped_spoofed_ip: 28,
+  /** ARP whose sender MAC or IP is not the port's, or malformed ARP. */
+  rx_dropped_spoofed_arp: 29,
+  /** IPv6 neighbour solicitation or advertisement claiming a target or link-layer address not the port's. */
+  rx_dropped_spoofed_nd: 30,
+  /** IPv6 router advertisement or redirect (RA guard). */
+  rx_dropped_ra: 31,
+  /** DHCP or DHCPv6 server/relay message (DHCP guard). */
+  rx_dropped_dhcp_server: 32,
+  /** IPv6 headers a guard cannot judge: a first fragment without its upper-layer header, too many extension headers. */
+  rx_dropped_unjudgeable: 33,
+  /** Broadcast, multicast or unknown unicast over the port's storm-limit. */
+  rx_dropped_storm: 34,
+  /** Sources not learned because the port is at its mac-limit (the frames are forwarded). */
+  fdb_limit: 35,
+  /** Sources not learned because the MAC is a secured port's static entry (the frames are forwarded unlearned). */
+  fdb_move_refused: 36,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];
 
-export const COUNTER_SLOTS = 32;
+export const COUNTER_SLOTS = 48;
 
 export function newCounters(): Float64Array {
   return new Float64Array(new SharedArrayBuffer(COUNTER_SLOTS * 8));

@@ -12,6 +12,9 @@ import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
+import { macFromString } from './fdb.ts';
+import { PortGuard } from './port-guard.ts';
+import { type SecurityConfig, setStorm } from './security.ts';
 import { applyVlan, PUSH_TOO_BIG, pushTag, VLAN_TRUNK, type VlanConfig } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
@@ -88,14 +91,18 @@ export class Engine implements PortContext {
     this.bridgeList = [...this.bridges.values()];
   }
 
-  addPort(p: Port, vlan?: VlanConfig): void {
+  addPort(p: Port, vlan?: VlanConfig, security?: SecurityConfig): void {
     if (p.index <= 0 || p.index >= MAX_PORTS || this.ports[p.index]) throw new Error(`port slot ${p.index} is taken`);
     const br = this.bridges.get(p.bridge);
     if (!br) throw new Error(`no bridge ${p.bridge}`);
     applyVlan(p, vlan);
+    // Built before the port is in any table: a bad identity leaves nothing behind.
+    const guard = security?.secured ? new PortGuard({ ...security.secured, trunk: p.vlanMode === VLAN_TRUNK }) : null;
     p.fds.forEach((fd, q) => this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | q));
     this.ports[p.index] = p;
     br.addPort(p);
+    this.securities.set(p.index, security);
+    this.applySecurity(p, br, security, guard);
     this.bindCaptures(p.index);
     p.attach(this);
   }
@@ -112,6 +119,40 @@ export class Engine implements PortContext {
     applyVlan(p, vlan);
     br?.fdb.flushPort(index);
     br?.vlansChanged();
+    // Static entries live in the port's untagged VLAN, and a trunk's guard reads past a tag.
+    if (br) this.setSecurity(index, this.securities.get(index));
+  }
+
+  /** Each port's security as last set (re-applied when its VLANs change). */
+  private readonly securities = new Map<number, SecurityConfig | undefined>();
+
+  /**
+   * Change a running port's security (set-port port-security= allowed-addresses= mac-limit=
+   * storm-limit=, or its MAC or IPs): between bursts, like a VLAN change. The guard is built
+   * first, so an identity it refuses changes nothing.
+   */
+  setSecurity(index: number, security: SecurityConfig | undefined): void {
+    const p = this.ports[index];
+    if (!p) throw new Error(`no port in slot ${index}`);
+    const br = this.bridges.get(p.bridge);
+    if (!br) throw new Error(`no bridge ${p.bridge}`);
+    const guard = security?.secured ? new PortGuard({ ...security.secured, trunk: p.vlanMode === VLAN_TRUNK }) : null;
+    this.securities.set(index, security);
+    this.applySecurity(p, br, security, guard);
+  }
+
+  private applySecurity(p: Port, br: Bridge, s: SecurityConfig | undefined, guard: PortGuard | null): void {
+    p.guard = guard;
+    const fdb = br.fdb;
+    fdb.flushStatic(p.index);
+    // A secured port's MACs are static entries of its own VLAN (untagged frames'): no other
+    // port moves them. What it learned before goes: it may have been forged.
+    if (s?.secured) {
+      fdb.flushPort(p.index);
+      for (const m of s.secured.macs) fdb.addStatic(macFromString(m), p.index, p.vlanUntagged);
+    }
+    fdb.setLimit(p.index, s?.macLimit ?? 0);
+    setStorm(p, s?.stormLimit ?? 0, br.now);
   }
 
   /**
@@ -186,6 +227,7 @@ export class Engine implements PortContext {
     for (const fd of p.fds) this.epoll.remove(fd); // harmless if already removed
     this.bridges.get(p.bridge)?.removePort(p);
     this.ports[index] = undefined;
+    this.securities.delete(index);
     p.close();
   }
 
@@ -288,7 +330,7 @@ export class Engine implements PortContext {
   /** Receive one burst from a port queue and forward it. */
   poll(p: Port, queue: number): number {
     const br = this.bridges.get(p.bridge);
-    const n = p.receive(queue, this.batch, BURST);
+    let n = p.receive(queue, this.batch, BURST);
     if (n === 0) {
       this.emptyPolls++;
       return n;
@@ -305,6 +347,12 @@ export class Engine implements PortContext {
     }
     const cin = p.captureIn;
     for (let c = 0; c < cin.length; c++) cin[c]!.tap.write(this.pool, this.batch, n, cin[c]!.iface, CAPTURE_IN);
+    // A secured port's burst is checked before the bridge sees it (a capture shows what it sent).
+    const guard = p.guard;
+    if (guard !== null && (n = guard.filter(this.pool, this.batch, n, p.counters)) === 0) {
+      p.afterBurst(queue);
+      return 0;
+    }
     if (!br) {
       for (let i = 0; i < n; i++) this.pool.release(this.batch[i]!);
       p.afterBurst(queue);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { Fdb, macFromString, macToString } from './fdb.ts';
+import { Fdb, LEARN_FULL, LEARN_LIMIT, LEARN_STATIC, LEARNED, macFromString, macToString, slotsFor } from './fdb.ts';
 
 // Deterministic by default; set FC_SEED to explore other inputs (a failure prints its seed).
 fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 20241124) });
@@ -415,5 +415,85 @@ describe('Fdb per VLAN: the key is (VLAN, MAC)', () => {
       assert.equal(f.size, ref.size);
       for (let m = 0; m <= 5; m++) for (const v of vids) assert.equal(f.lookup(0x020000000000 + m, 0, v), ref.get(`${v}/${0x020000000000 + m}`) ?? -1);
     }));
+  });
+});
+
+describe('Fdb: no port takes the table over or fills it (port security)', () => {
+  const M = (k: number): number => 0x020000000000 + k;
+
+  test('a static entry is never moved by learning, never aged, and answers lookups', () => {
+    const f = new Fdb(64, 10);
+    assert.ok(f.addStatic(M(1), 1));
+    assert.equal(f.learn(M(1), 2, 5), LEARN_STATIC, 'another port sending from a secured MAC does not take it');
+    assert.equal(f.lookup(M(1), 5), 1);
+    assert.equal(f.learn(M(1), 1, 5), LEARNED, 'its own port is fine');
+    assert.equal(f.age(1000), 0, 'never aged');
+    assert.equal(f.lookup(M(1), 1000), 1);
+    assert.deepEqual(f.entries(0), [{ mac: macToString(M(1)), vlan: 0, port: 1, age: 0, static: true }]);
+    assert.equal(f.heldBy(1), 0, 'static entries are not counted against a limit');
+    assert.equal(f.flushStatic(1), 1);
+    assert.equal(f.lookup(M(1), 0), -1);
+  });
+
+  test('a learned entry of the same MAC is replaced by the static one', () => {
+    const f = new Fdb(64);
+    f.learn(M(1), 7, 0);
+    assert.equal(f.heldBy(7), 1);
+    f.addStatic(M(1), 1);
+    assert.equal(f.heldBy(7), 0);
+    assert.equal(f.lookup(M(1), 0), 1);
+  });
+
+  test('mac-limit: a port learns at most its limit; refreshes and other ports are unaffected', () => {
+    const f = new Fdb(1024);
+    f.setLimit(3, 4);
+    for (let k = 0; k < 4; k++) assert.equal(f.learn(M(k), 3, 0), LEARNED);
+    assert.equal(f.learn(M(10), 3, 0), LEARN_LIMIT);
+    assert.equal(f.lookup(M(10), 0), -1);
+    assert.equal(f.learn(M(0), 3, 1), LEARNED, 'a known source refreshes');
+    assert.equal(f.learn(M(11), 4, 0), LEARNED, 'another port learns');
+    // A station moving onto a port at its limit is not followed.
+    assert.equal(f.learn(M(11), 3, 2), LEARN_LIMIT);
+    assert.equal(f.lookup(M(11), 2), 4);
+    assert.deepEqual(f.perPort(), [{ port: 3, learned: 4, limit: 4 }, { port: 4, learned: 1, limit: 0 }]);
+    f.delete(M(0));
+    assert.equal(f.learn(M(10), 3, 3), LEARNED, 'room again after a deletion');
+  });
+
+  test('moves are followed and counted; a MAC moving back and forth within a second is flapping', () => {
+    const f = new Fdb(64);
+    f.learn(M(1), 1, 0);
+    f.learn(M(1), 2, 0.1);
+    assert.equal(f.lookup(M(1), 0.1), 2);
+    assert.equal(f.moves, 1);
+    assert.equal(f.flaps, 0);
+    for (let k = 0; k < 10; k++) f.learn(M(1), k % 2 === 0 ? 1 : 2, 0.2 + k * 0.01);
+    assert.equal(f.flaps, 1, 'counted once per window');
+    assert.equal(f.lastFlap.mac, M(1));
+    assert.deepEqual([f.heldBy(1) + f.heldBy(2)], [1], 'one entry, held by one port');
+  });
+
+  test('a full table makes room for a port owed it, from the biggest holder, oldest first', () => {
+    const f = new Fdb(64); // 48 entries
+    for (let k = 0; k < 46; k++) f.learn(M(100 + k), 9, k); // the flooder
+    f.learn(M(1), 1, 50);
+    f.learn(M(2), 2, 50);
+    assert.equal(f.size, 48);
+    assert.equal(f.learn(M(3), 3, 60), LEARNED, 'a port attached after the flood is learned');
+    assert.equal(f.lookup(M(3), 60), 3);
+    assert.equal(f.lookup(M(100), 60), -1, "the flooder's oldest entry went");
+    assert.equal(f.lookup(M(1), 60), 1, 'the others keep theirs');
+    assert.equal(f.evicted, 1);
+    // Ports holding about as many as the learner are not evicted for it.
+    const g = new Fdb(16);
+    for (let k = 0; k < 12; k++) g.learn(M(k), k, 0);
+    assert.equal(g.learn(M(50), 50, 0), LEARN_FULL);
+  });
+
+  test('slotsFor: a table of N entries at 3/4 of its slots', () => {
+    assert.equal(slotsFor(8192), 16384);
+    assert.equal(slotsFor(6144), 8192);
+    assert.equal(slotsFor(1), 16);
+    assert.equal(slotsFor(65536), 131072);
   });
 });

@@ -20,6 +20,11 @@ export interface PortContext {
   news(port: Port, n: PeerNews): void;
 }
 
+/** What checks a secured port's received burst (PortGuard): compacts it in place, returns the count kept. */
+export interface IngressGuard {
+  filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number;
+}
+
 export abstract class Port implements PortVlan {
   /** Set by the engine's flush: packets waiting to leave through this port this turn. */
   readonly txq = new Int32Array(TXQ_SIZE);
@@ -55,6 +60,15 @@ export abstract class Port implements PortVlan {
   busyPoll = false;
   /** Queues (0..31) waiting in the engine's list for the next turn (PortContext.again), one bit each. */
   againMask = 0;
+  /**
+   * Port security (docs/design/port-security.md): the check of what enters from a secured port
+   * (null: unsecured), and the storm bucket (src/dataplane/security.ts; rate 0: no limit).
+   */
+  guard: IngressGuard | null = null;
+  stormRate = 0;
+  stormBurst = 0;
+  stormTokens = 0;
+  stormLast = 0;
   /**
    * VLANs (src/dataplane/vlan.ts, set by applyVlan between bursts): VLAN_NONE, VLAN_ACCESS or
    * VLAN_TRUNK; the VLAN untagged frames entering belong to; 1 per VID whose frames leave here.

@@ -1,4 +1,5 @@
 // Messages between the daemon (control plane) and the dataplane thread.
+import type { SecurityConfig } from './security.ts';
 import type { VlanConfig } from './vlan.ts';
 
 /** A port to add: what every port has, and its kind's spec (typed by the kind, src/ports/<kind>/options.ts). */
@@ -14,6 +15,8 @@ export interface PortSpec {
   spec: unknown;
   /** tag= / trunks=, common to every kind (docs/design/uplinks.md); none: VLAN 0 untagged. */
   vlan?: VlanConfig | undefined;
+  /** port-security= allowed-addresses= mac-limit= storm-limit=, common to every kind (docs/design/port-security.md). */
+  security?: SecurityConfig | undefined;
 }
 
 export type Request =
@@ -31,6 +34,8 @@ export type Request =
   | { seq: number; op: 'del-port'; index: number }
   /** A running port's VLANs change (set-port tag=/trunks=): applied between bursts, its FDB entries flushed. */
   | { seq: number; op: 'set-vlan'; index: number; vlan: VlanConfig | undefined }
+  /** A running port's security changes (set-port): applied between bursts, its static FDB entries made again. */
+  | { seq: number; op: 'set-security'; index: number; security: SecurityConfig | undefined }
   | { seq: number; op: 'fdb'; bridge: number }
   | { seq: number; op: 'pool' }
   | { seq: number; op: 'describe'; index: number }
@@ -70,6 +75,8 @@ export interface FdbEntry {
   vlan: number;
   port: number;
   age: number;
+  /** A secured port's own MAC: never moved by learning, never aged. */
+  static?: true;
 }
 
 /**
@@ -85,7 +92,8 @@ export interface ReplyOf {
   'fdb-flush': null;
   'del-port': null;
   'set-vlan': null;
-  fdb: FdbEntry[];
+  'set-security': null;
+  fdb: { entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }>; full: number; moves: number; evicted: number };
   pool: PoolStats;
   describe: unknown;
   'capture-start': null;

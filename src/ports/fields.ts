@@ -117,3 +117,51 @@ export const vlanTrunks = z.union([z.array(z.number()), z.string()]).transform((
   }
   return [...ids].sort((a, b) => a - b);
 });
+
+// ---- port security (docs/design/port-security.md) ----
+
+/** An allowed address: an IP, an IP prefix, a MAC, or MAC/IP (the IP only from that MAC). */
+export interface AllowedAddress {
+  mac?: string;
+  ip?: string;
+}
+
+function allowedProblem(s: string): string | undefined {
+  const m = /^([0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5})(?:\/(.+))?$/.exec(s);
+  const ipPart = m ? m[2] : s;
+  if (m && parseInt(m[1]!.slice(0, 2), 16) & 1) return `${m[1]} is a multicast address: a port never sends from one`;
+  if (ipPart === undefined) return undefined;
+  const [addr, len, extra] = ipPart.split('/');
+  const max = isIPv4(addr ?? '') ? 32 : isIPv6(addr ?? '') ? 128 : -1;
+  if (max < 0 || extra !== undefined) return 'expected IP, IP/PREFIX, MAC or MAC/IP, for example 10.0.0.100, fd00::/64 or 02:00:00:00:00:01/10.0.0.101';
+  if (len !== undefined && (!/^\d{1,3}$/.test(len) || Number(len) > max)) return `prefix length ${len} is not in 0..${max}`;
+  if (m && len !== undefined) return 'a MAC/IP pair takes one address, not a prefix';
+  return undefined;
+}
+
+/** `allowed-addresses=`: a comma list as typed, or the stored list; each entry checked, MACs lower-cased. */
+export const allowedAddresses = z.union([z.array(z.string()), z.string()]).transform((v, ctx) => {
+  const list = typeof v === 'string' ? v.split(',').filter((x) => x.length > 0) : v;
+  for (const a of list) {
+    const p = allowedProblem(a);
+    if (p) {
+      ctx.addIssue({ code: 'custom', message: `'${a}': ${p}` });
+      return z.NEVER;
+    }
+  }
+  return list.map((a) => (macRe.test(a.slice(0, 17)) ? a.slice(0, 17).toLowerCase() + a.slice(17) : a));
+});
+
+/** One allowed-addresses entry as parts. */
+export function splitAllowed(a: string): AllowedAddress {
+  if (macRe.test(a.slice(0, 17)) && (a.length === 17 || a[17] === '/')) {
+    const ip = a.length > 17 ? a.slice(18) : undefined;
+    return ip === undefined ? { mac: a.slice(0, 17).toLowerCase() } : { mac: a.slice(0, 17).toLowerCase(), ip };
+  }
+  return { ip: a };
+}
+
+/** `mac-limit=`: addresses a port may have learned at once (0: only the table's size). */
+export const macLimit = intIn(0, 1 << 20, 'addresses learned on the port; 0 for no limit but the table');
+/** `storm-limit=`: broadcast + multicast + unknown unicast into the switch, packets/s (0: none). */
+export const stormLimit = intIn(0, 100_000_000, 'packets/s of broadcast, multicast and unknown unicast; 0 for no limit');

@@ -85,7 +85,7 @@ describe('tag= and trunks=: every kind, one schema', () => {
   });
 
   test('the kind\'s own schema still refuses unknown keys, and lists tag and trunks as valid', () => {
-    bad({ type: 'tap', vlan: '10' }, /^unknown option key vlan for a tap port/, /valid keys: .*offloads, tag, trunks, thread$/);
+    bad({ type: 'tap', vlan: '10' }, /^unknown option key vlan for a tap port/, /valid keys: .*offloads, tag, trunks, thread, port-security, allowed-addresses, mac-limit, storm-limit$/);
   });
 
   test('a kind\'s own error still comes first and names its key', () => {

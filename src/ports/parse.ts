@@ -5,7 +5,7 @@
 // put back.
 import { z } from 'zod';
 import { PierError } from '../errors.ts';
-import { dataplaneThread, vlanTag, vlanTrunks } from './fields.ts';
+import { allowedAddresses, dataplaneThread, macLimit, onOff, stormLimit, vlanTag, vlanTrunks } from './fields.ts';
 import type { KindOptions } from './kind.ts';
 import { PORT_TYPES, schemaOf } from './registry.ts';
 
@@ -13,9 +13,13 @@ import { PORT_TYPES, schemaOf } from './registry.ts';
  * The option keys every port has, whatever its kind: its VLANs (docs/design/uplinks.md) and the
  * dataplane thread it runs on (docs/design/threads.md).
  */
-export const COMMON_KEYS = ['tag', 'trunks', 'thread'] as const;
+export const COMMON_KEYS = ['tag', 'trunks', 'thread', 'port-security', 'allowed-addresses', 'mac-limit', 'storm-limit'] as const;
 
-const commonOptions = z.strictObject({ tag: vlanTag.optional(), trunks: vlanTrunks.optional(), thread: dataplaneThread.optional() });
+const commonOptions = z.strictObject({
+  tag: vlanTag.optional(), trunks: vlanTrunks.optional(), thread: dataplaneThread.optional(),
+  // Port security (docs/design/port-security.md, src/ports/security.ts).
+  'port-security': onOff.optional(), 'allowed-addresses': allowedAddresses.optional(), 'mac-limit': macLimit.optional(), 'storm-limit': stormLimit.optional(),
+});
 
 /** The thread= a port asked for, or undefined (the daemon places it). */
 export function threadOf(o: KindOptions): number | undefined {
@@ -64,10 +68,15 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
   if (type === undefined) throw new PierError('EINVAL', 'the port has no type', `add type=TYPE; types: ${PORT_TYPES.join(', ')}`);
   const schema = typeof type === 'string' ? schemaOf(type) : undefined;
   if (!schema || typeof type !== 'string') throw new PierError('EINVAL', `unknown port type '${typeof type === 'string' ? type : JSON.stringify(type)}'`, `types: ${PORT_TYPES.join(', ')}`);
-  const { tag, trunks, thread, ...own } = raw;
+  const own: Record<string, unknown> = {};
+  const common: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v === undefined) continue;
+    if ((COMMON_KEYS as readonly string[]).includes(k)) common[k] = v;
+    else own[k] = v;
+  }
   const r = schema.safeParse(own);
   if (!r.success) throw optionError(String(type), r.error.issues[0]!, own);
-  const common = { ...(tag === undefined ? {} : { tag }), ...(trunks === undefined ? {} : { trunks }), ...(thread === undefined ? {} : { thread }) };
   const v = commonOptions.safeParse(common);
   if (!v.success) throw optionError(String(type), v.error.issues[0]!, common);
   if (v.data.tag !== undefined && v.data.trunks !== undefined) {

@@ -75,5 +75,9 @@ export const vhostUserControl: ControlHalf<VhostUserOptions, VhostUserSpec, numb
     return { spec: vhostUserSpec(o, fd), handle: fd, destroy: close, detach: close };
   },
   // Every live key is the dataplane half's: rebuild it on the same listening socket.
-  update: (_name, r, _prev, next) => vhostUserSpec(next, r.handle),
+  update: (_name, r, _prev, next) => {
+    // A change that leaves the dataplane half as it is (mac=: port security's, not the device's) rebuilds nothing.
+    const spec = vhostUserSpec(next, r.handle);
+    return JSON.stringify(spec) === JSON.stringify(r.spec) ? undefined : spec;
+  },
 };

@@ -9,7 +9,7 @@ import { renderVhostUser, type VhostUserView } from './view.ts';
  * the new values (the frontend in session reconnects and negotiates them; a listening socket
  * stays where it is).
  */
-const VHOST_USER_LIVE = ['mtu', 'queue-size', 'busy-poll', 'strict-memory', 'packed'] as const;
+const VHOST_USER_LIVE = ['mtu', 'queue-size', 'busy-poll', 'strict-memory', 'packed', 'mac'] as const;
 
 export const vhostUser: PortKind<VhostUserOptions, VhostUserSpec, VhostUserView> = {
   types: ['vhost-user', 'vhost-user-client'],

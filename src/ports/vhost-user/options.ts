@@ -1,7 +1,7 @@
 // vhost-user ports (pier is the virtio-net device): `vhost-user` listens on `path`,
 // `vhost-user-client` connects to a frontend that listens there.
 import { z } from 'zod';
-import { intIn, onOff, sockPath } from '../fields.ts';
+import { intIn, mac, onOff, sockPath } from '../fields.ts';
 
 export const vhostUserOptions = z.strictObject({
   type: z.enum(['vhost-user', 'vhost-user-client']),
@@ -17,6 +17,8 @@ export const vhostUserOptions = z.strictObject({
    * fewer packets per second on packed rings than on split ones (bench/results/vhost.md).
    */
   packed: onOff.optional(),
+  /** The MAC the guest or application sends from: its identity for port-security=on (pier cannot learn it from a peer it does not configure). */
+  mac: mac.optional(),
 });
 export type VhostUserOptions = z.output<typeof vhostUserOptions>;
 

@@ -1,0 +1,432 @@
+// Port security's check of what a secured port puts into the switch (docs/design/port-security.md,
+// "What is checked, per protocol"). Per frame: the Ethernet source is one of the port's MACs (never
+// a group address); a VLAN tag only on a trunk (one tag looked past, the inner frame judged); IPv4
+// and ARP sources allowed for that MAC (0.0.0.0 only for a DHCP client or an ARP probe); IPv6
+// sources allowed for that MAC or its EUI-64 link-local (:: only for duplicate address detection
+// and MLD reports); no DHCP/DHCPv6 server, no router advertisement or redirect; neighbour
+// solicitations and advertisements that claim only the port's addresses. Headers the guard cannot
+// see to the end of are dropped as unjudgeable. Everything else (TCP, payloads, IP options) passes.
+//
+// The engine calls filter() on each received burst of a secured port. No allocation per frame: the
+// identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
+// is remembered, since a burst mostly comes from one station.
+import { C } from './counters.ts';
+import type { PacketPool } from './pool.ts';
+import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
+
+/** check()'s verdict for a frame that may enter the switch. */
+export const GUARD_OK = 0;
+
+export interface GuardIdentity {
+  /** MACs the port may send from, as 'aa:bb:cc:dd:ee:ff'; the first is the port's own. At least one. */
+  macs: string[];
+  /** Allowed sources: an IPv4 or IPv6 address or prefix ('10.0.0.5', '10.0.0.0/24', 'fd00::5', 'fd00::/64'), optionally bound to one MAC (mac: undefined = any of `macs`). */
+  addresses: Array<{ ip: string; mac?: string }>;
+  /** The port is an 802.1Q trunk (trunks=): tagged frames are judged by the VLAN code, not dropped here. */
+  trunk: boolean;
+}
+
+/** The last frame filter() dropped: its reason (a counter slot), Ethernet source, and the address it forged. */
+export interface GuardDrop { reason: number; mac: number; detail: string }
+
+const ETH_HLEN = 14;
+const ETHERTYPE_IPV4 = 0x0800, ETHERTYPE_ARP = 0x0806, ETHERTYPE_IPV6 = 0x86dd;
+const PROTO_UDP = 17, PROTO_ICMPV6 = 58;
+const EXT_HOP_BY_HOP = 0, EXT_ROUTING = 43, EXT_FRAGMENT = 44, EXT_DEST_OPTIONS = 60;
+/** More IPv6 extension headers than this and the frame is unjudgeable. */
+const MAX_EXT_HEADERS = 8;
+const ICMPV6_RS = 133, ICMPV6_RA = 134, ICMPV6_NS = 135, ICMPV6_NA = 136, ICMPV6_REDIRECT = 137, ICMPV6_MLD2_REPORT = 143;
+const ND_OPT_SOURCE_LLA = 1, ND_OPT_TARGET_LLA = 2;
+/** What the address a drop names is; the value is its length in bytes, copied when the drop is recorded. */
+const BLAME_NONE = 0, BLAME_IPV4 = 4, BLAME_MAC = 6, BLAME_IPV6 = 16;
+
+export class PortGuard {
+  private readonly trunk: boolean;
+  /** The allowed MACs as 48-bit numbers; an index into this is "the MAC" below. */
+  private readonly macs: Float64Array;
+  /** The second half of each MAC's EUI-64 link-local fe80::/64 address, as two words. */
+  private readonly llHigh: Uint32Array;
+  private readonly llLow: Uint32Array;
+  /** IPv4 entries: network, mask, MAC index or -1 for any of the MACs. */
+  private readonly v4Net: Uint32Array;
+  private readonly v4Mask: Uint32Array;
+  private readonly v4Mac: Int32Array;
+  /** IPv6 entries: four words of network and of mask each, MAC index or -1. */
+  private readonly v6Net: Uint32Array;
+  private readonly v6Mask: Uint32Array;
+  private readonly v6Mac: Int32Array;
+  // The last Ethernet source that passed and its index; the last IPv4 and IPv6 sources that passed with their MAC.
+  private lastMac = -1;
+  private lastMi = -1;
+  private last4Mi = -1;
+  private last4 = 0;
+  private last6Mi = -1;
+  private readonly last6 = new Uint32Array(4);
+  // What the verdict check() just gave blames: BLAME_* and where its bytes start.
+  private blameKind = BLAME_NONE;
+  private blameAt = 0;
+  // The last drop filter() saw, and drops since takeDrops().
+  private dropReason = 0;
+  private dropMac = 0;
+  private dropKind = BLAME_NONE;
+  private readonly dropBytes = new Uint8Array(16);
+  private drops = 0;
+
+  /** Throws on a malformed MAC or address, a group MAC, or an address bound to a MAC not in `macs`. */
+  constructor(id: GuardIdentity) {
+    if (id.macs.length === 0) throw new Error('port guard: a secured port needs at least one MAC');
+    const macs = id.macs.map(parseMac);
+    this.trunk = id.trunk;
+    this.macs = Float64Array.from(macs);
+    this.llHigh = new Uint32Array(macs.length);
+    this.llLow = new Uint32Array(macs.length);
+    macs.forEach((m, i) => {
+      // Interface id: the MAC's first three bytes with the universal/local bit flipped, ff fe, the last three.
+      this.llHigh[i] = (Math.floor(m / 0x1000000) ^ 0x020000) * 0x100 + 0xff;
+      this.llLow[i] = 0xfe000000 + (m % 0x1000000);
+    });
+    const v4: TableEntry[] = [];
+    const v6: TableEntry[] = [];
+    for (const a of id.addresses) {
+      const p = parseAddress(a.ip);
+      let mi = -1;
+      if (a.mac !== undefined) {
+        mi = macs.indexOf(parseMac(a.mac));
+        if (mi < 0) throw new Error(`port guard: address ${a.ip} is bound to MAC ${a.mac}, which is not one of the port's MACs`);
+      }
+      (p.words.length === 1 ? v4 : v6).push({ ...p, mi });
+    }
+    [this.v4Net, this.v4Mask, this.v4Mac] = addressTable(v4, 1);
+    [this.v6Net, this.v6Mask, this.v6Mac] = addressTable(v6, 4);
+  }
+
+  /**
+   * Filter a received burst in place: frames that pass keep their order and are compacted to the
+   * front of batch; each dropped frame is released to the pool and counted in counters[reason].
+   * Returns the new count. A frame lent from a peer's memory is copied into the pool first (a
+   * dropped copy counts rx_dropped_no_buffer): the peer could rewrite it after the check.
+   */
+  filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number {
+    const b = pool.bytes;
+    let kept = 0;
+    for (let i = 0; i < n; i++) {
+      let h = batch[i]!;
+      if (pool.isExternal(h)) {
+        h = pool.materialize(h);
+        if (h < 0) {
+          counters[C.rx_dropped_no_buffer]!++;
+          continue;
+        }
+      }
+      const fo = pool.frameOffset(h);
+      const len = pool.len[h]!;
+      const verdict = this.check(b, fo, len);
+      if (verdict === GUARD_OK) {
+        batch[kept++] = h;
+        continue;
+      }
+      counters[verdict]!++;
+      this.drops++;
+      this.dropReason = verdict;
+      this.dropMac = len >= 12 ? readMac(b, fo + 6) : 0;
+      this.dropKind = this.blameKind;
+      for (let k = 0; k < this.blameKind; k++) this.dropBytes[k] = b[this.blameAt + k]!;
+      pool.release(h);
+    }
+    return kept;
+  }
+
+  /** The last drop filter() recorded, or null before the first; the detail text is built now. */
+  lastDrop(): GuardDrop | null {
+    if (this.dropReason === 0) return null;
+    return { reason: this.dropReason, mac: this.dropMac, detail: formatBlame(this.dropKind, this.dropBytes) };
+  }
+
+  /** Drops since the last call. */
+  takeDrops(): number {
+    const n = this.drops;
+    this.drops = 0;
+    return n;
+  }
+
+  /** The verdict for one frame: GUARD_OK or the counter slot (C.rx_dropped_...) of the reason. */
+  check(b: Uint8Array, fo: number, len: number): number {
+    this.blameKind = BLAME_NONE;
+    if (len < ETH_HLEN) return C.rx_dropped_unjudgeable;
+    if ((b[fo + 6]! & 1) !== 0) return C.rx_dropped_spoofed_mac;
+    const mac = readMac(b, fo + 6);
+    let mi = this.lastMi;
+    if (mac !== this.lastMac) {
+      mi = this.macIndex(mac);
+      if (mi < 0) return C.rx_dropped_spoofed_mac;
+      this.lastMac = mac;
+      this.lastMi = mi;
+    }
+    let type = (b[fo + 12]! << 8) | b[fo + 13]!;
+    let l3 = fo + ETH_HLEN;
+    if (type === TPID_8021Q || type === TPID_8021AD || type === TPID_QINQ_OLD) {
+      // The VLAN code judges the tag itself; a second tag under it is its drop as well.
+      if (!this.trunk || len < ETH_HLEN + VLAN_HLEN) return C.rx_dropped_vlan;
+      type = (b[fo + 16]! << 8) | b[fo + 17]!;
+      l3 += VLAN_HLEN;
+      if (type === TPID_8021Q || type === TPID_8021AD || type === TPID_QINQ_OLD) return C.rx_dropped_vlan;
+    }
+    if (type === ETHERTYPE_IPV4) return this.checkIpv4(b, l3, fo + len, mi);
+    if (type === ETHERTYPE_IPV6) return this.checkIpv6(b, l3, fo + len, mi);
+    if (type === ETHERTYPE_ARP) return this.checkArp(b, fo, l3, fo + len, mi);
+    return GUARD_OK;
+  }
+
+  private checkIpv4(b: Uint8Array, p: number, end: number, mi: number): number {
+    if (p + 20 > end) return C.rx_dropped_unjudgeable;
+    const hl = (b[p]! & 15) * 4;
+    const total = (b[p + 2]! << 8) | b[p + 3]!;
+    if (b[p]! >> 4 !== 4 || hl < 20 || total < hl || p + total > end) return C.rx_dropped_unjudgeable;
+    const src = readWord(b, p + 12);
+    let sport = -1;
+    let dport = -1;
+    // UDP ports are read on a first fragment (offset 0) only; later ones do not carry them.
+    if (b[p + 9] === PROTO_UDP && ((b[p + 6]! & 0x1f) | b[p + 7]!) === 0) {
+      if (hl + 8 > total) return C.rx_dropped_unjudgeable;
+      sport = (b[p + hl]! << 8) | b[p + hl + 1]!;
+      dport = (b[p + hl + 2]! << 8) | b[p + hl + 3]!;
+    }
+    if (src === 0) {
+      if (sport !== 68 || dport !== 67) return this.blame(BLAME_IPV4, p + 12, C.rx_dropped_spoofed_ip);
+    } else if (!this.allowed4(mi, src)) return this.blame(BLAME_IPV4, p + 12, C.rx_dropped_spoofed_ip);
+    if (sport === 67) return this.blame(BLAME_IPV4, p + 12, C.rx_dropped_dhcp_server);
+    return GUARD_OK;
+  }
+
+  private checkArp(b: Uint8Array, fo: number, p: number, end: number, mi: number): number {
+    // Ethernet/IPv4 ARP only: hardware type 1, protocol 0x0800, address lengths 6 and 4.
+    if (p + 28 > end || b[p] !== 0 || b[p + 1] !== 1 || b[p + 2] !== 0x08 || b[p + 3] !== 0 || b[p + 4] !== 6 || b[p + 5] !== 4) {
+      return C.rx_dropped_spoofed_arp;
+    }
+    for (let k = 0; k < 6; k++) if (b[p + 8 + k] !== b[fo + 6 + k]) return this.blame(BLAME_MAC, p + 8, C.rx_dropped_spoofed_arp);
+    const spa = readWord(b, p + 14);
+    if (spa !== 0 && !this.allowed4(mi, spa)) return this.blame(BLAME_IPV4, p + 14, C.rx_dropped_spoofed_arp);
+    return GUARD_OK;
+  }
+
+  private checkIpv6(b: Uint8Array, p: number, end: number, mi: number): number {
+    if (p + 40 > end || b[p]! >> 4 !== 6) return C.rx_dropped_unjudgeable;
+    const stop = p + 40 + ((b[p + 4]! << 8) | b[p + 5]!);
+    if (stop > end) return C.rx_dropped_unjudgeable;
+    // Walk the extension headers to the upper layer (RFC 7112: a first fragment holds them all).
+    let next = b[p + 6]!;
+    let q = p + 40;
+    let headers = 0;
+    let first = true;
+    let fragmented = false;
+    while (next === EXT_HOP_BY_HOP || next === EXT_ROUTING || next === EXT_DEST_OPTIONS || next === EXT_FRAGMENT) {
+      if (++headers > MAX_EXT_HEADERS) return C.rx_dropped_unjudgeable;
+      if (next === EXT_FRAGMENT) {
+        if (q + 8 > stop) return C.rx_dropped_unjudgeable;
+        const offset = (b[q + 2]! << 5) | (b[q + 3]! >> 3);
+        fragmented ||= offset !== 0 || (b[q + 3]! & 1) !== 0;
+        next = b[q]!;
+        q += 8;
+        if (offset !== 0) {
+          first = false; // a later fragment: its source is judged, its contents are not
+          break;
+        }
+      } else {
+        if (q + 2 > stop) return C.rx_dropped_unjudgeable;
+        const size = (b[q + 1]! + 1) * 8;
+        if (q + size > stop) return C.rx_dropped_unjudgeable;
+        next = b[q]!;
+        q += size;
+      }
+    }
+    let icmpType = -1;
+    let sport = -1;
+    if (first && next === PROTO_ICMPV6) {
+      if (q + 4 > stop) return C.rx_dropped_unjudgeable;
+      icmpType = b[q]!;
+    } else if (first && next === PROTO_UDP) {
+      if (q + 8 > stop) return C.rx_dropped_unjudgeable;
+      sport = (b[q]! << 8) | b[q + 1]!;
+    }
+    const a = readWord(b, p + 8);
+    const c = readWord(b, p + 12);
+    const d = readWord(b, p + 16);
+    const e = readWord(b, p + 20);
+    const unspecified = (a | c | d | e) === 0;
+    const last6 = this.last6;
+    if (unspecified) {
+      if (icmpType !== ICMPV6_NS && icmpType !== ICMPV6_MLD2_REPORT) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_spoofed_ip);
+    } else if (mi !== this.last6Mi || a !== last6[0] || c !== last6[1] || d !== last6[2] || e !== last6[3]) {
+      if (!this.allowed6(mi, a, c, d, e)) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_spoofed_ip);
+      this.last6Mi = mi;
+      last6[0] = a;
+      last6[1] = c;
+      last6[2] = d;
+      last6[3] = e;
+    }
+    if (sport === 547) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_dhcp_server);
+    if (icmpType === ICMPV6_RA || icmpType === ICMPV6_REDIRECT) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_ra);
+    if (icmpType === ICMPV6_RS || icmpType === ICMPV6_NS || icmpType === ICMPV6_NA) {
+      return this.checkNd(b, p, q, stop, mi, icmpType, unspecified, fragmented);
+    }
+    return GUARD_OK;
+  }
+
+  /**
+   * A router or neighbour solicitation or a neighbour advertisement at q (its IPv6 header at p):
+   * the target of an advertisement or of a solicitation from :: is the MAC's, and every
+   * link-layer address option names an allowed MAC. Never fragmented (RFC 6980).
+   */
+  private checkNd(b: Uint8Array, p: number, q: number, stop: number, mi: number, type: number, unspecified: boolean, fragmented: boolean): number {
+    const body = type === ICMPV6_RS ? 8 : 24;
+    if (fragmented || q + body > stop) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_spoofed_nd);
+    if ((type === ICMPV6_NA || (type === ICMPV6_NS && unspecified)) &&
+      !this.allowed6(mi, readWord(b, q + 8), readWord(b, q + 12), readWord(b, q + 16), readWord(b, q + 20))) {
+      return this.blame(BLAME_IPV6, q + 8, C.rx_dropped_spoofed_nd);
+    }
+    const lla = type === ICMPV6_NA ? ND_OPT_TARGET_LLA : ND_OPT_SOURCE_LLA;
+    // Each option is a whole number (at least one) of 8-byte units: the walk ends within the frame.
+    for (let o = q + body; o < stop;) {
+      const size = o + 2 <= stop ? b[o + 1]! * 8 : 0;
+      if (size === 0 || o + size > stop) return this.blame(BLAME_IPV6, p + 8, C.rx_dropped_spoofed_nd);
+      if (b[o] === lla && this.macIndex(readMac(b, o + 2)) < 0) return this.blame(BLAME_MAC, o + 2, C.rx_dropped_spoofed_nd);
+      o += size;
+    }
+    return GUARD_OK;
+  }
+
+  private blame(kind: number, at: number, reason: number): number {
+    this.blameKind = kind;
+    this.blameAt = at;
+    return reason;
+  }
+
+  private macIndex(mac: number): number {
+    const macs = this.macs;
+    for (let i = 0; i < macs.length; i++) if (macs[i] === mac) return i;
+    return -1;
+  }
+
+  /** IPv4 `src` is allowed for MAC `mi`. */
+  private allowed4(mi: number, src: number): boolean {
+    if (mi === this.last4Mi && src === this.last4) return true;
+    const macOf = this.v4Mac;
+    for (let k = 0; k < macOf.length; k++) {
+      const m = macOf[k]!;
+      if ((m === -1 || m === mi) && ((src & this.v4Mask[k]!) >>> 0) === this.v4Net[k]) {
+        this.last4Mi = mi;
+        this.last4 = src;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** The IPv6 address of words a..d is allowed for MAC `mi`: an entry, or the MAC's EUI-64 link-local. */
+  private allowed6(mi: number, a: number, c: number, d: number, e: number): boolean {
+    if (a === 0xfe800000 && c === 0 && d === this.llHigh[mi] && e === this.llLow[mi]) return true;
+    const macOf = this.v6Mac;
+    const net = this.v6Net;
+    const mask = this.v6Mask;
+    for (let k = 0; k < macOf.length; k++) {
+      const m = macOf[k]!;
+      const w = 4 * k;
+      if ((m === -1 || m === mi) && ((a & mask[w]!) >>> 0) === net[w] && ((c & mask[w + 1]!) >>> 0) === net[w + 1] &&
+        ((d & mask[w + 2]!) >>> 0) === net[w + 2] && ((e & mask[w + 3]!) >>> 0) === net[w + 3]) return true;
+    }
+    return false;
+  }
+}
+
+/** A 32-bit big-endian word at b[o], unsigned. */
+function readWord(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}
+
+/** A MAC at b[o] as a 48-bit number. */
+function readMac(b: Uint8Array, o: number): number {
+  return (b[o]! * 0x10000 + ((b[o + 1]! << 8) | b[o + 2]!)) * 0x1000000 + ((b[o + 3]! << 16) | (b[o + 4]! << 8) | b[o + 5]!);
+}
+
+interface TableEntry { words: number[]; prefix: number; mi: number }
+
+/** Entries of `words` words each: network and mask words, side by side, and the MAC index of each. */
+function addressTable(entries: TableEntry[], words: number): [Uint32Array, Uint32Array, Int32Array] {
+  const net = new Uint32Array(words * entries.length);
+  const mask = new Uint32Array(words * entries.length);
+  entries.forEach((e, k) => {
+    for (let w = 0; w < words; w++) {
+      const m = maskWord(e.prefix - 32 * w);
+      mask[words * k + w] = m;
+      net[words * k + w] = (e.words[w]! & m) >>> 0;
+    }
+  });
+  return [net, mask, Int32Array.from(entries, (e) => e.mi)];
+}
+
+/** The mask word for `bits` leading ones (<= 0: none, >= 32: all). */
+function maskWord(bits: number): number {
+  return bits <= 0 ? 0 : bits >= 32 ? 0xffffffff : (-1 << (32 - bits)) >>> 0;
+}
+
+function parseMac(text: string): number {
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) throw new Error(`port guard: '${text}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+  const mac = parseInt(text.replace(/:/g, ''), 16);
+  if (Math.floor(mac / 2 ** 40) % 2 === 1) throw new Error(`port guard: ${text} is a group (multicast) address, which no port sends from`);
+  return mac;
+}
+
+/** '10.0.0.0/24' or 'fd00::5': one word (IPv4) or four (IPv6), and the prefix length. */
+function parseAddress(text: string): { words: number[]; prefix: number } {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const words = addr.includes(':') ? parseIpv6(addr) : parseIpv4(addr);
+  const prefixText = slash < 0 ? undefined : text.slice(slash + 1);
+  const max = words === null ? 0 : 32 * words.length;
+  if (words === null || (prefixText !== undefined && (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max))) {
+    throw new Error(`port guard: '${text}' is not an IPv4 or IPv6 address or prefix`);
+  }
+  return { words, prefix: prefixText === undefined ? max : Number(prefixText) };
+}
+
+function parseIpv4(text: string): number[] | null {
+  const parts = text.split('.');
+  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) return null;
+  return [parts.reduce((w, p) => w * 256 + Number(p), 0)];
+}
+
+function parseIpv6(text: string): number[] | null {
+  const halves = text.split('::');
+  if (halves.length > 2) return null;
+  // The 16-bit groups of one side of '::'; the address's last group may be dotted IPv4 (two groups).
+  const groups = (side: string, last: boolean): number[] | null => {
+    if (side === '') return [];
+    const out: number[] = [];
+    const parts = side.split(':');
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
+      const v4 = last && i === parts.length - 1 && part.includes('.') ? parseIpv4(part) : null;
+      if (v4 !== null) out.push(v4[0]! >>> 16, v4[0]! & 0xffff);
+      else if (/^[0-9a-f]{1,4}$/i.test(part)) out.push(parseInt(part, 16));
+      else return null;
+    }
+    return out;
+  };
+  const head = groups(halves[0]!, halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1]!, true) : [];
+  if (head === null || tail === null) return null;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
+  const all = [...head, ...new Array<number>(missing).fill(0), ...tail];
+  return [0, 1, 2, 3].map((w) => all[2 * w]! * 0x10000 + all[2 * w + 1]!);
+}
+
+/** A drop's address as text: a MAC, dotted IPv4, or IPv6 compressed as RFC 5952 says (the URL serializer does it). */
+function formatBlame(kind: number, bytes: Uint8Array): string {
+  const hex = (n: number): string[] => Array.from(bytes.subarray(0, n), (x) => x.toString(16).padStart(2, '0'));
+  if (kind === BLAME_MAC) return hex(6).join(':');
+  if (kind === BLAME_IPV4) return bytes.subarray(0, 4).join('.');
+  if (kind !== BLAME_IPV6) return '';
+  const groups = hex(16).join('').replace(/(.{4})(?!$)/g, '$1:');
+  return new URL(`http://[${groups}]/`).hostname.slice(1, -1);
+}

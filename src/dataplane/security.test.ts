@@ -1,0 +1,115 @@
+// Port security in the engine: a secured port's burst is checked before the bridge, its MACs are
+// static entries no other port moves, learning stops at a port's limit, and a port's floods stop
+// at its storm limit (docs/design/port-security.md).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { C } from './counters.ts';
+import { Engine } from './engine.ts';
+import type { SecurityConfig } from './security.ts';
+import { WirePort } from './wire-port.test-util.ts';
+
+const A = [2, 0, 0, 0, 0, 0xa];
+const B = [2, 0, 0, 0, 0, 0xb];
+const X = [2, 0, 0, 0, 0, 0xee];
+const BCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+
+/** An IPv4/UDP frame from (mac, ip) to (dst mac, ip), 60 bytes, marker byte at 42. */
+function udp(dst: number[], src: number[], sip: number[], dip: number[], marker = 0): Uint8Array {
+  const f = new Uint8Array(60);
+  f.set(dst, 0);
+  f.set(src, 6);
+  f.set([0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0], 12);
+  f.set(sip, 26);
+  f.set(dip, 30);
+  f.set([0x30, 0x39, 0x30, 0x39, 0, 26, 0, 0], 34);
+  f[42] = marker;
+  return f;
+}
+
+function rig(securities: Array<SecurityConfig | undefined>): { engine: Engine; ports: WirePort[]; send: (i: number, ...f: Uint8Array[]) => void } {
+  const engine = new Engine(256, undefined, () => {});
+  engine.addBridge(1, 'br');
+  const ports = securities.map((s, i) => {
+    const p = new WirePort(i + 1, engine.pool);
+    engine.addPort(p, undefined, s);
+    return p;
+  });
+  return {
+    engine, ports,
+    send(i, ...f) {
+      ports[i]!.inbox.push(...f);
+      while (ports[i]!.inbox.length > 0) engine.poll(ports[i]!, 0);
+    },
+  };
+}
+
+const secured = (mac: number[], ip: string): SecurityConfig => ({
+  secured: { macs: [mac.map((x) => x.toString(16).padStart(2, '0')).join(':')], addresses: [{ ip }] }, macLimit: 1, stormLimit: 0,
+});
+
+describe('port security in the engine', () => {
+  test('a secured port forwards what it may send and drops a forged source, counted; the pool gets every buffer back', () => {
+    const r = rig([secured(A, '10.0.0.1'), undefined]);
+    const free = r.engine.pool.available();
+    r.send(0, udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 2], 1), udp(BCAST, B, [10, 0, 0, 1], [10, 0, 0, 2], 2), udp(BCAST, A, [10, 0, 0, 9], [10, 0, 0, 2], 3));
+    assert.deepEqual(r.ports[1]!.sent.map((f) => f[42]), [1], 'only the frame from its own MAC and IP');
+    assert.equal(r.ports[0]!.counters[C.rx_dropped_spoofed_mac], 1);
+    assert.equal(r.ports[0]!.counters[C.rx_dropped_spoofed_ip], 1);
+    assert.equal(r.engine.pool.available(), free);
+  });
+
+  test("a secured port's MAC is static: another port sending from it does not take its traffic", () => {
+    const r = rig([secured(A, '10.0.0.1'), undefined, undefined]);
+    r.send(2, udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 2], 7)); // the attacker, unsecured, forges A
+    assert.equal(r.ports[2]!.counters[C.fdb_move_refused], 1);
+    r.send(1, udp(A, B, [10, 0, 0, 2], [10, 0, 0, 1], 8)); // B to A
+    assert.deepEqual(r.ports[0]!.sent.map((f) => f[42]), [7, 8], 'A gets the broadcast and its own unicast');
+    assert.deepEqual(r.ports[2]!.sent.map((f) => f[42]), [], 'the attacker gets nothing for A');
+    const fdb = r.engine.bridges.get(1)!.fdb.entries(0);
+    assert.ok(fdb.some((e) => e.mac === '02:00:00:00:00:0a' && e.port === 1 && e.static === true), JSON.stringify(fdb));
+  });
+
+  test('mac-limit: a flood of sources fills only its own share; a port attached later is learned and not flooded to the flooder', () => {
+    const r = rig([{ secured: null, macLimit: 16, stormLimit: 0 }, undefined, undefined]);
+    for (let k = 0; k < 200; k++) r.send(0, udp(BCAST, [2, 1, 0, 0, k >> 8, k & 0xff], [10, 0, 1, 1], [10, 0, 0, 2]));
+    const br = r.engine.bridges.get(1)!;
+    assert.equal(br.fdb.heldBy(1), 16);
+    assert.equal(r.ports[0]!.counters[C.fdb_limit], 184);
+    r.send(1, udp(BCAST, B, [10, 0, 0, 2], [10, 0, 0, 3], 0)); // B speaks: learned
+    r.ports[0]!.sent.length = 0;
+    r.send(2, udp(B, X, [10, 0, 0, 3], [10, 0, 0, 2], 9)); // to B: unicast, not flooded
+    assert.deepEqual(r.ports[1]!.sent.filter((f) => f[42] === 9).length, 1);
+    assert.deepEqual(r.ports[0]!.sent.filter((f) => f[42] === 9).length, 0, 'the flooder does not see traffic to B');
+  });
+
+  test('storm-limit: floods past the bucket are dropped before any copy, counted; unicast to a known port is not limited', () => {
+    const r = rig([{ secured: null, macLimit: 0, stormLimit: 100 }, undefined]);
+    const br = r.engine.bridges.get(1)!;
+    br.now = 1000;
+    for (let k = 0; k < 300; k++) r.send(0, udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255]));
+    assert.equal(r.ports[1]!.sent.length, 64, 'the burst allowance (at least 64)');
+    assert.equal(r.ports[0]!.counters[C.rx_dropped_storm], 236);
+    br.now = 1000.5; // half a second: 50 more
+    for (let k = 0; k < 100; k++) r.send(0, udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255]));
+    assert.equal(r.ports[1]!.sent.length, 64 + 50);
+    r.send(1, udp(A, B, [10, 0, 0, 2], [10, 0, 0, 1]));
+    r.ports[1]!.sent.length = 0;
+    for (let k = 0; k < 200; k++) r.send(0, udp(B, A, [10, 0, 0, 1], [10, 0, 0, 2]));
+    assert.equal(r.ports[1]!.sent.length, 200, 'known unicast is never storm-limited');
+  });
+
+  test('security changes live: on, then off; static entries follow', () => {
+    const r = rig([undefined, undefined]);
+    r.send(0, udp(BCAST, X, [10, 0, 0, 9], [10, 0, 0, 2], 1));
+    assert.equal(r.ports[1]!.sent.length, 1);
+    r.engine.setSecurity(1, secured(A, '10.0.0.1'));
+    r.send(0, udp(BCAST, X, [10, 0, 0, 9], [10, 0, 0, 2], 2));
+    assert.equal(r.ports[1]!.sent.length, 1, 'now refused');
+    const fdb = r.engine.bridges.get(1)!.fdb;
+    assert.ok(fdb.entries(0).every((e) => e.mac !== '02:00:00:00:00:ee'), 'what it learned before being secured is forgotten');
+    r.engine.setSecurity(1, undefined);
+    r.send(0, udp(BCAST, X, [10, 0, 0, 9], [10, 0, 0, 2], 3));
+    assert.equal(r.ports[1]!.sent.length, 2);
+    assert.ok(fdb.entries(0).every((e) => !e.static), 'no static entry left');
+  });
+});

@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { PierError } from '../errors.ts';
+import { validatePortOptions } from './parse.ts';
+import { loadSchemas } from './registry.ts';
+import { DEFAULT_MAC_LIMIT, DEFAULT_STORM_LIMIT, DEFAULT_UPLINK_MAC_LIMIT, securityOf } from './security.ts';
+
+await loadSchemas();
+
+describe('port security options: every kind, one schema, the dataplane config', () => {
+  test('a secured tap: its MAC and its IPs as host addresses, plus allowed addresses', () => {
+    const o = validatePortOptions({ type: 'tap', netns: 'c1', ip: '10.0.0.5/24,fd00::5/64', mac: '02:00:00:00:00:AA', 'port-security': 'on',
+      'allowed-addresses': '10.0.0.100,02:00:00:00:00:01/10.0.0.101,fd00:1::/64,02:00:00:00:00:02' });
+    const s = securityOf(o);
+    assert.deepEqual(s.secured, {
+      macs: ['02:00:00:00:00:aa', '02:00:00:00:00:01', '02:00:00:00:00:02'],
+      addresses: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }, { ip: '10.0.0.100' }, { ip: '10.0.0.101', mac: '02:00:00:00:00:01' }, { ip: 'fd00:1::/64' }],
+    });
+    assert.equal(s.macLimit, 3, 'a secured port: its MACs');
+    assert.equal(s.stormLimit, DEFAULT_STORM_LIMIT);
+  });
+
+  test('defaults: unsecured, limits by kind; explicit limits win; 0 is no limit', () => {
+    assert.deepEqual(securityOf(validatePortOptions({ type: 'tap', netns: 'c1' })), { secured: null, macLimit: DEFAULT_MAC_LIMIT, stormLimit: DEFAULT_STORM_LIMIT });
+    assert.deepEqual(securityOf(validatePortOptions({ type: 'afpacket', dev: 'eth0' })), { secured: null, macLimit: DEFAULT_UPLINK_MAC_LIMIT, stormLimit: 0 });
+    assert.deepEqual(securityOf(validatePortOptions({ type: 'tap', netns: 'c1', 'mac-limit': '0', 'storm-limit': '2000' })), { secured: null, macLimit: 0, stormLimit: 2000 });
+  });
+
+  test('a secured vhost-user port needs its MAC: refused with the fix, accepted with mac= or an allowed MAC', () => {
+    const bare = validatePortOptions({ type: 'vhost-user', path: '/run/vm0.sock', 'port-security': 'on' });
+    assert.throws(() => securityOf(bare), (e: PierError) => /does not know the MAC/.test(e.message) && /mac=MAC/.test(e.hint ?? ''));
+    const withMac = validatePortOptions({ type: 'vhost-user', path: '/run/vm0.sock', 'port-security': 'on', mac: '52:54:00:12:34:56', 'allowed-addresses': '10.0.0.7' });
+    assert.deepEqual(securityOf(withMac).secured, { macs: ['52:54:00:12:34:56'], addresses: [{ ip: '10.0.0.7' }] });
+    const viaAllowed = validatePortOptions({ type: 'afpacket', dev: 'eth0', 'port-security': 'on', 'allowed-addresses': '02:00:00:00:00:09' });
+    assert.deepEqual(securityOf(viaAllowed).secured, { macs: ['02:00:00:00:00:09'], addresses: [] });
+  });
+
+  test('bad values name the key and the problem', () => {
+    const bad = (raw: Record<string, unknown>, re: RegExp): void => assert.throws(() => validatePortOptions(raw), (e: Error) => re.test(e.message));
+    bad({ type: 'tap', 'allowed-addresses': '10.0.0.300' }, /allowed-addresses.*10\.0\.0\.300.*expected IP, IP\/PREFIX, MAC or MAC\/IP/);
+    bad({ type: 'tap', 'allowed-addresses': '10.0.0.0/33' }, /prefix length 33/);
+    bad({ type: 'tap', 'allowed-addresses': '01:00:5e:00:00:01' }, /multicast/);
+    bad({ type: 'tap', 'allowed-addresses': '02:00:00:00:00:01/10.0.0.0/24' }, /allowed-addresses/);
+    bad({ type: 'tap', 'port-security': 'maybe' }, /port-security/);
+    bad({ type: 'tap', 'mac-limit': '-1' }, /mac-limit/);
+    bad({ type: 'tap', 'storm-limit': 'fast' }, /storm-limit/);
+  });
+});

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { PierError } from '../errors.ts';
 import { validatePortOptions } from './parse.ts';
 import { loadSchemas } from './registry.ts';
-import { DEFAULT_MAC_LIMIT, DEFAULT_STORM_LIMIT, DEFAULT_UPLINK_MAC_LIMIT, securityOf } from './security.ts';
+import { DEFAULT_MAC_LIMIT, DEFAULT_STORM_LIMIT, DEFAULT_UPLINK_MAC_LIMIT, DEFAULT_VM_MAC_LIMIT, securityOf } from './security.ts';
 
 await loadSchemas();
 
@@ -20,8 +20,9 @@ describe('port security options: every kind, one schema, the dataplane config', 
     assert.equal(s.stormLimit, DEFAULT_STORM_LIMIT);
   });
 
-  test('defaults: unsecured, limits by kind; explicit limits win; 0 is no limit', () => {
-    assert.deepEqual(securityOf(validatePortOptions({ type: 'tap', netns: 'c1' })), { secured: null, macLimit: DEFAULT_MAC_LIMIT, stormLimit: DEFAULT_STORM_LIMIT });
+  test('defaults: unsecured, MAC limits by kind, no storm limit; explicit limits win; 0 is no limit', () => {
+    assert.deepEqual(securityOf(validatePortOptions({ type: 'tap', netns: 'c1' })), { secured: null, macLimit: DEFAULT_MAC_LIMIT, stormLimit: 0 });
+    assert.deepEqual(securityOf(validatePortOptions({ type: 'vhost-user', path: '/run/x.sock' })), { secured: null, macLimit: DEFAULT_VM_MAC_LIMIT, stormLimit: 0 });
     assert.deepEqual(securityOf(validatePortOptions({ type: 'afpacket', dev: 'eth0' })), { secured: null, macLimit: DEFAULT_UPLINK_MAC_LIMIT, stormLimit: 0 });
     assert.deepEqual(securityOf(validatePortOptions({ type: 'tap', netns: 'c1', 'mac-limit': '0', 'storm-limit': '2000' })), { secured: null, macLimit: 0, stormLimit: 2000 });
   });

@@ -9,13 +9,20 @@ import type { KindOptions } from './kind.ts';
 /** Kinds that carry many stations (a network behind them): limits, no identity by default. */
 const UPLINKS = new Set(['afpacket', 'afxdp', 'vxlan']);
 
-/** Learned addresses an unsecured port may hold: a container has one or a few; an uplink a network's worth. */
-export const DEFAULT_MAC_LIMIT = 64;
-export const DEFAULT_UPLINK_MAC_LIMIT = 4096;
 /**
- * Broadcast + multicast + unknown unicast a container port may make the switch flood, packets/s.
- * A container starting up sends tens (ARP, ND, DHCP, mDNS); see docs/design/port-security.md
- * for the measurement. Uplinks: none (a segment's broadcast is not one container's).
+ * Learned addresses an unsecured port may hold: a container interface has one or a few; a VM or
+ * DPDK application may carry a bridge of its own; an uplink a network's worth.
+ */
+export const DEFAULT_MAC_LIMIT = 64;
+export const DEFAULT_VM_MAC_LIMIT = 256;
+export const DEFAULT_UPLINK_MAC_LIMIT = 4096;
+const VMS = new Set(['vhost-user', 'vhost-user-client']);
+/**
+ * Broadcast + multicast + unknown unicast a secured port may make the switch flood, packets/s.
+ * A container starting up sends tens (ARP, ND, DHCP, mDNS); see docs/design/port-security.md for
+ * the measurement. Unsecured ports get none by default: a one-way flow to a station that never
+ * sends is unknown unicast at line rate, and only a port whose identity pier knows can be
+ * told it is not a switch of its own.
  */
 export const DEFAULT_STORM_LIMIT = 1000;
 
@@ -44,8 +51,8 @@ export function securityOf(o: KindOptions): SecurityConfig {
   const extra = allowed.flatMap((a) => (a.ip === undefined ? [] : [a.mac ? { ip: a.ip, mac: a.mac } : { ip: a.ip }]));
   return {
     secured: on ? { macs, addresses: [...own, ...extra] } : null,
-    macLimit: r['mac-limit'] ?? (on ? macs.length : uplink ? DEFAULT_UPLINK_MAC_LIMIT : DEFAULT_MAC_LIMIT),
-    stormLimit: r['storm-limit'] ?? (uplink ? 0 : DEFAULT_STORM_LIMIT),
+    macLimit: r['mac-limit'] ?? (on ? macs.length : uplink ? DEFAULT_UPLINK_MAC_LIMIT : VMS.has(o.type) ? DEFAULT_VM_MAC_LIMIT : DEFAULT_MAC_LIMIT),
+    stormLimit: r['storm-limit'] ?? (on ? DEFAULT_STORM_LIMIT : 0),
   };
 }
 

@@ -547,12 +547,27 @@ export class Daemon {
     const rt = [...this.ports.values()].find((p) => p.index === index);
     if (rt && n.what === 'connected') rt.peerConnected = true;
     if (rt && n.what === 'ended') rt.peerConnected = false;
+    if (n.what === 'spoofed' || n.what === 'flapping') return this.securityNews(rt, index, n);
     const type = n.what === 'connected' ? 'peer-connected' : n.what === 'ended' ? 'peer-disconnected' : n.what === 'features' ? 'features' : 'peer-refused';
     this.events.add(type, { port: rt?.name ?? `#${index}`, bridge: rt?.bridge, reason: n.kind, detail: n.detail });
     const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
     const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');
     if (fault) this.log.warn(fields, `peer ${n.what}`);
     else this.log.info(fields, `peer ${n.what}`);
+  }
+
+  /** Forged frames dropped on a secured port, or a flapping MAC: an event and a warning, already rate-limited by the engine. */
+  private securityNews(rt: PortRuntime | undefined, index: number, n: PeerNews): void {
+    const port = rt?.name ?? `#${index}`;
+    if (n.what === 'spoofed') {
+      this.events.add('port-security', { port, bridge: rt?.bridge, reason: n.kind?.replace(/^rx_dropped_/, ''), detail: n.detail });
+      this.log.warn({ port, reason: n.kind, detail: n.detail }, 'port security dropped forged frames');
+      return;
+    }
+    const other = [...this.ports.values()].find((p) => String(p.index) === n.kind)?.name ?? `#${n.kind}`;
+    const detail = `${n.detail}: ${other} and ${port}`;
+    this.events.add('fdb-flapping', { port, bridge: rt?.bridge, detail });
+    this.log.warn({ port, other, detail }, 'MAC flapping between ports');
   }
 
   private portDown(index: number, reason: string): void {

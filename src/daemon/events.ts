@@ -11,7 +11,11 @@ export type EventType =
   | 'peer-connected' | 'peer-disconnected' | 'peer-refused'
   /** The peer negotiated other features within its session (+GAINED -LOST). */
   | 'features'
-  | 'reconcile-failed';
+  | 'reconcile-failed'
+  /** Port security: a secured port's forged frames were dropped (rate-limited, with the count). */
+  | 'port-security'
+  /** A MAC moves back and forth between two ports (a loop, or two stations claiming one MAC). */
+  | 'fdb-flapping';
 
 export interface PierEvent {
   seq: number;

@@ -7,18 +7,20 @@ import { ARENA_SIZE } from '../memory/arena.ts';
 import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard } from '../sys/index.ts';
 import { Bridge } from './bridge.ts';
 import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capture.ts';
-import { C } from './counters.ts';
+import { C, COUNTER_NAMES } from './counters.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
-import { macFromString } from './fdb.ts';
+import { macFromString, macToString } from './fdb.ts';
 import { PortGuard } from './port-guard.ts';
 import { type SecurityConfig, setStorm } from './security.ts';
 import { applyVlan, PUSH_TOO_BIG, pushTag, VLAN_TRUNK, type VlanConfig } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
+/** At most one port-security or flapping event per port or bridge this often (the first at once). */
+const SECURITY_EVENT_MS = 10_000;
 
 const CONTROL_TOKEN = 0xffffffff;
 const MAX_PORTS = 1 << 20;
@@ -141,6 +143,42 @@ export class Engine implements PortContext {
     this.applySecurity(p, br, security, guard);
   }
 
+  /** Per port: drops not yet told, and when the next event may be sent. */
+  private readonly spoofs = new Map<number, { pending: number; nextAt: number }>();
+  /** Per bridge: flaps already told, and when the next event may be sent. */
+  private readonly flapsTold = new Map<number, { seen: number; nextAt: number }>();
+
+  /**
+   * Once a second: what secured ports tried to forge and which MACs flap, as events for the
+   * daemon's log, rate-limited (the first at once, then at most one per port or bridge every
+   * SECURITY_EVENT_MS, with the count since): a hostile port must not flood the log.
+   */
+  private securityNews(nowMs: number): void {
+    for (const p of this.ports) {
+      if (!p || p.guard === null) continue;
+      const g = p.guard as PortGuard;
+      let s = this.spoofs.get(p.index);
+      if (!s) this.spoofs.set(p.index, (s = { pending: 0, nextAt: 0 }));
+      s.pending += g.takeDrops();
+      if (s.pending === 0 || nowMs < s.nextAt) continue;
+      const d = g.lastDrop();
+      const why = d ? `${COUNTER_NAMES[d.reason]?.replace(/^rx_dropped_/, '') ?? d.reason} from ${macToString(d.mac)}${d.detail ? ` (${d.detail})` : ''}` : 'forged';
+      this.onNews(p.index, { what: 'spoofed', kind: d ? COUNTER_NAMES[d.reason] : undefined, detail: `${s.pending} frame${s.pending === 1 ? '' : 's'} dropped; the last: ${why}` });
+      s.pending = 0;
+      s.nextAt = nowMs + SECURITY_EVENT_MS;
+    }
+    for (const br of this.bridgeList) {
+      const f = br.fdb;
+      let t = this.flapsTold.get(br.id);
+      if (!t) this.flapsTold.set(br.id, (t = { seen: 0, nextAt: 0 }));
+      if (f.flaps === t.seen || nowMs < t.nextAt) continue;
+      const l = f.lastFlap;
+      this.onNews(l.to, { what: 'flapping', kind: String(l.from), detail: `MAC ${macToString(l.mac)}${l.vid ? ` in VLAN ${l.vid}` : ''} moves between ports (${f.flaps - t.seen} flapping since the last report)` });
+      t.seen = f.flaps;
+      t.nextAt = nowMs + SECURITY_EVENT_MS;
+    }
+  }
+
   private applySecurity(p: Port, br: Bridge, s: SecurityConfig | undefined, guard: PortGuard | null): void {
     p.guard = guard;
     const fdb = br.fdb;
@@ -228,6 +266,7 @@ export class Engine implements PortContext {
     this.bridges.get(p.bridge)?.removePort(p);
     this.ports[index] = undefined;
     this.securities.delete(index);
+    this.spoofs.delete(index);
     p.close();
   }
 
@@ -322,6 +361,7 @@ export class Engine implements PortContext {
     const now = nowMs / 1000;
     if (now - this.lastAging >= 1) {
       this.lastAging = now;
+      this.securityNews(nowMs);
       for (const br of this.bridgeList) br.fdb.age(now);
       for (const p of this.ports) if (p?.levels) p.sampleLevels();
     }

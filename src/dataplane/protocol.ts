@@ -108,7 +108,11 @@ export type RequestBody = DistributiveOmit<Request, 'seq'>;
 
 /** What a port says about its peer, for the daemon's log: a session began, ended, or a request was refused. */
 export interface PeerNews {
-  what: 'connected' | 'ended' | 'refused' | 'features';
+  what: 'connected' | 'ended' | 'refused' | 'features'
+    /** Port security: a secured port sent what it may not (kind: the counter's name), rate-limited. */
+    | 'spoofed'
+    /** A MAC moves between this port and another (kind: the other port's slot) many times a second. */
+    | 'flapping';
   /** For 'ended': the disconnect kind (peer-closed, protocol, timeout, resource, refused, superseded, memory, local). */
   kind?: string;
   detail: string;

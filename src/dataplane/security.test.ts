@@ -98,6 +98,27 @@ describe('port security in the engine', () => {
     assert.equal(r.ports[1]!.sent.length, 200, 'known unicast is never storm-limited');
   });
 
+  test('forged frames become one event at once, then at most one per 10 s with the count since', () => {
+    const news: Array<{ index: number; what: string; kind?: string; detail: string }> = [];
+    const engine = new Engine(256, undefined, () => {}, () => {}, (index, n) => news.push({ index, ...n }));
+    engine.addBridge(1, 'br');
+    const a = new WirePort(1, engine.pool);
+    const b = new WirePort(2, engine.pool);
+    engine.addPort(a, undefined, secured(A, '10.0.0.1'));
+    engine.addPort(b);
+    a.inbox.push(udp(BCAST, A, [10, 0, 0, 66], [10, 0, 0, 2]), udp(BCAST, A, [10, 0, 0, 66], [10, 0, 0, 2]));
+    engine.poll(a, 0);
+    engine.turn(1); // housekeeping
+    assert.equal(news.length, 1, JSON.stringify(news));
+    assert.deepEqual({ ...news[0], detail: undefined }, { index: 1, what: 'spoofed', kind: 'rx_dropped_spoofed_ip', detail: undefined });
+    assert.match(news[0]!.detail, /^2 frames dropped; the last: spoofed_ip from 02:00:00:00:00:0a \(10\.0\.0\.66\)/);
+    a.inbox.push(udp(BCAST, A, [10, 0, 0, 67], [10, 0, 0, 2]));
+    engine.poll(a, 0);
+    (engine as unknown as { lastAging: number }).lastAging = 0; // the next second
+    engine.turn(1);
+    assert.equal(news.length, 1, 'within 10 s: held back, counted');
+  });
+
   test('security changes live: on, then off; static entries follow', () => {
     const r = rig([undefined, undefined]);
     r.send(0, udp(BCAST, X, [10, 0, 0, 9], [10, 0, 0, 2], 1));

@@ -269,7 +269,7 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.equal(req.cmd, 'cni-add');
       assert.deepEqual({ ...req.arg, ipam: undefined, ips: undefined }, {
         network, containerId: env.CNI_CONTAINERID, ifname: 'eth0', netns: env.CNI_NETNS, bridge: 'cbr9', portType: 'tap', mtu: 1400, mac: '02:00:00:00:00:42',
-        options: { queues: 2, offloads: false }, routes: [], isGateway: true, ipMasq: true, ipam: undefined, ips: undefined,
+        options: { queues: 2, offloads: false }, routes: [], isGateway: true, ipMasq: true, portSecurity: true, ipam: undefined, ips: undefined,
       });
       assert.equal(req.arg.ipam.conf.cniVersion, '1.0.0', 'host-local 1.1.1 was spoken to in 1.0.0, its newest');
       assert.equal(req.arg.ipam.cniPath, CNI_DIR);
@@ -284,7 +284,7 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
 
       const chk = await fails('CHECK', env, { ...c, prevResult: res }, 102, /interface eth0 is missing/);
       assert.match(chk.json.details, /ENOLINK: DEL and ADD again/);
-      assert.deepEqual(f.requests.at(-1), { cmd: 'cni-check', arg: { network, containerId: env.CNI_CONTAINERID, ifname: 'eth0', ips: [`${lease}/24`] } });
+      assert.deepEqual(f.requests.at(-1), { cmd: 'cni-check', arg: { network, containerId: env.CNI_CONTAINERID, ifname: 'eth0', ips: [`${lease}/24`], portSecurity: true } });
 
       const env04 = attachment(newNetns());
       const r04 = await ok('ADD', env04, { ...c, cniVersion: '0.4.0' });
@@ -376,6 +376,30 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.deepEqual(leases(ipamDir, network), []);
       assert.equal(await ok('DEL', env, c), undefined, 'a second DEL succeeds');
       await fails('CHECK', env, { ...c, prevResult: res }, 102, /no interface eth0/);
+    });
+
+    it('port security: secured by default with the interface\'s MAC and IPAM\'s address (shown, checked by CHECK); "portSecurity": false leaves it off', async () => {
+      const ns = newNetns();
+      const env = attachment(ns);
+      const c = conf();
+      const res = await ok('ADD', env, c);
+      const lease = leases(ipamDir, network)[0]!;
+      const port = cniPorts()[0];
+      assert.deepEqual(port.security, { portSecurity: 'on', macs: [res.interfaces[0].mac], addresses: [{ ip: lease }], macLimit: 1, stormLimit: 1000 });
+      assert.match(d.ok('show', port.name), new RegExp(`port security: on \\(from ${res.interfaces[0].mac}; ${lease.replace(/\./g, '\\.')}\\)`));
+      assert.equal(await ok('CHECK', env, { ...c, prevResult: res }), undefined);
+      // Turned off behind the runtime's back: CHECK says so.
+      d.ok('set-port', port.name, 'port-security=off');
+      await fails('CHECK', env, { ...c, prevResult: res }, 102, /port security off, the config says on/);
+      assert.equal(await ok('DEL', env, { ...c, prevResult: res }), undefined);
+
+      const env2 = attachment(newNetns());
+      const off = conf({ portSecurity: false });
+      const res2 = await ok('ADD', env2, off);
+      assert.equal(cniPorts()[0].security.portSecurity, 'off');
+      assert.equal(await ok('CHECK', env2, { ...off, prevResult: res2 }), undefined);
+      assert.equal(await ok('DEL', env2, { ...off, prevResult: res2 }), undefined);
+      await fails('ADD', attachment(newNetns()), conf({ portSecurity: 'yes' }), 7, /portSecurity "yes" is not a boolean/);
     });
 
     it('chained: after loopback (its result kept, pier\'s IPs pointing at pier\'s interface), before tuning (1.0.0 conflist); CHECK and DEL in the runtime\'s order', async () => {

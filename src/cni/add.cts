@@ -38,6 +38,9 @@ export async function add(env: CniEnv, conf: NetConf): Promise<Record<string, un
       routes: addrs.routes.map((r) => (typeof r.gw === 'string' ? { dst: r.dst, gw: r.gw } : { dst: r.dst })),
       isGateway: conf.isGateway,
       ipMasq: conf.ipMasq,
+      portSecurity: conf.portSecurity,
+      // Chained after a plugin that gave the addresses: they are what the port may send from.
+      ...(!ipam && conf.prevResult && conf.prevResult.ips.length > 0 ? { allowed: conf.prevResult.ips.map((i) => i.address.split('/')[0]!) } : {}),
       ...(conf.portType === 'vhost-user' ? { socketDir: conf.socketDir ?? DEFAULT_SOCKET_DIR } : {}),
       ...(ipam && given ? { ipam: { conf: given, cniPath: env.path.join(':') } } : {}),
     }) as AddReply;

@@ -18,7 +18,7 @@ export async function check(env: CniEnv, conf: NetConf): Promise<void> {
   const ips = prev.ips.filter((i) => i.interface === index).map((i) => i.address);
   // The port first: a missing attachment says more than the missing reservation that goes with it.
   try {
-    await request(conf.socket, 'cni-check', { network: conf.name, containerId: env.containerId, ifname: env.ifname, ips });
+    await request(conf.socket, 'cni-check', { network: conf.name, containerId: env.containerId, ifname: env.ifname, ips, portSecurity: conf.portSecurity });
   } catch (e) {
     if (e instanceof DaemonRefused) throw new CniError(CODE.notAttached, `not attached as the ADD left it: ${e.message}`, `${e.pierCode}${e.hint ? `: ${e.hint}` : ''}`);
     throw daemonError(e);

@@ -53,6 +53,11 @@ export interface NetConf {
   mac?: string;
   isGateway: boolean;
   ipMasq: boolean;
+  /**
+   * Port security (docs/design/port-security.md): on unless the conflist says `"portSecurity":
+   * false`; a vhost-user port only with a `mac` (pier does not make the application's interface).
+   */
+  portSecurity: boolean;
   options: PortOptions;
   socketDir?: string;
   /** Multus's `runtimeConfig.CNIDeviceInfoFile`: where a vhost-user port's socket is told to the pod. */
@@ -65,7 +70,7 @@ export interface NetConf {
 }
 
 /** Keys pier-cni reads or the spec defines; one differing only in case is a typo worth refusing. */
-const KNOWN = ['cniVersion', 'cniVersions', 'name', 'type', 'bridge', 'socket', 'portType', 'mtu', 'mac', 'isGateway', 'ipMasq',
+const KNOWN = ['cniVersion', 'cniVersions', 'name', 'type', 'bridge', 'socket', 'portType', 'mtu', 'mac', 'isGateway', 'ipMasq', 'portSecurity',
   'queues', 'offloads', 'queue-size', 'socketDir', 'ipam', 'dns', 'prevResult', 'runtimeConfig', 'capabilities', 'args',
   'cni.dev/valid-attachments'];
 
@@ -201,7 +206,11 @@ export function parseConfig(text: string): NetConf {
     socket: absPath('socket', 107) ?? DEFAULT_SOCKET,
     isGateway: bool('isGateway'),
     ipMasq: bool('ipMasq'),
+    portSecurity: raw.portSecurity === undefined ? portType !== 'vhost-user' || mac !== undefined : bool('portSecurity'),
   };
+  if (conf.portSecurity && portType === 'vhost-user' && mac === undefined) {
+    throw bad('portSecurity', 'is true for a vhost-user port without a mac', 'pier cannot know the MAC a DPDK application sends from: give "mac" (or runtimeConfig.mac), or set "portSecurity": false');
+  }
   const mtu = int('mtu', MTU_MIN, MTU_MAX, 'the interface\'s MTU');
   if (mtu !== undefined) conf.mtu = mtu;
   if (mac !== undefined) conf.mac = mac;

@@ -56,12 +56,16 @@ export const cniAddRequest = z.strictObject({
   routes: z.array(z.object({ dst: cidr, gw: addr.optional() })).default([]),
   isGateway: z.boolean().default(false),
   ipMasq: z.boolean().default(false),
+  /** Secure the port (docs/design/port-security.md); absent: off, as before the key existed. */
+  portSecurity: z.boolean().default(false),
+  /** Addresses the port may send from besides IPAM's (a chained plugin's). */
+  allowed: z.array(addr).max(64).optional(),
   socketDir: z.string().max(80).optional(),
   ipam: z.object({ conf: z.record(z.string(), z.unknown()), cniPath: z.string().max(4096) }).optional(),
 });
 export type CniAddRequest = z.output<typeof cniAddRequest>;
 
-export const cniKeyRequest = z.object({ ...key, ips: z.array(cidr).optional() });
+export const cniKeyRequest = z.object({ ...key, ips: z.array(cidr).optional(), portSecurity: z.boolean().optional() });
 export const cniGcRequest = z.object({ network: id, valid: z.array(z.object({ containerId: id, ifname: z.string() })).max(1 << 20) });
 
 /** Parse the one JSON argument of a cni-* command; EINVAL names what is wrong. */
@@ -150,8 +154,13 @@ export function portOptionsOf(req: CniAddRequest, socketPath: string): Record<st
   const o: Record<string, unknown> = { ...req.options };
   const ips = req.ips.map((i) => i.address);
   if (req.mtu !== undefined) o.mtu = req.mtu;
-  if (req.portType === 'vhost-user') return { ...o, type: 'vhost-user', path: socketPath };
+  // Secured: the container interface's MAC (pier makes it) and the addresses IPAM gave it; a
+  // vhost-user application's MAC comes with the request (config.cts refuses one without).
+  if (req.portSecurity) o['port-security'] = true;
+  const extra = [...(req.portType === 'vhost-user' ? ips.map((a) => a.split('/')[0]!) : []), ...(req.allowed ?? [])];
+  if (req.portSecurity && extra.length > 0) o['allowed-addresses'] = extra;
   if (req.mac) o.mac = req.mac;
+  if (req.portType === 'vhost-user') return { ...o, type: 'vhost-user', path: socketPath };
   const link = { netns: req.netns, ifname: req.ifname, ...(ips.length ? { ip: ips } : {}) };
   if (req.portType === 'virtio-user') return { ...o, type: 'virtio-user', path: '/dev/vhost-net', ...link };
   return { ...o, type: 'tap', ...link };

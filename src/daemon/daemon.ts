@@ -686,7 +686,7 @@ export class Daemon {
   }
 
   /** CHECK: the port exists, runs, has the addresses asked about, and its interface is in the container. */
-  private cniCheck(req: { network: string; containerId: string; ifname: string; ips?: string[] | undefined }): unknown {
+  private cniCheck(req: { network: string; containerId: string; ifname: string; ips?: string[] | undefined; portSecurity?: boolean | undefined }): unknown {
     const name = attachmentPort(req.network, req.containerId, req.ifname);
     const want = this.desired(name);
     const rt = this.ports.get(name);
@@ -697,6 +697,16 @@ export class Daemon {
     const o = want.port.options as { ip?: string[]; mac?: string; netns?: string };
     if (req.ips && o.ip && [...req.ips].sort().join() !== [...o.ip].sort().join()) {
       throw new PierError('EMISMATCH', `port ${name} has addresses ${o.ip.join(', ')}, the result says ${req.ips.join(', ')}`, 'DEL and ADD the attachment again');
+    }
+    // Port security as the config asks, allowing every address of the result.
+    const sec = securityOf(want.port.options);
+    if (req.portSecurity !== undefined && (sec.secured !== null) !== req.portSecurity) {
+      throw new PierError('EMISMATCH', `port ${name} has port security ${sec.secured ? 'on' : 'off'}, the config says ${req.portSecurity ? 'on' : 'off'}`, 'DEL and ADD the attachment again (or pier set-port ' + name + ` port-security=${req.portSecurity ? 'on' : 'off'})`);
+    }
+    const allowed = new Set(sec.secured?.addresses.map((a) => a.ip) ?? []);
+    const missing = sec.secured ? (req.ips ?? []).map((a) => a.split('/')[0]!).filter((a) => !allowed.has(a)) : [];
+    if (missing.length > 0) {
+      throw new PierError('EMISMATCH', `port ${name} may not send from ${missing.join(', ')}, which the result gives it`, `pier set-port ${name} allowed-addresses=... or DEL and ADD the attachment again`);
     }
     if (o.netns !== undefined && rt.dev.ifname) {
       const k = linkInfo(netnsPath(o.netns), rt.dev.ifname);

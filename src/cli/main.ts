@@ -34,7 +34,8 @@ program.command('daemon')
   .option('--dataplane-threads <n>', 'dataplane threads, each with its own pool of --pool buffers (docs/design/threads.md)', '1')
   .option('--dataplane-cpu <list>', 'pin the dataplane threads to these CPUs (comma-separated; thread i on the i-th, round robin)')
   .option('--metrics [address:port]', 'serve Prometheus metrics at http://ADDRESS:PORT/metrics (alone: 127.0.0.1:9477)')
-  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneThreads: string; dataplaneCpu?: string; metrics?: string | true }, cmd: Command) => {
+  .addOption(new Option('--fdb-size <n>', 'MAC addresses each bridge can learn (docs/design/port-security.md)').default('8192'))
+  .action(async (o: { stateDir: string; socketMode: string; pool: string; dataplaneThreads: string; dataplaneCpu?: string; metrics?: string | true; fdbSize: string }, cmd: Command) => {
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
@@ -50,8 +51,10 @@ program.command('daemon')
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_DATAPLANE_THREADS) {
       throw new PierError('EINVAL', `--dataplane-threads ${o.dataplaneThreads} is out of range`, `use 1..${MAX_DATAPLANE_THREADS} (this machine has ${ncpu} CPUs)`);
     }
+    const fdbSize = Number(o.fdbSize);
+    if (!Number.isInteger(fdbSize) || fdbSize < 16 || fdbSize > 1 << 20) throw new PierError('EINVAL', `--fdb-size ${o.fdbSize} is out of range`, 'use 16..1048576 addresses per bridge');
     const metrics = o.metrics === undefined ? undefined : (await import('../daemon/metrics.ts')).parseListen(o.metrics);
-    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneThreads: threads, dataplaneCpus: cpus, metrics });
+    const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneThreads: threads, dataplaneCpus: cpus, metrics, fdbSize });
     await d.start();
     let stopping = false;
     const stop = (): void => {

@@ -43,6 +43,8 @@ export interface DaemonOptions {
   dataplaneCpus: number[];
   /** Serve Prometheus metrics here (`--metrics`); undefined: off. */
   metrics?: { host: string; port: number } | undefined;
+  /** Addresses each bridge's FDB holds (`--fdb-size`; default 8192). */
+  fdbSize?: number | undefined;
 }
 
 interface PortRuntime {
@@ -121,7 +123,7 @@ export class Daemon {
     await loadSchemas();
     this.state = this.store.load();
     await this.refuseIfRunning();
-    this.dataplanes = new Dataplanes(this.opts.dataplaneThreads, this.opts.poolSize, this.opts.dataplaneCpus, () => this.nextPortIndex++);
+    this.dataplanes = new Dataplanes(this.opts.dataplaneThreads, this.opts.poolSize, this.opts.dataplaneCpus, () => this.nextPortIndex++, this.opts.fdbSize);
     this.dataplanes.onEvent = (e) => {
       if (e.event === 'port-down') this.portDown(e.index, e.reason);
       else this.peerNews(e.index, e);

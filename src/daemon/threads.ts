@@ -44,7 +44,7 @@ export class Dataplanes {
   private readonly threadOfSlot = new Map<number, number>();
   private readonly links = new Map<number, BridgeLinks>();
 
-  constructor(count: number, poolSize: number, cpus: readonly number[], private readonly allocSlot: () => number) {
+  constructor(count: number, poolSize: number, cpus: readonly number[], private readonly allocSlot: () => number, private readonly fdbSize?: number) {
     this.threads = Array.from({ length: count }, (_, i) => new Dataplane(poolSize, cpus.length === 0 ? -1 : cpus[i % cpus.length]!, i));
   }
 
@@ -99,7 +99,7 @@ export class Dataplanes {
     const made: number[] = [];
     try {
       for (let t = 0; t < this.count; t++) {
-        await this.threads[t]!.request({ op: 'add-bridge', id, name, ...(t === 0 ? { gauges } : {}) });
+        await this.threads[t]!.request({ op: 'add-bridge', id, name, ...(this.fdbSize !== undefined ? { fdbSize: this.fdbSize } : {}), ...(t === 0 ? { gauges } : {}) });
         made.push(t);
       }
       if (this.count > 1) await this.addLinks(id);

@@ -57,7 +57,7 @@ function handle(req: Request): void {
 function apply(req: Request): ReplyOf[Request['op']] {
   switch (req.op) {
     case 'add-bridge':
-      engine.addBridge(req.id, req.name, req.agingSeconds, req.gauges);
+      engine.addBridge(req.id, req.name, req.agingSeconds, req.gauges, req.fdbSize);
       return null;
     case 'del-bridge':
       engine.removeBridge(req.id);

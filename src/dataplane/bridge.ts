@@ -5,7 +5,10 @@
 // the same loop with the tag read and popped, (VLAN, MAC) learning and lookups, and flooding
 // confined to the VLAN's members. A bridge without VLANs never enters it.
 import { C } from './counters.ts';
-import { Fdb, LEARN_LIMIT, LEARN_STATIC, LEARNED } from './fdb.ts';
+import { Fdb, LEARN_LIMIT, LEARN_STATIC, LEARNED, slotsFor } from './fdb.ts';
+
+/** Addresses a bridge learns by default (pier daemon --fdb-size). */
+export const DEFAULT_FDB_SIZE = 8192;
 import type { PacketPool } from './pool.ts';
 import { Port, TXQ_SIZE } from './port.ts';
 import { stormAllows } from './security.ts';
@@ -22,8 +25,10 @@ export class Bridge {
 
   constructor(readonly id: number, readonly name: string, private readonly pool: PacketPool, agingSeconds = 300,
     /** The VLAN of each packet handle between forward() and the engine's push on a trunk (shared by the engine's bridges). */
-    readonly vlanOf: Uint16Array = new Uint16Array(pool.len.length)) {
-    this.fdb = new Fdb(8192, agingSeconds);
+    readonly vlanOf: Uint16Array = new Uint16Array(pool.len.length),
+    /** Addresses the FDB holds (pier daemon --fdb-size); its slots are a third more. */
+    fdbSize = DEFAULT_FDB_SIZE) {
+    this.fdb = new Fdb(slotsFor(fdbSize), agingSeconds);
   }
 
   addPort(p: Port): void {

@@ -81,8 +81,8 @@ export class Engine implements PortContext {
     this.faultsSeen = Atomics.load(counter, 0);
   }
 
-  addBridge(id: number, name: string, agingSeconds?: number, gauges?: Float64Array): void {
-    const br = new Bridge(id, name, this.pool, agingSeconds, this.vlanOf);
+  addBridge(id: number, name: string, agingSeconds?: number, gauges?: Float64Array, fdbSize?: number): void {
+    const br = new Bridge(id, name, this.pool, agingSeconds, this.vlanOf, fdbSize);
     br.gauges = gauges;
     this.bridges.set(id, br);
     this.bridgeList = [...this.bridges.values()];

@@ -20,7 +20,7 @@ export interface PortSpec {
 }
 
 export type Request =
-  | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number; gauges?: Float64Array }
+  | { seq: number; op: 'add-bridge'; id: number; name: string; agingSeconds?: number; gauges?: Float64Array; fdbSize?: number }
   | { seq: number; op: 'del-bridge'; id: number }
   | { seq: number; op: 'add-port'; port: PortSpec }
   /**

@@ -183,11 +183,11 @@ export class Engine implements PortContext {
     p.guard = guard;
     const fdb = br.fdb;
     fdb.flushStatic(p.index);
-    // A secured port's MACs are static entries of its own VLAN (untagged frames'): no other
-    // port moves them. What it learned before goes: it may have been forged.
+    // A secured port's own MAC is a static entry of its own VLAN (untagged frames'): no other
+    // port moves it. What it learned before goes: it may have been forged.
     if (s?.secured) {
       fdb.flushPort(p.index);
-      for (const m of s.secured.macs) fdb.addStatic(macFromString(m), p.index, p.vlanUntagged);
+      if (s.secured.own) fdb.addStatic(macFromString(s.secured.macs[0]!), p.index, p.vlanUntagged);
     }
     fdb.setLimit(p.index, s?.macLimit ?? 0);
     setStorm(p, s?.stormLimit ?? 0, br.now);

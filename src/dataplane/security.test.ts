@@ -44,7 +44,7 @@ function rig(securities: Array<SecurityConfig | undefined>): { engine: Engine; p
 }
 
 const secured = (mac: number[], ip: string): SecurityConfig => ({
-  secured: { macs: [mac.map((x) => x.toString(16).padStart(2, '0')).join(':')], addresses: [{ ip }] }, macLimit: 1, stormLimit: 0,
+  secured: { own: true, macs: [mac.map((x) => x.toString(16).padStart(2, '0')).join(':')], addresses: [{ ip }] }, macLimit: 1, stormLimit: 0,
 });
 
 describe('port security in the engine', () => {

@@ -5,8 +5,13 @@
 import type { Port } from './port.ts';
 
 export interface SecurityConfig {
-  /** The identity when port-security=on (the first MAC is the port's own), else null. */
-  secured: { macs: string[]; addresses: Array<{ ip: string; mac?: string }> } | null;
+  /**
+   * The identity when port-security=on, else null. `macs`: every MAC it may send from (its own
+   * first); `own`: whether the first is the port's own (mac=, a tap's): that one becomes a static
+   * FDB entry. Allowed MACs are learned as usual: a VRRP virtual MAC moves between the ports that
+   * may send it.
+   */
+  secured: { macs: string[]; own: boolean; addresses: Array<{ ip: string; mac?: string }> } | null;
   /** Learned addresses the port may hold at once (0: only the table's size). */
   macLimit: number;
   /** Broadcast, multicast and unknown unicast into the switch, packets/s (0: no limit). */

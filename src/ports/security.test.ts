@@ -13,7 +13,7 @@ describe('port security options: every kind, one schema, the dataplane config', 
       'allowed-addresses': '10.0.0.100,02:00:00:00:00:01/10.0.0.101,fd00:1::/64,02:00:00:00:00:02' });
     const s = securityOf(o);
     assert.deepEqual(s.secured, {
-      macs: ['02:00:00:00:00:aa', '02:00:00:00:00:01', '02:00:00:00:00:02'],
+      macs: ['02:00:00:00:00:aa', '02:00:00:00:00:01', '02:00:00:00:00:02'], own: true,
       addresses: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }, { ip: '10.0.0.100' }, { ip: '10.0.0.101', mac: '02:00:00:00:00:01' }, { ip: 'fd00:1::/64' }],
     });
     assert.equal(s.macLimit, 3, 'a secured port: its MACs');
@@ -31,9 +31,9 @@ describe('port security options: every kind, one schema, the dataplane config', 
     const bare = validatePortOptions({ type: 'vhost-user', path: '/run/vm0.sock', 'port-security': 'on' });
     assert.throws(() => securityOf(bare), (e: PierError) => /does not know the MAC/.test(e.message) && /mac=MAC/.test(e.hint ?? ''));
     const withMac = validatePortOptions({ type: 'vhost-user', path: '/run/vm0.sock', 'port-security': 'on', mac: '52:54:00:12:34:56', 'allowed-addresses': '10.0.0.7' });
-    assert.deepEqual(securityOf(withMac).secured, { macs: ['52:54:00:12:34:56'], addresses: [{ ip: '10.0.0.7' }] });
+    assert.deepEqual(securityOf(withMac).secured, { macs: ['52:54:00:12:34:56'], own: true, addresses: [{ ip: '10.0.0.7' }] });
     const viaAllowed = validatePortOptions({ type: 'afpacket', dev: 'eth0', 'port-security': 'on', 'allowed-addresses': '02:00:00:00:00:09' });
-    assert.deepEqual(securityOf(viaAllowed).secured, { macs: ['02:00:00:00:00:09'], addresses: [] });
+    assert.deepEqual(securityOf(viaAllowed).secured, { macs: ['02:00:00:00:00:09'], own: false, addresses: [] }, 'an allowed MAC is not a static entry: it may move (VRRP)');
   });
 
   test('bad values name the key and the problem', () => {

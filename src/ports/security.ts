@@ -50,7 +50,7 @@ export function securityOf(o: KindOptions): SecurityConfig {
   const own = (r.ip ?? []).map((a) => ({ ip: a.split('/')[0]! }));
   const extra = allowed.flatMap((a) => (a.ip === undefined ? [] : [a.mac ? { ip: a.ip, mac: a.mac } : { ip: a.ip }]));
   return {
-    secured: on ? { macs, addresses: [...own, ...extra] } : null,
+    secured: on ? { macs, own: r.mac !== undefined, addresses: [...own, ...extra] } : null,
     macLimit: r['mac-limit'] ?? (on ? macs.length : uplink ? DEFAULT_UPLINK_MAC_LIMIT : VMS.has(o.type) ? DEFAULT_VM_MAC_LIMIT : DEFAULT_MAC_LIMIT),
     stormLimit: r['storm-limit'] ?? (on ? DEFAULT_STORM_LIMIT : 0),
   };

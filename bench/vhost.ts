@@ -2,7 +2,8 @@
 // (event-driven, and busy-polling) as the switch, same run, 64-, 512- and 1500-byte packets.
 // With --packed, the loop runs again with the "VM"'s virtio-user ports on packed rings
 // (packed_vq=1), through testpmd and through pier, in the same rounds: packed vs split.
-// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs] [--packed]
+// With --secured, pier runs once more with port-security=on on both ports (the cost of the checks).
+// Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs] [--packed] [--secured]
 //   [--sizes 64,1500] [--modes pier,pier-busy-poll] [--out NAME]: a part of the run, kept in bench/results/NAME.*
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,19 +25,28 @@ const SIZES = (listOption('--sizes') ?? ['64', '512', '1500']).map(Number);
 /** Results go to bench/results/OUT.json and OUT.md (a partial run must not replace the full one). */
 const OUT = listOption('--out')?.[0] ?? 'vhost';
 
-type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed';
+type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed' | 'pier-secured';
 const withOvs = !process.argv.includes('--no-ovs');
 const withPacked = process.argv.includes('--packed');
+const withSecured = process.argv.includes('--secured');
 if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')) {
   console.error('bench/vhost.ts: OVS-DPDK, the reference, is missing: apt-get install openvswitch-switch-dpdk (or run with --no-ovs)');
   process.exit(1);
 }
 const ALL_MODES: Mode[] = [...(withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] as const : ['testpmd', 'pier', 'pier-busy-poll'] as const),
-  ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : [])];
+  ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : []), ...(withSecured ? ['pier-secured'] as const : [])];
 // --modes keeps some of them; testpmd always runs (every ratio has it as the first reference).
 const only = listOption('--modes');
 const MODES: Mode[] = only ? ALL_MODES.filter((m) => m === 'testpmd' || only.includes(m)) : ALL_MODES;
-const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed';
+const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed' || m === 'pier-secured';
+/**
+ * --secured: pier with port-security=on on both ports (the cost of the checks, issue 15). The
+ * "VM"'s vdevs get fixed MACs so the ports can name them; testpmd's frames are UDP from
+ * 198.18.0.1 to .2. Frames circulate, so each port sees both MACs. The storm limit is off: every
+ * frame of this loop is unknown unicast (its destination MAC never sends), which a storm limit
+ * would cut, not cost.
+ */
+const SECURED_OPTS = 'port-security=on allowed-addresses=02:00:00:00:0a:01,02:00:00:00:0a:02,198.18.0.0/24 storm-limit=0 mac-limit=0';
 /** The mode a mode is compared with: the same switch on split rings, and testpmd on the same layout. */
 const PACKED_OF: Partial<Record<Mode, Mode>> = { 'testpmd-packed': 'testpmd', 'pier-packed': 'pier' };
 
@@ -45,12 +55,26 @@ const PACKED_OF: Partial<Record<Mode, Mode>> = { 'testpmd-packed': 'testpmd', 'p
  * added to both vdevs (the shared harness is read-only and has no knob for it). Made once.
  */
 function packedLoop(): string {
-  const out = `/tmp/pier-vhost-loop-packed-${process.pid}.sh`;
+  return rewrittenLoop('packed', (vdev) => `${vdev},packed_vq=1`);
+}
+
+/** The harness with the "VM"'s vdevs given fixed MACs (02:00:00:00:0a:01 and :02), for --secured. */
+function macLoop(): string {
+  return rewrittenLoop('mac', (vdev) => `${vdev},mac=02:00:00:00:0a:0${Number(/net_virtio_user(\d)/.exec(vdev)![1]) + 1}`);
+}
+
+/** A copy of the shared harness (read-only, no knobs) with each virtio_user vdev rewritten. Made once. */
+function rewrittenLoop(what: string, vdev: (v: string) => string): string {
+  const out = `/tmp/pier-vhost-loop-${what}-${process.pid}.sh`;
   if (existsSync(out)) return out;
   const text = readFileSync(LOOP, 'utf8');
-  const packed = text.replace(/(net_virtio_user[01],path=[^",]*,queues=1)/g, '$1,packed_vq=1');
-  if ((packed.match(/packed_vq=1/g) ?? []).length !== 2) throw new Error(`${LOOP}: could not find the two virtio_user vdevs to add packed_vq=1 to`);
-  writeFileSync(out, packed);
+  let n = 0;
+  const changed = text.replace(/(net_virtio_user[01],path=[^",]*,queues=1)/g, (v) => {
+    n++;
+    return vdev(v);
+  });
+  if (n !== 2) throw new Error(`${LOOP}: could not find the two virtio_user vdevs to rewrite (${what})`);
+  writeFileSync(out, changed);
   chmodSync(out, 0o755);
   process.once('exit', () => rmSync(out, { force: true }));
   return out;
@@ -73,12 +97,13 @@ async function run(mode: Mode, len: number): Promise<void> {
   const info = `/tmp/pier-vhost-bench-${process.pid}.json`;
   rmSync(info, { force: true });
   rmSync(`${info}.sock`, { force: true });
-  const args = [PACKED_OF[mode] ? packedLoop() : LOOP, String(len)];
+  const args = [PACKED_OF[mode] ? packedLoop() : mode === 'pier-secured' ? macLoop() : LOOP, String(len)];
   const env: NodeJS.ProcessEnv = { ...process.env, T: String(T), PIER_INFO_OUT: info };
   if (mode === 'ovs-dpdk') args.push(`${OVS} {A} {B}`);
   else if (mode !== 'testpmd' && mode !== 'testpmd-packed') args.push(`${SWITCH} {A} {B}`);
   if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
   if (mode === 'pier-packed') env.PIER_PORT_OPTS = 'packed=on'; // vhost-user ports offer packed rings only when asked
+  if (mode === 'pier-secured') env.PIER_PORT_OPTS = SECURED_OPTS;
   const p = spawn('bash', args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   p.stdout.on('data', (d) => (out += d));
@@ -172,6 +197,7 @@ const ratios: Record<string, number> = {};
 for (const len of SIZES) {
   for (const m of MODES.filter((x) => x !== 'testpmd')) ratios[`${m}/testpmd ${len}`] = ratio(m, len);
   // Packed against split, same switch; and pier against testpmd, both packed.
+  if (MODES.includes('pier-secured') && MODES.includes('pier')) ratios[`pier-secured/pier ${len}`] = ratio('pier-secured', len, 'pier');
   for (const m of MODES) if (PACKED_OF[m] && MODES.includes(PACKED_OF[m])) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
   if (MODES.includes('pier-packed') && MODES.includes('testpmd-packed')) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
   if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');

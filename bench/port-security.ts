@@ -106,7 +106,7 @@ async function stormRun(limit: number): Promise<void> {
     const f = flood(c, T + 2);
     let sent = 0;
     f.stdout!.on('data', (x: Buffer) => (sent = Number(String(x).trim())));
-    const done = new Promise<void>((r) => f.once('exit', () => r()));
+    const done = new Promise<void>((r) => f.once('close', () => r())); // close: after its stdout
     const r = await iperf(b, a, '10.9.0.2', { seconds: T });
     await done;
     const after = counters();

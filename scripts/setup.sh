@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 nsenter:util-linux setpriv:util-linux unshare:util-linux dpdk-testpmd:dpdk-dev stdbuf:coreutils qemu-system-x86_64:qemu-system-x86 depmod:kmod xz:xz-utils mkfifo:coreutils containerd:containerd ctr:containerd runc:runc /usr/lib/cni/host-local:containernetworking-plugins nft:nftables busybox:busybox-static shellcheck:shellcheck tshark:tshark capinfos:wireshark-common tcpdump:tcpdump; do
+for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 nsenter:util-linux setpriv:util-linux unshare:util-linux dpdk-testpmd:dpdk-dev stdbuf:coreutils qemu-system-x86_64:qemu-system-x86 depmod:kmod xz:xz-utils mkfifo:coreutils containerd:containerd ctr:containerd runc:runc /usr/lib/cni/host-local:containernetworking-plugins nft:nftables busybox:busybox-static shellcheck:shellcheck tshark:tshark capinfos:wireshark-common tcpdump:tcpdump /usr/bin/python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -78,6 +78,7 @@ export const COMMANDS: Commands = {
   // PORT names, then direction=, snaplen=, count=; the reply is a pcapng stream (src/daemon/capture.ts)
   capture: ['ARG...'],
   fdb: ['BRIDGE'],
+  'fdb-ports': ['BRIDGE'],
   ping: [],
   // pier-cni's requests, one JSON object each (docs/design/cni.md)
   'cni-add': ['JSON'],

@@ -19,8 +19,11 @@ import { applyVlan, PUSH_TOO_BIG, pushTag, VLAN_TRUNK, type VlanConfig } from '.
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE } from './vnet.ts';
 
 export const BURST = 32;
-/** At most one port-security or flapping event per port or bridge this often (the first at once). */
+/** At most one port-security event per port and reason, or flapping event per bridge, this often (the first at once). */
 const SECURITY_EVENT_MS = 10_000;
+/** The drops that make port-security events: forged frames, and storms a port was cut off from. */
+const SECURITY_REASONS = [C.rx_dropped_spoofed_mac, C.rx_dropped_spoofed_ip, C.rx_dropped_spoofed_arp, C.rx_dropped_spoofed_nd,
+  C.rx_dropped_ra, C.rx_dropped_dhcp_server, C.rx_dropped_unjudgeable, C.rx_dropped_storm];
 
 const CONTROL_TOKEN = 0xffffffff;
 const MAX_PORTS = 1 << 20;
@@ -105,6 +108,7 @@ export class Engine implements PortContext {
     br.addPort(p);
     this.securities.set(p.index, security);
     this.applySecurity(p, br, security, guard);
+    this.securityBaseline(p);
     this.bindCaptures(p.index);
     p.attach(this);
   }
@@ -143,29 +147,41 @@ export class Engine implements PortContext {
     this.applySecurity(p, br, security, guard);
   }
 
-  /** Per port: drops not yet told, and when the next event may be sent. */
-  private readonly spoofs = new Map<number, { pending: number; nextAt: number }>();
+  /** Per port: each reason's counter when last told, and when the next event of that reason may be sent. */
+  private readonly spoofs = new Map<number, { told: Float64Array; nextAt: Float64Array }>();
   /** Per bridge: flaps already told, and when the next event may be sent. */
   private readonly flapsTold = new Map<number, { seen: number; nextAt: number }>();
 
   /**
-   * Once a second: what secured ports tried to forge and which MACs flap, as events for the
-   * daemon's log, rate-limited (the first at once, then at most one per port or bridge every
-   * SECURITY_EVENT_MS, with the count since): a hostile port must not flood the log.
+   * Once a second: what ports tried to forge (and storms they were cut off from), and which MACs
+   * flap, as events for the daemon's log, rate-limited: the first of each reason at once, then
+   * at most one per port and reason every SECURITY_EVENT_MS, with the count since. Read from the
+   * counters, so a guard replaced by set-port loses nothing. A hostile port must not flood the log.
    */
+  /** Drops a port had when it was added are not news (its counters outlive a rebuilt dataplane half). */
+  private securityBaseline(p: Port): { told: Float64Array; nextAt: Float64Array } {
+    const s = { told: new Float64Array(SECURITY_REASONS.length), nextAt: new Float64Array(SECURITY_REASONS.length) };
+    for (let r = 0; r < SECURITY_REASONS.length; r++) s.told[r] = p.counters[SECURITY_REASONS[r]!]!;
+    this.spoofs.set(p.index, s);
+    return s;
+  }
+
   private securityNews(nowMs: number): void {
     for (const p of this.ports) {
-      if (!p || p.guard === null) continue;
-      const g = p.guard as PortGuard;
-      let s = this.spoofs.get(p.index);
-      if (!s) this.spoofs.set(p.index, (s = { pending: 0, nextAt: 0 }));
-      s.pending += g.takeDrops();
-      if (s.pending === 0 || nowMs < s.nextAt) continue;
-      const d = g.lastDrop();
-      const why = d ? `${COUNTER_NAMES[d.reason]?.replace(/^rx_dropped_/, '') ?? d.reason} from ${macToString(d.mac)}${d.detail ? ` (${d.detail})` : ''}` : 'forged';
-      this.onNews(p.index, { what: 'spoofed', kind: d ? COUNTER_NAMES[d.reason] : undefined, detail: `${s.pending} frame${s.pending === 1 ? '' : 's'} dropped; the last: ${why}` });
-      s.pending = 0;
-      s.nextAt = nowMs + SECURITY_EVENT_MS;
+      if (!p) continue;
+      const c = p.counters;
+      const s = this.spoofs.get(p.index) ?? this.securityBaseline(p);
+      for (let r = 0; r < SECURITY_REASONS.length; r++) {
+        const slot = SECURITY_REASONS[r]!;
+        const n = c[slot]! - s.told[r]!;
+        if (n <= 0 || nowMs < s.nextAt[r]!) continue;
+        const d = (p.guard as PortGuard | null)?.lastDrop();
+        const name = COUNTER_NAMES[slot]!.replace(/^rx_dropped_/, '');
+        const what = d && d.reason === slot ? ` from ${macToString(d.mac)}${d.detail ? ` (${d.detail})` : ''}` : '';
+        this.onNews(p.index, { what: 'spoofed', kind: COUNTER_NAMES[slot], detail: `${n} frame${n === 1 ? '' : 's'} dropped: ${name}${what}` });
+        s.told[r] = c[slot]!;
+        s.nextAt[r] = nowMs + SECURITY_EVENT_MS;
+      }
     }
     for (const br of this.bridgeList) {
       const f = br.fdb;

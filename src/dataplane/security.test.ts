@@ -111,12 +111,26 @@ describe('port security in the engine', () => {
     engine.turn(1); // housekeeping
     assert.equal(news.length, 1, JSON.stringify(news));
     assert.deepEqual({ ...news[0], detail: undefined }, { index: 1, what: 'spoofed', kind: 'rx_dropped_spoofed_ip', detail: undefined });
-    assert.match(news[0]!.detail, /^2 frames dropped; the last: spoofed_ip from 02:00:00:00:00:0a \(10\.0\.0\.66\)/);
+    assert.match(news[0]!.detail, /^2 frames dropped: spoofed_ip from 02:00:00:00:00:0a \(10\.0\.0\.66\)/);
     a.inbox.push(udp(BCAST, A, [10, 0, 0, 67], [10, 0, 0, 2]));
     engine.poll(a, 0);
     (engine as unknown as { lastAging: number }).lastAging = 0; // the next second
     engine.turn(1);
     assert.equal(news.length, 1, 'within 10 s: held back, counted');
+    // Another reason is news at once, even within the 10 s of the first.
+    a.inbox.push(udp(BCAST, X, [10, 0, 0, 1], [10, 0, 0, 2]));
+    engine.poll(a, 0);
+    (engine as unknown as { lastAging: number }).lastAging = 0;
+    engine.turn(1);
+    assert.equal(news.length, 2, JSON.stringify(news));
+    assert.equal(news[1]!.kind, 'rx_dropped_spoofed_mac');
+    // A guard replaced by set-port loses no count: the held-back spoofed_ip drop is told when its 10 s are over.
+    engine.setSecurity(1, secured(A, '10.0.0.1'));
+    (engine as unknown as { spoofs: Map<number, { nextAt: Float64Array }> }).spoofs.get(1)!.nextAt.fill(0);
+    (engine as unknown as { lastAging: number }).lastAging = 0;
+    engine.turn(1);
+    assert.equal(news.length, 3, JSON.stringify(news));
+    assert.match(news[2]!.detail, /^1 frame dropped: spoofed_ip$/);
   });
 
   test('security changes live: on, then off; static entries follow', () => {

@@ -59,7 +59,7 @@ function familyOf(n: CounterName): { family: string; labels?: Record<string, str
     rx_gso_packets: 'receive_gso_packets', tx_gso_packets: 'transmit_gso_packets', tx_segmented: 'transmit_segmented_packets',
     tx_csum_sw: 'transmit_checksummed_packets', flooded: 'flooded_packets', rx_ring_empty: 'receive_ring_empty',
     rx_buffers_posted: 'receive_buffers_posted', rx_post_short: 'receive_post_short', notify_dropped: 'notifications_dropped',
-    notify_stalled: 'notifications_stalled',
+    notify_stalled: 'notifications_stalled', fdb_limit: 'fdb_learning_refused_limit', fdb_move_refused: 'fdb_learning_refused_static',
   };
   return { family: simple[n] ?? n };
 }
@@ -79,7 +79,9 @@ const HELP: Record<string, string> = {
   receive_post_short: 'Refills that left the receive ring short (the pool was low).',
   notifications_dropped: 'Notifications the peer could not take (its eventfd was full).',
   notifications_stalled: 'Notifications that blocked until the watchdog interrupted them (the session ends).',
-  drops: 'Frames dropped, by direction and reason.',
+  drops: 'Frames dropped, by direction and reason (port security: spoofed_mac, spoofed_ip, spoofed_arp, spoofed_nd, ra, dhcp_server, unjudgeable, storm).',
+  fdb_learning_refused_limit: 'Sources not learned because the port is at its mac-limit (the frames are forwarded).',
+  fdb_learning_refused_static: 'Sources not learned because the MAC is a secured port\'s own (static) entry (the frames are forwarded).',
   notifications: 'Notifications exchanged with the peer: sent by pier (a call or kick it wrote) and received (a kick or call that woke pier with work).',
 };
 

@@ -435,13 +435,13 @@ describe('filter()', () => {
     assert.equal(g.lastDrop(), null);
     assert.equal(run(ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2))), 1);
     assert.equal(g.lastDrop(), null);
-    assert.equal(g.takeDrops(), 0);
+    const dropped = (): number => counters.reduce((a, x) => a + x, 0);
+    assert.equal(dropped(), 0);
     run(ipv4Frame(OWN, '10.0.0.99', 6, tcp(1, 2)));
     assert.deepEqual(g.lastDrop(), { reason: C.rx_dropped_spoofed_ip, mac: 0x525400123456, detail: '10.0.0.99' });
     run(ipv6Frame(VIRT, 'fd00:0:0:7::99', 6, tcp(1, 2)), ipv6Frame(OWN, '2001:db8::1:0:0:1', 6, tcp(1, 2)));
     assert.deepEqual(g.lastDrop(), { reason: C.rx_dropped_spoofed_ip, mac: 0x525400123456, detail: '2001:db8::1:0:0:1' });
-    assert.equal(g.takeDrops(), 3);
-    assert.equal(g.takeDrops(), 0);
+    assert.equal(dropped(), 3);
     run(eth(OWN, 0x0806, arp(OTHER, '10.0.0.5', '10.0.0.1')));
     assert.deepEqual(g.lastDrop(), { reason: C.rx_dropped_spoofed_arp, mac: 0x525400123456, detail: OTHER });
     run(ipv6Frame(OWN, '::', 58, ns('fd00::7')));
@@ -452,7 +452,7 @@ describe('filter()', () => {
     assert.deepEqual(g.lastDrop(), { reason: C.rx_dropped_spoofed_mac, mac: 0x525400aabbcc, detail: '' });
     run(ipv6Frame(OWN, OWN_LL, 58, ra()));
     assert.deepEqual(g.lastDrop(), { reason: C.rx_dropped_ra, mac: 0x525400123456, detail: OWN_LL });
-    assert.equal(g.takeDrops(), 5);
+    assert.equal(dropped(), 8);
   });
 
   test('a frame lent from a peer is copied before it is judged, so the peer cannot change it afterwards', () => {
@@ -547,7 +547,6 @@ describe('properties', () => {
       const n = g.filter(pool, batch, batch.length, counters);
       assert.deepEqual(Array.from(batch.subarray(0, n)), expected);
       assert.equal(counters.reduce((s, x) => s + x, 0), items.length - n);
-      assert.equal(g.takeDrops(), items.length - n);
       for (let i = 0; i < n; i++) pool.release(batch[i]!);
       assert.equal(pool.available(), free);
     }), { numRuns: 300 });

@@ -65,12 +65,11 @@ export class PortGuard {
   // What the verdict check() just gave blames: BLAME_* and where its bytes start.
   private blameKind = BLAME_NONE;
   private blameAt = 0;
-  // The last drop filter() saw, and drops since takeDrops().
+  // The last drop filter() saw (the counts are the port's counters).
   private dropReason = 0;
   private dropMac = 0;
   private dropKind = BLAME_NONE;
   private readonly dropBytes = new Uint8Array(16);
-  private drops = 0;
 
   /** Throws on a malformed MAC or address, a group MAC, or an address bound to a MAC not in `macs`. */
   constructor(id: GuardIdentity) {
@@ -126,7 +125,6 @@ export class PortGuard {
         continue;
       }
       counters[verdict]!++;
-      this.drops++;
       this.dropReason = verdict;
       this.dropMac = len >= 12 ? readMac(b, fo + 6) : 0;
       this.dropKind = this.blameKind;
@@ -140,13 +138,6 @@ export class PortGuard {
   lastDrop(): GuardDrop | null {
     if (this.dropReason === 0) return null;
     return { reason: this.dropReason, mac: this.dropMac, detail: formatBlame(this.dropKind, this.dropBytes) };
-  }
-
-  /** Drops since the last call. */
-  takeDrops(): number {
-    const n = this.drops;
-    this.drops = 0;
-    return n;
   }
 
   /** The verdict for one frame: GUARD_OK or the counter slot (C.rx_dropped_...) of the reason. */

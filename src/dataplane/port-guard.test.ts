@@ -202,7 +202,7 @@ describe('IPv4', () => {
   test('fragments: a later fragment carries no ports; a first fragment must hold the UDP header', () => {
     assert.equal(verdict(ipv4Frame(OWN, '10.0.0.5', 17, udp(67, 68), { frag: 185 })), GUARD_OK, 'bytes that look like port 67 in a later fragment');
     assert.equal(verdict(ipv4Frame(OWN, '10.9.9.9', 17, udp(1, 2), { frag: 185 })), C.rx_dropped_spoofed_ip, 'its source is still checked');
-    assert.equal(verdict(ipv4Frame(OWN, '10.0.0.5', 17, [0, 67, 0, 68], { more: true })), C.rx_dropped_unjudgeable, 'first fragment, 4 bytes of UDP');
+    assert.equal(verdict(ipv4Frame(OWN, '10.0.0.5', 17, [0, 1, 0, 2], { more: true })), C.rx_dropped_unjudgeable, 'first fragment, 4 bytes of UDP');
     assert.equal(verdict(ipv4Frame(OWN, '10.0.0.5', 17, udp(67, 68), { more: true })), C.rx_dropped_dhcp_server);
     assert.equal(verdict(ipv4Frame(OWN, '10.0.0.5', 17, udp(5000, 53), { more: true })), GUARD_OK);
   });
@@ -421,6 +421,30 @@ describe('filter()', () => {
     assert.equal(pool.available(), free - n, 'the five dropped handles are back in the pool');
     for (let i = 0; i < n; i++) pool.release(batch[i]!);
     assert.equal(pool.available(), free);
+  });
+
+  test('after a frame passes, frames from the same MAC and IPv4 source are judged in full (the fast path)', () => {
+    const g = new PortGuard(identity);
+    const frames = [
+      ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2)), // passes: the (MAC, source) the fast path remembers
+      ipv4Frame(OWN, '10.0.0.5', 17, dhcpOffer()),
+      ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2), { total: 200 }),
+      ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2), { total: 19 }),
+      ipv4Frame(OWN, '10.0.0.5', 17, [0, 1, 0, 2], { more: true }), // a first fragment without the whole UDP header
+      ipv4Frame(OWN, '10.0.0.5', 17, udp(67, 68), { frag: 8 }), // a later fragment: no ports
+      ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2), { options: [1, 1, 1, 0] }),
+      ipv4Frame(VIRT, '10.0.0.5', 6, tcp(1, 2)),
+      eth(OWN, 0x0806, arp(OWN, '10.0.0.5', '10.0.0.1')),
+      ipv4Frame(OWN, '10.0.0.5', 17, udp(68, 67)),
+    ];
+    const handles = frames.map(put);
+    const batch = Int32Array.from(handles);
+    const counters = newCounters();
+    const n = g.filter(pool, batch, batch.length, counters);
+    assert.deepEqual(Array.from(batch.subarray(0, n)), [0, 5, 6, 7, 8, 9].map((i) => handles[i]));
+    assert.equal(counters[C.rx_dropped_dhcp_server], 1);
+    assert.equal(counters[C.rx_dropped_unjudgeable], 3);
+    for (let i = 0; i < n; i++) pool.release(batch[i]!);
   });
 
   test('remembers the last drop (reason, source MAC, forged address as text) and counts drops until taken', () => {

@@ -414,3 +414,70 @@ describe('port security: a hostile container among secured ones (root)', require
     assert.equal(neigh(ns.a, IP.b)?.lladdr, mac.b);
   });
 });
+
+describe('port security across dataplane threads: a port on another thread cannot claim a secured port\'s MAC (root)', requires(NEEDS.tun, NEEDS.python3), () => {
+  // b (secured) runs on thread 0; a and c (not secured) on thread 1, whose copy of the bridge
+  // knows b's MAC only from the link between the threads. c sends frames from b's MAC while a
+  // pings b: each thread holds b's MAC as a static entry on its link to b's thread, so c's
+  // frames pass unlearned (fdb_move_refused) and a's echo requests still go to b.
+  const d = new TestDaemon();
+  const ns = {} as Record<'a' | 'b' | 'c', string>;
+  const mac = {} as Record<'a' | 'b' | 'c', string>;
+
+  before(async () => {
+    const names = makeNetns(3);
+    (['a', 'b', 'c'] as const).forEach((n, i) => (ns[n] = names[i]!));
+    await d.start(['--dataplane-threads', '2', '--pool', '512']);
+    d.ok('add-br', 'br0');
+    d.ok('add-port', 'br0', 'b', 'type=tap', `netns=${ns.b}`, `ip=${IP.b}/24`, 'ifname=eth0', 'port-security=on', 'thread=0');
+    d.ok('add-port', 'br0', 'a', 'type=tap', `netns=${ns.a}`, `ip=${IP.a}/24`, 'ifname=eth0', 'thread=1');
+    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${ns.c}`, `ip=${IP.c}/24`, 'ifname=eth0', 'thread=1');
+    for (const n of ['a', 'b', 'c'] as const) mac[n] = JSON.parse(must('ip', ['-n', ns[n], '-j', 'link', 'show', 'dev', 'eth0']))[0].address as string;
+    await pingUntil(ns.a, IP.b);
+  });
+
+  after(async () => {
+    await d.cleanup();
+    delNetns(Object.values(ns));
+  });
+
+  it('c sends from b\'s MAC on thread 1: every ping a sends b is answered, none reaches c, c\'s frames are counted fdb_move_refused', async () => {
+    const refused = (): number => d.json('stats', 'c')[0].counters.fdb_move_refused as number;
+    const from = refused();
+    const cap = await new Capture(ns.c, 'eth0').start();
+    const sender = new Sender(ns.c, 'eth0', [eth(mac.a, mac.b, ETH_P_EXPERIMENTAL, payload('spoofed mac')), eth(BROADCAST, mac.b, ETH_P_EXPERIMENTAL, payload('spoofed mac'))], 80, 0.025);
+    try {
+      await waitFor(() => refused() - from >= 4, 10_000, 'c\'s frames from b\'s MAC to be refused by thread 1\'s table');
+      const r = nsExec(ns.a, 'ping', ['-c', '30', '-i', '0.05', '-W', '1', IP.b], 30_000);
+      const received = Number(/(\d+) received/.exec(r.stdout)?.[1] ?? -1);
+      assert.equal(received, 30, `a's pings to b while c sent from b's MAC: ${r.stdout}${r.stderr}`);
+      await sender.sent();
+      // a pings c once: c's capture has then shown everything pier sent c before.
+      const echoTo = (ip: string): number => cap.frames().map(parse).filter((p) => p.icmpType === 8 && p.ipDst === ip).length;
+      assert.equal(nsExec(ns.a, 'ping', ['-c', '1', '-W', '2', IP.c]).code, 0);
+      await waitFor(() => echoTo(IP.c) > 0, 10_000, 'a\'s echo request to c in c\'s capture');
+      assert.equal(echoTo(IP.b), 0, 'a\'s echo requests to b reached c');
+      const b = d.json<FdbEntry[]>('fdb', 'br0').filter((e) => e.mac === mac.b);
+      assert.deepEqual(b.map((e) => [e.port, e.static]), [['b', true]], `b's MAC in the table: ${JSON.stringify(b)}`);
+    } finally {
+      sender.stop();
+      cap.stop();
+    }
+  });
+
+  it('with b unsecured, the same frames move b\'s MAC to c on thread 1 (the test above means something); secured again, it is b\'s', async () => {
+    d.ok('set-port', 'b', 'port-security=off');
+    const cap = await new Capture(ns.c, 'eth0').start();
+    try {
+      const sender = new Sender(ns.c, 'eth0', [eth(mac.a, mac.b, ETH_P_EXPERIMENTAL, payload('spoofed mac'))], 3, 0.02);
+      await sender.sent();
+      // a's next echo request to b goes where thread 1 learned b's MAC last: c.
+      nsExec(ns.a, 'ping', ['-c', '1', '-W', '1', IP.b]);
+      await waitFor(() => cap.frames().map(parse).some((p) => p.icmpType === 8 && p.ipDst === IP.b), 10_000, 'a\'s echo request to b in c\'s capture');
+    } finally {
+      cap.stop();
+      d.ok('set-port', 'b', 'port-security=on');
+    }
+    await pingUntil(ns.a, IP.b);
+  });
+});

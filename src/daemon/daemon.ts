@@ -364,8 +364,9 @@ export class Daemon {
       } else {
         // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
         rt.options = o;
-        if (vlanChanged) await this.dataplanes.setVlan(rt.index, vlanOf(o));
-        if (securityChanged) await this.dataplanes.setSecurity(rt.index, securityOf(o));
+        const bridge = this.bridgeIds.get(rt.bridge)!;
+        if (vlanChanged) await this.dataplanes.setVlan(rt.index, vlanOf(o), bridge, securityOf(o));
+        if (securityChanged) await this.dataplanes.setSecurity(rt.index, securityOf(o), bridge, vlanOf(o));
       }
       rt.options = o;
       if (vlanChanged) await this.syncLinkVlans(rt.bridge);

@@ -43,6 +43,12 @@ export class Dataplanes {
   /** Thread of each port slot in a dataplane (ports and links). */
   private readonly threadOfSlot = new Map<number, number>();
   private readonly links = new Map<number, BridgeLinks>();
+  /**
+   * The static entry each secured port with a MAC of its own has on its thread, by slot: every
+   * other thread holds it too, on its link to that thread (syncStatics), so a port there cannot
+   * claim the MAC either.
+   */
+  private readonly statics = new Map<number, { bridge: number; thread: number; mac: string; vlan: number }>();
 
   constructor(count: number, poolSize: number, cpus: readonly number[], private readonly allocSlot: () => number, private readonly fdbSize?: number) {
     this.threads = Array.from({ length: count }, (_, i) => new Dataplane(poolSize, cpus.length === 0 ? -1 : cpus[i % cpus.length]!, i));
@@ -161,6 +167,8 @@ export class Dataplanes {
     if (!l || l.vlans === vlans) return;
     l.vlans = vlans;
     for (const e of l.ends) await this.threads[e.thread]!.request({ op: 'set-vlan', index: e.index, vlan: vlans ? ALL_VLANS : undefined });
+    // A VLAN change flushes a port's entries, the links' static ones too.
+    await this.syncStatics(bridge);
   }
 
   // ---- ports ----
@@ -171,6 +179,8 @@ export class Dataplanes {
     // The port's MACs may have been learned on links when it ran on another thread (it moved):
     // the other threads forget what they learned on links, and flood until they learn again.
     for (const e of this.links.get(port.bridge)?.ends ?? []) await this.threads[e.thread]!.request({ op: 'fdb-flush', index: e.index });
+    this.noteStatic(port.index, port.bridge, port.security, port.vlan);
+    await this.syncStatics(port.bridge);
   }
 
   /** Take a slot out of its thread (no-op when it is in none). */
@@ -181,19 +191,45 @@ export class Dataplanes {
       await this.threads[t]!.request({ op: 'del-port', index });
     } finally {
       this.threadOfSlot.delete(index);
+      const s = this.statics.get(index);
+      if (s && this.statics.delete(index)) await this.syncStatics(s.bridge).catch(() => undefined);
     }
   }
 
-  async setVlan(index: number, vlan: VlanConfig | undefined): Promise<void> {
+  async setVlan(index: number, vlan: VlanConfig | undefined, bridge: number, security: SecurityConfig | undefined): Promise<void> {
     const t = this.threadOf(index);
     if (t === undefined) throw new Error(`no port in slot ${index}`);
     await this.threads[t]!.request({ op: 'set-vlan', index, vlan });
+    this.noteStatic(index, bridge, security, vlan);
+    await this.syncStatics(bridge);
   }
 
-  async setSecurity(index: number, security: SecurityConfig | undefined): Promise<void> {
+  async setSecurity(index: number, security: SecurityConfig | undefined, bridge: number, vlan: VlanConfig | undefined): Promise<void> {
     const t = this.threadOf(index);
     if (t === undefined) throw new Error(`no port in slot ${index}`);
     await this.threads[t]!.request({ op: 'set-security', index, security });
+    this.noteStatic(index, bridge, security, vlan);
+    await this.syncStatics(bridge);
+  }
+
+  /** Record the static entry a port's security gives it on its own thread (a secured port's own MAC), or that it has none. */
+  private noteStatic(index: number, bridge: number, security: SecurityConfig | undefined, vlan: VlanConfig | undefined): void {
+    const t = this.threadOfSlot.get(index);
+    const own = security?.secured?.own === true ? security.secured.macs[0] : undefined;
+    // The VLAN its untagged frames are in, which is the one they cross the links in.
+    if (t !== undefined && own !== undefined) this.statics.set(index, { bridge, thread: t, mac: own, vlan: vlan?.tag ?? 0 });
+    else this.statics.delete(index);
+  }
+
+  /** Give each link of the bridge the static entries of the secured ports at its other end. */
+  private async syncStatics(bridge: number): Promise<void> {
+    const l = this.links.get(bridge);
+    if (!l) return;
+    const all = [...this.statics.values()].filter((s) => s.bridge === bridge);
+    for (const e of l.ends) {
+      const statics = all.filter((s) => s.thread === e.peer).map(({ mac, vlan }) => ({ mac, vlan }));
+      await this.threads[e.thread]!.request({ op: 'link-statics', index: e.index, statics });
+    }
   }
 
   async describe(index: number): Promise<unknown> {

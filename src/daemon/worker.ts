@@ -5,6 +5,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import { EventFd, libc, watchPeerWrites, W_WAKES } from '../sys/index.ts';
 import { CaptureTap } from '../dataplane/capture.ts';
 import { Engine } from '../dataplane/engine.ts';
+import { macFromString } from '../dataplane/fdb.ts';
 import { LINK_RING_BYTES, LinkPort } from '../dataplane/link.ts';
 import { GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID } from '../dataplane/gauges.ts';
 import { loadDataplanes } from '../ports/registry.ts';
@@ -84,6 +85,14 @@ function apply(req: Request): ReplyOf[Request['op']] {
         throw e;
       }
       links.set(req.index, [tx, rx]);
+      return null;
+    }
+    case 'link-statics': {
+      const p = engine.ports[req.index];
+      const fdb = p ? engine.bridges.get(p.bridge)?.fdb : undefined;
+      if (!fdb) return null;
+      fdb.flushStatic(req.index);
+      for (const e of req.statics) fdb.addStatic(macFromString(e.mac), req.index, e.vlan);
       return null;
     }
     case 'fdb-flush': {

@@ -36,6 +36,12 @@ export type Request =
   | { seq: number; op: 'set-vlan'; index: number; vlan: VlanConfig | undefined }
   /** A running port's security changes (set-port): applied between bursts, its static FDB entries made again. */
   | { seq: number; op: 'set-security'; index: number; security: SecurityConfig | undefined }
+  /**
+   * The static entries of link `index`: the own MACs of the secured ports on the thread at its
+   * other end (each in the VLAN its untagged frames cross in), so no port of this thread can
+   * claim them (docs/design/port-security.md). Replaces the link's previous set.
+   */
+  | { seq: number; op: 'link-statics'; index: number; statics: Array<{ mac: string; vlan: number }> }
   | { seq: number; op: 'fdb'; bridge: number }
   | { seq: number; op: 'pool' }
   | { seq: number; op: 'describe'; index: number }
@@ -93,6 +99,7 @@ export interface ReplyOf {
   'del-port': null;
   'set-vlan': null;
   'set-security': null;
+  'link-statics': null;
   fdb: { entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }>; full: number; moves: number; evicted: number };
   pool: PoolStats;
   describe: unknown;

@@ -273,6 +273,7 @@ describe('port security: a hostile container among secured ones (root)', require
     assert.ok(fdbText);
     assert.equal(fdbText.run.code, 0, `pier fdb br0 (text) failed: ${fdbText.run.stderr.trim()}`);
     assert.match(fdbText.run.stdout, fdbText.want);
+    assert.match(fdbText.run.stdout, /^ moves \d+, not learned \(table full\) \d+, evicted for a port owed room \d+$/m);
   });
 
   it('broadcast storm: c floods broadcasts at full speed for 6 s; a and b keep their TCP throughput, c\'s storm drops are counted', async (t: TestContext) => {

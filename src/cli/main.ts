@@ -96,11 +96,14 @@ client('stats', 'per-port counters').argument('[port]').option('--json', 'machin
 client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').option('--json', 'machine-readable output')
   .action(async (br: string, o: { json?: boolean }, cmd: Command) => {
     const entries = await call(socketOf(cmd), 'fdb', [br]);
-    // Per-port counts: text only (the JSON is the entries, as it always was; limits are in pier show --json).
-    const ports = o.json ? [] : await call(socketOf(cmd), 'fdb-ports', [br]) as Array<{ port: string; learned: number; limit: number }>;
+    // Per-port counts and the table's totals: text only (the JSON is the entries, as it always
+    // was; limits are in pier show --json).
+    type Totals = { ports: Array<{ port: string; learned: number; limit: number }>; moves: number; full: number; evicted: number };
+    const t = o.json ? undefined : await call(socketOf(cmd), 'fdb-ports', [br]) as Totals;
     print(entries, !!o.json, (l: Array<{ mac: string; vlan?: number; port: string; age: number; static?: boolean }>) =>
       [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.static ? 'static' : e.age}`),
-        ...(ports.length ? ['', ' learned per port: ' + ports.map((p) => `${p.port} ${p.learned}${p.limit ? `/${p.limit}` : ''}`).join(', ')] : [])].join('\n'));
+        ...(t && t.ports.length ? ['', ' learned per port: ' + t.ports.map((p) => `${p.port} ${p.learned}${p.limit ? `/${p.limit}` : ''}`).join(', ')] : []),
+        ...(t ? [` moves ${t.moves}, not learned (table full) ${t.full}, evicted for a port owed room ${t.evicted}`] : [])].join('\n'));
   });
 
 client('top', 'a live view of per-port rates (pps, bit/s, drops per second and why), the dataplane thread\'s CPU and pool use')

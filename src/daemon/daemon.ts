@@ -994,9 +994,9 @@ export class Daemon {
   private async fdbPorts(br: string): Promise<unknown> {
     const id = this.bridgeIds.get(br);
     if (id === undefined) throw err.noBridge(br);
-    const { ports } = await this.dataplanes.fdb(id);
+    const { ports, full, moves, evicted } = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit }));
+    return { ports: ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit })), moves, full, evicted };
   }
 }
 

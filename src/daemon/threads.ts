@@ -250,16 +250,23 @@ export class Dataplanes {
   }
 
   /** The bridge's learned addresses on real ports, from every thread (entries on links are other threads' copies). */
-  async fdb(bridge: number): Promise<{ entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }> }> {
+  async fdb(bridge: number): Promise<{ entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }>; full: number; moves: number; evicted: number }> {
     const linkSlots = new Set(this.links.get(bridge)?.ends.map((e) => e.index));
     const entries: FdbEntry[] = [];
     const ports: Array<{ port: number; learned: number; limit: number }> = [];
+    // Summed over the threads' tables (a move between threads counts on each thread that saw it).
+    let full = 0;
+    let moves = 0;
+    let evicted = 0;
     for (const t of this.threads) {
       const r = await t.request({ op: 'fdb', bridge });
       for (const e of r.entries) if (!linkSlots.has(e.port)) entries.push(e);
       for (const p of r.ports) if (!linkSlots.has(p.port)) ports.push(p);
+      full += r.full;
+      moves += r.moves;
+      evicted += r.evicted;
     }
-    return { entries, ports };
+    return { entries, ports, full, moves, evicted };
   }
 
   /** Every thread's pool and engine figures; the sum where one figure is wanted. */

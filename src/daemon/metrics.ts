@@ -60,6 +60,7 @@ function familyOf(n: CounterName): { family: string; labels?: Record<string, str
     tx_csum_sw: 'transmit_checksummed_packets', flooded: 'flooded_packets', rx_ring_empty: 'receive_ring_empty',
     rx_buffers_posted: 'receive_buffers_posted', rx_post_short: 'receive_post_short', notify_dropped: 'notifications_dropped',
     notify_stalled: 'notifications_stalled', fdb_limit: 'fdb_learning_refused_limit', fdb_move_refused: 'fdb_learning_refused_static',
+    rx_storm_pauses: 'receive_storm_pauses',
   };
   return { family: simple[n] ?? n };
 }
@@ -82,6 +83,7 @@ const HELP: Record<string, string> = {
   drops: 'Frames dropped, by direction and reason (port security: spoofed_mac, spoofed_ip, spoofed_arp, spoofed_nd, ra, dhcp_server, unjudgeable, storm).',
   fdb_learning_refused_limit: 'Sources not learned because the port is at its mac-limit (the frames are forwarded).',
   fdb_learning_refused_static: 'Sources not learned because the MAC is a secured port\'s own (static) entry (the frames are forwarded).',
+  receive_storm_pauses: 'Times a queue was left unread for a while because most of a full burst was over the port\'s storm limit.',
   notifications: 'Notifications exchanged with the peer: sent by pier (a call or kick it wrote) and received (a kick or call that woke pier with work).',
 };
 

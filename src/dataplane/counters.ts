@@ -64,6 +64,11 @@ export const C = {
   fdb_limit: 35,
   /** Sources not learned because the MAC is a secured port's static entry (the frames are forwarded unlearned). */
   fdb_move_refused: 36,
+  /**
+   * Times a queue of the port was left unread for STORM_PAUSE_MS because most of a full burst
+   * was over its storm-limit: the kernel or the peer holds (and drops) the rest of the storm.
+   */
+  rx_storm_pauses: 37,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

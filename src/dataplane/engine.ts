@@ -26,6 +26,12 @@ const SECURITY_REASONS = [C.rx_dropped_spoofed_mac, C.rx_dropped_spoofed_ip, C.r
   C.rx_dropped_ra, C.rx_dropped_dhcp_server, C.rx_dropped_unjudgeable, C.rx_dropped_storm];
 
 const CONTROL_TOKEN = 0xffffffff;
+/**
+ * A full burst of which at least half was over the port's storm limit leaves that queue unread
+ * for this long: the storm waits in the kernel's or the peer's queue, which drops what does not
+ * fit, instead of costing pier a read per frame it will drop (bench/results/port-security.md).
+ */
+export const STORM_PAUSE_MS = 20;
 const MAX_PORTS = 1 << 20;
 
 export class Engine implements PortContext {
@@ -295,12 +301,45 @@ export class Engine implements PortContext {
     while (this.running) this.turn(this.npending > 0 ? 0 : this.nextTimeout());
   }
 
-  /** Sleep until the soonest port timer, at most a second (FDB aging). */
+  /** Sleep until the soonest port timer or paused queue, at most a second (FDB aging). */
   private nextTimeout(): number {
     let t = 1000;
     const now = Date.now();
     for (const p of this.ports) if (p && p.timerAt > 0) t = Math.min(t, Math.max(0, p.timerAt - now));
+    for (const x of this.paused) t = Math.min(t, Math.max(0, x.until - now));
     return t;
+  }
+
+  /** Queues left unread because they storm, and when each is read again (ms since epoch). */
+  private readonly paused: Array<{ p: Port; q: number; until: number }> = [];
+
+  /** Stop reading queue q of p for STORM_PAUSE_MS (its fd out of epoll). */
+  private pauseQueue(p: Port, q: number): void {
+    const fd = p.fds[q];
+    if (q >= 32 || fd === undefined || (p.pausedMask & (1 << q)) !== 0) return;
+    this.epoll.remove(fd);
+    p.pausedMask |= 1 << q;
+    p.counters[C.rx_storm_pauses]!++;
+    this.paused.push({ p, q, until: Date.now() + STORM_PAUSE_MS });
+  }
+
+  /** Read the paused queues whose time is up again: back in epoll, and polled once next turn (a peer may not notify again). */
+  private resumeQueues(nowMs: number): void {
+    const list = this.paused;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const x = list[i]!;
+      if (x.until > nowMs && this.ports[x.p.index] === x.p) continue;
+      list.splice(i, 1);
+      x.p.pausedMask &= ~(1 << x.q);
+      // A port removed or rebuilt meanwhile is not this one any more: nothing to give back.
+      if (this.ports[x.p.index] !== x.p) continue;
+      try {
+        this.epoll.add(x.p.fds[x.q]!, libc.EPOLLIN, (x.p.index << 8) | x.q);
+      } catch {
+        // The port watches a new fd for that queue already (a vhost-user peer set a new kick).
+      }
+      this.again(x.p, x.q);
+    }
   }
 
   /**
@@ -340,7 +379,10 @@ export class Engine implements PortContext {
         const p = this.ports[tok >>> 8];
         if (!p) continue;
         const q = tok & 0xff;
-        if (q < 32) p.againMask &= ~(1 << q);
+        if (q < 32) {
+          p.againMask &= ~(1 << q);
+          if ((p.pausedMask & (1 << q)) !== 0) continue;
+        }
         this.poll(p, q);
       }
     }
@@ -368,6 +410,7 @@ export class Engine implements PortContext {
     if (Atomics.load(this.faults, 0) !== this.faultsSeen) this.dispatchFaults();
     if (!housekeeping) return;
     const nowMs = Date.now();
+    if (this.paused.length > 0) this.resumeQueues(nowMs);
     for (const p of this.ports) {
       if (p && p.timerAt > 0 && p.timerAt <= nowMs) {
         p.timerAt = 0;
@@ -423,6 +466,7 @@ export class Engine implements PortContext {
       const m = members[i]!;
       if (fix || (ext && !m.acceptsExternal)) m.txFix = true;
     }
+    const storming = p.stormRate !== 0 ? p.counters[C.rx_dropped_storm]! : -1;
     br.forward(p, this.batch, n, this.ports, this.flushFn);
     for (let i = 0; i < members.length; i++) {
       const m = members[i]!;
@@ -431,6 +475,7 @@ export class Engine implements PortContext {
     }
     // Lent packets are all released by now: the port may return its buffers to the peer.
     p.afterBurst(queue);
+    if (storming >= 0 && n === BURST && 2 * (p.counters[C.rx_dropped_storm]! - storming) >= n) this.pauseQueue(p, queue);
     return n;
   }
 

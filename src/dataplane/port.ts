@@ -60,6 +60,8 @@ export abstract class Port implements PortVlan {
   busyPoll = false;
   /** Queues (0..31) waiting in the engine's list for the next turn (PortContext.again), one bit each. */
   againMask = 0;
+  /** Queues (0..31) left unread for a while because they storm (Engine.pauseQueue), one bit each. */
+  pausedMask = 0;
   /**
    * Port security (docs/design/port-security.md): the check of what enters from a secured port
    * (null: unsecured), and the storm bucket (src/dataplane/security.ts; rate 0: no limit).

@@ -4,9 +4,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { C } from './counters.ts';
-import { Engine } from './engine.ts';
+import { BURST, Engine } from './engine.ts';
+import { EventFd } from '../sys/index.ts';
 import type { SecurityConfig } from './security.ts';
 import { WirePort } from './wire-port.test-util.ts';
+
+/** A WirePort whose queue 0 has an fd the engine polls (an eventfd, kept readable). */
+class FdPort extends WirePort {
+  readonly ev = new EventFd();
+  override readonly fds: readonly number[] = [this.ev.fd];
+}
 
 const A = [2, 0, 0, 0, 0, 0xa];
 const B = [2, 0, 0, 0, 0, 0xb];
@@ -131,6 +138,47 @@ describe('port security in the engine', () => {
     engine.turn(1);
     assert.equal(news.length, 3, JSON.stringify(news));
     assert.match(news[2]!.detail, /^1 frame dropped: spoofed_ip$/);
+  });
+
+  test('a full burst mostly over the storm limit leaves the queue unread for a while, then it is read again', () => {
+    const engine = new Engine(256, undefined, () => {});
+    engine.addBridge(1, 'br');
+    const a = new FdPort(1, engine.pool);
+    const b = new WirePort(2, engine.pool);
+    engine.addPort(a, undefined, { secured: null, macLimit: 0, stormLimit: 100 });
+    engine.addPort(b);
+    a.ev.signal();
+    const bcast = (): Uint8Array => udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255]);
+    try {
+      engine.bridges.get(1)!.now = 1000;
+      // Two full bursts within the bucket's 64 frames, then one of which half is over: pause.
+      for (let k = 0; k < 2; k++) {
+        a.inbox.push(...Array.from({ length: BURST }, bcast));
+        engine.poll(a, 0);
+      }
+      assert.equal(a.counters[C.rx_storm_pauses], 0);
+      a.inbox.push(...Array.from({ length: BURST - 1 }, bcast));
+      engine.poll(a, 0);
+      assert.equal(a.counters[C.rx_storm_pauses], 0, 'a burst that is not full does not pause');
+      a.inbox.push(...Array.from({ length: BURST }, bcast));
+      engine.poll(a, 0);
+      assert.equal(a.counters[C.rx_storm_pauses], 1);
+      assert.equal(a.pausedMask, 1);
+      assert.equal(b.sent.length, 2 * BURST);
+      // Paused: a readable fd is not polled, however many turns go by.
+      a.inbox.push(bcast());
+      for (let k = 0; k < 5; k++) engine.turn(0);
+      assert.equal(a.inbox.length, 1, 'read while paused');
+      // Its time up, the queue is read again without a new event (a peer may not notify twice).
+      (engine as unknown as { paused: Array<{ until: number }> }).paused[0]!.until = 0;
+      a.ev.drain();
+      engine.turn(1);
+      engine.turn(0);
+      assert.equal(a.pausedMask, 0);
+      assert.equal(a.inbox.length, 0, 'not read after the pause');
+    } finally {
+      a.ev.close();
+    }
   });
 
   test('security changes live: on, then off; static entries follow', () => {

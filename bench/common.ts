@@ -1,6 +1,8 @@
 // What the benchmarks share: command-line numbers, a thread's CPU time, medians, the machine.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
+import { iperf, type TestDaemon } from '../test/helpers.ts';
 
 export function option(name: string, dflt: number): number {
   const argv = process.argv.slice(2);
@@ -27,4 +29,33 @@ export function median(xs: number[]): number {
 
 export function machine(): { cpus: number; cpu: string | undefined; kernel: string; node: string } {
   return { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version };
+}
+
+export type Dir = 'a->b' | 'b->a';
+
+/**
+ * Two containers on tap ports of a new bridge br0 of daemon `d` (started), 10.9.0.1 in `a` and
+ * 10.9.0.2 in `b`, with `opts` on both ports; one ping to resolve. Returns the dataplane thread.
+ */
+export function tapPair(d: TestDaemon, a: string, b: string, opts: string[] = []): { pid: number; tid: number } {
+  d.ok('add-br', 'br0');
+  d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0', ...opts);
+  d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0', ...opts);
+  const show = d.json('show');
+  spawnSync('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '2', '10.9.0.2']);
+  return { pid: show.pid as number, tid: show.dataplane.tid as number };
+}
+
+/** One iperf3 TCP stream between the tapPair containers in direction `dir`, and the dataplane thread's share of a core meanwhile. */
+export async function tapPairTcp(dp: { pid: number; tid: number }, a: string, b: string, dir: Dir, seconds: number): Promise<{ gbps: number; retransmits: number; cpu: number }> {
+  const c0 = threadCpu(dp.pid, dp.tid) ?? 0;
+  const t0 = performance.now();
+  const r = await iperf(b, a, '10.9.0.2', { reverse: dir === 'b->a', seconds });
+  const cpu = ((threadCpu(dp.pid, dp.tid) ?? c0) - c0) / ((performance.now() - t0) / 1000);
+  return { gbps: r.gbps, retransmits: r.retransmits, cpu };
+}
+
+/** The fields every results file starts with. */
+export function resultHead(benchmark: string, rounds: number, secondsPerRun: number): { benchmark: string; date: string; machine: ReturnType<typeof machine>; rounds: number; secondsPerRun: number } {
+  return { benchmark, date: new Date().toISOString(), machine: machine(), rounds, secondsPerRun };
 }

@@ -4,15 +4,14 @@
 // flooding broadcasts at full speed costs two neighbours' TCP, with no storm limit and with the
 // default. The vhost-user loop's A/B is bench/vhost.ts --secured. Method: bench/port-security.md.
 // Usage (root): node --import tsx bench/port-security.ts [--rounds N] [--seconds T]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, median, option, threadCpu } from './common.ts';
+import { type Dir, median, option, resultHead, tapPair, tapPairTcp } from './common.ts';
 import { delNetns, iperf, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 8);
-type Dir = 'a->b' | 'b->a';
 
 interface Tcp { gbps: number; cpu: number }
 const tcp: Record<'off' | 'on', Record<Dir, Tcp[]>> = { off: { 'a->b': [], 'b->a': [] }, on: { 'a->b': [], 'b->a': [] } };
@@ -23,21 +22,11 @@ async function tcpRun(secured: boolean): Promise<void> {
   const [a, b] = makeNetns(2) as [string, string];
   try {
     await d.start();
-    d.ok('add-br', 'br0');
-    const sec = secured ? ['port-security=on'] : [];
-    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0', ...sec);
-    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0', ...sec);
-    const show = d.json('show');
-    const pid = show.pid as number;
-    const tid = show.dataplane.tid as number;
-    spawnSync('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '2', '10.9.0.2']);
+    const dp = tapPair(d, a, b, secured ? ['port-security=on'] : []);
     for (const dir of ['a->b', 'b->a'] as Dir[]) {
-      const c0 = threadCpu(pid, tid) ?? 0;
-      const t0 = performance.now();
-      const r = await iperf(b, a, '10.9.0.2', { reverse: dir === 'b->a', seconds: T });
-      const cpu = ((threadCpu(pid, tid) ?? c0) - c0) / ((performance.now() - t0) / 1000);
-      tcp[secured ? 'on' : 'off'][dir].push({ gbps: +r.gbps.toFixed(2), cpu: +cpu.toFixed(2) });
-      console.error(`tap TCP port-security=${secured ? 'on ' : 'off'} ${dir} ${r.gbps.toFixed(2)} Gbit/s, dataplane CPU ${Math.round(cpu * 100)}%`);
+      const r = await tapPairTcp(dp, a, b, dir, T);
+      tcp[secured ? 'on' : 'off'][dir].push({ gbps: +r.gbps.toFixed(2), cpu: +r.cpu.toFixed(2) });
+      console.error(`tap TCP port-security=${secured ? 'on ' : 'off'} ${dir} ${r.gbps.toFixed(2)} Gbit/s, dataplane CPU ${Math.round(r.cpu * 100)}%`);
     }
     if (secured) {
       const l: Array<{ counters: Record<string, number> }> = d.json('stats', 'pa');
@@ -83,9 +72,7 @@ async function stormRun(limit: number): Promise<void> {
   const [a, b, c] = makeNetns(3) as [string, string, string];
   try {
     await d.start();
-    d.ok('add-br', 'br0');
-    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0');
-    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0');
+    tapPair(d, a, b);
     const t0 = Date.now();
     d.ok('add-port', 'br0', 'pc', 'type=tap', `netns=${c}`, 'ip=10.9.0.3/24', 'ifname=eth0', 'mac=02:00:00:00:0c:03', `storm-limit=${limit}`);
     const counters = (): Record<string, number> => {
@@ -147,10 +134,7 @@ for (let r = 0; r < ROUNDS; r++) {
   const [a, b] = makeNetns(2) as [string, string];
   try {
     await d.start();
-    d.ok('add-br', 'br0');
-    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0');
-    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0');
-    quiet.push(+(await iperf(b, a, '10.9.0.2', { seconds: T })).gbps.toFixed(2));
+    quiet.push(+(await tapPairTcp(tapPair(d, a, b), a, b, 'a->b', T)).gbps.toFixed(2));
   } finally {
     await d.cleanup();
     delNetns([a, b]);
@@ -166,11 +150,7 @@ const stormSummary = [0, 1000].map((limit) => {
     floodedPerSecond: perS((x) => x.flooded, T), droppedPerSecond: perS((x) => x.dropped, T), pausesPerSecond: perS((x) => x.pauses, T), samples: xs };
 });
 const out = {
-  benchmark: 'port security: cost on tap TCP (on vs off), what a container floods, what a broadcast storm costs its neighbours',
-  date: new Date().toISOString(),
-  machine: machine(),
-  rounds: ROUNDS,
-  secondsPerRun: T,
+  ...resultHead('port security: cost on tap TCP (on vs off), what a container floods, what a broadcast storm costs its neighbours', ROUNDS, T),
   tcp: tcpSummary,
   ratios: { 'on/off a->b': +(tcpSummary.on!['a->b']!.gbps / tcpSummary.off!['a->b']!.gbps).toFixed(3), 'on/off b->a': +(tcpSummary.on!['b->a']!.gbps / tcpSummary.off!['b->a']!.gbps).toFixed(3) },
   legitimate: legit,

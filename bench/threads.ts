@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, median, option, threadCpu } from './common.ts';
+import { machine, median, option, resultHead, threadCpu } from './common.ts';
 import { delNetns, makeNetns, ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
@@ -119,11 +119,7 @@ const ratios = {
   'pair across threads / on one thread, offloads off': ratio('2 threads, 1 pair across, offloads off', '1 thread, 1 pair, offloads off'),
 };
 const out = {
-  benchmark: 'dataplane threads: independent tap pairs (iperf3 TCP, one stream per pair, all at once)',
-  date: new Date().toISOString(),
-  machine: machine(),
-  rounds: ROUNDS,
-  secondsPerRun: T,
+  ...resultHead('dataplane threads: independent tap pairs (iperf3 TCP, one stream per pair, all at once)', ROUNDS, T),
   summary,
   ratios,
 };

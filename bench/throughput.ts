@@ -4,15 +4,14 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, median, option, threadCpu } from './common.ts';
-import { delNetns, iperf, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
+import { type Dir, median, option, resultHead, tapPair, tapPairTcp } from './common.ts';
+import { delNetns, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 8);
 const BASELINE = join(ROOT, '..', 'shared', 'bench', 'baseline.sh');
 
 interface Sample { gbps: number; retransmits: number; cpu?: number }
-type Dir = 'a->b' | 'b->a';
 const results: Record<string, Record<Dir, Sample[]>> = {};
 function record(mode: string, dir: Dir, s: Sample): void {
   ((results[mode] ??= { 'a->b': [], 'b->a': [] })[dir]).push(s);
@@ -35,20 +34,10 @@ async function pierRun(offloads: boolean, mtu?: number): Promise<void> {
   const [a, b] = makeNetns(2) as [string, string];
   try {
     await d.start();
-    d.ok('add-br', 'br0');
     const off = [...(offloads ? [] : ['offloads=off']), ...(mtu ? [`mtu=${mtu}`] : [])];
-    d.ok('add-port', 'br0', 'pa', 'type=tap', `netns=${a}`, 'ip=10.9.0.1/24', 'ifname=eth0', ...off);
-    d.ok('add-port', 'br0', 'pb', 'type=tap', `netns=${b}`, 'ip=10.9.0.2/24', 'ifname=eth0', ...off);
-    const show = d.json('show');
-    const pid = show.pid as number;
-    const tid = show.dataplane.tid as number;
-    spawnSync('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '2', '10.9.0.2']);
+    const dp = tapPair(d, a, b, off);
     for (const dir of ['a->b', 'b->a'] as Dir[]) {
-      const c0 = threadCpu(pid, tid) ?? 0;
-      const t0 = performance.now();
-      const r = await iperf(b, a, '10.9.0.2', { reverse: dir === 'b->a', seconds: T });
-      const wall = (performance.now() - t0) / 1000;
-      record(`${offloads ? 'pier' : 'pier-offloads-off'}${mtu ? `-mtu${mtu}` : ''}`, dir, { gbps: r.gbps, retransmits: r.retransmits, cpu: ((threadCpu(pid, tid) ?? c0) - c0) / wall });
+      record(`${offloads ? 'pier' : 'pier-offloads-off'}${mtu ? `-mtu${mtu}` : ''}`, dir, await tapPairTcp(dp, a, b, dir, T));
     }
   } finally {
     await d.cleanup();
@@ -88,11 +77,7 @@ const ratios = {
   'pier direction balance (b->a / a->b)': +(summary.pier!['b->a'].gbps / summary.pier!['a->b'].gbps).toFixed(2),
 };
 const out = {
-  benchmark: 'container-to-container TCP throughput (iperf3, one stream)',
-  date: new Date().toISOString(),
-  machine: machine(),
-  rounds: ROUNDS,
-  secondsPerRun: T,
+  ...resultHead('container-to-container TCP throughput (iperf3, one stream)', ROUNDS, T),
   summary,
   ratios,
 };

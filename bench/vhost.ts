@@ -8,7 +8,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, median, option, threadCpu } from './common.ts';
+import { median, option, resultHead, threadCpu } from './common.ts';
 import { ROOT, sleep } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
@@ -203,11 +203,7 @@ for (const len of SIZES) {
   if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
 }
 const result = {
-  benchmark: 'vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch',
-  date: new Date().toISOString(),
-  machine: machine(),
-  rounds: ROUNDS,
-  secondsPerRun: T,
+  ...resultHead('vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch', ROUNDS, T),
   summary,
   ratios,
   // Every run as measured, round by round.

@@ -39,7 +39,7 @@ program.command('daemon')
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
-    if (!Number.isInteger(pool) || pool < 64 || pool > 65536) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..65536 buffers');
+    if (!Number.isInteger(pool) || pool < 64 || pool > 32000) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..32000 buffers (66 KiB each; the pool must fit in the lower 2 GiB of a dataplane thread\'s memory map)');
     const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, zod, the dataplane
     const ncpu = (await import('node:os')).cpus().length;
     const cpus = o.dataplaneCpu === undefined ? [] : o.dataplaneCpu.split(',').map(Number);

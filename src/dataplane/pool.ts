@@ -57,6 +57,8 @@ export class PacketPool {
     this.offset = arena.place(this.fd, 0, count * BUF_SIZE + 4096);
     this.base = arena.base + this.offset;
     this.scratch = this.offset + count * BUF_SIZE;
+    // ownFrameOffset() relies on it: every pool buffer lies below 2^31 in the arena.
+    if (this.scratch + 4096 > 2 ** 31) throw new Error(`packet pool: ${count} buffers do not fit below 2 GiB of the arena; use a smaller --pool`);
     this.bytes = arena.bytes;
     this.dv = arena.dv;
     this.len = new Uint32Array(count + EXTERNAL_MAX);
@@ -147,6 +149,16 @@ export class PacketPool {
   /** Offset of the Ethernet frame of packet h in `bytes`. */
   frameOffset(h: number): number {
     return this.hdrOffset(h) + VNET_HDR;
+  }
+
+  /**
+   * frameOffset() of a pool handle (h < count, never a lent one), as a 32-bit integer: V8's
+   * optimized code then indexes the arena with integer arithmetic instead of doubles, which the
+   * mixed result of frameOffset() (a lent packet may lie above 2^31) forces on every read
+   * (measured: port security's check of a 64-byte frame, 36 against 25 ns; bench/guard.ts).
+   */
+  ownFrameOffset(h: number): number {
+    return (this.offset + h * BUF_SIZE + VNET_HDR) | 0;
   }
 
   /** Address of the virtio-net header of packet h, for read()/write(). */

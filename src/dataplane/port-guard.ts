@@ -117,7 +117,7 @@ export class PortGuard {
           continue;
         }
       }
-      const fo = pool.frameOffset(h);
+      const fo = pool.ownFrameOffset(h); // h is the pool's by now
       const len = pool.len[h]!;
       // Most frames of a burst are untagged IPv4 without options from the MAC and source that
       // last passed: judged here without the calls, by the same rules as checkIpv4().

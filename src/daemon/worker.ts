@@ -92,12 +92,18 @@ function apply(req: Request): ReplyOf[Request['op']] {
       const fdb = p ? engine.bridges.get(p.bridge)?.fdb : undefined;
       if (!fdb) return null;
       fdb.flushStatic(req.index);
-      for (const e of req.statics) fdb.addStatic(macFromString(e.mac), req.index, e.vlan);
+      for (const e of req.statics) {
+        // Two secured ports claiming one MAC on different threads: this thread's own keeps it.
+        const mac = macFromString(e.mac);
+        const held = fdb.staticPort(mac, e.vlan);
+        if (held < 0 || held === req.index) fdb.addStatic(mac, req.index, e.vlan);
+      }
       return null;
     }
     case 'fdb-flush': {
       const p = engine.ports[req.index];
-      if (p) engine.bridges.get(p.bridge)?.fdb.flushPort(req.index);
+      // Learned entries only: the link's static ones stay (the daemon replaces them whole).
+      if (p) engine.bridges.get(p.bridge)?.fdb.flushPort(req.index, false);
       return null;
     }
     case 'del-port': {

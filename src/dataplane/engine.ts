@@ -311,7 +311,7 @@ export class Engine implements PortContext {
   }
 
   /** Queues left unread because they storm, and when each is read again (ms since epoch). */
-  private readonly paused: Array<{ p: Port; q: number; until: number }> = [];
+  private paused: Array<{ p: Port; q: number; until: number }> = [];
 
   /** Stop reading queue q of p for STORM_PAUSE_MS (its fd out of epoll). */
   private pauseQueue(p: Port, q: number): void {
@@ -336,7 +336,7 @@ export class Engine implements PortContext {
       try {
         this.epoll.add(x.p.fds[x.q]!, libc.EPOLLIN, (x.p.index << 8) | x.q);
       } catch {
-        // The port watches a new fd for that queue already (a vhost-user peer set a new kick).
+        // Already back in epoll (EEXIST): nothing more to do.
       }
       this.again(x.p, x.q);
     }
@@ -400,10 +400,16 @@ export class Engine implements PortContext {
         // The device is gone (for a tap: its namespace was deleted). Stop polling it, or a
         // level-triggered error would spin this loop; the control plane decides what next.
         for (const fd of p.fds) this.epoll.remove(fd);
+        // A queue paused for storming must not be put back on a dead device.
+        this.paused = this.paused.filter((x) => x.p !== p);
+        p.pausedMask = 0;
         this.onPortDown(p.index, 'device error or hang-up');
         continue;
       }
-      this.poll(p, tok & 0xff);
+      const q = tok & 0xff;
+      // Paused by a burst polled earlier in this turn: its event was collected before.
+      if (q < 32 && (p.pausedMask & (1 << q)) !== 0) continue;
+      this.poll(p, q);
     }
     // A fault may also happen outside a received burst: copying into a peer's memory in
     // transmit(), reading its rings in a control request.
@@ -475,7 +481,7 @@ export class Engine implements PortContext {
     }
     // Lent packets are all released by now: the port may return its buffers to the peer.
     p.afterBurst(queue);
-    if (storming >= 0 && n === BURST && 2 * (p.counters[C.rx_dropped_storm]! - storming) >= n) this.pauseQueue(p, queue);
+    if (storming >= 0 && p.stormPause && n === BURST && 2 * (p.counters[C.rx_dropped_storm]! - storming) >= n) this.pauseQueue(p, queue);
     return n;
   }
 

@@ -431,6 +431,11 @@ describe('Fdb: no port takes the table over or fills it (port security)', () => 
     assert.equal(f.lookup(M(1), 1000), 1);
     assert.deepEqual(f.entries(0), [{ mac: macToString(M(1)), vlan: 0, port: 1, age: 0, static: true }]);
     assert.equal(f.heldBy(1), 0, 'static entries are not counted against a limit');
+    assert.equal(f.staticPort(M(1)), 1);
+    assert.equal(f.staticPort(M(1), 7), -1, 'per VLAN');
+    f.learn(M(2), 3, 5);
+    assert.equal(f.staticPort(M(2)), -1, 'a learned entry is not static');
+    assert.equal(f.flushPort(1, false), 0, 'a flush of learned entries leaves it');
     assert.equal(f.flushStatic(1), 1);
     assert.equal(f.lookup(M(1), 0), -1);
   });

@@ -208,6 +208,17 @@ export class Fdb {
     return true;
   }
 
+  /** The port holding `mac` in VLAN `vid` as a static entry, or -1. */
+  staticPort(mac: number, vid = 0): number {
+    let i = this.slot(mac, vid);
+    for (;;) {
+      const k = this.keys[i]!;
+      if (k === EMPTY) return -1;
+      if (k === mac && this.vids[i] === vid) return this.statics[i] === 1 ? this.ports[i]! : -1;
+      i = (i + 1) & this.mask;
+    }
+  }
+
   /** Forget `port`'s static entries (its security changed or it went away). */
   flushStatic(port: number): number {
     return this.removeWhere((i) => this.ports[i] === port && this.statics[i] === 1);

@@ -63,6 +63,12 @@ export abstract class Port implements PortVlan {
   /** Queues (0..31) left unread for a while because they storm (Engine.pauseQueue), one bit each. */
   pausedMask = 0;
   /**
+   * A queue that storms past storm-limit may be left unread for a while (a container's or VM's
+   * port: only its own traffic waits). False on uplinks and tunnels, whose queue carries every
+   * tenant's traffic from the wire: there the bucket alone cuts the storm.
+   */
+  stormPause = true;
+  /**
    * Port security (docs/design/port-security.md): the check of what enters from a secured port
    * (null: unsecured), and the storm bucket (src/dataplane/security.ts; rate 0: no limit).
    */

@@ -181,6 +181,27 @@ describe('port security in the engine', () => {
     }
   });
 
+  test('an uplink (stormPause false) is never paused: its queue carries everyone\'s traffic; the bucket alone cuts the storm', () => {
+    const engine = new Engine(256, undefined, () => {});
+    engine.addBridge(1, 'br');
+    const a = new FdPort(1, engine.pool);
+    a.stormPause = false;
+    engine.addPort(a, undefined, { secured: null, macLimit: 0, stormLimit: 100 });
+    engine.addPort(new WirePort(2, engine.pool));
+    try {
+      engine.bridges.get(1)!.now = 1000;
+      for (let k = 0; k < 6; k++) {
+        a.inbox.push(...Array.from({ length: BURST }, () => udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255])));
+        engine.poll(a, 0);
+      }
+      assert.equal(a.counters[C.rx_dropped_storm], 6 * BURST - 64);
+      assert.equal(a.counters[C.rx_storm_pauses], 0);
+      assert.equal(a.pausedMask, 0);
+    } finally {
+      a.ev.close();
+    }
+  });
+
   test('security changes live: on, then off; static entries follow', () => {
     const r = rig([undefined, undefined]);
     r.send(0, udp(BCAST, X, [10, 0, 0, 9], [10, 0, 0, 2], 1));

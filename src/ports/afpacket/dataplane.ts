@@ -26,6 +26,7 @@ export class AfPacketPort extends Port {
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly spec: AfPacketSpec) {
     super(index, name, bridge, counters, pool, spec.offloads, spec.offloads);
     this.acceptsExternal = true; // transmit() copies into the ring and is done
+    this.stormPause = false; // an uplink's queue carries every tenant's traffic
     this.fds = [spec.fd];
     const mem = libc.view(spec.addr, spec.length);
     const rxLen = spec.rx ? spec.rx.blockSize * spec.rx.blockNr : 0;

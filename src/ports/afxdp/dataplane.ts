@@ -117,6 +117,7 @@ export class AfXdpPort extends Port {
   constructor(base: PortBase, pool: PacketPool, readonly queues: readonly XskQueue[], readonly info: AfXdpInfo, alarm: readonly [number, number] = [-1, -1]) {
     super(base.index, base.name, base.bridge, base.counters, pool, false, false);
     this.acceptsExternal = true; // transmit() copies each frame into the UMEM and is done with it
+    this.stormPause = false; // an uplink's queue carries every tenant's traffic
     this.rxOffloads = false; // set per burst when segments were coalesced into a super-frame
     this.gro = info.gro === false ? undefined : new TcpCoalescer(pool);
     this.alarmR = alarm[0];

@@ -136,6 +136,7 @@ export class VxlanPort extends Port {
     // this port, so every inner frame leaves whole and checksummed.
     super(index, name, bridge, counters, pool, false, false);
     this.acceptsExternal = true; // sendmmsg copies into the kernel and is done
+    this.stormPause = false; // an uplink's queue carries every tenant's traffic
     this.fds = [spec.rxFd];
     this.gso = spec.gso;
     this.gro = spec.gro ? new TcpCoalescer(pool) : undefined;

@@ -21,7 +21,7 @@ const { PacketPool } = await import(dist('pool')) as typeof import('../src/datap
 const { PortGuard } = await import(dist('port-guard')) as typeof import('../src/dataplane/port-guard.ts');
 const { newCounters } = await import(dist('counters')) as typeof import('../src/dataplane/counters.ts');
 
-// The loop's frames: UDP 198.18.0.1 -> .2 from 02:00:00:00:0a:01, 64 bytes; the "peer's memory" is
+// The loop's frames: UDP 198.18.0.1 -> .2 from 02:00:00:00:0a:01 and :02, 64 bytes; the "peer's memory" is
 // 32 pool buffers that are lent as a vhost-user port lends a guest's transmit buffers.
 const pool = new PacketPool(256);
 const guard = new PortGuard({ macs: ['02:00:00:00:0a:01', '02:00:00:00:0a:02'], addresses: [{ ip: '198.18.0.0/24' }], trunk: false });
@@ -33,6 +33,8 @@ for (let i = 0; i < BURST; i++) {
   const h = pool.alloc();
   owned.push(h);
   pool.bytes.set(frame, pool.frameOffset(h));
+  // The loop's two "VM" ports' frames circulate together: every other one from the second MAC.
+  if (i % 2 === 1) pool.bytes[pool.frameOffset(h) + 11] = 2;
   pool.len[h] = frame.length;
   guestBuf.push(pool.hdrOffset(h));
 }

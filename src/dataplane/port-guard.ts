@@ -58,8 +58,8 @@ export class PortGuard {
   // The last Ethernet source that passed and its index; the last IPv4 and IPv6 sources that passed with their MAC.
   private lastMac = -1;
   private lastMi = -1;
-  private last4Mi = -1;
-  private last4 = 0;
+  /** Per MAC index, the last IPv4 source that passed with it (-1: none): frames of two MACs interleave in a burst. */
+  private readonly last4: Float64Array;
   private last6Mi = -1;
   private readonly last6 = new Uint32Array(4);
   // What the verdict check() just gave blames: BLAME_* and where its bytes start.
@@ -77,6 +77,7 @@ export class PortGuard {
     const macs = id.macs.map(parseMac);
     this.trunk = id.trunk;
     this.macs = Float64Array.from(macs);
+    this.last4 = new Float64Array(macs.length).fill(-1);
     this.llHigh = new Uint32Array(macs.length);
     this.llLow = new Uint32Array(macs.length);
     macs.forEach((m, i) => {
@@ -119,10 +120,15 @@ export class PortGuard {
       }
       const fo = pool.ownFrameOffset(h); // h is the pool's by now
       const len = pool.len[h]!;
-      // Most frames of a burst are untagged IPv4 without options from the MAC and source that
-      // last passed: judged here without the calls, by the same rules as checkIpv4().
-      if (len >= 34 && this.lastMi >= 0 && this.last4Mi === this.lastMi && b[fo + 14] === 0x45 && b[fo + 12] === 8 && b[fo + 13] === 0 &&
-        readWord(b, fo + 26) === this.last4 && readMac(b, fo + 6) === this.lastMac) {
+      // Most frames of a burst are untagged IPv4 without options from one of the port's MACs and
+      // the source that last passed with it: judged here without the calls, by the same rules as
+      // checkIpv4(). A MAC that is not one of the port's takes check()'s way to its verdict.
+      let mi = -1;
+      if (len >= 34 && b[fo + 14] === 0x45 && b[fo + 12] === 8 && b[fo + 13] === 0) {
+        const mac = readMac(b, fo + 6);
+        mi = mac === this.lastMac ? this.lastMi : this.macIndex(mac);
+      }
+      if (mi >= 0 && readWord(b, fo + 26) === this.last4[mi]) {
         const total = (b[fo + 16]! << 8) | b[fo + 17]!;
         if (total >= 20 && total <= len - ETH_HLEN && (b[fo + 23] !== PROTO_UDP || ((b[fo + 20]! & 0x1f) | b[fo + 21]!) !== 0 ||
           (total >= 28 && ((b[fo + 34]! << 8) | b[fo + 35]!) !== 67))) {
@@ -311,13 +317,12 @@ export class PortGuard {
 
   /** IPv4 `src` is allowed for MAC `mi`. */
   private allowed4(mi: number, src: number): boolean {
-    if (mi === this.last4Mi && src === this.last4) return true;
+    if (src === this.last4[mi]) return true;
     const macOf = this.v4Mac;
     for (let k = 0; k < macOf.length; k++) {
       const m = macOf[k]!;
       if ((m === -1 || m === mi) && ((src & this.v4Mask[k]!) >>> 0) === this.v4Net[k]) {
-        this.last4Mi = mi;
-        this.last4 = src;
+        this.last4[mi] = src;
         return true;
       }
     }

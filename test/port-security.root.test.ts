@@ -15,6 +15,7 @@ import {
   neighbourAdvertisement, parse, routerAdvertisement, Sender, sendFrames, udp4, udp6, UdpListener,
 } from './attacker.ts';
 import { delNetns, iperf, makeNetns, must, NEEDS, nsExec, pingUntil, requires, type Run, sh, TestDaemon, waitFor } from './helpers.ts';
+import { Testpmd } from './testpmd.ts';
 
 type Name = 'a' | 'b' | 'c' | 'd';
 const NAMES: Name[] = ['a', 'b', 'c', 'd'];
@@ -482,5 +483,47 @@ describe('port security across dataplane threads: a port on another thread canno
       d.ok('set-port', 'b', 'port-security=on');
     }
     await pingUntil(ns.a, IP.b);
+  });
+});
+
+describe('storm control on a vhost-user port: a DPDK peer flooding past storm-limit has its transmit queue paused and resumed (root)', requires(NEEDS.tun, NEEDS.testpmd), () => {
+  // testpmd txonly sends 64-byte UDP frames to a MAC nobody has (unknown unicast: every one a
+  // flood) as fast as it can. The port's storm limit lets 1000 a second through; each full burst
+  // mostly over it leaves the queue (its kick eventfd) unread for 20 ms, and the engine comes back
+  // to it on its own, since a peer that polls never kicks again.
+  const d = new TestDaemon();
+  let ns = '';
+  let t: Testpmd | undefined;
+
+  before(async () => {
+    [ns] = makeNetns(1) as [string];
+    await d.start();
+    d.ok('add-br', 'br0');
+    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${ns}`, 'ip=10.89.0.1/24', 'ifname=eth0');
+    d.ok('add-port', 'br0', 'vm', 'type=vhost-user', `path=${d.dir}/vm.sock`, 'storm-limit=1000');
+  });
+
+  after(async () => {
+    await t?.kill();
+    await d.cleanup();
+    delNetns([ns]);
+  });
+
+  it('the queue is paused again and again and read between pauses; what is flooded stays within the limit', async () => {
+    const stats = (): Record<CounterName, number> => d.json('stats', 'vm')[0].counters;
+    t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock`], 'txonly', ['--txpkts=64']);
+    await t.start();
+    const first = await waitFor(() => { const s = stats(); return s.rx_storm_pauses >= 3 ? s : undefined; }, 15_000, () => `vm's queue to be paused (${JSON.stringify(stats())})`);
+    const t0 = Date.now();
+    // Read between pauses: received frames and pauses both keep growing.
+    const later = await waitFor(() => {
+      const s = stats();
+      return s.rx_storm_pauses >= first.rx_storm_pauses + 10 && s.rx_packets > first.rx_packets + 10 * 32 ? s : undefined;
+    }, 15_000, () => `vm's queue to be read again between pauses (${JSON.stringify(stats())})`);
+    const seconds = (Date.now() - t0) / 1000;
+    const flooded = later.flooded - first.flooded;
+    assert.ok(later.rx_dropped_storm > first.rx_dropped_storm, 'no storm drop');
+    assert.ok(flooded <= 1000 * seconds + 100 + 50, `${flooded} frames flooded in ${seconds} s at storm-limit 1000/s`);
+    assert.equal(d.json('show', 'vm').port.peer.connected, true, 'the peer lost its connection');
   });
 });

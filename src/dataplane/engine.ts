@@ -260,6 +260,7 @@ export class Engine implements PortContext {
 
   watch(p: Port, fd: number, queue: number): void {
     this.epoll.add(fd, libc.EPOLLIN, (p.index << 8) | queue);
+    if (queue < 32) p.watched[queue] = fd;
   }
 
   news(p: Port, n: PeerNews): void {
@@ -268,6 +269,17 @@ export class Engine implements PortContext {
 
   unwatch(fd: number): void {
     this.epoll.remove(fd);
+    // Forgotten as a queue's fd, so a storm pause never puts a closed (or reused) fd back.
+    for (const p of this.ports) {
+      if (!p) continue;
+      const w = p.watched;
+      for (let q = 0; q < w.length; q++) if (w[q] === fd) w[q] = -1;
+    }
+  }
+
+  /** The fd the engine polls for queue q of p (its own, or one it asked to be watched), or -1. */
+  private queueFd(p: Port, q: number): number {
+    return p.fds[q] ?? p.watched[q] ?? -1;
   }
 
   again(p: Port, queue: number): void {
@@ -315,8 +327,8 @@ export class Engine implements PortContext {
 
   /** Stop reading queue q of p for STORM_PAUSE_MS (its fd out of epoll). */
   private pauseQueue(p: Port, q: number): void {
-    const fd = p.fds[q];
-    if (q >= 32 || fd === undefined || (p.pausedMask & (1 << q)) !== 0) return;
+    const fd = q < 32 ? this.queueFd(p, q) : -1;
+    if (fd < 0 || (p.pausedMask & (1 << q)) !== 0) return;
     this.epoll.remove(fd);
     p.pausedMask |= 1 << q;
     p.counters[C.rx_storm_pauses]!++;
@@ -333,8 +345,9 @@ export class Engine implements PortContext {
       x.p.pausedMask &= ~(1 << x.q);
       // A port removed or rebuilt meanwhile is not this one any more: nothing to give back.
       if (this.ports[x.p.index] !== x.p) continue;
+      const fd = this.queueFd(x.p, x.q);
       try {
-        this.epoll.add(x.p.fds[x.q]!, libc.EPOLLIN, (x.p.index << 8) | x.q);
+        if (fd >= 0) this.epoll.add(fd, libc.EPOLLIN, (x.p.index << 8) | x.q);
       } catch {
         // Already back in epoll (EEXIST): nothing more to do.
       }

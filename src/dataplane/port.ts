@@ -62,6 +62,8 @@ export abstract class Port implements PortVlan {
   againMask = 0;
   /** Queues (0..31) left unread for a while because they storm (Engine.pauseQueue), one bit each. */
   pausedMask = 0;
+  /** The fd the port asked the engine to watch for each queue (0..31) through PortContext.watch, or -1. */
+  readonly watched: number[] = [];
   /**
    * A queue that storms past storm-limit may be left unread for a while (a container's or VM's
    * port: only its own traffic waits). False on uplinks and tunnels, whose queue carries every

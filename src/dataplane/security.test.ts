@@ -7,7 +7,18 @@ import { C } from './counters.ts';
 import { BURST, Engine } from './engine.ts';
 import { EventFd } from '../sys/index.ts';
 import type { SecurityConfig } from './security.ts';
+import type { PortContext } from './port.ts';
 import { WirePort } from './wire-port.test-util.ts';
+
+/** A WirePort whose queue 0 is an fd it asks the engine to watch (as vhost-user watches its kick eventfds). */
+class WatchPort extends WirePort {
+  readonly ev = new EventFd();
+  ctx: PortContext | undefined;
+  override attach(ctx: PortContext): void {
+    this.ctx = ctx;
+    ctx.watch(this, this.ev.fd, 0);
+  }
+}
 
 /** A WirePort whose queue 0 has an fd the engine polls (an eventfd, kept readable). */
 class FdPort extends WirePort {
@@ -176,6 +187,34 @@ describe('port security in the engine', () => {
       engine.turn(0);
       assert.equal(a.pausedMask, 0);
       assert.equal(a.inbox.length, 0, 'not read after the pause');
+    } finally {
+      a.ev.close();
+    }
+  });
+
+  test('a queue watched through PortContext.watch (vhost-user\'s kicks) pauses and resumes too; unwatched, its fd is forgotten', () => {
+    const engine = new Engine(256, undefined, () => {});
+    engine.addBridge(1, 'br');
+    const a = new WatchPort(1, engine.pool);
+    engine.addPort(a, undefined, { secured: null, macLimit: 0, stormLimit: 100 });
+    engine.addPort(new WirePort(2, engine.pool));
+    try {
+      engine.bridges.get(1)!.now = 1000;
+      for (let k = 0; k < 3; k++) {
+        a.inbox.push(...Array.from({ length: BURST }, () => udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255])));
+        engine.poll(a, 0);
+      }
+      assert.equal(a.counters[C.rx_storm_pauses], 1);
+      a.ev.signal();
+      a.inbox.push(udp(BCAST, A, [10, 0, 0, 1], [10, 0, 0, 255]));
+      for (let k = 0; k < 3; k++) engine.turn(0);
+      assert.equal(a.inbox.length, 1, 'read while paused');
+      (engine as unknown as { paused: Array<{ until: number }> }).paused[0]!.until = 0;
+      engine.turn(1);
+      engine.turn(0);
+      assert.equal(a.inbox.length, 0, 'not read after the pause');
+      a.ctx!.unwatch(a.ev.fd);
+      assert.equal(a.watched[0], -1);
     } finally {
       a.ev.close();
     }

@@ -158,12 +158,6 @@ export class Engine implements PortContext {
   /** Per bridge: flaps already told, and when the next event may be sent. */
   private readonly flapsTold = new Map<number, { seen: number; nextAt: number }>();
 
-  /**
-   * Once a second: what ports tried to forge (and storms they were cut off from), and which MACs
-   * flap, as events for the daemon's log, rate-limited: the first of each reason at once, then
-   * at most one per port and reason every SECURITY_EVENT_MS, with the count since. Read from the
-   * counters, so a guard replaced by set-port loses nothing. A hostile port must not flood the log.
-   */
   /** Drops a port had when it was added are not news (its counters outlive a rebuilt dataplane half). */
   private securityBaseline(p: Port): { told: Float64Array; nextAt: Float64Array } {
     const s = { told: new Float64Array(SECURITY_REASONS.length), nextAt: new Float64Array(SECURITY_REASONS.length) };
@@ -172,6 +166,12 @@ export class Engine implements PortContext {
     return s;
   }
 
+  /**
+   * Once a second: what ports tried to forge (and storms they were cut off from), and which MACs
+   * flap, as events for the daemon's log, rate-limited: the first of each reason at once, then
+   * at most one per port and reason every SECURITY_EVENT_MS, with the count since. Read from the
+   * counters, so a guard replaced by set-port loses nothing. A hostile port must not flood the log.
+   */
   private securityNews(nowMs: number): void {
     for (const p of this.ports) {
       if (!p) continue;
@@ -392,10 +392,7 @@ export class Engine implements PortContext {
         const p = this.ports[tok >>> 8];
         if (!p) continue;
         const q = tok & 0xff;
-        if (q < 32) {
-          p.againMask &= ~(1 << q);
-          if ((p.pausedMask & (1 << q)) !== 0) continue;
-        }
+        if (q < 32) p.againMask &= ~(1 << q);
         this.poll(p, q);
       }
     }
@@ -419,10 +416,7 @@ export class Engine implements PortContext {
         this.onPortDown(p.index, 'device error or hang-up');
         continue;
       }
-      const q = tok & 0xff;
-      // Paused by a burst polled earlier in this turn: its event was collected before.
-      if (q < 32 && (p.pausedMask & (1 << q)) !== 0) continue;
-      this.poll(p, q);
+      this.poll(p, tok & 0xff);
     }
     // A fault may also happen outside a received burst: copying into a peer's memory in
     // transmit(), reading its rings in a control request.
@@ -447,6 +441,9 @@ export class Engine implements PortContext {
 
   /** Receive one burst from a port queue and forward it. */
   poll(p: Port, queue: number): number {
+    // A queue paused for storming is not read, whoever asks: a pending entry, or an event
+    // collected before a burst earlier in the same turn paused it.
+    if (p.pausedMask !== 0 && queue < 32 && (p.pausedMask & (1 << queue)) !== 0) return 0;
     const br = this.bridges.get(p.bridge);
     let n = p.receive(queue, this.batch, BURST);
     if (n === 0) {

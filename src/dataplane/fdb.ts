@@ -210,11 +210,17 @@ export class Fdb {
 
   /** The port holding `mac` in VLAN `vid` as a static entry, or -1. */
   staticPort(mac: number, vid = 0): number {
+    const i = this.find(mac, vid);
+    return i >= 0 && this.statics[i] === 1 ? this.ports[i]! : -1;
+  }
+
+  /** The slot of (`mac`, `vid`), or -1. */
+  private find(mac: number, vid: number): number {
     let i = this.slot(mac, vid);
     for (;;) {
       const k = this.keys[i]!;
       if (k === EMPTY) return -1;
-      if (k === mac && this.vids[i] === vid) return this.statics[i] === 1 ? this.ports[i]! : -1;
+      if (k === mac && this.vids[i] === vid) return i;
       i = (i + 1) & this.mask;
     }
   }
@@ -236,13 +242,8 @@ export class Fdb {
   }
 
   delete(mac: number, vid = 0): boolean {
-    let i = this.slot(mac, vid);
-    for (;;) {
-      const k = this.keys[i]!;
-      if (k === EMPTY) return false;
-      if (k === mac && this.vids[i] === vid) break;
-      i = (i + 1) & this.mask;
-    }
+    let i = this.find(mac, vid);
+    if (i < 0) return false;
     if (this.statics[i] === 0) this.hold(this.ports[i]!, -1);
     // Backward-shift deletion keeps every remaining key reachable from its home slot.
     let j = i;

@@ -6,7 +6,9 @@
 // posted buffers, the driver receives them). ns of the thread per frame, both directions
 // together. The loop of bench/vhost.ts moves by 40 % from round to round on this machine; this
 // figure moves by a few, so a change to the rings or the copies shows here first.
-// Runs the compiled code (dist/): `npm run build` first. Usage: node --import tsx bench/vhost-path.ts [--rounds N] [--packed]
+// The frames are UDP over IPv4, as in the loop; `--secured` puts port security on the device's
+// port (the frames the driver sends are checked), for its A/B against the same run without.
+// Runs the compiled code (dist/): `npm run build` first. Usage: node --import tsx bench/vhost-path.ts [--rounds N] [--packed] [--secured]
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +19,7 @@ const ROUNDS = option('--rounds', 7);
 const STEPS = 20_000;
 const BURST = 32;
 const PACKED = process.argv.includes('--packed');
+const SECURED = process.argv.includes('--secured');
 const dist = (m: string): string => join(ROOT, 'dist', `${m}.js`);
 if (!existsSync(dist('ports/virtio-user/dataplane'))) {
   console.error('bench/vhost-path.ts: dist/ is missing: run npm run build first');
@@ -26,6 +29,7 @@ const { Engine } = await import(dist('dataplane/engine')) as typeof import('../s
 const { C, newCounters } = await import(dist('dataplane/counters')) as typeof import('../src/dataplane/counters.ts');
 const { listenVhostUser, closeListener } = await import(dist('ports/vhost-user/control')) as typeof import('../src/ports/vhost-user/control.ts');
 const { VhostUserPort } = await import(dist('ports/vhost-user/dataplane')) as typeof import('../src/ports/vhost-user/dataplane.ts');
+const { PortGuard } = await import(dist('dataplane/port-guard')) as typeof import('../src/dataplane/port-guard.ts');
 const { VirtioUserPort } = await import(dist('ports/virtio-user/dataplane')) as typeof import('../src/ports/virtio-user/dataplane.ts');
 
 const dir = mkdtempSync(join(tmpdir(), 'pier-vhost-path-'));
@@ -42,6 +46,7 @@ const drv = new VirtioUserPort(2, 'drv', 2, drvCounters, engine.pool, {
 });
 engine.addPort(dev);
 engine.addPort(drv);
+const guard = new PortGuard({ macs: ['02:00:00:00:00:09'], addresses: [{ ip: '198.18.0.0/24' }], trunk: false });
 
 function turnUntil(done: () => boolean, ms: number): void {
   const end = Date.now() + ms;
@@ -55,25 +60,27 @@ turnUntil(() => peer().link === 'up' && peer().rxPosted >= BURST && (dev.describ
 
 /** A burst of 64-byte broadcast frames in fresh pool buffers (the bridges flood them to nobody). */
 const q = new Int32Array(BURST);
+// UDP 198.18.0.1 -> .255 from 02:00:00:00:00:09, 64 bytes (the loop's frames, to broadcast).
+const frame = Uint8Array.from([255, 255, 255, 255, 255, 255, 2, 0, 0, 0, 0, 9, 8, 0, 0x45, 0, 0, 50, 0, 0, 0, 0, 64, 17, 0, 0,
+  198, 18, 0, 1, 198, 18, 0, 255, 0x04, 0xd2, 0x16, 0x2e, 0, 30, 0, 0, ...new Array<number>(22).fill(0)]);
 function burst(): Int32Array {
   const pool = engine.pool;
   for (let i = 0; i < BURST; i++) {
     const h = pool.alloc();
     const fo = pool.frameOffset(h);
-    pool.bytes.fill(0, pool.hdrOffset(h), fo + 64);
-    pool.bytes.fill(0xff, fo, fo + 6);
-    pool.bytes.set([2, 0, 0, 0, 0, 9, 0x88, 0xb5], fo + 6);
-    pool.len[h] = 64;
+    pool.bytes.fill(0, pool.hdrOffset(h), fo);
+    pool.bytes.set(frame, fo);
+    pool.len[h] = frame.length;
     q[i] = h;
   }
   return q;
 }
 
 /** ns per frame over STEPS steps of one burst each way; the frames' making is timed apart and taken out. */
-function run(): number {
+function run(steps = STEPS): number {
   let made = 0n;
   const t0 = process.hrtime.bigint();
-  for (let s = 0; s < STEPS; s++) {
+  for (let s = 0; s < steps; s++) {
     const rxDev = devCounters[C.rx_packets]!;
     const rxDrv = drvCounters[C.rx_packets]!;
     let m0 = process.hrtime.bigint();
@@ -86,29 +93,67 @@ function run(): number {
     dev.transmit(q, BURST);
     turnUntil(() => devCounters[C.rx_packets]! >= rxDev + BURST && drvCounters[C.rx_packets]! >= rxDrv + BURST, 2000);
   }
-  return Number(process.hrtime.bigint() - t0 - made) / STEPS / (2 * BURST);
+  return Number(process.hrtime.bigint() - t0 - made) / steps / (2 * BURST);
 }
 
 run(); // warm up
+// With --secured, short rounds alternate: the device's port unsecured, then secured (the guard
+// checks each frame the driver sent before the bridge sees it), 20 pairs for each round asked,
+// so both figures come from one run and whatever else the machine does falls on both alike.
 const samples: number[] = [];
-for (let r = 0; r < ROUNDS; r++) samples.push(+run().toFixed(1));
+const securedSamples: number[] = [];
+for (let r = 0; r < (SECURED ? 20 * ROUNDS : ROUNDS); r++) {
+  dev.guard = null;
+  samples.push(+run(SECURED ? STEPS / 20 : STEPS).toFixed(1));
+  if (!SECURED) continue;
+  dev.guard = guard;
+  securedSamples.push(+run(STEPS / 20).toFixed(1));
+}
 const lost = drvCounters[C.tx_dropped_full]! + devCounters[C.tx_dropped_full]! + devCounters[C.rx_dropped_no_buffer]! + drvCounters[C.rx_dropped_no_buffer]!;
+const refused = guard.lastDrop();
 engine.removePort(2);
 engine.removePort(1);
 closeListener(listenFd, path);
 rmSync(dir, { recursive: true, force: true });
 if (lost > 0) throw new Error(`bench/vhost-path.ts: ${lost} frames dropped: the figure would not be per frame`);
+if (refused !== null) throw new Error(`bench/vhost-path.ts: the guard dropped a frame (${refused.detail}): the secured figure would not be per frame`);
 const ns = median(samples);
-console.error(`vhost-user path in one process (${PACKED ? 'packed' : 'split'} rings): ${ns} ns a frame, both directions (rounds: ${samples.join(', ')})`);
-const name = PACKED ? 'vhost-path-packed' : 'vhost-path';
+const ring = PACKED ? 'packed' : 'split';
+console.error(`vhost-user path in one process (${ring} rings): ${ns} ns a frame, both directions${SECURED ? '' : ` (rounds: ${samples.join(', ')})`}`);
 const date = new Date().toISOString().slice(0, 10);
-writeFileSync(join(ROOT, 'bench', 'results', `${name}.json`), JSON.stringify({ date, machine: machine(), rounds: ROUNDS, steps: STEPS, burst: BURST, ring: PACKED ? 'packed' : 'split', nsPerFrame: ns, samples }, null, 2) + '\n');
 const m = machine();
-writeFileSync(join(ROOT, 'bench', 'results', `${name}.md`), [
-  `# vhost-user path in one process, ${PACKED ? 'packed' : 'split'} rings (${date})`,
-  '',
-  `${m.cpus} cores, ${m.cpu ?? '?'}, kernel ${m.kernel}, Node ${m.node}; median of ${ROUNDS} rounds of ${STEPS} steps. Method: the comment at the top of [../vhost-path.ts](../vhost-path.ts).`,
-  '',
-  `**${ns} ns** of the dataplane thread per 64-byte frame, pier's driver and device both counted (each round: ${samples.join(', ')}).`,
-  '',
-].join('\n'));
+const head = `${m.cpus} cores, ${m.cpu ?? '?'}, kernel ${m.kernel}, Node ${m.node}; median of ${ROUNDS} rounds of ${STEPS} steps. Method: the comment at the top of [../vhost-path.ts](../vhost-path.ts).`;
+if (SECURED) {
+  const on = median(securedSamples);
+  // Only the driver's frames are checked: one of the two frames a step counts per direction.
+  const added = +(2 * (on - ns)).toFixed(1);
+  console.error(`secured: ${on} ns a frame; ${added} ns added per checked frame`);
+  const name = PACKED ? 'vhost-path-secured-packed' : 'vhost-path-secured';
+  writeFileSync(join(ROOT, 'bench', 'results', `${name}.json`), JSON.stringify({ date, machine: m, rounds: ROUNDS, steps: STEPS, burst: BURST, ring, nsPerFrame: { off: ns, on }, addedPerCheckedFrame: added, samples: { off: samples, on: securedSamples } }, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'bench', 'results', `${name}.md`), [
+    `# Port security on the vhost-user path in one process, ${ring} rings (${date})`,
+    '',
+    head.replace(`${ROUNDS} rounds of ${STEPS} steps`, `${20 * ROUNDS} rounds of ${STEPS / 20} steps, alternating off and on`),
+    '',
+    '| device port | ns per frame, both directions (median) | fastest round | slowest round |',
+    '|---|---|---|---|',
+    `| port-security=off | ${ns} | ${Math.min(...samples)} | ${Math.max(...samples)} |`,
+    `| port-security=on | ${on} | ${Math.min(...securedSamples)} | ${Math.max(...securedSamples)} |`,
+    '',
+    'Every round is in the JSON file beside this one.',
+    '',
+    `- on / off: **${(ns / on).toFixed(3)}x** the frame rate; **${added} ns** added per checked frame (only the driver-to-device half of the frames is checked, so the difference of the medians counts twice).`,
+    '',
+  ].join('\n'));
+} else {
+  const name = PACKED ? 'vhost-path-packed' : 'vhost-path';
+  writeFileSync(join(ROOT, 'bench', 'results', `${name}.json`), JSON.stringify({ date, machine: m, rounds: ROUNDS, steps: STEPS, burst: BURST, ring, nsPerFrame: ns, samples }, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'bench', 'results', `${name}.md`), [
+    `# vhost-user path in one process, ${ring} rings (${date})`,
+    '',
+    head,
+    '',
+    `**${ns} ns** of the dataplane thread per 64-byte frame, pier's driver and device both counted (each round: ${samples.join(', ')}).`,
+    '',
+  ].join('\n'));
+}

@@ -527,3 +527,57 @@ describe('storm control on a vhost-user port: a DPDK peer flooding past storm-li
     assert.equal(d.json('show', 'vm').port.peer.connected, true, 'the peer lost its connection');
   });
 });
+
+describe('a secured vhost-user port forwards a DPDK peer\'s own frames and drops forged ones (root)', requires(NEEDS.tun, NEEDS.testpmd), () => {
+  // A secured vhost-user port copies each frame out of the guest's transmit buffer before the
+  // check (the guest could rewrite a lent one after it): short frames word by word, long ones by
+  // the builtin. testpmd txonly sends UDP 198.18.0.1 -> .2 from its port's MAC; c's tap port is
+  // where they go (flooded: c's MAC is not learned; storm-limit=0 lets the flood through).
+  const MAC = '02:00:00:00:0a:01';
+  const d = new TestDaemon();
+  let ns = '';
+  let t: Testpmd | undefined;
+
+  before(async () => {
+    [ns] = makeNetns(1) as [string];
+    await d.start();
+    d.ok('add-br', 'br0');
+    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${ns}`, 'ip=10.89.0.1/24', 'ifname=eth0');
+    d.ok('add-port', 'br0', 'vm', 'type=vhost-user', `path=${d.dir}/vm.sock`, `mac=${MAC}`, 'port-security=on', 'allowed-addresses=198.18.0.1', 'storm-limit=0');
+  });
+
+  after(async () => {
+    await t?.kill();
+    await d.cleanup();
+    delNetns([ns]);
+  });
+
+  for (const size of [64, 1000]) {
+    it(`${size}-byte frames from the port's own MAC and address reach c; from an address it may not use, none does`, async () => {
+      const stats = (name: string): Record<CounterName, number> => d.json('stats', name)[0].counters;
+      d.ok('set-port', 'vm', 'allowed-addresses=198.18.0.1');
+      t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock,mac=${MAC}`], 'txonly', [`--txpkts=${size}`]);
+      await t.start();
+      try {
+        const c0 = stats('c').tx_packets;
+        const v0 = stats('vm');
+        await waitFor(() => stats('c').tx_packets > c0 + 10_000, 15_000, () => `c to be sent 10 000 of vm's frames (${JSON.stringify(stats('vm'))})`);
+        const v1 = stats('vm');
+        for (const k of GUARD_DROPS) assert.equal(v1[k], v0[k], `${k}: the peer's own frames were dropped`);
+        assert.equal(v1.rx_dropped_no_buffer, v0.rx_dropped_no_buffer, 'no buffer for a copy');
+        // Now the same frames claim an address the port may not use: all of them stop at the guard.
+        d.ok('set-port', 'vm', 'allowed-addresses=198.18.0.9');
+        const s0 = stats('vm').rx_dropped_spoofed_ip;
+        await waitFor(() => stats('vm').rx_dropped_spoofed_ip > s0 + 10_000, 15_000, () => `vm's frames to be dropped as spoofed (${JSON.stringify(stats('vm'))})`);
+        const c1 = stats('c').tx_packets;
+        const s1 = stats('vm').rx_dropped_spoofed_ip;
+        await waitFor(() => stats('vm').rx_dropped_spoofed_ip > s1 + 10_000, 15_000, 'more spoofed drops');
+        assert.ok(stats('c').tx_packets - c1 < 100, `${stats('c').tx_packets - c1} frames reached c after the address was taken away`);
+        assert.equal(d.json('show', 'vm').port.peer.connected, true, 'the peer lost its connection');
+      } finally {
+        await t.kill();
+        t = undefined;
+      }
+    });
+  }
+});

@@ -54,3 +54,21 @@ test('pool: external handles run out (-1), never pool buffers', () => {
   for (const h of hs) pool.release(h);
   assert.equal(pool.lent, 0);
 });
+
+test('pool: copy moves exactly len bytes, aligned or not, short or long, and nothing past them', () => {
+  const pool = new PacketPool(2);
+  const b = pool.bytes;
+  const src = pool.hdrOffset(0);
+  const dst = pool.hdrOffset(1);
+  for (const len of [0, 1, 3, 4, 15, 16, 17, 63, 64, 76, 255, 256, 257, 1514]) {
+    for (const [so, dO] of [[0, 0], [4, 8], [1, 0], [0, 2], [3, 3]] as const) {
+      for (let i = 0; i < len + 16; i++) b[src + so + i] = (i * 7 + len) & 0xff;
+      b.fill(0xee, dst, dst + len + 32);
+      pool.copy(dst + dO, src + so, len);
+      const got = [...b.subarray(dst + dO, dst + dO + len)];
+      assert.deepEqual(got, [...b.subarray(src + so, src + so + len)], `${len} bytes from +${so} to +${dO}`);
+      assert.deepEqual([...b.subarray(dst + dO + len, dst + dO + len + 8)], new Array<number>(8).fill(0xee), `nothing past ${len} bytes`);
+      if (dO > 0) assert.equal(b[dst + dO - 1], 0xee, 'nothing before');
+    }
+  }
+});

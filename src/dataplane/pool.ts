@@ -8,6 +8,12 @@ export const VNET_HDR = 12;
 /** Room for a 64 KiB TSO super-frame plus Ethernet, VLAN and the virtio-net header. */
 export const BUF_SIZE = 65536 + 1024;
 
+/**
+ * Copies up to this many bytes between 4-byte aligned offsets go word by word in copy(): below it
+ * the builtin's fixed cost is most of the copy (bench/guard.ts, "copy only").
+ */
+export const COPY_WORDS_MAX = 256;
+
 /** Most packets that may live in a peer's memory at once (one burst is BURST = 32). */
 export const EXTERNAL_MAX = 256;
 
@@ -98,12 +104,40 @@ export class PacketPool {
   materialize(h: number): number {
     const m = this.alloc();
     if (m >= 0) {
-      const ho = this.hdrOffset(h);
-      this.bytes.copyWithin(this.hdrOffset(m), ho, ho + VNET_HDR + this.len[h]!);
+      this.copy(this.hdrOffset(m), this.hdrOffset(h), VNET_HDR + this.len[h]!);
       this.len[m] = this.len[h]!;
     }
     this.release(h);
     return m;
+  }
+
+  /**
+   * Copy `len` bytes of the arena from offset `src` to `dst` (ranges that do not overlap). A short
+   * copy between 4-byte aligned offsets is a loop of word moves, which V8 compiles inline; a
+   * longer or unaligned one the copyWithin builtin (a memmove).
+   */
+  copy(dst: number, src: number, len: number): void {
+    if (len > COPY_WORDS_MAX || ((dst | src) & 3) !== 0) {
+      this.bytes.copyWithin(dst, src, src + len);
+      return;
+    }
+    const w = this.arena.i32;
+    const d = dst >>> 2; // offsets lie below 2^32: >>> keeps them exact
+    const s = src >>> 2;
+    // Four words a step: the loop's own cost is most of a short copy's (measured: 19 words in
+    // 12 ns unrolled, 20-25 ns one word a step, 20-27 ns by copyWithin).
+    const quads = len >>> 4;
+    let k = 0;
+    for (let q = 0; q < quads; q++, k += 4) {
+      w[d + k] = w[s + k]!;
+      w[d + k + 1] = w[s + k + 1]!;
+      w[d + k + 2] = w[s + k + 2]!;
+      w[d + k + 3] = w[s + k + 3]!;
+    }
+    const words = len >>> 2;
+    for (; k < words; k++) w[d + k] = w[s + k]!;
+    const b = this.bytes;
+    for (let i = words << 2; i < len; i++) b[dst + i] = b[src + i]!;
   }
 
   /** A handle, or -1 when the pool is empty (the caller counts a drop). */

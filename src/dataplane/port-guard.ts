@@ -60,6 +60,15 @@ export class PortGuard {
   private lastMi = -1;
   /** Per MAC index, the last IPv4 source that passed with it (-1: none): frames of two MACs interleave in a burst. */
   private readonly last4: Float64Array;
+  // The fast path in filter() reads a pool frame in 16- and 32-bit little-endian words: each MAC
+  // as its first two bytes and its last four, last4 as the word the frame holds (with last4[mi] < 0
+  // the word is never compared), and the MAC that last took the fast path.
+  private readonly macLo: Int32Array;
+  private readonly macHi: Int32Array;
+  private readonly last4w: Int32Array;
+  private fastLo = -1;
+  private fastHi = 0;
+  private fastMi = -1;
   private last6Mi = -1;
   private readonly last6 = new Uint32Array(4);
   // What the verdict check() just gave blames: BLAME_* and where its bytes start.
@@ -78,6 +87,9 @@ export class PortGuard {
     this.trunk = id.trunk;
     this.macs = Float64Array.from(macs);
     this.last4 = new Float64Array(macs.length).fill(-1);
+    this.last4w = new Int32Array(macs.length);
+    this.macLo = Int32Array.from(macs, (m) => Math.floor(m / 2 ** 40) | (Math.floor(m / 2 ** 32) & 0xff) << 8);
+    this.macHi = Int32Array.from(macs, (m) => swap32(m % 2 ** 32));
     this.llHigh = new Uint32Array(macs.length);
     this.llLow = new Uint32Array(macs.length);
     macs.forEach((m, i) => {
@@ -108,6 +120,8 @@ export class PortGuard {
    */
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number {
     const b = pool.bytes;
+    const u16 = pool.arena.u16;
+    const i32 = pool.arena.i32;
     let kept = 0;
     for (let i = 0; i < n; i++) {
       let h = batch[i]!;
@@ -118,22 +132,31 @@ export class PortGuard {
           continue;
         }
       }
-      const fo = pool.ownFrameOffset(h); // h is the pool's by now
+      const fo = pool.ownFrameOffset(h); // h is the pool's by now, its frame 4-byte aligned
       const len = pool.len[h]!;
       // Most frames of a burst are untagged IPv4 without options from one of the port's MACs and
-      // the source that last passed with it: judged here without the calls, by the same rules as
-      // checkIpv4(). A MAC that is not one of the port's takes check()'s way to its verdict.
-      let mi = -1;
-      if (len >= 34 && b[fo + 14] === 0x45 && b[fo + 12] === 8 && b[fo + 13] === 0) {
-        const mac = readMac(b, fo + 6);
-        mi = mac === this.lastMac ? this.lastMi : this.macIndex(mac);
-      }
-      if (mi >= 0 && readWord(b, fo + 26) === this.last4[mi]) {
-        const total = (b[fo + 16]! << 8) | b[fo + 17]!;
-        if (total >= 20 && total <= len - ETH_HLEN && (b[fo + 23] !== PROTO_UDP || ((b[fo + 20]! & 0x1f) | b[fo + 21]!) !== 0 ||
-          (total >= 28 && ((b[fo + 34]! << 8) | b[fo + 35]!) !== 67))) {
-          batch[kept++] = h;
-          continue;
+      // the source that last passed with it: judged here in whole words, without the calls, by
+      // the same rules as checkIpv4(). Anything else takes check()'s way to its verdict.
+      if (len >= 34 && (i32[(fo + 12) >>> 2]! & 0xffffff) === 0x450008) { // 08 00 45: IPv4, 20-byte header
+        const lo = u16[(fo + 6) >>> 1]!;
+        const hi = i32[(fo + 8) >>> 2]!;
+        let mi = this.fastMi;
+        if (lo !== this.fastLo || hi !== this.fastHi) {
+          mi = this.macIndexWords(lo, hi);
+          this.fastLo = lo;
+          this.fastHi = hi;
+          this.fastMi = mi;
+        }
+        if (mi >= 0 && this.last4[mi]! >= 0 && (u16[(fo + 26) >>> 1]! | (u16[(fo + 28) >>> 1]! << 16)) === this.last4w[mi]) {
+          const w4 = i32[(fo + 16) >>> 2]!; // total length, identification
+          const w5 = i32[(fo + 20) >>> 2]!; // flags and fragment offset, TTL, protocol
+          const total = ((w4 & 0xff) << 8) | ((w4 >>> 8) & 0xff);
+          // Not UDP, or a later fragment, or UDP whose source port is not 67 (a DHCP server's).
+          if (total >= 20 && total <= len - ETH_HLEN && (w5 >>> 24 !== PROTO_UDP || (w5 & 0xff1f) !== 0 ||
+            (total >= 28 && i32[(fo + 32) >>> 2]! >>> 16 !== 0x4300))) {
+            batch[kept++] = h;
+            continue;
+          }
         }
       }
       const verdict = this.check(b, fo, len);
@@ -309,6 +332,13 @@ export class PortGuard {
     return reason;
   }
 
+  /** macIndex() of a MAC read as the little-endian 16-bit word of its first two bytes and 32-bit word of the rest. */
+  private macIndexWords(lo: number, hi: number): number {
+    const l = this.macLo;
+    for (let i = 0; i < l.length; i++) if (l[i] === lo && this.macHi[i] === hi) return i;
+    return -1;
+  }
+
   private macIndex(mac: number): number {
     const macs = this.macs;
     for (let i = 0; i < macs.length; i++) if (macs[i] === mac) return i;
@@ -323,6 +353,7 @@ export class PortGuard {
       const m = macOf[k]!;
       if ((m === -1 || m === mi) && ((src & this.v4Mask[k]!) >>> 0) === this.v4Net[k]) {
         this.last4[mi] = src;
+        this.last4w[mi] = swap32(src);
         return true;
       }
     }
@@ -343,6 +374,11 @@ export class PortGuard {
     }
     return false;
   }
+}
+
+/** The 32-bit word of bytes reversed (big-endian to the little-endian word a typed array reads), signed. */
+function swap32(w: number): number {
+  return ((w & 0xff) << 24) | ((w >>> 8 & 0xff) << 16) | ((w >>> 16 & 0xff) << 8) | (w >>> 24);
 }
 
 /** A 32-bit big-endian word at b[o], unsigned. */

@@ -16,6 +16,8 @@ export class Arena implements ByteSpace {
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   readonly u16: Uint16Array;
+  /** Whole words, for copies of small frames (see PacketPool.copySmall). */
+  readonly i32: Int32Array;
   /**
    * The SIGBUS guard covers the arena (src/sys/signals.ts): a peer's file that shrinks under a
    * mapping costs a zero page and a counted fault, not the process. False only when the guard
@@ -33,6 +35,7 @@ export class Arena implements ByteSpace {
     this.bytes = new Uint8Array(ab);
     this.dv = new DataView(ab);
     this.u16 = new Uint16Array(ab);
+    this.i32 = new Int32Array(ab);
     this.free = [[0, ARENA_SIZE]];
     this.guarded = guardRange(a, ARENA_SIZE);
   }

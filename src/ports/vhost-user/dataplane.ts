@@ -413,6 +413,7 @@ export class VhostUserPort extends Port implements BufferLender {
     let popped = 0;
     let offloads = 0;
     let bytes = 0;
+    const lend = this.guard === null;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -421,10 +422,11 @@ export class VhostUserPort extends Port implements BufferLender {
         vq.push(ch.head, 0);
         continue;
       }
-      if (hl === VNET_HDR && ch.count === 1) {
+      if (hl === VNET_HDR && ch.count === 1 && lend) {
         // Header and frame in one buffer (DPDK and Linux drivers send that): no copy, the
         // packet stays in the driver's buffer, lent to the pool until the burst is forwarded;
-        // its descriptor goes back in returnBuffer().
+        // its descriptor goes back in returnBuffer(). Not on a secured port: the driver could
+        // rewrite the frame between the guard's check and the output port's read.
         const ho = ch.offset[0]!;
         const flen = total - hl;
         const h = pool.lend(ho, flen, this, (v.index << 16) | ch.head);
@@ -453,7 +455,7 @@ export class VhostUserPort extends Port implements BufferLender {
         for (let s = 0; s < ch.readable; s++) {
           const off = ch.offset[s]!;
           const len = ch.len[s]!;
-          b.copyWithin(ho + pos, off, off + len);
+          pool.copy(ho + pos, off, len);
           pos += len;
         }
       } else for (let s = 0; s < ch.readable; s++) {

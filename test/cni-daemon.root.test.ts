@@ -188,4 +188,18 @@ describe('pier-cni, the daemon side (root)', requires(NEEDS.tun,
     await waitFor(() => leased().length === 0, 10_000, () => `host-local to hold no lease: ${leased().join(' ')}`);
     assert.match(d.log, /container gone; port removed/);
   });
+  it('after a restart: when the last masquerading attachment is reaped at start, the masquerade table goes with it', async () => {
+    const [ns] = makeNetns(1) as [string];
+    netns.push(ns);
+    const port = (await ok(d.socket, 'cni-add', add(ns, 'm1', '10.77.0.40/24', { isGateway: false }))).port as string;
+    await waitFor(() => nftTable()?.includes('10.77.0.0/24'), 10_000, () => `the masquerade rule for 10.77.0.0/24: ${nftTable() ?? 'no table'}`);
+    // The daemon stops (its rules stay), the container goes while it is down.
+    await d.stop();
+    delNetns([ns]);
+    assert.ok(nftTable()?.includes('10.77.0.0/24'), 'the rules outlive the daemon');
+    await d.start();
+    const names = d.json('show').bridges.flatMap((b: any) => b.ports.map((p: any) => p.name));
+    assert.ok(!names.includes(port), `${port} should be gone: ${names.join(' ')}`);
+    await waitFor(() => nftTable() === undefined, 10_000, () => `table inet pier to be gone: ${nftTable()}`);
+  });
 });

@@ -135,6 +135,9 @@ export class Daemon {
       this.persist();
       this.log.info({ from: this.store.loadedVersion, kept }, 'state file migrated');
     }
+    // Rules an earlier run of this daemon wrote are its own to remove, even when no attachment
+    // that needs them outlives the reaping below.
+    this.masqueradeOwned = this.attachments().some((a) => a.owner.masquerade.length > 0);
     // Attachments whose containers went away while the daemon was down (a reboot) go first.
     await this.reapAttachments(true);
     for (const [br, b] of Object.entries(this.state.bridges)) {
@@ -878,17 +881,19 @@ export class Daemon {
 
   /** The last ruleset written (undefined: none yet since the daemon started, so the first sync writes). */
   private masquerade: string | undefined;
+  /** The state this daemon started from had masquerading attachments: the table is its own. */
+  private masqueradeOwned = false;
 
   private syncMasquerade(): void {
     const rules = new Map<string, { network: string; subnet: string }>();
     for (const a of this.attachments()) for (const subnet of a.owner.masquerade) rules.set(`${a.owner.network}\0${subnet}`, { network: a.owner.network, subnet });
     const text = masqueradeRuleset([...rules.values()].sort((x, y) => (x.network + x.subnet).localeCompare(y.network + y.subnet)));
     if (text === this.masquerade) return;
-    // No rules, and none written by this daemon since it started: the table is not touched. It is
-    // host-wide, so another pier on the host (a second daemon with its own state dir) may be
-    // using it; a daemon with no masquerading attachments must not empty it. (Rules this daemon
-    // wrote before a restart stay until it writes again; after a reboot there are none.)
-    if (rules.size === 0 && this.masquerade === undefined) return;
+    // No rules, none written by this daemon since it started and none by the run before it (its
+    // state had no masquerading attachment): the table is not touched. It is host-wide, so another
+    // pier on the host (a second daemon with its own state dir) may be using it. A daemon whose
+    // last masquerading attachment went while it was down (reaped at start) removes it.
+    if (rules.size === 0 && this.masquerade === undefined && !this.masqueradeOwned) return;
     try {
       execFileSync('nft', ['-f', '-'], { input: text, stdio: ['pipe', 'ignore', 'pipe'], encoding: 'utf8' });
     } catch (e) {

@@ -488,6 +488,21 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.deepEqual(leases(ipamDir, network), []);
     });
 
+    it('GC without cni.dev/valid-attachments removes nothing (code 7); the older name cni.dev/attachments is read too', async () => {
+      const [ea, eb] = [attachment(newNetns()), attachment(newNetns())];
+      await ok('ADD', ea, conf());
+      await ok('ADD', eb, conf());
+      try {
+        await fails('GC', { CNI_PATH: CNI_DIR }, conf(), 7, /GC needs cni\.dev\/valid-attachments/);
+        assert.deepEqual(cniPorts().map((p) => p.owner.containerId).sort(), [ea.CNI_CONTAINERID, eb.CNI_CONTAINERID].sort(), 'both attachments kept');
+        await ok('GC', { CNI_PATH: CNI_DIR }, conf({ 'cni.dev/attachments': [{ containerID: ea.CNI_CONTAINERID, ifname: 'eth0' }] }));
+        assert.deepEqual(cniPorts().map((p) => p.owner.containerId), [ea.CNI_CONTAINERID]);
+      } finally {
+        for (const e of [ea, eb]) await ok('DEL', e, conf());
+      }
+      assert.deepEqual(leases(ipamDir, network), []);
+    });
+
     it('GC frees the addresses of the attachments it removes (host-local 1.1.1 has no GC of its own)', async () => {
       const [ea, eb] = [attachment(newNetns()), attachment(newNetns())];
       const ra = await ok('ADD', ea, conf());

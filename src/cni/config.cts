@@ -65,14 +65,17 @@ export interface NetConf {
   /** The IPAM plugin's name; none when the config has no `ipam` (or an empty one). */
   ipamType?: string;
   prevResult?: Result;
-  /** GC's `cni.dev/valid-attachments`. */
-  validAttachments: Array<{ containerId: string; ifname: string }>;
+  /**
+   * GC's `cni.dev/valid-attachments` (or `cni.dev/attachments`, the name an earlier text of the
+   * spec gave it, which libcni passes as well); undefined when the config has neither.
+   */
+  validAttachments?: Array<{ containerId: string; ifname: string }>;
 }
 
 /** Keys pier-cni reads or the spec defines; one differing only in case is a typo worth refusing. */
 const KNOWN = ['cniVersion', 'cniVersions', 'name', 'type', 'bridge', 'socket', 'portType', 'mtu', 'mac', 'isGateway', 'ipMasq', 'portSecurity',
   'queues', 'offloads', 'queue-size', 'socketDir', 'ipam', 'dns', 'prevResult', 'runtimeConfig', 'capabilities', 'args',
-  'cni.dev/valid-attachments'];
+  'cni.dev/valid-attachments', 'cni.dev/attachments'];
 
 const bad = (key: string, problem: string, fix: string): CniError => new CniError(CODE.badConfig, `invalid pier-cni config: ${key} ${problem}`, fix);
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -191,12 +194,14 @@ export function parseConfig(text: string): NetConf {
     }
   }
 
-  const validAttachments: NetConf['validAttachments'] = [];
-  const va = raw['cni.dev/valid-attachments'];
+  let validAttachments: NetConf['validAttachments'];
+  const vaKey = raw['cni.dev/valid-attachments'] !== undefined ? 'cni.dev/valid-attachments' : 'cni.dev/attachments';
+  const va = raw[vaKey];
   if (va !== undefined) {
-    if (!Array.isArray(va)) throw bad('cni.dev/valid-attachments', 'is not a list', 'the runtime passes a list of {containerID, ifname}');
+    if (!Array.isArray(va)) throw bad(vaKey, 'is not a list', 'the runtime passes a list of {containerID, ifname}');
+    validAttachments = [];
     for (const [n, a] of va.entries()) {
-      if (!isObj(a) || typeof a.containerID !== 'string' || typeof a.ifname !== 'string') throw bad(`cni.dev/valid-attachments[${n}]`, 'is not {containerID, ifname}', 'the runtime passes a list of {containerID, ifname} strings');
+      if (!isObj(a) || typeof a.containerID !== 'string' || typeof a.ifname !== 'string') throw bad(`${vaKey}[${n}]`, 'is not {containerID, ifname}', 'the runtime passes a list of {containerID, ifname} strings');
       validAttachments.push({ containerId: a.containerID, ifname: a.ifname });
     }
   }

@@ -51,6 +51,9 @@ describe('the network config', () => {
     const c = parse({ 'cni.dev/valid-attachments': [{ containerID: 'a', ifname: 'eth0' }], prevResult: { cniVersion: '1.1.0', interfaces: [{ name: 'eth0' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] } });
     assert.deepEqual(c.validAttachments, [{ containerId: 'a', ifname: 'eth0' }]);
     assert.equal(c.prevResult?.ips[0]?.address, '10.0.0.2/24');
+    assert.equal(parse({}).validAttachments, undefined, 'no list: GC refuses rather than remove everything');
+    assert.deepEqual(parse({ 'cni.dev/valid-attachments': [] }).validAttachments, [], 'an empty list is a list');
+    assert.deepEqual(parse({ 'cni.dev/attachments': [{ containerID: 'b', ifname: 'net1' }] }).validAttachments, [{ containerId: 'b', ifname: 'net1' }]);
   });
 
   test('not JSON, or not an object: code 6', () => {

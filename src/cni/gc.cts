@@ -5,13 +5,19 @@ import type { NetConf } from './config.cts';
 import { daemonError, request } from './control.cts';
 import type { CniEnv } from './env.cts';
 import { ipamOf } from './ipam.cts';
-import { CniError } from './errors.cts';
+import { CniError, CODE } from './errors.cts';
 import { log } from './log.cts';
 
 export async function gc(env: CniEnv, conf: NetConf): Promise<void> {
+  // Without the list every attachment would look stale: nothing is removed on a guess.
+  const valid = conf.validAttachments;
+  if (valid === undefined) {
+    throw new CniError(CODE.badConfig, 'GC needs cni.dev/valid-attachments: without it every attachment of the network would look stale, so nothing was removed',
+      'the runtime passes the list of attachments still in use (CNI 1.1.0); an empty list removes them all');
+  }
   const errors: Error[] = [];
   try {
-    const r = await request(conf.socket, 'cni-gc', { network: conf.name, valid: conf.validAttachments }) as { removed: string[] };
+    const r = await request(conf.socket, 'cni-gc', { network: conf.name, valid }) as { removed: string[] };
     log.debug(`removed ${r.removed.length > 0 ? r.removed.join(', ') : 'nothing'}`);
   } catch (e) {
     errors.push(daemonError(e));

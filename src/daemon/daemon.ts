@@ -145,7 +145,18 @@ export class Daemon {
       for (const name of Object.keys(b.ports)) await this.reconcile(name, false);
     }
     await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
+    // A DEL that came while this daemon was starting found no socket and left a tombstone after
+    // the read above. The first job of the queue, ahead of any request, reads them once more: no
+    // ADD can have come between (an ADD needs the daemon's answer), so they are still the
+    // runtime's last word on their attachments.
+    let listening: () => void = () => {};
+    const listened = new Promise<void>((resolve) => (listening = resolve));
+    void this.enqueue(async () => {
+      await listened;
+      await this.reapAttachments(true);
+    }).catch((e: Error) => this.log.warn({ error: e.message }, 'cni: DELs left while starting not applied'));
     await this.listen();
+    listening();
     if (this.opts.metrics) {
       const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
       this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({

@@ -256,6 +256,13 @@ describe('deploy/kubernetes manifests', () => {
     assert.equal(mounts(daemon).get('/var/run/netns').mountPropagation, 'HostToContainer');
     assert.equal(host(daemon, '/dev/net/tun'), '/dev/net/tun');
     assert.equal(volumes.get(mounts(daemon).get('/dev/net/tun').name).hostPath.type, 'CharDevice');
+    // The daemon runs IPAM DEL itself (GC, reaping): the runtime's plugins and host-local's leases, at the host's paths.
+    assert.equal(host(daemon, '/opt/cni/bin'), '/opt/cni/bin');
+    assert.equal(mounts(daemon).get('/opt/cni/bin').readOnly, true);
+    assert.equal(host(daemon, '/var/lib/cni'), '/var/lib/cni');
+    assert.notEqual(mounts(daemon).get('/var/lib/cni').readOnly, true, 'host-local writes its leases and lock there');
+    const cm0 = JSON.parse(find('v1/ConfigMap')[0]!.obj.data['10-pier.conflist']);
+    assert.equal(cm0.plugins[0].ipam.dataDir, undefined, 'the conflist\'s host-local keeps leases under /var/lib/cni/networks, which the daemon mounts');
     const args: string[] = daemon.args;
     const socket = args[args.indexOf('--socket') + 1];
     assert.equal(socket, '/run/pier/pier.sock');

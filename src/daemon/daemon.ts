@@ -822,7 +822,11 @@ export class Daemon {
     const type = (ipam?.conf.ipam as { type?: unknown } | undefined)?.type;
     if (!ipam || typeof type !== 'string' || type.includes('/')) return;
     const bin = ipam.cniPath.split(':').map((d) => join(d, type)).find((p) => existsSync(p));
-    if (!bin) return;
+    if (!bin) {
+      this.log.warn({ container: owner.containerId, ipam: type, cniPath: ipam.cniPath },
+        'cni: addresses not released: the IPAM plugin is not in the CNI_PATH its ADD had (a daemon in a container needs the runtime\'s CNI bin directory mounted at the same path)');
+      return;
+    }
     const child = execFile(bin, [], {
       timeout: 10_000,
       env: { ...process.env, CNI_COMMAND: 'DEL', CNI_CONTAINERID: owner.containerId, CNI_NETNS: '', CNI_IFNAME: owner.ifname, CNI_PATH: ipam.cniPath },

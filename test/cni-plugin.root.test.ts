@@ -5,7 +5,7 @@
 // then against a real daemon with host-local IPAM: addresses and interfaces, results in each
 // version, chains with Debian's loopback before and tuning after, a failed ADD that leaves
 // nothing, DEL that always succeeds (twice, namespace gone, daemon stopped), GC, vhost-user, and
-// 20 concurrent ADDs and DELs with no port or address lost or doubled.
+// 20 concurrent ADDs and DELs with no port or address lost or doubled, and ADDs and DELs mixed.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -576,6 +576,25 @@ describe('pier-cni, invoked as the CNI spec says (root)', requires(NEEDS.tun, cn
       assert.deepEqual(cniPorts(), []);
       assert.deepEqual(leases(ipamDir, network), []);
       for (const e of envs) assert.equal(hasLink(e.CNI_NETNS!, 'eth0'), false);
+    });
+
+    it('10 ADDs and 10 DELs of other containers at once: the new ten attached once each, the old ten gone, no address held twice or left', async () => {
+      const old = Array.from({ length: 10 }, () => attachment(newNetns()));
+      for (const r of await Promise.all(old.map((e) => cni('ADD', e, conf())))) assert.equal(r.code, 0, r.stdout + r.stderr);
+      const fresh = Array.from({ length: 10 }, () => attachment(newNetns()));
+      // Interleaved, so the daemon and host-local see them mixed.
+      const runs = await Promise.all(old.flatMap((e, n) => [cni('DEL', e, conf()), cni('ADD', fresh[n]!, conf())]));
+      for (const r of runs) assert.equal(r.code, 0, r.stdout + r.stderr);
+      const added = runs.filter((_, k) => k % 2 === 1).map((r) => r.json.ips[0].address as string);
+      assert.equal(new Set(added).size, 10, `distinct addresses: ${added.join(' ')}`);
+      assert.deepEqual(leases(ipamDir, network), added.map((a) => a.split('/')[0]!).sort(), 'host-local holds exactly the new ten');
+      const ports = cniPorts();
+      assert.deepEqual(ports.map((p) => p.owner.containerId).sort(), fresh.map((e) => e.CNI_CONTAINERID).sort());
+      fresh.forEach((e, n) => assert.deepEqual(ipv4(e.CNI_NETNS!, 'eth0'), [added[n]]));
+      for (const e of old) assert.equal(hasLink(e.CNI_NETNS!, 'eth0'), false);
+      for (const r of await Promise.all(fresh.map((e) => cni('DEL', e, conf())))) assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.deepEqual(cniPorts(), []);
+      assert.deepEqual(leases(ipamDir, network), []);
     });
   });
 });

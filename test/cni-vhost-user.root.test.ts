@@ -29,8 +29,11 @@ describe('pier-cni portType vhost-user with DPDK testpmd (root)', requires(NEEDS
   let socketPath = '';
   let appIp = '';
 
+  // Port options pass through to the daemon: queues and queue-size for the vhost-user port,
+  // offloads and mtu for the tap.
   const conf = (portType: string): object => ({
     cniVersion: '1.1.0', name: NETWORK, type: 'pier-cni', bridge, socket: d.socket, portType, socketDir,
+    ...(portType === 'vhost-user' ? { queues: 2, 'queue-size': 1024 } : { offloads: false, mtu: 1400 }),
     ipam: { type: 'host-local', ranges: [[{ subnet: SUBNET }]], dataDir: ipamDir },
   });
   const cni = (command: 'ADD' | 'DEL' | 'CHECK', portType: string, a: { containerId: string; ifname: string }, ns: string): CniRun =>
@@ -77,8 +80,15 @@ describe('pier-cni portType vhost-user with DPDK testpmd (root)', requires(NEEDS
     assert.equal(p.owner.ifname, app.ifname);
     const links = JSON.parse(must('ip', ['-n', appNs, '-j', 'link', 'show'])) as Array<{ ifname: string }>;
     assert.deepEqual(links.map((l) => l.ifname), ['lo'], 'no interface made in the pod\'s namespace');
+    assert.equal(p.options.queues, 2, 'queues passed through');
+    assert.equal(p.options['queue-size'], 1024, 'queue-size passed through');
     const t = cni('ADD', 'tap', tap, tapNs);
     assert.equal(t.code, 0, `ADD of the tap container: ${t.stdout}${t.stderr}`);
+    const tp = portOf(tap.containerId);
+    assert.equal(tp.options.offloads, false, 'offloads passed through');
+    assert.equal(tp.options.mtu, 1400, 'mtu passed through');
+    const eth0 = JSON.parse(must('ip', ['-n', tapNs, '-j', 'link', 'show', 'eth0']))[0] as { mtu: number };
+    assert.equal(eth0.mtu, 1400, 'the container\'s interface has the MTU');
   });
 
   it('testpmd attaches to the returned socket; pier shows the peer connected; a tap container on the same bridge pings it', { timeout: 120_000 }, async () => {

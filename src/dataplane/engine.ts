@@ -56,9 +56,9 @@ export class Engine implements PortContext {
   emptyPolls = 0;
   private readonly flushFn = (p: Port): void => this.flush(p);
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
-  private readonly pending = new Int32Array(4096);
+  private pending = new Int32Array(4096);
   private npending = 0;
-  private readonly pendingNext = new Int32Array(4096);
+  private pendingNext = new Int32Array(4096);
   /**
    * The SIGBUS guard's counter ([0]: low 32 bits of the faults survived) and the value last
    * dispatched: a peer's file shrank under its mapping when they differ (docs/design/peer-memory.md).
@@ -385,10 +385,14 @@ export class Engine implements PortContext {
     // Queues that stopped at their budget last turn go first, each once.
     const np = this.npending;
     if (np > 0) {
-      this.pendingNext.set(this.pending.subarray(0, np));
+      // The two lists trade places (no copy, no view made per turn): polls below may queue for
+      // the next turn while this one's list is walked.
+      const list = this.pending;
+      this.pending = this.pendingNext;
+      this.pendingNext = list;
       this.npending = 0;
       for (let i = 0; i < np; i++) {
-        const tok = this.pendingNext[i]!;
+        const tok = list[i]!;
         const p = this.ports[tok >>> 8];
         if (!p) continue;
         const q = tok & 0xff;

@@ -259,8 +259,8 @@ describe('deploy/kubernetes manifests', () => {
     // The daemon runs IPAM DEL itself (GC, reaping): the runtime's plugins and host-local's leases, at the host's paths.
     assert.equal(host(daemon, '/opt/cni/bin'), '/opt/cni/bin');
     assert.equal(mounts(daemon).get('/opt/cni/bin').readOnly, true);
-    assert.equal(host(daemon, '/var/lib/cni'), '/var/lib/cni');
-    assert.notEqual(mounts(daemon).get('/var/lib/cni').readOnly, true, 'host-local writes its leases and lock there');
+    assert.equal(host(daemon, '/var/lib/cni/networks'), '/var/lib/cni/networks');
+    assert.notEqual(mounts(daemon).get('/var/lib/cni/networks').readOnly, true, 'host-local writes its leases and lock there');
     const cm0 = JSON.parse(find('v1/ConfigMap')[0]!.obj.data['10-pier.conflist']);
     assert.equal(cm0.plugins[0].ipam.dataDir, undefined, 'the conflist\'s host-local keeps leases under /var/lib/cni/networks, which the daemon mounts');
     const args: string[] = daemon.args;

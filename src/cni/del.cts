@@ -3,6 +3,7 @@
 // releases the addresses, after the port is gone, so they are never handed to another container
 // while this one still has them. A daemon that runs but does not answer fails the DEL (code 11):
 // the runtime tries again.
+import { rmSync } from 'node:fs';
 import { writeTombstone } from './attachment.cts';
 import type { NetConf } from './config.cts';
 import { DaemonUnreachable, daemonError, request } from './control.cts';
@@ -21,12 +22,24 @@ export async function del(env: CniEnv, conf: NetConf): Promise<void> {
     // A tombstone only when the daemon is not running: one that is running but did not answer
     // may have removed the port or may not; the runtime retries DEL (code 11).
     if (e instanceof DaemonUnreachable && e.notRunning) {
+      let file: string | undefined;
       try {
-        log.warn(`${e.message}: the removal is left for it in ${writeTombstone(conf.socket, attachment)}`);
+        file = writeTombstone(conf.socket, attachment);
+        log.warn(`${e.message}: the removal is left for it in ${file}`);
       } catch (t) {
         // Without a tombstone the port would come back with the daemon: the runtime must retry.
         log.error(`no tombstone could be written (${(t as Error).message})`);
         failed = e;
+      }
+      // A daemon that began to listen meanwhile may have read its tombstones already (it reads
+      // them at start and once more as it begins to listen): asked once more, it removes the
+      // port itself, and the tombstone goes (if the daemon has not taken it first).
+      if (file !== undefined) {
+        try {
+          await request(conf.socket, 'cni-del', attachment);
+          rmSync(file, { force: true });
+          log.debug('the daemon answered after all: tombstone withdrawn');
+        } catch { /* still not running: the tombstone stays for its start */ }
       }
     } else {
       failed = e;

@@ -57,6 +57,14 @@ export class Ipam {
   confFor(v: string): Record<string, unknown> {
     const c: Record<string, unknown> = { ...this.conf.raw, cniVersion: v };
     if (this.conf.prevResult) c.prevResult = writeResult(this.conf.prevResult, v);
+    // GC's list under both names, as libcni passes it: a runtime may have sent only one, and an
+    // IPAM plugin that reads the other would see no valid attachment and free every lease.
+    const valid = this.conf.validAttachments;
+    if (valid !== undefined) {
+      const list = valid.map((a) => ({ containerID: a.containerId, ifname: a.ifname }));
+      c['cni.dev/valid-attachments'] = list;
+      c['cni.dev/attachments'] = list;
+    }
     return c;
   }
 

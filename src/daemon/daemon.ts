@@ -155,8 +155,11 @@ export class Daemon {
       await listened;
       await this.reapAttachments(true);
     }).catch((e: Error) => this.log.warn({ error: e.message }, 'cni: DELs left while starting not applied'));
-    await this.listen();
-    listening();
+    try {
+      await this.listen();
+    } finally {
+      listening(); // (a start that failed here ends the daemon; the job must not hold the queue)
+    }
     if (this.opts.metrics) {
       const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
       this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({
@@ -913,6 +916,11 @@ export class Daemon {
       execFileSync('nft', ['-f', '-'], { input: text, stdio: ['pipe', 'ignore', 'pipe'], encoding: 'utf8' });
     } catch (e) {
       const err = e as { stderr?: string; code?: string; message: string };
+      if (err.code === 'ENOENT' && rules.size === 0) {
+        // No nft, no rules wanted: there is no table to remove either (not retried every 5 s).
+        this.masqueradeOwned = false;
+        return;
+      }
       if (err.code === 'ENOENT') throw new PierError('ENONFT', 'ipMasq needs nftables, and the nft command is missing', 'install it (apt-get install nftables) or set "ipMasq": false');
       throw new PierError('ENFT', `cannot write the masquerade rules: ${(err.stderr || err.message).trim()}`, 'check that this kernel has nf_tables with NAT (modprobe nft_masq)');
     }

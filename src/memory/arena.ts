@@ -16,7 +16,7 @@ export class Arena implements ByteSpace {
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   readonly u16: Uint16Array;
-  /** Whole words, for copies of small frames (see PacketPool.copySmall). */
+  /** Whole words, for copies of small frames (see PacketPool.copy). */
   readonly i32: Int32Array;
   /**
    * The SIGBUS guard covers the arena (src/sys/signals.ts): a peer's file that shrinks under a

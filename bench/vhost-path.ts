@@ -117,14 +117,14 @@ closeListener(listenFd, path);
 rmSync(dir, { recursive: true, force: true });
 if (lost > 0) throw new Error(`bench/vhost-path.ts: ${lost} frames dropped: the figure would not be per frame`);
 if (refused !== null) throw new Error(`bench/vhost-path.ts: the guard dropped a frame (${refused.detail}): the secured figure would not be per frame`);
-const ns = median(samples);
+const ns = +median(samples).toFixed(1);
 const ring = PACKED ? 'packed' : 'split';
 console.error(`vhost-user path in one process (${ring} rings): ${ns} ns a frame, both directions${SECURED ? '' : ` (rounds: ${samples.join(', ')})`}`);
 const date = new Date().toISOString().slice(0, 10);
 const m = machine();
 const head = `${m.cpus} cores, ${m.cpu ?? '?'}, kernel ${m.kernel}, Node ${m.node}; median of ${ROUNDS} rounds of ${STEPS} steps. Method: the comment at the top of [../vhost-path.ts](../vhost-path.ts).`;
 if (SECURED) {
-  const on = median(securedSamples);
+  const on = +median(securedSamples).toFixed(1);
   // Only the driver's frames are checked: one of the two frames a step counts per direction.
   const added = +(2 * (on - ns)).toFixed(1);
   console.error(`secured: ${on} ns a frame; ${added} ns added per checked frame`);

@@ -486,32 +486,39 @@ describe('port security across dataplane threads: a port on another thread canno
   });
 });
 
-describe('storm control on a vhost-user port: a DPDK peer flooding past storm-limit has its transmit queue paused and resumed (root)', requires(NEEDS.tun, NEEDS.testpmd), () => {
-  // testpmd txonly sends 64-byte UDP frames to a MAC nobody has (unknown unicast: every one a
-  // flood) as fast as it can. The port's storm limit lets 1000 a second through; each full burst
-  // mostly over it leaves the queue (its kick eventfd) unread for 20 ms, and the engine comes back
-  // to it on its own, since a peer that polls never kicks again.
+/**
+ * For a describe: a daemon with bridge br0, a tap port c in a namespace of its own and a
+ * vhost-user port vm with `vmOptions`; the testpmd a test puts in `peer.t` is killed after.
+ */
+function tapAndVhostUser(vmOptions: string[]): { d: TestDaemon; peer: { t?: Testpmd } } {
   const d = new TestDaemon();
+  const peer: { t?: Testpmd } = {};
   let ns = '';
-  let t: Testpmd | undefined;
-
   before(async () => {
     [ns] = makeNetns(1) as [string];
     await d.start();
     d.ok('add-br', 'br0');
     d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${ns}`, 'ip=10.89.0.1/24', 'ifname=eth0');
-    d.ok('add-port', 'br0', 'vm', 'type=vhost-user', `path=${d.dir}/vm.sock`, 'storm-limit=1000');
+    d.ok('add-port', 'br0', 'vm', 'type=vhost-user', `path=${d.dir}/vm.sock`, ...vmOptions);
   });
-
   after(async () => {
-    await t?.kill();
+    await peer.t?.kill();
     await d.cleanup();
     delNetns([ns]);
   });
+  return { d, peer };
+}
+
+describe('storm control on a vhost-user port: a DPDK peer flooding past storm-limit has its transmit queue paused and resumed (root)', requires(NEEDS.tun, NEEDS.testpmd), () => {
+  // testpmd txonly sends 64-byte UDP frames to a MAC nobody has (unknown unicast: every one a
+  // flood) as fast as it can. The port's storm limit lets 1000 a second through; each full burst
+  // mostly over it leaves the queue (its kick eventfd) unread for 20 ms, and the engine comes back
+  // to it on its own, since a peer that polls never kicks again.
+  const { d, peer } = tapAndVhostUser(['storm-limit=1000']);
 
   it('the queue is paused again and again and read between pauses; what is flooded stays within the limit', async () => {
     const stats = (): Record<CounterName, number> => d.json('stats', 'vm')[0].counters;
-    t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock`], 'txonly', ['--txpkts=64']);
+    const t = peer.t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock`], 'txonly', ['--txpkts=64']);
     await t.start();
     const first = await waitFor(() => { const s = stats(); return s.rx_storm_pauses >= 3 ? s : undefined; }, 15_000, () => `vm's queue to be paused (${JSON.stringify(stats())})`);
     const t0 = Date.now();
@@ -534,29 +541,13 @@ describe('a secured vhost-user port forwards a DPDK peer\'s own frames and drops
   // the builtin. testpmd txonly sends UDP 198.18.0.1 -> .2 from its port's MAC; c's tap port is
   // where they go (flooded: c's MAC is not learned; storm-limit=0 lets the flood through).
   const MAC = '02:00:00:00:0a:01';
-  const d = new TestDaemon();
-  let ns = '';
-  let t: Testpmd | undefined;
-
-  before(async () => {
-    [ns] = makeNetns(1) as [string];
-    await d.start();
-    d.ok('add-br', 'br0');
-    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${ns}`, 'ip=10.89.0.1/24', 'ifname=eth0');
-    d.ok('add-port', 'br0', 'vm', 'type=vhost-user', `path=${d.dir}/vm.sock`, `mac=${MAC}`, 'port-security=on', 'allowed-addresses=198.18.0.1', 'storm-limit=0');
-  });
-
-  after(async () => {
-    await t?.kill();
-    await d.cleanup();
-    delNetns([ns]);
-  });
+  const { d, peer } = tapAndVhostUser([`mac=${MAC}`, 'port-security=on', 'allowed-addresses=198.18.0.1', 'storm-limit=0']);
 
   for (const size of [64, 1000]) {
     it(`${size}-byte frames from the port's own MAC and address reach c; from an address it may not use, none does`, async () => {
       const stats = (name: string): Record<CounterName, number> => d.json('stats', name)[0].counters;
       d.ok('set-port', 'vm', 'allowed-addresses=198.18.0.1');
-      t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock,mac=${MAC}`], 'txonly', [`--txpkts=${size}`]);
+      const t = peer.t = new Testpmd([`net_virtio_user0,path=${d.dir}/vm.sock,mac=${MAC}`], 'txonly', [`--txpkts=${size}`]);
       await t.start();
       try {
         const c0 = stats('c').tx_packets;
@@ -576,7 +567,7 @@ describe('a secured vhost-user port forwards a DPDK peer\'s own frames and drops
         assert.equal(d.json('show', 'vm').port.peer.connected, true, 'the peer lost its connection');
       } finally {
         await t.kill();
-        t = undefined;
+        peer.t = undefined;
       }
     });
   }

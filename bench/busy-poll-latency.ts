@@ -2,9 +2,9 @@
 // reply. A container on a tap port floods pings (`ping -f`: each request leaves when the last
 // reply came back, so the next frame reaches pier within microseconds of the last) at DPDK
 // testpmd in icmpecho mode on a vhost-user port, through one pier bridge. The vhost-user port's
-// busy-poll is switched between rounds (set-port, with no peer attached: the change rebuilds the
-// port's dataplane half, which a DPDK virtio-user client does not reconnect to), and testpmd is
-// started again for each round, so both modes run in one run. Reported: round trips per second,
+// busy-poll is switched between rounds (set-port, with no peer attached; written when the change
+// rebuilt the port's dataplane half, which a DPDK virtio-user client does not reconnect to), and
+// testpmd is started again for each round, so both modes run in one run. Reported: round trips per second,
 // ping's RTT, and the daemon's CPU per round trip.
 // Usage (root): node --import tsx bench/busy-poll-latency.ts [--rounds N] [--count C]
 import { readFileSync, writeFileSync } from 'node:fs';

@@ -69,6 +69,26 @@ describe('vhost-user ports with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS.
     }
   });
 
+  it('set-port busy-poll= on a running port is applied in place: the peer\'s session goes on, and it keeps answering', async () => {
+    const t = new Testpmd([`net_virtio_user0,path=${d.dir}/bp.sock`], 'icmpecho');
+    try {
+      d.ok('add-port', 'br0', 'bp', 'type=vhost-user', `path=${d.dir}/bp.sock`);
+      await t.start();
+      await pingUntil(c1, '10.79.0.2');
+      for (const mode of ['on', 'off', 'on']) {
+        d.ok('set-port', 'bp', `busy-poll=${mode}`);
+        const v = d.json('show', 'bp').port;
+        assert.equal(v.options['busy-poll'], mode === 'on');
+        assert.equal(v.peer.connected, true, `busy-poll=${mode}: the peer is still connected`);
+        assert.deepEqual([v.peer.connects, v.peer.disconnects], [1, 0], `busy-poll=${mode}: the same session (no reconnect)`);
+        const out = ping(c1, '10.79.0.2');
+        assert.match(out.stdout, / 3 received/, `busy-poll=${mode}: ${out.stdout}`);
+      }
+    } finally {
+      await cleanup([t], [['br0', 'bp']]);
+    }
+  });
+
   it('a testpmd forwards through pier to another testpmd, contents intact', async () => {
     // c1 -> br0 -> fwd port 0 -> testpmd io -> fwd port 1 -> br1 -> echo (testpmd icmpecho) and back
     const echo = new Testpmd([`net_virtio_user0,path=${d.dir}/echo.sock`], 'icmpecho');

@@ -364,6 +364,18 @@ export class Daemon {
         rt.options = o;
         throw e;
       }
+      // A new spec that differs from the running one only in busyPoll: set in place, so the
+      // peer's session goes on (a rebuilt vhost-user half ends it, and a DPDK virtio-user client
+      // does not come back).
+      if (spec !== undefined && !moved && onlyBusyPollDiffers(rt.dev.spec, spec)) {
+        await this.dataplanes.setBusyPoll(rt.index, (spec as { busyPoll: boolean }).busyPoll);
+        rt.dev.spec = spec;
+        spec = undefined;
+        if (!vlanChanged && !securityChanged) {
+          rt.options = o;
+          return;
+        }
+      }
       if (spec !== undefined || moved) {
         // The control half stays (the tap, the socket); the dataplane half is rebuilt from the
         // new spec, on the thread it goes to.
@@ -1095,4 +1107,13 @@ function securityView(o: Record<string, unknown>): Record<string, unknown> | und
   } catch (e) {
     return { portSecurity: 'on', error: (e as Error).message };
   }
+}
+
+/** Two dataplane specs that are the same but for busyPoll (a vhost-user port's busy-poll=). */
+function onlyBusyPollDiffers(a: unknown, b: unknown): boolean {
+  if (typeof a !== 'object' || a === null || typeof b !== 'object' || b === null) return false;
+  const x = a as { busyPoll?: unknown };
+  const y = b as { busyPoll?: unknown };
+  if (typeof x.busyPoll !== 'boolean' || typeof y.busyPoll !== 'boolean' || x.busyPoll === y.busyPoll) return false;
+  return JSON.stringify({ ...x, busyPoll: false }) === JSON.stringify({ ...y, busyPoll: false });
 }

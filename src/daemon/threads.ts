@@ -204,6 +204,12 @@ export class Dataplanes {
     await this.syncStatics(bridge);
   }
 
+  async setBusyPoll(index: number, on: boolean): Promise<void> {
+    const t = this.threadOf(index);
+    if (t === undefined) throw new Error(`no port in slot ${index}`);
+    await this.threads[t]!.request({ op: 'set-busy-poll', index, on });
+  }
+
   async setSecurity(index: number, security: SecurityConfig | undefined, bridge: number, vlan: VlanConfig | undefined): Promise<void> {
     const t = this.threadOf(index);
     if (t === undefined) throw new Error(`no port in slot ${index}`);

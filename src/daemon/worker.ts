@@ -72,6 +72,9 @@ function apply(req: Request): ReplyOf[Request['op']] {
     case 'set-security':
       engine.setSecurity(req.index, req.security);
       return null;
+    case 'set-busy-poll':
+      engine.setBusyPoll(req.index, req.on);
+      return null;
     case 'add-link': {
       const tx = engine.pool.arena.place(req.txFd, 0, LINK_RING_BYTES);
       let rx = -1;

@@ -143,6 +143,13 @@ export class Engine implements PortContext {
    * storm-limit=, or its MAC or IPs): between bursts, like a VLAN change. The guard is built
    * first, so an identity it refuses changes nothing.
    */
+  /** busy-poll= of a running port: a flag its receive reads at each poll, changed in place. */
+  setBusyPoll(index: number, on: boolean): void {
+    const p = this.ports[index];
+    if (!p) throw new Error(`no port in slot ${index}`);
+    p.busyPoll = on;
+  }
+
   setSecurity(index: number, security: SecurityConfig | undefined): void {
     const p = this.ports[index];
     if (!p) throw new Error(`no port in slot ${index}`);

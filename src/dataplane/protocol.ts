@@ -36,6 +36,8 @@ export type Request =
   | { seq: number; op: 'set-vlan'; index: number; vlan: VlanConfig | undefined }
   /** A running port's security changes (set-port): applied between bursts, its static FDB entries made again. */
   | { seq: number; op: 'set-security'; index: number; security: SecurityConfig | undefined }
+  /** A running port's busy-poll= changes (set-port): a flag read each poll, set in place (the peer's session goes on). */
+  | { seq: number; op: 'set-busy-poll'; index: number; on: boolean }
   /**
    * The static entries of link `index`: the own MACs of the secured ports on the thread at its
    * other end (each in the VLAN its untagged frames cross in), so no port of this thread can
@@ -99,6 +101,7 @@ export interface ReplyOf {
   'del-port': null;
   'set-vlan': null;
   'set-security': null;
+  'set-busy-poll': null;
   'link-statics': null;
   fdb: { entries: FdbEntry[]; ports: Array<{ port: number; learned: number; limit: number }>; full: number; moves: number; evicted: number };
   pool: PoolStats;

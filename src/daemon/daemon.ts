@@ -370,11 +370,7 @@ export class Daemon {
       if (spec !== undefined && !moved && onlyBusyPollDiffers(rt.dev.spec, spec)) {
         await this.dataplanes.setBusyPoll(rt.index, (spec as { busyPoll: boolean }).busyPoll);
         rt.dev.spec = spec;
-        spec = undefined;
-        if (!vlanChanged && !securityChanged) {
-          rt.options = o;
-          return;
-        }
+        spec = undefined; // nothing to rebuild: tag=, trunks= and security follow below as for any port
       }
       if (spec !== undefined || moved) {
         // The control half stays (the tap, the socket); the dataplane half is rebuilt from the

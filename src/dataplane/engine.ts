@@ -138,11 +138,6 @@ export class Engine implements PortContext {
   /** Each port's security as last set (re-applied when its VLANs change). */
   private readonly securities = new Map<number, SecurityConfig | undefined>();
 
-  /**
-   * Change a running port's security (set-port port-security= allowed-addresses= mac-limit=
-   * storm-limit=, or its MAC or IPs): between bursts, like a VLAN change. The guard is built
-   * first, so an identity it refuses changes nothing.
-   */
   /** busy-poll= of a running port: a flag its receive reads at each poll, changed in place. */
   setBusyPoll(index: number, on: boolean): void {
     const p = this.ports[index];
@@ -150,6 +145,11 @@ export class Engine implements PortContext {
     p.busyPoll = on;
   }
 
+  /**
+   * Change a running port's security (set-port port-security= allowed-addresses= mac-limit=
+   * storm-limit=, or its MAC or IPs): between bursts, like a VLAN change. The guard is built
+   * first, so an identity it refuses changes nothing.
+   */
   setSecurity(index: number, security: SecurityConfig | undefined): void {
     const p = this.ports[index];
     if (!p) throw new Error(`no port in slot ${index}`);

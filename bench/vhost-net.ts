@@ -11,6 +11,7 @@ import { machine, median, option } from './common.ts';
 import { delNetns, iperf, makeNetns, must, ROOT, sh, TestDaemon } from '../test/helpers.ts';
 
 const T = option('--seconds', 5);
+const WARMUP = option('--warmup', 3);
 const OUT = process.env.PIER_BENCH_OUT ?? join(ROOT, 'bench', 'results');
 
 if (!existsSync('/dev/vhost-net')) {
@@ -41,6 +42,22 @@ function cpuOf(match: (comm: string, pid: number, tid: number) => boolean): numb
       } catch { /* gone */ }
     }
   }
+  return total;
+}
+
+/** Minor page faults of a process (all its threads) or of every vhost worker, from /proc. */
+function minorFaults(pid: number | 'vhost'): number {
+  const one = (path: string): number => {
+    try {
+      const stat = readFileSync(path, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+    } catch {
+      return 0;
+    }
+  };
+  if (pid !== 'vhost') return one(`/proc/${pid}/stat`);
+  let total = 0;
+  for (const tid of vhostWorkers()) total += one(`/proc/${tid}/stat`);
   return total;
 }
 
@@ -81,21 +98,32 @@ async function measure(mode: string, a: string, b: string, d: TestDaemon | undef
   const dpPid: number | undefined = show?.pid;
   const dpTid: number | undefined = show?.dataplane.tid;
   const workers = vhostWorkers();
-  for (const dir of ['a->b', 'b->a']) {
+  // A stream each way first, not measured (--warmup S, 0 to skip): the first stream on a fresh
+  // daemon pays the first touches of pool memory and pier's code being compiled, and measured
+  // first it made a->b, always measured first, the slower direction (bench/vhost-net.md).
+  if (WARMUP > 0) for (const reverse of [false, true]) await iperf(b, a, ipB, { seconds: WARMUP, reverse });
+  // --reverse-order: b->a measured first on each fresh daemon.
+  for (const dir of reverseOrder ? ['b->a', 'a->b'] : ['a->b', 'b->a']) {
     const threads: Record<string, () => number> = {
       pier: () => (dpPid && dpTid ? cpuOf((_c, pid, tid) => pid === dpPid && tid === dpTid) : 0),
       vhost: () => cpuOf((c) => c.startsWith('vhost-')),
       iperf3: () => cpuOf((c) => c === 'iperf3'),
     };
-    workers.forEach((tid, i) => (threads[`vhost:${['pa', 'pb'][i] ?? tid}`] = () => cpuOf((_c, pid) => pid === tid)));
+    workers.forEach((tid, i) => (threads[`vhost:${(bFirst ? ['pb', 'pa'] : ['pa', 'pb'])[i] ?? tid}`] = () => cpuOf((_c, pid) => pid === tid)));
     const c0 = Object.fromEntries(Object.entries(threads).map(([k, f]) => [k, f()]));
+    // First touches of pool memory (by pier's read()s, or by the vhost workers' copies into
+    // buffers posted to them) are page faults: a fresh daemon's first stream pays them.
+    const f0 = { pier: dpPid ? minorFaults(dpPid) : 0, vhost: minorFaults('vhost') };
     const s0 = d?.json<Stats>('stats');
     const t0 = performance.now();
-    const r = await iperf(b, a, '10.83.0.2', { seconds: T, reverse: dir === 'b->a' });
+    // --swap-roles: the iperf3 server in a (the sender of a->b is then the server, in -R mode),
+    // to tell a direction's cost that follows iperf3's roles from one that follows the namespaces.
+    const r = swapRoles ? await iperf(a, b, ipA, { seconds: T, reverse: dir === 'a->b' }) : await iperf(b, a, ipB, { seconds: T, reverse: dir === 'b->a' });
     const wall = (performance.now() - t0) / 1000;
     const s1 = d?.json<Stats>('stats');
     const share = (k: string): number => +((threads[k]!() - c0[k]!) / wall).toFixed(2);
     const cpu: Row['cpu'] = { pier: share('pier'), vhost: share('vhost'), iperf3: share('iperf3') };
+    cpu.minorFaults = { pier: (dpPid ? minorFaults(dpPid) : 0) - f0.pier, vhost: minorFaults('vhost') - f0.vhost };
     const byPort = Object.fromEntries(Object.keys(threads).filter((k) => k.startsWith('vhost:')).map((k) => [k.slice(6), share(k)]));
     if (Object.keys(byPort).length > 0) cpu.vhostWorkers = byPort;
     const ports = s0 && s1 ? s1.map((p1): PortDiff => {
@@ -112,7 +140,8 @@ interface PierConfig { mode: string; a: 'virtio-user' | 'tap'; b: 'virtio-user' 
 
 async function pierRun(c: PierConfig): Promise<void> {
   const d = new TestDaemon();
-  const [a, b] = makeNetns(2) as [string, string];
+  // --ns-swap: b's namespace made before a's, to tell a cost that follows the namespaces' order.
+  const [a, b] = (nsSwap ? makeNetns(2).reverse() : makeNetns(2)) as [string, string];
   const saved = process.env.PIER_ABLATE;
   try {
     // A virtio-user port posts at most an eighth of the pool: 8192 buffers let a 1024-entry ring
@@ -121,9 +150,12 @@ async function pierRun(c: PierConfig): Promise<void> {
     await d.start(['--pool', String(c.pool ?? 8192)]);
     d.ok('add-br', 'br0');
     const opts = (k: 'virtio-user' | 'tap'): string[] => (k === 'virtio-user' ? ['type=virtio-user', 'path=/dev/vhost-net', `queue-size=${c.queueSize}`] : ['type=tap']);
-    d.ok('add-port', 'br0', 'pa', ...opts(c.a), `netns=${a}`, 'ip=10.83.0.1/24');
-    d.ok('add-port', 'br0', 'pb', ...opts(c.b), `netns=${b}`, 'ip=10.83.0.2/24');
-    sh('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '5', '10.83.0.2']);
+    const addA = (): unknown => d.ok('add-port', 'br0', 'pa', ...opts(c.a), `netns=${a}`, `ip=${ipA}/24`);
+    const addB = (): unknown => d.ok('add-port', 'br0', 'pb', ...opts(c.b), `netns=${b}`, `ip=${ipB}/24`);
+    // --b-first: pb made before pa, to tell a direction's cost that follows the ports' order (the
+    // engine's polling order, the vhost workers' creation) from one that follows iperf3's roles.
+    if (bFirst) { addB(); addA(); } else { addA(); addB(); }
+    sh('ip', ['netns', 'exec', a, 'ping', '-c', '1', '-W', '5', ipB]);
     await measure(c.mode, a, b, d, c.queueSize);
   } finally {
     if (saved === undefined) delete process.env.PIER_ABLATE;
@@ -162,20 +194,34 @@ const ABLATIONS: Array<{ label: string; undone: string; config: PierConfig }> = 
   { label: 'the default pool (4096) instead of --pool 8192', undone: 'pool-8192', config: { mode: `${VIRTIO} [pool 4096]`, a: 'virtio-user', b: 'virtio-user', queueSize: 1024, pool: 4096 } },
 ];
 const ROUNDS = option('--rounds', 2);
+const bFirst = process.argv.includes('--b-first');
+const swapRoles = process.argv.includes('--swap-roles');
+const nsSwap = process.argv.includes('--ns-swap');
+// --ip-swap: a is 10.83.0.2 and b 10.83.0.1.
+const ipSwap = process.argv.includes('--ip-swap');
+const reverseOrder = process.argv.includes('--reverse-order');
+const [ipA, ipB] = ipSwap ? ['10.83.0.2', '10.83.0.1'] : ['10.83.0.1', '10.83.0.2'];
 const ablation = process.argv.includes('--no-ablation') ? [] : ABLATIONS;
 
 // Rounds alternate every path, so a drift of the emulated machine shows in every path alike.
 const all: Row[][] = [];
+// --paths bridge,tap,vu256,vu1024,mixed (default all): a run of fewer paths and more rounds, for
+// one comparison (the seed's path against tap ports), writes vhost-net-<paths>.json/.md instead.
+const PATHS = ['bridge', 'tap', 'vu256', 'vu1024', 'mixed'];
+const pathsArg = process.argv.indexOf('--paths');
+const paths = pathsArg >= 0 ? process.argv[pathsArg + 1]!.split(',') : PATHS;
+for (const x of paths) if (!PATHS.includes(x)) throw new Error(`bench/vhost-net.ts: unknown path ${x} in --paths (one of ${PATHS.join(', ')})`);
+const partial = paths.length < PATHS.length;
 for (let round = 0; round < ROUNDS; round++) {
   rows.length = 0;
-  await bridgeRun();
-  await pierRun({ mode: 'pier tap ports', a: 'tap', b: 'tap' });
-  await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 256 });
-  await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 1024 });
+  if (paths.includes('bridge')) await bridgeRun();
+  if (paths.includes('tap')) await pierRun({ mode: 'pier tap ports', a: 'tap', b: 'tap' });
+  if (paths.includes('vu256')) await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 256 });
+  if (paths.includes('vu1024')) await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 1024 });
   // One container on each kind: which direction a virtio-user port slows (the thread's hosts had
   // one virtio-user container each; with both ports virtio-user each direction crosses both).
-  await pierRun({ mode: MIXED, a: 'virtio-user', b: 'tap', queueSize: 1024 });
-  for (const x of ablation) await pierRun(x.config);
+  if (paths.includes('mixed')) await pierRun({ mode: MIXED, a: 'virtio-user', b: 'tap', queueSize: 1024 });
+  if (!partial) for (const x of ablation) await pierRun(x.config);
   all.push([...rows]);
 }
 // The row of each path and direction: the median round's, every round's figure kept in samples.
@@ -192,13 +238,30 @@ const abRows = rows.filter((r) => r.mode.includes('['));
 const get = (mode: string, dir: string, qs?: number): number => rows.find((r) => r.mode === mode && r.dir === dir && r.queueSize === qs)?.gbps ?? NaN;
 const ratios: Record<string, number> = {};
 for (const dir of ['a->b', 'b->a']) {
+  ratios[`virtio-user(256)/tap ${dir}`] = +(get(VIRTIO, dir, 256) / get('pier tap ports', dir)).toFixed(2);
   ratios[`virtio-user(1024)/bridge ${dir}`] = +(get(VIRTIO, dir, 1024) / get('linux bridge', dir)).toFixed(2);
   ratios[`virtio-user(1024)/tap ${dir}`] = +(get(VIRTIO, dir, 1024) / get('pier tap ports', dir)).toFixed(2);
   ratios[`virtio-user 256/1024 ${dir}`] = +(get(VIRTIO, dir, 256) / get(VIRTIO, dir, 1024)).toFixed(2);
   ratios[`virtio-user-to-tap/tap ${dir}`] = +(get(MIXED, dir, 1024) / get('pier tap ports', dir)).toFixed(2);
 }
+// Each round's own ratio to tap ports (the rounds alternate paths, so a drift of the emulated
+// machine moves both figures of a round together): the median of those, and how many were >= 1.
+const paired: Record<string, { median: number; perRound: number[]; atLeastTap: number }> = {};
+for (const dir of ['a->b', 'b->a']) {
+  for (const qs of [256, 1024]) {
+    const per = all.map((rs) => {
+      const v = rs.find((x) => x.mode === VIRTIO && x.dir === dir && x.queueSize === qs)?.gbps;
+      const t = rs.find((x) => x.mode === 'pier tap ports' && x.dir === dir)?.gbps;
+      return v !== undefined && t !== undefined ? +(v / t).toFixed(2) : NaN;
+    }).filter((x) => !Number.isNaN(x));
+    if (per.length > 0) paired[`virtio-user(${qs})/tap ${dir}`] = { median: +median(per).toFixed(2), perRound: per, atLeastTap: per.filter((x) => x >= 1).length };
+  }
+}
+for (const [k, v] of Object.entries(ratios)) if (Number.isNaN(v)) delete ratios[k];
+const base = partial || bFirst || swapRoles || nsSwap || ipSwap || reverseOrder ? `vhost-net-${paths.join('-')}${bFirst ? '-b-first' : ''}${swapRoles ? '-swap-roles' : ''}${nsSwap ? '-ns-swap' : ''}${ipSwap ? '-ip-swap' : ''}${reverseOrder ? '-reverse-order' : ''}` : 'vhost-net';
 const result = { benchmark: 'vhost-net virtio-user vs tap vs Linux bridge, inside vmrun (TCG): ratios only', date: new Date().toISOString(), machine: machine(), secondsPerRun: T, rounds: ROUNDS, rows: mainRows, ratios };
-writeFileSync(join(OUT, 'vhost-net.json'), JSON.stringify(result, null, 2) + '\n');
+writeFileSync(join(OUT, `${base}.json`), JSON.stringify({ ...result, paths, pairedRatios: paired, everyRound: all.map((rs) => rs.map((r) => ({ mode: r.mode, queueSize: r.queueSize, dir: r.dir, gbps: r.gbps, cpu: r.cpu,
+  ports: r.ports?.map((p) => ({ port: p.port, side: p.side, moved: Object.fromEntries(Object.entries(p.counters).filter(([k, v]) => v !== 0 && !/^(rx|tx)_(packets|bytes)$/.test(k))) })) }))) }, null, 2) + '\n');
 if (abRows.length > 0) {
   // The report's shape (bench/report.md): each run's rows, the committed path as "as committed".
   const refs = mainRows.filter((r) => r.mode === 'linux bridge' || r.mode === 'pier tap ports');
@@ -231,7 +294,8 @@ const md = [
   })),
   '',
   ...Object.entries(ratios).map(([k, v]) => `- ${k}: ${v}x`),
+  ...Object.entries(paired).map(([k, v]) => `- ${k}, round by round: median **${v.median}x** (${v.perRound.join(', ')}; at least tap's in ${v.atLeastTap} of ${v.perRound.length})`),
   '',
 ].join('\n');
-writeFileSync(join(OUT, 'vhost-net.md'), md);
+writeFileSync(join(OUT, `${base}.md`), md);
 process.stdout.write(md);

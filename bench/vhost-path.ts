@@ -8,7 +8,9 @@
 // figure moves by a few, so a change to the rings or the copies shows here first.
 // The frames are UDP over IPv4, as in the loop; `--secured` puts port security on the device's
 // port (the frames the driver sends are checked), for its A/B against the same run without.
-// Runs the compiled code (dist/): `npm run build` first. Usage: node --import tsx bench/vhost-path.ts [--rounds N] [--packed] [--secured]
+// Runs the compiled code (dist/): `npm run build` first. Usage: node --import tsx bench/vhost-path.ts [--rounds N] [--packed] [--secured] [--compare-rings]
+// (--compare-rings: split and packed rings alternating in one run, results/vhost-path-rings.*).
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +20,39 @@ import { ROOT } from '../test/helpers.ts';
 const ROUNDS = option('--rounds', 7);
 const STEPS = 20_000;
 const BURST = 32;
+if (process.argv.includes('--compare-rings')) {
+  // Split and packed rings in one run: processes of one round each, alternating layouts (a port's
+  // layout is fixed when it is made), so a drift of the machine falls on both alike.
+  const figures: Record<'split' | 'packed', number[]> = { split: [], packed: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const packed of [false, true]) {
+      const child = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'vhost-path.ts'), '--rounds', '3', '--emit', ...(packed ? ['--packed'] : [])],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      if (child.status !== 0) throw new Error(`bench/vhost-path.ts: a round failed (exit ${child.status})`);
+      figures[packed ? 'packed' : 'split'].push((JSON.parse(child.stdout) as { ns: number }).ns);
+    }
+  }
+  const split = +median(figures.split).toFixed(1);
+  const packed = +median(figures.packed).toFixed(1);
+  const date = new Date().toISOString().slice(0, 10);
+  const m = machine();
+  writeFileSync(join(ROOT, 'bench', 'results', 'vhost-path-rings.json'), JSON.stringify({ date, machine: m, rounds: ROUNDS, steps: STEPS, burst: BURST, nsPerFrame: { split, packed }, packedOverSplit: +(packed / split).toFixed(2), samples: figures }, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'bench', 'results', 'vhost-path-rings.md'), [
+    `# vhost-user path in one process: split against packed rings, one run (${date})`,
+    '',
+    `${m.cpus} cores, ${m.cpu ?? '?'}, kernel ${m.kernel}, Node ${m.node}; ${ROUNDS} processes per layout, alternating, each the median of 3 rounds of ${STEPS} steps. Both ends are pier's (its virtio-user driver and its vhost-user device), so both sides of the ring are in the figure. Method: the comment at the top of [../vhost-path.ts](../vhost-path.ts).`,
+    '',
+    '| rings | ns per 64-byte frame, both directions (median) | each process |',
+    '|---|---|---|',
+    `| split | ${split} | ${figures.split.join(', ')} |`,
+    `| packed | ${packed} | ${figures.packed.join(', ')} |`,
+    '',
+    `- packed / split: **${(packed / split).toFixed(2)}x** the time per frame.`,
+    '',
+  ].join('\n'));
+  console.error(`split ${split} ns, packed ${packed} ns a frame (${(packed / split).toFixed(2)}x)`);
+  process.exit(0);
+}
 const PACKED = process.argv.includes('--packed');
 const SECURED = process.argv.includes('--secured');
 const dist = (m: string): string => join(ROOT, 'dist', `${m}.js`);
@@ -119,6 +154,11 @@ if (lost > 0) throw new Error(`bench/vhost-path.ts: ${lost} frames dropped: the 
 if (refused !== null) throw new Error(`bench/vhost-path.ts: the guard dropped a frame (${refused.detail}): the secured figure would not be per frame`);
 const ns = +median(samples).toFixed(1);
 const ring = PACKED ? 'packed' : 'split';
+if (process.argv.includes('--emit')) {
+  // A round of --compare-rings: the figure on stdout, no files.
+  process.stdout.write(JSON.stringify({ ring, ns, samples }) + '\n');
+  process.exit(0);
+}
 console.error(`vhost-user path in one process (${ring} rings): ${ns} ns a frame, both directions${SECURED ? '' : ` (rounds: ${samples.join(', ')})`}`);
 const date = new Date().toISOString().slice(0, 10);
 const m = machine();

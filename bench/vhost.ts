@@ -5,6 +5,7 @@
 // With --secured, pier runs once more with port-security=on on both ports (the cost of the checks).
 // Method: bench/vhost.md. Usage (root): node --import tsx bench/vhost.ts [--rounds N] [--seconds T] [--no-ovs] [--packed] [--secured]
 //   [--sizes 64,1500] [--modes pier,pier-busy-poll] [--out NAME]: a part of the run, kept in bench/results/NAME.*
+//   [--ab DIR]: also pier as built in the tree DIR ("pier-b"), for an A/B of one change in the same rounds
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,20 +26,22 @@ const SIZES = (listOption('--sizes') ?? ['64', '512', '1500']).map(Number);
 /** Results go to bench/results/OUT.json and OUT.md (a partial run must not replace the full one). */
 const OUT = listOption('--out')?.[0] ?? 'vhost';
 
-type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed' | 'pier-secured';
+type Mode = 'testpmd' | 'ovs-dpdk' | 'pier' | 'pier-busy-poll' | 'testpmd-packed' | 'pier-packed' | 'pier-secured' | 'pier-b';
 const withOvs = !process.argv.includes('--no-ovs');
 const withPacked = process.argv.includes('--packed');
 const withSecured = process.argv.includes('--secured');
+/** --ab DIR: pier as built in the tree DIR (a worktree with one change) as a mode of its own, "pier-b", for an A/B against "pier" in the same rounds. */
+const AB = listOption('--ab')?.[0];
 if (withOvs && !existsSync('/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk')) {
   console.error('bench/vhost.ts: OVS-DPDK, the reference, is missing: apt-get install openvswitch-switch-dpdk (or run with --no-ovs)');
   process.exit(1);
 }
 const ALL_MODES: Mode[] = [...(withOvs ? ['testpmd', 'ovs-dpdk', 'pier', 'pier-busy-poll'] as const : ['testpmd', 'pier', 'pier-busy-poll'] as const),
-  ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : []), ...(withSecured ? ['pier-secured'] as const : [])];
+  ...(withPacked ? ['testpmd-packed', 'pier-packed'] as const : []), ...(withSecured ? ['pier-secured'] as const : []), ...(AB ? ['pier-b'] as const : [])];
 // --modes keeps some of them; testpmd always runs (every ratio has it as the first reference).
 const only = listOption('--modes');
 const MODES: Mode[] = only ? ALL_MODES.filter((m) => m === 'testpmd' || only.includes(m)) : ALL_MODES;
-const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed' || m === 'pier-secured';
+const isPier = (m: Mode): boolean => m === 'pier' || m === 'pier-busy-poll' || m === 'pier-packed' || m === 'pier-secured' || m === 'pier-b';
 /**
  * --secured: pier with port-security=on on both ports (the cost of the checks, issue 15). The
  * "VM"'s vdevs get fixed MACs so the ports can name them; testpmd's frames are UDP from
@@ -100,6 +103,7 @@ async function run(mode: Mode, len: number): Promise<void> {
   const args = [PACKED_OF[mode] ? packedLoop() : mode === 'pier-secured' ? macLoop() : LOOP, String(len)];
   const env: NodeJS.ProcessEnv = { ...process.env, T: String(T), PIER_INFO_OUT: info };
   if (mode === 'ovs-dpdk') args.push(`${OVS} {A} {B}`);
+  else if (mode === 'pier-b') args.push(`${join(AB!, 'bench', 'pier-loop-switch.sh')} {A} {B}`);
   else if (mode !== 'testpmd' && mode !== 'testpmd-packed') args.push(`${SWITCH} {A} {B}`);
   if (mode === 'pier-busy-poll') env.PIER_PORT_OPTS = 'busy-poll=on';
   if (mode === 'pier-packed') env.PIER_PORT_OPTS = 'packed=on'; // vhost-user ports offer packed rings only when asked
@@ -198,6 +202,11 @@ for (const len of SIZES) {
   for (const m of MODES.filter((x) => x !== 'testpmd')) ratios[`${m}/testpmd ${len}`] = ratio(m, len);
   // Packed against split, same switch; and pier against testpmd, both packed.
   if (MODES.includes('pier-secured') && MODES.includes('pier')) ratios[`pier-secured/pier ${len}`] = ratio('pier-secured', len, 'pier');
+  if (MODES.includes('pier-b') && MODES.includes('pier')) {
+    ratios[`pier-b/pier ${len}`] = ratio('pier-b', len, 'pier');
+    const ns = (m: string): number => summary[`${m} ${len}`]!.nsPerPacket ?? NaN;
+    ratios[`pier-b/pier CPU ns per packet ${len}`] = +(ns('pier-b') / ns('pier')).toFixed(2);
+  }
   for (const m of MODES) if (PACKED_OF[m] && MODES.includes(PACKED_OF[m])) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
   if (MODES.includes('pier-packed') && MODES.includes('testpmd-packed')) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
   if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');

@@ -38,7 +38,8 @@ class Vm {
   readonly p: ChildProcess;
   constructor(readonly name: string, a: string, b: string, fwd: number) {
     const main = fwd === 0 ? 1 : 0; // the main lcore mostly sleeps in the prompt
-    this.p = spawn('dpdk-testpmd', ['-l', `${main},${fwd}`, '--main-lcore', String(main), '--no-pci', '--no-huge', '-m', '1024',
+    // stdbuf: testpmd prints its stats with stdio, block-buffered into a pipe.
+    this.p = spawn('stdbuf', ['-o0', 'dpdk-testpmd', '-l', `${main},${fwd}`, '--main-lcore', String(main), '--no-pci', '--no-huge', '-m', '1024',
       '--single-file-segments', `--file-prefix=${name}`, '--vdev', `net_virtio_user0,path=${a},queues=1`,
       '--vdev', `net_virtio_user1,path=${b},queues=1`, '--', '-i', '--forward-mode=io', `--txpkts=${LEN}`, '--nb-cores=1',
       '--total-num-mbufs=32768'], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -2,7 +2,7 @@
 // bridge and a plain veth pair, in the same run, both directions, with pier's dataplane CPU time.
 // Method: bench/throughput.md. Usage (root): node --import tsx bench/throughput.ts [--rounds N] [--seconds T]
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Dir, median, option, resultHead, tapPair, tapPairTcp } from './common.ts';
 import { delNetns, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
@@ -18,12 +18,28 @@ function record(mode: string, dir: Dir, s: Sample): void {
   console.error(`${mode.padEnd(18)} ${dir} ${s.gbps.toFixed(2)} Gbit/s${s.cpu !== undefined ? `  dataplane CPU ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
+/** Busy CPU-seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
+function busySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (f.reduce((x, y) => x + y, 0) - f[3]! - f[4]!) / 100;
+}
+/** The whole machine's CPU per byte moved, ns, one figure per run of a path (both directions together). */
+const perByte: Record<string, number[]> = {};
+function recordPerByte(mode: string, busy: number, gbps: number[]): void {
+  const bytes = gbps.reduce((x, y) => x + y, 0) * 1e9 / 8 * T;
+  (perByte[mode] ??= []).push(+(busy * 1e9 / bytes).toFixed(3));
+}
+
 function baseline(mode: 'veth' | 'bridge'): void {
+  const b0 = busySeconds();
   const r = spawnSync('bash', [BASELINE, mode], { encoding: 'utf8', env: { ...process.env, T: String(T) } });
   for (const line of r.stdout.split('\n')) {
     const m = /^(\S+) (a->b|b->a) ([\d.]+) (\S+)/.exec(line);
     if (m) record(mode === 'bridge' ? 'linux-bridge' : 'veth', m[2] as Dir, { gbps: Number(m[3]), retransmits: Number(m[4]) || 0 });
   }
+  // The script also makes and removes its namespaces: a little more busy time than the streams.
+  const busy = busySeconds() - b0;
+  recordPerByte(mode === 'bridge' ? 'linux-bridge' : 'veth', busy, [...r.stdout.matchAll(/^\S+ (?:a->b|b->a) ([\d.]+)/gm)].map((x) => Number(x[1])));
   if (!r.stdout.includes('a->b')) throw new Error(`baseline ${mode} failed: ${r.stderr}`);
 }
 
@@ -36,9 +52,15 @@ async function pierRun(offloads: boolean, mtu?: number): Promise<void> {
     await d.start();
     const off = [...(offloads ? [] : ['offloads=off']), ...(mtu ? [`mtu=${mtu}`] : [])];
     const dp = tapPair(d, a, b, off);
+    const mode = `${offloads ? 'pier' : 'pier-offloads-off'}${mtu ? `-mtu${mtu}` : ''}`;
+    const b0 = busySeconds();
+    const gbps: number[] = [];
     for (const dir of ['a->b', 'b->a'] as Dir[]) {
-      record(`${offloads ? 'pier' : 'pier-offloads-off'}${mtu ? `-mtu${mtu}` : ''}`, dir, await tapPairTcp(dp, a, b, dir, T));
+      const s = await tapPairTcp(dp, a, b, dir, T);
+      gbps.push(s.gbps);
+      record(mode, dir, s);
     }
+    recordPerByte(mode, busySeconds() - b0, gbps);
   } finally {
     await d.cleanup();
     delNetns([a, b]);
@@ -58,13 +80,17 @@ for (let r = 0; r < ROUNDS; r++) {
   await pierRun(false, 9000);
 }
 
-const summary: Record<string, Record<Dir, { gbps: number; cpu?: number; samples: number[] }>> = {};
+const summary: Record<string, Record<Dir, { gbps: number; cpu?: number; samples: number[] }> & { machineCpuNsPerByte?: number; machineCpuNsPerByteSamples?: number[] }> = {};
 for (const [mode, dirs] of Object.entries(results)) {
   summary[mode] = {} as (typeof summary)[string];
   for (const dir of ['a->b', 'b->a'] as Dir[]) {
     const xs = dirs[dir];
     const cpu = xs.every((x) => x.cpu !== undefined) ? median(xs.map((x) => x.cpu!)) : undefined;
     summary[mode][dir] = { gbps: +median(xs.map((x) => x.gbps)).toFixed(2), ...(cpu !== undefined ? { cpu: +cpu.toFixed(2) } : {}), samples: xs.map((x) => x.gbps) };
+  }
+  if (perByte[mode]) {
+    summary[mode].machineCpuNsPerByte = +median(perByte[mode]).toFixed(3);
+    summary[mode].machineCpuNsPerByteSamples = perByte[mode];
   }
 }
 const ratio = (mode: string, ref: string, dir: Dir): number => +(summary[mode]![dir].gbps / summary[ref]![dir].gbps).toFixed(2);
@@ -83,14 +109,15 @@ const out = {
 };
 writeFileSync(join(ROOT, 'bench', 'results', 'throughput.json'), JSON.stringify(out, null, 2) + '\n');
 const rows = Object.entries(summary).map(([m, s]) =>
-  `| ${m} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} |`);
+  `| ${m} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} | ` +
+  `${s['a->b'].cpu !== undefined ? `${(s['a->b'].cpu * 8 / s['a->b'].gbps).toFixed(2)} / ${(s['b->a'].cpu! * 8 / s['b->a'].gbps).toFixed(2)}` : '-'} | ${s.machineCpuNsPerByte ?? '-'} |`);
 const md = [
   `# Throughput: pier vs Linux bridge vs veth (${out.date.slice(0, 10)})`,
   '',
   `${out.machine.cpus} cores, ${out.machine.cpu}, kernel ${out.machine.kernel}, Node ${out.machine.node}; median of ${ROUNDS} rounds of ${T} s, one iperf3 TCP stream. Method: [../throughput.md](../throughput.md).`,
   '',
-  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU (a->b / b->a) |',
-  '|---|---|---|---|',
+  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU (a->b / b->a) | pier thread CPU ns per byte (a->b / b->a) | whole machine CPU ns per byte (both directions) |',
+  '|---|---|---|---|---|---|',
   ...rows,
   '',
   `pier / Linux bridge: a->b **${ratios['pier/linux-bridge']['a->b']}x**, b->a **${ratios['pier/linux-bridge']['b->a']}x**; ` +

@@ -75,7 +75,6 @@ interface Rig {
   pool: PacketPool;
   br: Bridge;
   ports: FakePort[];
-  byIndex: Array<Port | undefined>;
   flushes: Map<number, number>;
   flush: (p: Port) => void;
   /** Forward one batch from ports[inPort] and drain every member's queue, as Engine.poll does. */
@@ -87,27 +86,25 @@ const sharedPool = new PacketPool(600);
 function rig(nPorts: number, pool = sharedPool, agingSeconds?: number): Rig {
   const br = new Bridge(1, 'br-test', pool, agingSeconds);
   const ports: FakePort[] = [];
-  const byIndex: Array<Port | undefined> = [];
   for (let i = 0; i < nPorts; i++) {
     const p = new FakePort(i + 1, pool); // the engine never hands out slot 0
     ports.push(p);
-    byIndex[p.index] = p;
     br.addPort(p);
   }
   const flushes = new Map<number, number>();
   const flush = (p: Port): void => {
     flushes.set(p.index, (flushes.get(p.index) ?? 0) + 1);
-    const n = p.txCount;
-    p.txCount = 0;
-    p.transmit(p.txq, n);
+    const n = p.out.txCount;
+    p.out.txCount = 0;
+    p.transmit(p.out.txq, n);
   };
   const r: Rig = {
-    pool, br, ports, byIndex, flushes, flush,
+    pool, br, ports, flushes, flush,
     send(inPort, frames) {
       const batch = new Int32Array(frames.length);
       frames.forEach(([d, s, t], i) => (batch[i] = frame(pool, d, s, t)));
-      br.forward(ports[inPort]!, batch, frames.length, byIndex, flush);
-      for (const m of br.members) if (m.txCount > 0) flush(m);
+      br.forward(ports[inPort]!, batch, frames.length, flush);
+      br.flushTouched(flush);
     },
   };
   return r;
@@ -149,14 +146,14 @@ describe('Bridge flooding', () => {
     const free0 = sharedPool.available();
     const r = rig(5);
     const h = frame(sharedPool, BCAST, A, 3);
-    r.br.forward(r.ports[2]!, Int32Array.of(h), 1, r.byIndex, r.flush);
+    r.br.forward(r.ports[2]!, Int32Array.of(h), 1, r.flush);
     assert.equal(sharedPool.refs[h], 4);
-    assert.deepEqual(r.ports.map((p) => p.txCount), [1, 1, 0, 1, 1]);
-    for (const p of r.ports) if (p.txCount > 0) assert.equal(p.txq[0], h);
+    assert.deepEqual(r.ports.map((p) => p.out.txCount), [1, 1, 0, 1, 1]);
+    for (const p of r.ports) if (p.out.txCount > 0) assert.equal(p.out.txq[0], h);
     assert.equal(sharedPool.available(), free0 - 1);
     // release the copies one port at a time; the buffer only comes back with the last
     for (const [i, p] of r.ports.entries()) {
-      if (p.txCount > 0) r.flush(p);
+      if (p.out.txCount > 0) r.flush(p);
       assert.equal(sharedPool.available(), i === 4 ? free0 : free0 - 1);
     }
   });
@@ -177,11 +174,11 @@ describe('Bridge flooding', () => {
     const free0 = pool.available();
     const r = rig(258, pool);
     const h = frame(pool, BCAST, A, 1);
-    r.br.forward(r.ports[0]!, Int32Array.of(h), 1, r.byIndex, r.flush);
-    const copies = r.ports.filter((p) => p.txCount > 0).length;
+    r.br.forward(r.ports[0]!, Int32Array.of(h), 1, r.flush);
+    const copies = r.ports.filter((p) => p.out.txCount > 0).length;
     assert.equal(copies, 257);
     assert.equal(pool.refs[h], 257);
-    for (const p of r.ports) if (p.txCount > 0) r.flush(p);
+    for (const p of r.ports) if (p.out.txCount > 0) r.flush(p);
     assert.equal(pool.available(), free0, 'buffer returned exactly once');
   });
 });
@@ -207,9 +204,9 @@ describe('Bridge learning', () => {
     const r = rig(3);
     r.send(1, [[BCAST, B, 1]]);
     const h = frame(sharedPool, B, A, 2);
-    r.br.forward(r.ports[0]!, Int32Array.of(h), 1, r.byIndex, r.flush);
+    r.br.forward(r.ports[0]!, Int32Array.of(h), 1, r.flush);
     assert.equal(sharedPool.refs[h], 1);
-    assert.deepEqual(r.ports.map((p) => p.txCount), [0, 1, 0]);
+    assert.deepEqual(r.ports.map((p) => p.out.txCount), [0, 1, 0]);
     r.flush(r.ports[1]!);
   });
 
@@ -233,13 +230,12 @@ describe('Bridge learning', () => {
     assert.equal(sharedPool.available(), free0);
   });
 
-  test('a destination learned on a port that is no longer in portsByIndex is dropped, not leaked', () => {
+  test('a destination the FDB has on a port that is not a member is dropped, not leaked', () => {
     const free0 = sharedPool.available();
     const r = rig(3);
-    r.send(2, [[BCAST, B, 1]]);
-    r.byIndex[r.ports[2]!.index] = undefined;
+    r.br.fdb.learn(B, 99, 0); // cannot happen through forward() (removePort forgets a port's entries); the FDB API allows it
     r.send(0, [[B, A, 2]]);
-    assert.deepEqual(r.ports.map((p) => p.sent), [[1], [1], []]);
+    assert.deepEqual(r.ports.map((p) => p.sent), [[], [], []]);
     assert.equal(r.ports[0]!.counters[C.dropped_hairpin], 1);
     assert.equal(sharedPool.available(), free0);
   });
@@ -306,7 +302,6 @@ describe('Bridge learning', () => {
     const r = rig(3);
     r.send(1, [[BCAST, B, 1]]);
     r.br.removePort(r.ports[1]!);
-    r.byIndex[r.ports[1]!.index] = undefined;
     assert.equal(r.br.fdb.lookup(B, 0), -1);
     assert.equal(r.br.members.length, 2);
     r.send(0, [[B, A, 2]]);
@@ -343,9 +338,9 @@ describe('Bridge tx queues', () => {
     for (let i = 1; i <= n; i++) frames.push([B, A, i]);
     const batch = new Int32Array(n);
     frames.forEach(([d, s, t], i) => (batch[i] = frame(sharedPool, d, s, t)));
-    r.br.forward(r.ports[0]!, batch, n, r.byIndex, r.flush);
+    r.br.forward(r.ports[0]!, batch, n, r.flush);
     assert.equal(r.flushes.get(r.ports[1]!.index), 1, 'flushed once when the queue hit TXQ_SIZE');
-    assert.equal(r.ports[1]!.txCount, 44);
+    assert.equal(r.ports[1]!.out.txCount, 44);
     r.flush(r.ports[1]!);
     assert.deepEqual(r.ports[1]!.bursts, [TXQ_SIZE, 44]);
     assert.deepEqual(r.ports[1]!.sent, frames.map((f) => f[2]));

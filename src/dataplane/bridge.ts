@@ -10,13 +10,26 @@ import { Fdb, LEARN_LIMIT, LEARN_STATIC, LEARNED, slotsFor } from './fdb.ts';
 /** Addresses a bridge learns by default (pier daemon --fdb-size). */
 export const DEFAULT_FDB_SIZE = 8192;
 import type { PacketPool } from './pool.ts';
-import { Port, TXQ_SIZE } from './port.ts';
+import { type Port, type PortOut, TXQ_SIZE } from './port.ts';
 import { stormAllows } from './security.ts';
 import { popTag, TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN, VLAN_NONE, VLAN_TRUNK } from './vlan.ts';
 
 export class Bridge {
   readonly fdb: Fdb;
   readonly members: Port[] = [];
+  /** The members' PortOut, in the same order: what the flood loop reads per packet. */
+  private outs: PortOut[] = [];
+  /** A member's PortOut by port index: what a unicast lookup's result is read through. */
+  private readonly outByIndex: Array<PortOut | undefined> = [];
+  /**
+   * The outputs forward() queued packets on since the engine last flushed, each once
+   * (touchedCount of them): the engine flushes these, not every member, so a burst costs the
+   * ports it reaches, not the size of the bridge.
+   */
+  readonly touched: PortOut[] = [];
+  touchedCount = 0;
+  /** A flood since the last flushTouched(): every member may hold packets (the flood loop does not list them, to stay as short as it was). */
+  private floodedAll = false;
   now = 0;
   /** Shared with the main thread (BRIDGE_GAUGE_* slots, gauges.ts): the engine writes the FDB's size at housekeeping. */
   gauges: Float64Array | undefined;
@@ -33,14 +46,37 @@ export class Bridge {
 
   addPort(p: Port): void {
     this.members.push(p);
+    p.out.horizon = p.horizon;
+    this.outs = this.members.map((m) => m.out);
+    this.outByIndex[p.index] = p.out;
     this.vlansChanged();
   }
 
   removePort(p: Port): void {
     const i = this.members.indexOf(p);
     if (i >= 0) this.members.splice(i, 1);
+    this.outs = this.members.map((m) => m.out);
+    if (this.outByIndex[p.index] === p.out) this.outByIndex[p.index] = undefined;
     this.fdb.forgetPort(p.index);
     this.vlansChanged();
+  }
+
+  /** Flush every output queued on since the last call, once each (the engine's end of a burst). */
+  flushTouched(flush: (p: Port) => void): void {
+    const t = this.floodedAll ? this.outs : this.touched;
+    const n = this.floodedAll ? t.length : this.touchedCount;
+    for (let i = 0; i < this.touchedCount; i++) this.touched[i]!.listed = false;
+    for (let i = 0; i < n; i++) {
+      const o = t[i]!;
+      if (o.txCount > 0) flush(o.port);
+    }
+    this.touchedCount = 0;
+    this.floodedAll = false;
+  }
+
+  private touch(o: PortOut): void {
+    o.listed = true;
+    this.touched[this.touchedCount++] = o;
   }
 
   /** A member joined, left, or had its VLANs changed (applyVlan): recompute vlanAware. */
@@ -49,19 +85,24 @@ export class Bridge {
   }
 
   /**
-   * Classify batch[0..n) received on `inPort` into the members' tx queues. `portsByIndex` maps
-   * an FDB port index to its Port. A queue that fills is flushed through `flush` first.
+   * Classify batch[0..n) received on `inPort` into the members' tx queues (PortOut.txq). A queue
+   * that fills is flushed through `flush` first. Per packet only PortOut objects and locals are
+   * read: `inPort`'s fields are taken once per burst (one map per port class, docs/design/performance.md §6).
    */
-  forward(inPort: Port, batch: Int32Array, n: number, portsByIndex: Array<Port | undefined>, flush: (p: Port) => void): void {
+  forward(inPort: Port, batch: Int32Array, n: number, flush: (p: Port) => void): void {
     if (this.vlanAware) {
-      this.forwardVlan(inPort, batch, n, portsByIndex, flush);
+      this.forwardVlan(inPort, batch, n, flush);
       return;
     }
     const pool = this.pool;
     const b = pool.bytes;
     const now = this.now;
-    const members = this.members;
+    const outs = this.outs;
+    const outByIndex = this.outByIndex;
     const inIdx = inPort.index;
+    const counters = inPort.counters;
+    const storm = inPort.stormRate !== 0;
+    let flooded = false;
     // A frame from a link between threads never leaves through another link (split horizon).
     const horizon = inPort.horizon;
     // A burst mostly comes from one station to one destination: learn and look up once per
@@ -96,35 +137,38 @@ export class Bridge {
         out = lastOut;
       }
       if (out >= 0) {
-        const p = portsByIndex[out];
-        if (out === inIdx || p === undefined || (p.horizon & horizon) !== 0) {
-          inPort.counters[C.dropped_hairpin]!++;
+        const o = outByIndex[out];
+        if (out === inIdx || o === undefined || (o.horizon & horizon) !== 0) {
+          counters[C.dropped_hairpin]!++;
           pool.release(h);
           continue;
         }
-        if (p.txCount === TXQ_SIZE) flush(p);
-        p.txq[p.txCount++] = h;
+        if (o.txCount === TXQ_SIZE) flush(o.port);
+        else if (o.txCount === 0 && !o.listed) this.touch(o);
+        o.txq[o.txCount++] = h;
         continue;
       }
       // flood: broadcast, multicast, unknown unicast; never back out of the port it came in on,
       // and no more of them per second than the port's storm limit
-      if (inPort.stormRate !== 0 && !stormAllows(inPort, now)) {
-        inPort.counters[C.rx_dropped_storm]!++;
+      if (storm && !stormAllows(inPort, now)) {
+        counters[C.rx_dropped_storm]!++;
         pool.release(h);
         continue;
       }
       let copies = 0;
-      for (let m = 0; m < members.length; m++) {
-        const p = members[m]!;
-        if (p.index === inIdx || (p.horizon & horizon) !== 0) continue;
-        if (p.txCount === TXQ_SIZE) flush(p);
-        p.txq[p.txCount++] = h;
+      for (let m = 0; m < outs.length; m++) {
+        const o = outs[m]!;
+        if (o.index === inIdx || (o.horizon & horizon) !== 0) continue;
+        if (o.txCount === TXQ_SIZE) flush(o.port);
+        o.txq[o.txCount++] = h;
         copies++;
       }
-      inPort.counters[C.flooded]!++;
+      counters[C.flooded]!++;
+      flooded = true;
       if (copies === 0) pool.release(h);
       else pool.refs[h] = copies;
     }
+    if (flooded) this.floodedAll = true;
   }
 
   /**
@@ -134,12 +178,16 @@ export class Bridge {
    * (VLAN, MAC); a flood reaches only the VLAN's members. vlanOf[h] keeps the VLAN for the push
    * on the way out of a trunk (Engine.flush).
    */
-  private forwardVlan(inPort: Port, batch: Int32Array, n: number, portsByIndex: Array<Port | undefined>, flush: (p: Port) => void): void {
+  private forwardVlan(inPort: Port, batch: Int32Array, n: number, flush: (p: Port) => void): void {
     const pool = this.pool;
     const b = pool.bytes;
     const now = this.now;
-    const members = this.members;
+    const outs = this.outs;
+    const outByIndex = this.outByIndex;
     const inIdx = inPort.index;
+    const counters = inPort.counters;
+    const storm = inPort.stormRate !== 0;
+    let flooded = false;
     // A frame from a link between threads never leaves through another link (split horizon).
     const horizon = inPort.horizon;
     const vlanOf = this.vlanOf;
@@ -157,13 +205,13 @@ export class Bridge {
       let vid = untagged;
       if (et === TPID_8021Q || et === TPID_8021AD || et === TPID_QINQ_OLD) {
         if (!trunk || et !== TPID_8021Q || pool.len[h]! < 14 + VLAN_HLEN || member[vid = ((b[fo + 14]! << 8) | b[fo + 15]!) & 0xfff] !== 1) {
-          inPort.counters[C.rx_dropped_vlan]!++;
+          counters[C.rx_dropped_vlan]!++;
           pool.release(h);
           continue;
         }
         h = popTag(pool, h);
         if (h < 0) {
-          inPort.counters[C.rx_dropped_no_buffer]!++;
+          counters[C.rx_dropped_no_buffer]!++;
           continue;
         }
         fo = pool.frameOffset(h);
@@ -171,7 +219,7 @@ export class Bridge {
         // leave a trunk still tagged, in a VLAN that trunk never let in.
         const inner = (b[fo + 12]! << 8) | b[fo + 13]!;
         if (inner === TPID_8021Q || inner === TPID_8021AD || inner === TPID_QINQ_OLD) {
-          inPort.counters[C.rx_dropped_vlan]!++;
+          counters[C.rx_dropped_vlan]!++;
           pool.release(h);
           continue;
         }
@@ -203,33 +251,36 @@ export class Bridge {
         out = lastOut;
       }
       if (out >= 0) {
-        const p = portsByIndex[out];
-        if (out === inIdx || p === undefined || p.vlanMember[vid] !== 1 || (p.horizon & horizon) !== 0) {
-          inPort.counters[C.dropped_hairpin]!++;
+        const o = outByIndex[out];
+        if (out === inIdx || o === undefined || o.vlanMember[vid] !== 1 || (o.horizon & horizon) !== 0) {
+          counters[C.dropped_hairpin]!++;
           pool.release(h);
           continue;
         }
-        if (p.txCount === TXQ_SIZE) flush(p);
-        p.txq[p.txCount++] = h;
+        if (o.txCount === TXQ_SIZE) flush(o.port);
+        else if (o.txCount === 0 && !o.listed) this.touch(o);
+        o.txq[o.txCount++] = h;
         continue;
       }
-      if (inPort.stormRate !== 0 && !stormAllows(inPort, now)) {
-        inPort.counters[C.rx_dropped_storm]!++;
+      if (storm && !stormAllows(inPort, now)) {
+        counters[C.rx_dropped_storm]!++;
         pool.release(h);
         continue;
       }
       let copies = 0;
-      for (let m = 0; m < members.length; m++) {
-        const p = members[m]!;
-        if (p.index === inIdx || p.vlanMember[vid] !== 1 || (p.horizon & horizon) !== 0) continue;
-        if (p.txCount === TXQ_SIZE) flush(p);
-        p.txq[p.txCount++] = h;
+      for (let m = 0; m < outs.length; m++) {
+        const o = outs[m]!;
+        if (o.index === inIdx || o.vlanMember[vid] !== 1 || (o.horizon & horizon) !== 0) continue;
+        if (o.txCount === TXQ_SIZE) flush(o.port);
+        o.txq[o.txCount++] = h;
         copies++;
       }
-      inPort.counters[C.flooded]!++;
+      counters[C.flooded]!++;
+      flooded = true;
       if (copies === 0) pool.release(h);
       else pool.refs[h] = copies;
     }
+    if (flooded) this.floodedAll = true;
   }
 }
 

@@ -55,6 +55,12 @@ export class Engine implements PortContext {
   /** Polls that found nothing to receive. */
   emptyPolls = 0;
   private readonly flushFn = (p: Port): void => this.flush(p);
+  /**
+   * The burst being forwarded may hold packets with offload requests (its port's rxOffloads) or
+   * lent from a peer's memory (rxExternal): flush() then looks at each packet for the output port.
+   */
+  private burstFix = false;
+  private burstExt = false;
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private pending = new Int32Array(4096);
   private npending = 0;
@@ -486,20 +492,14 @@ export class Engine implements PortContext {
     }
     this.bursts++;
     this.packets += n;
-    const members = br.members;
-    const fix = p.rxOffloads;
-    const ext = p.rxExternal;
-    for (let i = 0; i < members.length; i++) {
-      const m = members[i]!;
-      if (fix || (ext && !m.acceptsExternal)) m.txFix = true;
-    }
+    // What an output port may need done to this burst's packets before it takes them (flush()).
+    this.burstFix = p.rxOffloads;
+    this.burstExt = p.rxExternal;
     const storming = p.stormRate !== 0 ? p.counters[C.rx_dropped_storm]! : -1;
-    br.forward(p, this.batch, n, this.ports, this.flushFn);
-    for (let i = 0; i < members.length; i++) {
-      const m = members[i]!;
-      if (m.txCount > 0) this.flush(m);
-      m.txFix = false;
-    }
+    br.forward(p, this.batch, n, this.flushFn);
+    br.flushTouched(this.flushFn);
+    this.burstFix = false;
+    this.burstExt = false;
     // Lent packets are all released by now: the port may return its buffers to the peer.
     p.afterBurst(queue);
     if (storming >= 0 && p.stormPause && n === BURST && 2 * (p.counters[C.rx_dropped_storm]! - storming) >= n) this.pauseQueue(p, queue);
@@ -548,14 +548,17 @@ export class Engine implements PortContext {
 
   /** Send a port's queued packets, segmenting or checksumming for a port that cannot. */
   flush(p: Port): void {
-    let n = p.txCount;
-    p.txCount = 0;
+    const o = p.out;
+    const txq = o.txq;
+    let n = o.txCount;
+    o.txCount = 0;
     if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
     // Captured as the port is handed them: tagged for a trunk, super-frames not yet segmented.
     const cout = p.captureOut;
-    for (let c = 0; c < cout.length; c++) cout[c]!.tap.write(this.pool, p.txq, n, cout[c]!.iface, CAPTURE_OUT);
-    if (!p.txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
-      p.transmit(p.txq, n);
+    for (let c = 0; c < cout.length; c++) cout[c]!.tap.write(this.pool, txq, n, cout[c]!.iface, CAPTURE_OUT);
+    const txFix = this.burstFix || (this.burstExt && !p.acceptsExternal);
+    if (!txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
+      p.transmit(txq, n);
       return;
     }
     const pool = this.pool;
@@ -563,7 +566,7 @@ export class Engine implements PortContext {
     const fix = p.fixq;
     let m = 0;
     for (let i = 0; i < n; i++) {
-      let h = p.txq[i]!;
+      let h = txq[i]!;
       if (pool.isExternal(h) && (!p.acceptsExternal || (!p.acceptsCsum && (b[pool.hdrOffset(h)]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0))) {
         // A lent packet for a port that keeps it, or one whose checksum is finished in place.
         h = pool.materialize(h);
@@ -611,7 +614,7 @@ export class Engine implements PortContext {
    * pass, which then segments or checksums the tagged frame.
    */
   private pushTags(p: Port, n: number): number {
-    const q = p.txq;
+    const q = p.out.txq;
     const vlanOf = this.vlanOf;
     let k = 0;
     for (let i = 0; i < n; i++) {

@@ -25,10 +25,33 @@ export interface IngressGuard {
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number;
 }
 
-export abstract class Port implements PortVlan {
-  /** Set by the engine's flush: packets waiting to leave through this port this turn. */
+/**
+ * What the bridge reads and writes of an output port for every packet it classifies: one final
+ * class, whatever the port's kind. The bridge's loads from a port object see one map per port
+ * class, and a node that mixes five kinds (taps, vhost-user, an uplink, a tunnel, the links
+ * between threads) makes those loads megamorphic. bench/bridge-kinds.ts, a flood to seven ports
+ * of five kinds: 222-280 ns a packet with the fields on the ports, 58-91 through this object
+ * (docs/design/performance.md §6).
+ */
+export class PortOut {
+  /** Packets waiting to leave through the port this turn (the engine's flush sends them). */
   readonly txq = new Int32Array(TXQ_SIZE);
   txCount = 0;
+  /** The port's split horizon, copied when it joins a bridge (a subclass sets it after the base constructor). */
+  horizon = 0;
+  /** In its bridge's `touched` list this burst (Bridge.touch). */
+  listed = false;
+  constructor(
+    readonly port: Port,
+    readonly index: number,
+    /** The port's own VLAN membership array (the same object: applyVlan changes it in place). */
+    readonly vlanMember: Uint8Array,
+  ) {}
+}
+
+export abstract class Port implements PortVlan {
+  /** The per-packet face of the port for the bridge (PortOut). */
+  readonly out: PortOut;
   /** Scratch the engine uses when it must fix up offloads for this port. */
   readonly fixq = new Int32Array(TXQ_SIZE);
   /**
@@ -37,8 +60,6 @@ export abstract class Port implements PortVlan {
    * the engine hand the burst to every output port without looking at each header again.
    */
   rxOffloads = true;
-  /** Set by the engine while packets that may need an offload fix-up sit in txq. */
-  txFix = false;
   /**
    * Set by receive(): the burst holds packets lent from the peer's memory (PacketPool.lend),
    * which must be gone before the burst ends. The engine copies them into the pool for an
@@ -110,6 +131,7 @@ export abstract class Port implements PortVlan {
     this.gsoTypes = acceptsTso ? GSO_TCP : 0;
     this.acceptsCsum = acceptsCsum;
     this.vlanMember[0] = 1;
+    this.out = new PortOut(this, index, this.vlanMember);
   }
 
   /** File descriptors polled from the start; the i-th one is reported as queue i. */

@@ -77,7 +77,7 @@ interface Rig {
   ports: FakePort[];
   flushes: Map<number, number>;
   flush: (p: Port) => void;
-  /** Forward one batch from ports[inPort] and drain every member's queue, as Engine.poll does. */
+  /** Forward one batch from ports[inPort] and flush the outputs it reached (Bridge.flushTouched), as Engine.poll does. */
   send(inPort: number, frames: Array<[dst: number, src: number, tag: number]>): void;
 }
 
@@ -341,9 +341,25 @@ describe('Bridge tx queues', () => {
     r.br.forward(r.ports[0]!, batch, n, r.flush);
     assert.equal(r.flushes.get(r.ports[1]!.index), 1, 'flushed once when the queue hit TXQ_SIZE');
     assert.equal(r.ports[1]!.out.txCount, 44);
-    r.flush(r.ports[1]!);
+    r.br.flushTouched(r.flush); // the rest, as the engine does after forward()
+    assert.equal(r.flushes.get(r.ports[1]!.index), 2);
     assert.deepEqual(r.ports[1]!.bursts, [TXQ_SIZE, 44]);
     assert.deepEqual(r.ports[1]!.sent, frames.map((f) => f[2]));
+    assert.equal(sharedPool.available(), free0);
+  });
+
+  test('only the outputs a burst reached are flushed; a unicast and a flood in one burst both go out', () => {
+    const free0 = sharedPool.available();
+    const r = rig(4);
+    r.send(1, [[BCAST, B, 0]]);
+    r.send(3, [[BCAST, D, 0]]);
+    r.flushes.clear();
+    r.send(0, [[B, A, 1]]);
+    assert.deepEqual([...r.flushes.keys()], [r.ports[1]!.index], 'a unicast burst flushes its one output, not every member');
+    r.flushes.clear();
+    r.send(0, [[D, A, 2], [BCAST, A, 3]]);
+    assert.deepEqual([...r.flushes.keys()].sort(), [r.ports[1]!.index, r.ports[2]!.index, r.ports[3]!.index].sort());
+    assert.deepEqual(r.ports.map((p) => p.sent.slice(-2)), [[0, 0], [1, 3], [0, 3], [2, 3]]); // port 0 only has the two learning broadcasts
     assert.equal(sharedPool.available(), free0);
   });
 

@@ -57,6 +57,7 @@ export class Bridge {
     if (i >= 0) this.members.splice(i, 1);
     this.outs = this.members.map((m) => m.out);
     if (this.outByIndex[p.index] === p.out) this.outByIndex[p.index] = undefined;
+    this.touched.length = 0; // between bursts (touchedCount is 0): no stale entry keeps the port alive
     this.fdb.forgetPort(p.index);
     this.vlansChanged();
   }

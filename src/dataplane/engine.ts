@@ -1,6 +1,6 @@
 // The forwarding engine: one thread, one epoll set, one packet pool. Each turn it waits for ready
-// ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes every
-// output queue, fixing up offloads a receiving port does not accept. Control requests arrive on a
+// ports, receives a bounded burst from each, lets the port's bridge classify it, and flushes the
+// output queues the burst reached, fixing up offloads a receiving port does not accept. Control requests arrive on a
 // doorbell eventfd in the same epoll set, so the loop never spins while idle.
 import { BRIDGE_GAUGE_FDB_ENTRIES, GAUGE_POOL_ALLOC_FAILURES, GAUGE_POOL_AVAILABLE } from './gauges.ts';
 import { ARENA_SIZE } from '../memory/arena.ts';
@@ -546,8 +546,11 @@ export class Engine implements PortContext {
     return claimed;
   }
 
-  /** Send a port's queued packets, segmenting or checksumming for a port that cannot. */
-  flush(p: Port): void {
+  /**
+   * Send a port's queued packets, segmenting or checksumming for a port that cannot. Only within
+   * poll(), while a burst is forwarded: what the packets may need comes from burstFix/burstExt.
+   */
+  private flush(p: Port): void {
     const o = p.out;
     const txq = o.txq;
     let n = o.txCount;

@@ -30,11 +30,15 @@ export interface IngressGuard {
  * class, whatever the port's kind. The bridge's loads from a port object see one map per port
  * class, and a node that mixes five kinds (taps, vhost-user, an uplink, a tunnel, the links
  * between threads) makes those loads megamorphic. bench/bridge-kinds.ts, a flood to seven ports
- * of five kinds: 222-280 ns a packet with the fields on the ports, 58-91 through this object
+ * of five kinds: 174 ns a packet with the fields on the ports, 50 through this object
  * (docs/design/performance.md §6).
  */
 export class PortOut {
-  /** Packets waiting to leave through the port this turn (the engine's flush sends them). */
+  /**
+   * Packets waiting to leave through the port this turn (the engine's flush sends them). Only the
+   * bridge's forward() pushes here, and each push either lists the output (Bridge.touch) or is part
+   * of a flood (Bridge.floodedAll): flushTouched() then reaches every output holding packets.
+   */
   readonly txq = new Int32Array(TXQ_SIZE);
   txCount = 0;
   /** The port's split horizon, copied when it joins a bridge (a subclass sets it after the base constructor). */

@@ -2,11 +2,13 @@
 // threads, four containers on tap ports, two per thread; traffic within a thread and across the
 // link between them (ping, a broadcast every container answers once, iperf3 both ways); the FDB
 // shown once per station on its real port; a port moved between threads while its container
-// talks; VLANs kept apart across threads; a capture over two threads refused with the fix; the
+// talks; a vhost-user port (pier the client of testpmd) moved, its session made again there; VLANs kept apart across threads; a capture over two threads refused with the fix; the
 // assignment kept across a daemon restart.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { existsSync, rmSync } from 'node:fs';
 import { delNetns, iperf, makeNetns, NEEDS, nsExec, ping, pingUntil, requires, TestDaemon, waitFor } from './helpers.ts';
+import { Testpmd } from './testpmd.ts';
 
 interface Link { thread: number; peer: number; tx_packets: number; rx_packets: number; tx_dropped_full: number; waiting: number }
 
@@ -85,6 +87,32 @@ describe('dataplane threads (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {
     assert.ok(now.every((l, i) => l.tx_packets > before[i]!.tx_packets));
     // Nothing left behind on a ring once the flows end.
     await waitFor(() => links().every((l) => l.waiting === 0), 5000, 'the links to drain');
+  });
+
+  it('moves a vhost-user port to the other thread: its session is made again there and the peer answers', requires(NEEDS.testpmd), async () => {
+    // pier as the vhost-user client of testpmd (net_virtio_user server=1, icmpecho: answers ARP
+    // and pings for any address), so pier reconnects after the move, as it would to QEMU's server.
+    const sock = `${d.dir}/vm-move.sock`;
+    const t = new Testpmd([`net_virtio_user0,path=${sock},server=1,queues=1`], 'icmpecho');
+    try {
+      const started = t.start(); // testpmd waits for pier before it forwards
+      started.catch(() => undefined); // awaited below
+      await waitFor(() => existsSync(sock), 30_000, `testpmd to listen on ${sock}`);
+      d.ok('add-port', 'br0', 'vm', 'type=vhost-user-client', `path=${sock}`, 'thread=1');
+      await started;
+      await pingUntil(ns[0]!, '10.71.0.99', [], 15_000);
+      d.ok('set-port', 'vm', 'thread=0');
+      assert.equal(threadOf('vm'), 0);
+      // A fresh address: its ARP and pings can only be answered through thread 0's new session.
+      await pingUntil(ns[0]!, '10.71.0.98', [], 20_000);
+      assert.equal(threadOf('vm'), 0);
+      const [port0] = await t.stats();
+      assert.ok(port0!.rx > 0 && port0!.tx > 0, `testpmd moved no packets: ${JSON.stringify(port0)}`);
+    } finally {
+      d.pier('del-port', 'br0', 'vm');
+      await t.kill();
+      rmSync(sock, { force: true });
+    }
   });
 
   it('moves a port to the other thread while its container talks', async () => {

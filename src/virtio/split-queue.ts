@@ -255,6 +255,11 @@ export class DeviceQueue implements DeviceVirtqueue {
     return this.lastAvailIdx;
   }
 
+  /** used.idx as the device last wrote it (read from the ring when the queue was configured). */
+  get usedIndex(): number {
+    return this.usedIdx;
+  }
+
   /** Position of the next pop: last_avail_idx. */
   get nextAvail(): number {
     return this.lastAvailIdx;

@@ -796,7 +796,7 @@ export class VhostUserPort extends Port implements BufferLender {
 
   override describe(): VhostUserView {
     const be = this.backend;
-    const rings = be.vrings.filter((v) => v.started).map((v) => ({ vring: v.index, size: v.num, layout: v.queue.layout, lastAvailIdx: v.queue.lastAvailIdx, usedIdx: v.queue.usedIdx, waiting: v.queue.available(), kickFd: v.kickFd, callFd: v.callFd }));
+    const rings = be.vrings.filter((v) => v.started).map((v) => ({ vring: v.index, size: v.num, layout: v.queue.layout, lastAvailIdx: v.queue.lastAvailIdx, usedIdx: v.queue.usedIdx, ...(v.resumedAtUsed > 0 ? { resumedAtUsed: v.resumedAtUsed } : {}), waiting: v.queue.available(), kickFd: v.kickFd, callFd: v.callFd }));
     return {
       mode: this.opts.server ? 'server' : 'client',
       path: this.opts.path,

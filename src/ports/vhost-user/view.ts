@@ -15,7 +15,7 @@ export interface VhostUserView {
   protocolFeatures: string;
   mtu: number | undefined;
   queuePairs: { configured: number; enabled: number };
-  vrings: Array<{ vring: number; size: number; layout: 'split' | 'packed'; lastAvailIdx: number; usedIdx: number; waiting: number; kickFd: number; callFd: number }>;
+  vrings: Array<{ vring: number; size: number; layout: 'split' | 'packed'; lastAvailIdx: number; usedIdx: number; resumedAtUsed?: number; waiting: number; kickFd: number; callFd: number }>;
   memory: Array<{ region: number; gpa: string; size: number; file: string; seal: string; sealDetail: string | undefined; guarded: boolean }>;
   strictMemory: true | undefined;
   connects: number;

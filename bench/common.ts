@@ -10,6 +10,13 @@ export function option(name: string, dflt: number): number {
   return i >= 0 ? Number(argv[i + 1]) : dflt;
 }
 
+/** Busy and total jiffies of the whole machine so far (/proc/stat; busy: all but idle and iowait). */
+export function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
 /** utime + stime of one thread in seconds, or undefined once it is gone. */
 export function threadCpu(pid: number, tid: number): number | undefined {
   try {

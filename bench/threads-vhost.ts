@@ -6,10 +6,10 @@
 // scaling can be read against what limits it. Method: bench/threads.md ("vhost-user loops").
 // Usage (root): node --import tsx bench/threads-vhost.ts [--rounds N] [--seconds T] [--len B]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { machine, median, option, resultHead, threadCpu } from './common.ts';
+import { machine, machineTicks, median, option, resultHead, threadCpu } from './common.ts';
 import { ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
@@ -26,11 +26,6 @@ const MODES: Mode[] = [
 interface Sample { mpps: number; loops: number[]; threadCpu: number[]; machineCpu: number }
 const samples: Record<string, Sample[]> = {};
 
-function machineTicks(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3]! + f[4]!;
-  return { busy: f.reduce((a, b) => a + b, 0) - idle, total: f.reduce((a, b) => a + b, 0) };
-}
 
 /** A testpmd "VM": two virtio-user ports on sockets a and b, io forwarding on CPU `fwd`. */
 class Vm {

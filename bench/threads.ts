@@ -5,9 +5,9 @@
 // against what limits it. Method: bench/threads.md.
 // Usage (root): node --import tsx bench/threads.ts [--rounds N] [--seconds T]
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { machine, median, option, resultHead, threadCpu } from './common.ts';
+import { machine, machineTicks, median, option, resultHead, threadCpu } from './common.ts';
 import { delNetns, makeNetns, ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
@@ -24,13 +24,6 @@ const MODES: { mode: Mode; threads: number; pairs: number; place: (pair: number,
 interface Sample { gbps: number; pairs: number[]; threadCpu: number[]; machineCpu: number }
 const samples: Record<string, Sample[]> = {};
 
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function machineTicks(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3]! + f[4]!;
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
 
 /** iperf3 -s in `ns`, up until it listens; killed by the caller. */
 async function server(ns: string): Promise<ReturnType<typeof spawn>> {

@@ -2,9 +2,9 @@
 // bridge and a plain veth pair, in the same run, both directions, with pier's dataplane CPU time.
 // Method: bench/throughput.md. Usage (root): node --import tsx bench/throughput.ts [--rounds N] [--seconds T]
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Dir, median, option, resultHead, tapPair, tapPairTcp } from './common.ts';
+import { type Dir, machineTicks, median, option, resultHead, tapPair, tapPairTcp } from './common.ts';
 import { delNetns, makeNetns, ROOT, TestDaemon } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
@@ -18,11 +18,8 @@ function record(mode: string, dir: Dir, s: Sample): void {
   console.error(`${mode.padEnd(18)} ${dir} ${s.gbps.toFixed(2)} Gbit/s${s.cpu !== undefined ? `  dataplane CPU ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
-/** Busy CPU-seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
-function busySeconds(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return (f.reduce((x, y) => x + y, 0) - f[3]! - f[4]!) / 100;
-}
+/** Busy CPU-seconds of the whole machine so far (USER_HZ jiffies). */
+const busySeconds = (): number => machineTicks().busy / 100;
 /** The whole machine's CPU per byte moved, ns, one figure per run of a path (both directions together). */
 const perByte: Record<string, number[]> = {};
 function recordPerByte(mode: string, busy: number, gbps: number[]): void {

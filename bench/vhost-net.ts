@@ -194,12 +194,14 @@ const ABLATIONS: Array<{ label: string; undone: string; config: PierConfig }> = 
   { label: 'the default pool (4096) instead of --pool 8192', undone: 'pool-8192', config: { mode: `${VIRTIO} [pool 4096]`, a: 'virtio-user', b: 'virtio-user', queueSize: 1024, pool: 4096 } },
 ];
 const ROUNDS = option('--rounds', 2);
-const bFirst = process.argv.includes('--b-first');
-const swapRoles = process.argv.includes('--swap-roles');
-const nsSwap = process.argv.includes('--ns-swap');
-// --ip-swap: a is 10.83.0.2 and b 10.83.0.1.
-const ipSwap = process.argv.includes('--ip-swap');
-const reverseOrder = process.argv.includes('--reverse-order');
+// One-change variants (bench/vhost-net.md): each names itself in the results' file name.
+const VARIANTS = ['b-first', 'swap-roles', 'ns-swap', 'ip-swap', 'reverse-order'] as const;
+const variants = VARIANTS.filter((v) => process.argv.includes(`--${v}`));
+const bFirst = variants.includes('b-first');
+const swapRoles = variants.includes('swap-roles');
+const nsSwap = variants.includes('ns-swap');
+const ipSwap = variants.includes('ip-swap'); // a is 10.83.0.2 and b 10.83.0.1
+const reverseOrder = variants.includes('reverse-order');
 const [ipA, ipB] = ipSwap ? ['10.83.0.2', '10.83.0.1'] : ['10.83.0.1', '10.83.0.2'];
 const ablation = process.argv.includes('--no-ablation') ? [] : ABLATIONS;
 
@@ -258,7 +260,7 @@ for (const dir of ['a->b', 'b->a']) {
   }
 }
 for (const [k, v] of Object.entries(ratios)) if (Number.isNaN(v)) delete ratios[k];
-const base = partial || bFirst || swapRoles || nsSwap || ipSwap || reverseOrder ? `vhost-net-${paths.join('-')}${bFirst ? '-b-first' : ''}${swapRoles ? '-swap-roles' : ''}${nsSwap ? '-ns-swap' : ''}${ipSwap ? '-ip-swap' : ''}${reverseOrder ? '-reverse-order' : ''}` : 'vhost-net';
+const base = partial || variants.length > 0 ? ['vhost-net', ...paths, ...variants].join('-') : 'vhost-net';
 const result = { benchmark: 'vhost-net virtio-user vs tap vs Linux bridge, inside vmrun (TCG): ratios only', date: new Date().toISOString(), machine: machine(), secondsPerRun: T, rounds: ROUNDS, rows: mainRows, ratios };
 writeFileSync(join(OUT, `${base}.json`), JSON.stringify({ ...result, paths, pairedRatios: paired, everyRound: all.map((rs) => rs.map((r) => ({ mode: r.mode, queueSize: r.queueSize, dir: r.dir, gbps: r.gbps, cpu: r.cpu,
   ports: r.ports?.map((p) => ({ port: p.port, side: p.side, moved: Object.fromEntries(Object.entries(p.counters).filter(([k, v]) => v !== 0 && !/^(rx|tx)_(packets|bytes)$/.test(k))) })) }))) }, null, 2) + '\n');

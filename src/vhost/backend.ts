@@ -325,18 +325,13 @@ export class VhostUserBackend {
       v.queue = q;
     } else {
       if (v.base > 0xffff) throw new VhostError(`vring ${v.index}: base ${v.base} is over 65535`);
-      err = v.split.configure({ size: n, descAddr: desc, availAddr: avail, usedAddr: used, eventIdx, indirect, lastAvailIdx: v.base });
       // A driver that kept its ring across a reconnect (DPDK virtio-user in server mode, after
       // pier's side of the session was made again: a port moved to another thread, a daemon
-      // restart) sends base 0 while used.idx shows how far the last device got. Resume there, as
-      // DPDK's own vhost library does; starting at 0 would take every entry since as new (the
-      // ring reads as more than its size ahead and breaks). QEMU sends the used index itself, so
-      // the two agree. The index is the guest's to write: it only moves where this ring starts,
-      // and every pop is still checked against the ring's size.
-      if (err === null && v.split.usedIndex !== v.base) {
-        err = v.split.configure({ size: n, descAddr: desc, availAddr: avail, usedAddr: used, eventIdx, indirect, lastAvailIdx: v.split.usedIndex });
-        v.resumedAtUsed++;
-      }
+      // restart) sends base 0 while used.idx shows how far the last device got: the ring resumes
+      // there (resumeAtUsed); starting at 0 would take every entry since as new and break the
+      // ring. QEMU sends the used index itself as the base, so the two agree.
+      err = v.split.configure({ size: n, descAddr: desc, availAddr: avail, usedAddr: used, eventIdx, indirect, lastAvailIdx: v.base, resumeAtUsed: true });
+      if (err === null && v.split.vringBase !== v.base) v.resumedAtUsed++;
       v.queue = v.split;
     }
     if (typeof err === 'string') throw new VhostError(`vring ${v.index}: ${err}`);

@@ -132,6 +132,30 @@ describe('DeviceQueue.configure', () => {
     assert.equal(q.pop(chain), true);
     assert.equal(chain.head, 1);
   });
+
+  test('resumeAtUsed: a driver that kept its ring and sends base 0 resumes at used.idx; without it the ring breaks', () => {
+    // Ten chains used and returned, as the last device left them; then two more posted.
+    const { drv, q, chain } = setup({ size: 8 });
+    drv.writeDesc(0, drv.addr(drv.alloc(4)), 4, 0, 0); // one buffer, offered again and again (raw)
+    for (let round = 0; round < 10; round++) {
+      drv.pushAvail(0);
+      assert.equal(q.pop(chain), true);
+      q.push(chain.head, 0);
+      q.flush();
+    }
+    drv.pushAvail(0);
+    drv.pushAvail(0);
+    q.reset();
+    const resumed = new DeviceQueue(drv.space, drv.mem);
+    assert.equal(resumed.configure(drv.deviceConfig({ lastAvailIdx: 0, resumeAtUsed: true })), null);
+    assert.equal(resumed.vringBase, 10, 'starts at used.idx, not at the base it was given');
+    assert.equal(resumed.available(), 2);
+    assert.equal(resumed.pop(chain), true);
+    assert.equal(resumed.broken, null);
+    const fresh = new DeviceQueue(drv.space, drv.mem);
+    assert.equal(fresh.configure(drv.deviceConfig({ lastAvailIdx: 0 })), null);
+    expectBroken(fresh, chain, 'avail_idx_ahead'); // 12 entries ahead of 0 in a ring of 8
+  });
 });
 
 describe('DeviceQueue.pop: valid chains', () => {

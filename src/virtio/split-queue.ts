@@ -80,6 +80,12 @@ export interface DeviceQueueConfig {
    * Linux vhost_vq_init_access does), which is 0 for a freshly initialised ring.
    */
   usedIdx?: number;
+  /**
+   * Start at used.idx instead of lastAvailIdx when the two differ: a driver that kept its ring
+   * across a reconnect (DPDK virtio-user in server mode sends base 0 while its ring has moved
+   * on), resumed as DPDK's vhost library does. vringBase says where the queue started.
+   */
+  resumeAtUsed?: boolean;
 }
 
 /** Addresses at or above this upper word (2^53 - 2^32) cannot be exact doubles with len added. */
@@ -222,9 +228,12 @@ export class DeviceQueue implements DeviceVirtqueue {
       this.shadowId = new Uint32Array(size);
       this.shadowLen = new Uint32Array(size);
     }
-    this.lastAvailIdx = last;
-    this.availIdxShadow = last;
     const used = usedIdxArg ?? Atomics.load(u16, usedIdxU16);
+    // (used.idx is the guest's to write: it only moves where consuming starts; every pop is still
+    // checked against the ring's size.)
+    const start = cfg.resumeAtUsed === true ? used : last;
+    this.lastAvailIdx = start;
+    this.availIdxShadow = start;
     this.usedIdx = used;
     this.publishedUsed = used;
     this.signalledUsed = used;
@@ -253,11 +262,6 @@ export class DeviceQueue implements DeviceVirtqueue {
   /** The index to report for VHOST_USER_GET_VRING_BASE: the next available entry to consume. */
   get vringBase(): number {
     return this.lastAvailIdx;
-  }
-
-  /** used.idx as the device last wrote it (read from the ring when the queue was configured). */
-  get usedIndex(): number {
-    return this.usedIdx;
   }
 
   /** Position of the next pop: last_avail_idx. */

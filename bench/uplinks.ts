@@ -104,7 +104,7 @@ async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan', ds: Tes
 function record(path: Path, dir: Dir, s: Sample): void {
   const r = (results[path] ??= { 'a->b': [], 'b->a': [] });
   r[dir].push(s);
-  console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s${s.cpu !== undefined ? `  pier dataplane CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
+  console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s, ${s.retransmits} retransmits${s.cpu !== undefined ? `  pier dataplane CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
 async function measure(path: Path, daemon?: TestDaemon): Promise<void> {

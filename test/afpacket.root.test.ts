@@ -12,14 +12,15 @@ import { TwoHosts, WIRE } from './two-hosts.ts';
 interface Counters { [k: string]: number }
 interface Stats { port: string; state: string; counters: Counters; kernel?: Record<string, number | string> }
 
-// Everything with the default receive path (recvmmsg into pool buffers); the core again with the
-// TPACKET_V3 rx ring, which PIER_AFPACKET_RX=ring selects for measuring.
+// Everything with the default paths (recvmmsg into pool buffers, sendmmsg out of them); the core
+// again with the TPACKET_V3 rx and tx rings, which PIER_AFPACKET_RX=ring and PIER_AFPACKET_TX=ring
+// select for measuring.
 uplinks('recvmmsg');
 uplinks('ring');
 
 function uplinks(mode: 'recvmmsg' | 'ring'): void {
 const full = mode === 'recvmmsg';
-const title = full ? 'afpacket uplinks between two hosts (root)' : 'afpacket uplinks with the TPACKET_V3 rx ring, PIER_AFPACKET_RX=ring (root)';
+const title = full ? 'afpacket uplinks between two hosts (root)' : 'afpacket uplinks with the TPACKET_V3 rings, PIER_AFPACKET_RX=ring PIER_AFPACKET_TX=ring (root)';
 describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
   const lab = new TwoHosts();
   let ca = '';
@@ -29,11 +30,12 @@ describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
 
   before(async () => {
     // The daemons read it when they start.
-    if (mode === 'ring') process.env.PIER_AFPACKET_RX = 'ring';
+    if (mode === 'ring') process.env.PIER_AFPACKET_RX = process.env.PIER_AFPACKET_TX = 'ring';
     try {
       await lab.setup();
     } finally {
       delete process.env.PIER_AFPACKET_RX;
+      delete process.env.PIER_AFPACKET_TX;
     }
     ca = lab.container(lab.a, 'c1', '10.81.0.1/24');
     cb = lab.container(lab.b, 'c2', '10.81.0.2/24');
@@ -80,7 +82,7 @@ describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
   });
 
   it('shows the device and the kernel\'s counters of the socket', () => {
-    const show = lab.a.pier.json<{ port: { state: string; ifname: string; kernel: Record<string, number | string>; peer: { dev: string; rx: { mode: string; retired: number; badBlocks: number; truncated: number } } } }>('show', 'up0');
+    const show = lab.a.pier.json<{ port: { state: string; ifname: string; kernel: Record<string, number | string>; peer: { dev: string; rx: { mode: string; retired: number; badBlocks: number; truncated: number }; tx: { mode: string; kicks: number; kickErrors: number; full: number } } } }>('show', 'up0');
     assert.equal(show.port.state, 'up');
     assert.equal(show.port.ifname, WIRE);
     assert.equal(show.port.kernel.operstate, 'UP');
@@ -91,6 +93,11 @@ describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
     assert.equal(show.port.peer.rx.badBlocks, 0);
     assert.equal(show.port.peer.rx.truncated, 0);
     assert.match(lab.a.pier.ok('show', 'up0'), mode === 'ring' ? /rx ring: 32 blocks of 256 KiB/ : /rx: recvmmsg into pool buffers/);
+    assert.equal(show.port.peer.tx.mode, mode === 'ring' ? 'ring' : 'sendmmsg');
+    assert.ok(show.port.peer.tx.kicks > 0, 'frames were sent');
+    assert.equal(show.port.peer.tx.kickErrors, 0);
+    assert.equal(show.port.peer.tx.full, 0);
+    assert.match(lab.a.pier.ok('show', 'up0'), mode === 'ring' ? /tx ring: 96 frames of 87376 bytes/ : /tx: sendmmsg from pool buffers/);
     const s = stats('a', 'up0');
     assert.equal(typeof s.kernel?.tp_drops, 'number');
     assert.ok(Number(s.kernel?.tp_packets) > 0, 'PACKET_STATISTICS accumulated across reads');

@@ -1,6 +1,6 @@
-// AF_PACKET sockets with memory-mapped TPACKET_V3 rings (Documentation/networking/packet_mmap.rst):
+// AF_PACKET sockets, with or without memory-mapped TPACKET_V3 rings (Documentation/networking/packet_mmap.rst):
 // the socket of an afpacket uplink port, opened in the device's namespace, its rx ring of blocks
-// and tx ring of frames in one mapping, virtio-net headers in front of each frame (PACKET_VNET_HDR),
+// and tx ring of frames (when asked for) in one mapping, virtio-net headers in front of each frame (PACKET_VNET_HDR),
 // promiscuous membership, and the kernel's drop counters. The layouts are checked at load.
 import * as c from './libc.ts';
 import { koffi, libcHandle } from './libc.ts';
@@ -22,6 +22,9 @@ export const PACKET_IGNORE_OUTGOING = 23;
 const SO_RCVBUFFORCE = 33;
 /** The receive queue of a socket without an rx ring: the 8 MiB such a ring would have. */
 export const RCVBUF_DEFAULT = 8 * 1024 * 1024;
+/** Send buffer without a tx ring: an skb is charged until the device takes it, and a burst of 64 KiB super-frames outgrows the default 208 KiB. */
+export const SNDBUF_DEFAULT = 4 * 1024 * 1024;
+const SO_SNDBUFFORCE = 32;
 /** recvmsg: a tpacket_auxdata control message per frame (the VLAN tag the kernel took out, lengths). */
 export const PACKET_AUXDATA = 8;
 /** struct tpacket_auxdata; CMSG_SPACE of it. */
@@ -166,17 +169,20 @@ export interface PacketSocketOptions {
   netnsPath?: string | undefined;
   /** The TPACKET_V3 rx ring; undefined: no rx ring, frames are read with recvmmsg (and PACKET_AUXDATA). */
   rx?: (RingGeometry & { retireTovMs: number }) | undefined;
-  tx: RingGeometry;
+  /** The TPACKET_V3 tx ring; undefined: no tx ring, frames are sent with sendmmsg. */
+  tx?: RingGeometry | undefined;
 }
 
 export interface PacketSocket {
   fd: number;
   ifindex: number;
-  /** Address of the mapping: the rx ring (if any), then the tx ring right after it. */
+  /** Address of the mapping: the rx ring (if any), then the tx ring (if any) right after it; 0 when neither. */
   addr: number;
   length: number;
   rx: RingGeometry | undefined;
-  tx: RingGeometry;
+  tx: RingGeometry | undefined;
+  /** closePacketSocket() ran. */
+  closed: boolean;
   /** The kernel keeps pier's own transmissions out of the rx ring (PACKET_IGNORE_OUTGOING, Linux 4.20). */
   ignoresOutgoing: boolean;
 }
@@ -208,7 +214,7 @@ export function boundIfindex(fd: number): number {
 /**
  * Open a SOCK_RAW packet socket on `dev` inside `netnsPath`: TPACKET_V3, vnet headers, lossy tx
  * (a malformed frame is skipped rather than blocking the ring), qdisc bypass, own transmissions
- * ignored, both rings mapped, bound, promiscuous. Throws SysError (everything made is undone).
+ * ignored, the rings asked for mapped (else larger socket buffers), bound, promiscuous. Throws SysError (everything made is undone).
  * The socket is made with protocol 0 so nothing is queued before the rings exist; bind() with
  * ETH_P_ALL starts reception.
  */
@@ -239,12 +245,16 @@ export function openPacketSocket(o: PacketSocketOptions): PacketSocket {
       // super-frames (an skb is charged its truesize), so give it what the ring had.
       setInt(fd, c.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_DEFAULT, 'SO_RCVBUFFORCE');
     }
-    c.check(c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, req3(o.tx, 0), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_TX_RING');
-    const len = (o.rx ? o.rx.blockSize * o.rx.blockNr : 0) + o.tx.blockSize * o.tx.blockNr;
-    const a = Number(c.mmap(0, len, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, fd, 0));
-    if (a === 0 || a >= 2 ** 53) throw new c.SysError('mmap', c.errno(), 'packet rings');
-    addr = a;
-    length = len;
+    if (o.tx) c.check(c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, req3(o.tx, 0), SIZEOF_TPACKET_REQ3), 'setsockopt', 'PACKET_TX_RING');
+    // (With a tx ring mapped, every sendmsg on the socket sends ring frames and ignores its iovecs.)
+    else setInt(fd, c.SOL_SOCKET, SO_SNDBUFFORCE, SNDBUF_DEFAULT, 'SO_SNDBUFFORCE');
+    const len = (o.rx ? o.rx.blockSize * o.rx.blockNr : 0) + (o.tx ? o.tx.blockSize * o.tx.blockNr : 0);
+    if (len > 0) {
+      const a = Number(c.mmap(0, len, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, fd, 0));
+      if (a === 0 || a >= 2 ** 53) throw new c.SysError('mmap', c.errno(), 'packet rings');
+      addr = a;
+      length = len;
+    }
     const sll = new Uint8Array(SIZEOF_SOCKADDR_LL);
     const dv = new DataView(sll.buffer);
     dv.setUint16(0, AF_PACKET, true);
@@ -259,7 +269,7 @@ export function openPacketSocket(o: PacketSocketOptions): PacketSocket {
     // bind() on a device that is down succeeds and leaves ENETDOWN pending instead.
     const err = socketError(fd);
     if (err !== 0) throw new c.SysError('bind', err, `${o.dev} (ifindex ${ifindex})`);
-    return { fd, ifindex, addr, length, rx: o.rx, tx: o.tx, ignoresOutgoing };
+    return { fd, ifindex, addr, length, rx: o.rx, tx: o.tx, ignoresOutgoing, closed: false };
   } catch (e) {
     if (addr !== 0) c.munmap(addr, length);
     c.close(fd);
@@ -292,6 +302,8 @@ export function probePacketSocket(): { ignoresOutgoing: boolean } {
 
 /** Unmap the rings and close the socket: the kernel drops the promiscuous membership with it. */
 export function closePacketSocket(s: PacketSocket): void {
+  if (s.closed) return;
+  s.closed = true;
   if (s.addr !== 0) c.munmap(s.addr, s.length);
   s.addr = 0;
   c.close(s.fd);

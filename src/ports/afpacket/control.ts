@@ -30,6 +30,15 @@ export function rxMode(): 'ring' | 'recvmmsg' {
   return process.env.PIER_AFPACKET_RX === 'ring' ? 'ring' : 'recvmmsg';
 }
 
+/**
+ * How frames are sent: `sendmmsg` from pool buffers (the default: measured faster over a veth, see
+ * docs/design/uplinks.md) or the TPACKET_V3 tx `ring`. PIER_AFPACKET_TX=ring selects the ring,
+ * for measuring (or a NIC that sends from the ring's pages); it applies to sockets opened after it is set.
+ */
+export function txMode(): 'ring' | 'sendmmsg' {
+  return process.env.PIER_AFPACKET_TX === 'ring' ? 'ring' : 'sendmmsg';
+}
+
 export interface RealizedAfPacket {
   socket: PacketSocket;
   dev: string;
@@ -62,7 +71,7 @@ export function realizeAfPacket(o: AfPacketOptions): RealizedAfPacket {
     socket = openPacketSocket({
       dev: o.dev, netnsPath: ns,
       rx: rxMode() === 'ring' ? { blockSize: RX_BLOCK_SIZE, blockNr: RX_BLOCKS, frameSize: RX_BLOCK_SIZE, frameNr: RX_BLOCKS, retireTovMs: RX_RETIRE_MS } : undefined,
-      tx: { blockSize: TX_BLOCK_SIZE, blockNr: TX_BLOCKS, frameSize: TX_FRAME_SIZE, frameNr: Math.floor(TX_BLOCK_SIZE / TX_FRAME_SIZE) * TX_BLOCKS },
+      tx: txMode() === 'ring' ? { blockSize: TX_BLOCK_SIZE, blockNr: TX_BLOCKS, frameSize: TX_FRAME_SIZE, frameNr: Math.floor(TX_BLOCK_SIZE / TX_FRAME_SIZE) * TX_BLOCKS } : undefined,
     });
   } catch (e) {
     const err = e as libc.SysError;
@@ -87,7 +96,7 @@ function specOf(r: RealizedAfPacket, offloads: boolean, positions: Int32Array): 
 
 /** The device as the kernel sees it, and the socket's drops (accumulated: every read resets them). */
 export function afpacketKernel(r: RealizedAfPacket): Record<string, number | string> | undefined {
-  const st = r.socket.addr !== 0 ? readPacketStats(r.socket.fd) : undefined;
+  const st = !r.socket.closed ? readPacketStats(r.socket.fd) : undefined;
   if (st) {
     r.totals.packets += st.packets;
     r.totals.drops += st.drops;

@@ -1,8 +1,10 @@
 // The dataplane half of an afpacket port: frames received in bursts when epoll says the socket is
 // readable (recvmmsg into pool buffers, rxmsg.ts; or the TPACKET_V3 rx ring when a block was
-// retired, ring.ts), the tx ring filled per burst and kicked once with sendto(). Copies: kernel ->
-// pool on receive (kernel -> ring -> pool with the rx ring), pool -> ring on transmit (the kernel
-// then sends from the ring's pages). A full ring, a frame too large, a failed kick are counted, never waited for.
+// retired, ring.ts), and sent per burst: sendmmsg from pool buffers (txmsg.ts), or the tx ring
+// filled and kicked once with sendto(). Copies: kernel -> pool on receive (kernel -> ring -> pool
+// with the rx ring); pool -> skb by the kernel on transmit (pool -> ring by pier with the tx ring,
+// the kernel then sending from the ring's pages). A full ring or socket buffer, a frame too large,
+// a failed send are counted, never waited for.
 import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { Port, type PortContext } from '../../dataplane/port.ts';
@@ -11,6 +13,7 @@ import type { DataplaneHalf } from '../kind.ts';
 import type { AfPacketSpec } from './options.ts';
 import { POS_RX_BLOCK, POS_TX_HEAD, RxRing, TxRing } from './ring.ts';
 import { MsgRx } from './rxmsg.ts';
+import { MsgTx } from './txmsg.ts';
 import type { AfPacketView } from './view.ts';
 
 const ENETDOWN = 100;
@@ -20,7 +23,9 @@ const ENODEV = 19;
 export class AfPacketPort extends Port {
   readonly fds: readonly number[];
   readonly rx: RxRing | MsgRx;
-  readonly tx: TxRing;
+  /** One of the two is set, by spec.tx: the tx ring, or sendmmsg. */
+  readonly tx: TxRing | undefined;
+  readonly txMsg: MsgTx | undefined;
   private ctx: PortContext | undefined;
 
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly spec: AfPacketSpec) {
@@ -33,7 +38,8 @@ export class AfPacketPort extends Port {
     this.rx = spec.rx
       ? new RxRing(mem, spec.addr, 0, spec.rx.blockSize, spec.rx.blockNr, spec.filterOutgoing, spec.positions[POS_RX_BLOCK])
       : new MsgRx(spec.fd, spec.filterOutgoing);
-    this.tx = new TxRing(mem, spec.addr, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]);
+    this.tx = spec.tx ? new TxRing(mem, spec.addr, rxLen, spec.tx.blockSize, spec.tx.blockNr, spec.tx.frameSize, spec.positions[POS_TX_HEAD]) : undefined;
+    this.txMsg = spec.tx ? undefined : new MsgTx(spec.fd);
   }
 
   override attach(ctx: PortContext): void {
@@ -53,6 +59,15 @@ export class AfPacketPort extends Port {
     const pool = this.pool;
     const c = this.counters;
     const tx = this.tx;
+    if (tx === undefined) {
+      const txm = this.txMsg!;
+      for (let i = 0; i < n; i++) {
+        const h = q[i]!;
+        txm.put(pool, h, pool.len[h]!, c);
+      }
+      txm.flush(pool, c);
+      return;
+    }
     for (let i = 0; i < n; i++) {
       const h = q[i]!;
       const len = pool.len[h]!;
@@ -81,7 +96,7 @@ export class AfPacketPort extends Port {
    * counts one packet.
    */
   private kick(): boolean {
-    const tx = this.tx;
+    const tx = this.tx!;
     tx.pending = 0;
     tx.stats.kicks++;
     const r = packetKick(this.fds[0]!);
@@ -103,21 +118,27 @@ export class AfPacketPort extends Port {
   override describe(): AfPacketView {
     const s = this.spec;
     const r = this.rx.stats;
-    const t = this.tx.stats;
+    const t = this.tx?.stats;
+    const m = this.txMsg;
     return {
       dev: s.dev, ifindex: s.ifindex, offloads: s.offloads, ignoresOutgoing: !s.filterOutgoing,
       rx: { mode: s.rx ? 'ring' : 'recvmmsg', blocks: s.rx?.blockNr ?? 0, blockSize: s.rx?.blockSize ?? 0, retired: r.blocks, badBlocks: r.badBlocks, badFrames: r.badFrames, truncated: r.truncated, outgoing: r.outgoing, resyncs: r.resyncs, tagsRestored: r.tagsRestored },
-      tx: {
-        frames: this.tx.frames, frameSize: s.tx.frameSize, frameMax: this.tx.frameMax, kicks: t.kicks, kickErrors: t.kickErrors,
-        lastKickError: t.lastKickErrno ? libc.errnoName(t.lastKickErrno) : undefined, tooBig: t.tooBig, full: t.full,
-      },
+      tx: t && s.tx
+        ? {
+          mode: 'ring', frames: this.tx.frames, frameSize: s.tx.frameSize, frameMax: this.tx.frameMax, kicks: t.kicks, kickErrors: t.kickErrors,
+          lastKickError: t.lastKickErrno ? libc.errnoName(t.lastKickErrno) : undefined, tooBig: t.tooBig, full: t.full,
+        }
+        : {
+          mode: 'sendmmsg', frames: 0, frameSize: 0, frameMax: 0, kicks: m!.calls, kickErrors: m!.errors,
+          lastKickError: m!.lastErrno ? libc.errnoName(m!.lastErrno) : undefined, tooBig: 0, full: m!.full,
+        },
     };
   }
 
   close(): void {
     // A dataplane half rebuilt over the same socket goes on from here.
     this.spec.positions[POS_RX_BLOCK] = this.rx.position;
-    this.spec.positions[POS_TX_HEAD] = this.tx.position;
+    if (this.tx) this.spec.positions[POS_TX_HEAD] = this.tx.position;
   }
 }
 

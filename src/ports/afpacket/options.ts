@@ -25,12 +25,13 @@ export interface AfPacketSpec {
   fd: number;
   dev: string;
   ifindex: number;
-  /** Address of the mapping: rx ring (if any), then tx ring. Owned by the control half. */
+  /** Address of the mapping: rx ring (if any), then tx ring (if any). Owned by the control half. */
   addr: number;
   length: number;
   /** The TPACKET_V3 rx ring; undefined: frames are read with recvmmsg (rxmsg.ts). */
   rx: RingSpec | undefined;
-  tx: RingSpec;
+  /** The TPACKET_V3 tx ring; undefined: frames are sent with sendmmsg (txmsg.ts). */
+  tx: RingSpec | undefined;
   /** The kernel lacks PACKET_IGNORE_OUTGOING: skip frames whose sll_pkttype is PACKET_OUTGOING. */
   filterOutgoing: boolean;
   offloads: boolean;

@@ -7,7 +7,8 @@ export interface AfPacketView {
   /** The kernel keeps pier's own transmissions out of the rx ring (else pier skips them itself). */
   ignoresOutgoing: boolean;
   rx: { mode: 'ring' | 'recvmmsg'; blocks: number; blockSize: number; retired: number; badBlocks: number; badFrames: number; truncated: number; outgoing: number; resyncs: number; tagsRestored: number };
-  tx: { frames: number; frameSize: number; frameMax: number; kicks: number; kickErrors: number; lastKickError: string | undefined; tooBig: number; full: number };
+  /** ring: the TPACKET_V3 tx ring (kicks are sendto calls); sendmmsg: from pool buffers (kicks are sendmmsg calls, full: no room in the socket's buffer). */
+  tx: { mode: 'ring' | 'sendmmsg'; frames: number; frameSize: number; frameMax: number; kicks: number; kickErrors: number; lastKickError: string | undefined; tooBig: number; full: number };
 }
 
 export function renderAfPacket(v: AfPacketView, i: string): string {
@@ -22,6 +23,10 @@ export function renderAfPacket(v: AfPacketView, i: string): string {
   }
   if (r.tagsRestored) s += `, ${r.tagsRestored} 802.1Q tags put back`;
   const t = v.tx;
-  s += `\n${i}tx ring: ${t.frames} frames of ${t.frameSize} bytes; ${t.kicks} kicks (${t.kickErrors} failed${t.lastKickError ? `, last ${t.lastKickError}` : ''}), ${t.full} full, ${t.tooBig} too big`;
+  if (t.mode === 'ring') {
+    s += `\n${i}tx ring: ${t.frames} frames of ${t.frameSize} bytes; ${t.kicks} kicks (${t.kickErrors} failed${t.lastKickError ? `, last ${t.lastKickError}` : ''}), ${t.full} full, ${t.tooBig} too big`;
+  } else {
+    s += `\n${i}tx: sendmmsg from pool buffers; ${t.kicks} calls (${t.kickErrors} failed${t.lastKickError ? `, last ${t.lastKickError}` : ''}), ${t.full} dropped on a full socket buffer`;
+  }
   return s;
 }

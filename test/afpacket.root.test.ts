@@ -149,6 +149,13 @@ describe(title, requires(NEEDS.tun, NEEDS.iperf3), () => {
       const refused = lab.a.pier.pier('add-port', 'br0', 'up2', 'type=afpacket', 'dev=side0', `netns=${dev}`);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /already an uplink on side0/);
+      // Whichever kind came first: an AF_XDP port on the same device is refused alike.
+      const xdp = lab.a.pier.pier('add-port', 'br0', 'up2', 'type=afxdp', 'dev=side0', `netns=${dev}`);
+      assert.notEqual(xdp.code, 0);
+      assert.match(xdp.stderr, /port up1 is already an uplink on side0/);
+      const lo = lab.a.pier.pier('add-port', 'br0', 'up2', 'type=afpacket', 'dev=lo');
+      assert.notEqual(lo.code, 0);
+      assert.match(lo.stderr, /dev=lo is the loopback device/);
       const missing = lab.a.pier.pier('add-port', 'br0', 'up3', 'type=afpacket', 'dev=nosuch0');
       assert.notEqual(missing.code, 0);
       assert.match(missing.stderr, /no device nosuch0/);

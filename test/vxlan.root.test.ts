@@ -93,6 +93,22 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
     dA.ok('set-port', 'vx0', 'mtu=');
     assert.match(dA.ok('show', 'vx0'), /inner MTU 1450 \(underlay MTU 1500 from the route/);
   });
+
+  it('follows the underlay: a smaller MTU on the wire shows (and limits) within the 5 s check, and back', async () => {
+    must('ip', ['-n', hA, 'link', 'set', 'wire0', 'mtu', '1400']);
+    try {
+      await waitFor(() => /inner MTU 1350 \(underlay MTU 1400 from the route to 192\.0\.2\.2/.test(dA.ok('show', 'vx0')), 15_000, 'pier show to say inner MTU 1350');
+      const big = ping(cA, '10.42.0.2', ['-M', 'do', '-s', '1323', '-c', '1', '-W', '1']);
+      assert.notEqual(big.code, 0);
+      const ev = dA.ok('events', '--json').trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as { type: string; port?: string; detail?: string });
+      assert.ok(ev.some((e) => e.type === 'port-changed' && e.port === 'vx0' && /underlay MTU 1500 -> 1400/.test(e.detail ?? '')), JSON.stringify(ev.slice(-5)));
+    } finally {
+      must('ip', ['-n', hA, 'link', 'set', 'wire0', 'mtu', '1500']);
+    }
+    await waitFor(() => /inner MTU 1450 \(underlay MTU 1500 from the route/.test(dA.ok('show', 'vx0')), 15_000, 'pier show to say inner MTU 1450 again');
+    // Relearned after the rebuild: pings go on.
+    await pingUntil(cA, '10.42.0.2', ['-M', 'do', '-s', '1422']);
+  });
 });
 
 describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', requires(NEEDS.tun, NEEDS.iperf3), () => {

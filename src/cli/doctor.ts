@@ -167,7 +167,8 @@ async function afxdpFindings(): Promise<Finding[]> {
       } catch {
         /* no device: veth, bridge, ... */
       }
-      parts.push(`${d} (${driver}, ${st.numRxQueues} rx queue(s)${st.attached === 'none' ? '' : `, XDP ${st.attached} prog ${st.progId}`})`);
+      const q = bpf.runningQueues(undefined, d, st);
+      parts.push(`${d} (${driver}, ${q} queue(s), ${bpf.xdpModes(bpf.xdpFeatures(undefined, st.ifindex))}${st.attached === 'none' ? '' : `, XDP ${st.attached} prog ${st.progId}`})`);
     } catch {
       /* gone meanwhile */
     }

@@ -98,14 +98,15 @@ client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').opt
     const entries = await call(socketOf(cmd), 'fdb', [br]);
     // Per-port counts and the table's totals: text only (the JSON is the entries, as it always
     // was; limits are in pier show --json).
-    type Totals = { ports: Array<{ port: string; learned: number; limit: number }>; moves?: number; full?: number; evicted?: number };
+    type Totals = { ports: Array<{ port: string; learned: number; limit: number }>; moves?: number; full?: number; evicted?: number; size?: number };
     const reply = o.json ? undefined : await call(socketOf(cmd), 'fdb-ports', [br]) as Totals | Totals['ports'];
     // A daemon older than this CLI answers with the per-port list alone.
     const t = Array.isArray(reply) ? { ports: reply } as Totals : reply;
     print(entries, !!o.json, (l: Array<{ mac: string; vlan?: number; port: string; age: number; static?: boolean }>) =>
       [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.static ? 'static' : e.age}`),
         ...(t && t.ports.length ? ['', ' learned per port: ' + t.ports.map((p) => `${p.port} ${p.learned}${p.limit ? `/${p.limit}` : ''}`).join(', ')] : []),
-        ...(t?.moves !== undefined ? [` moves ${t.moves}, not learned (table full) ${t.full}, evicted for a port owed room ${t.evicted}`] : [])].join('\n'));
+        ...(t?.moves !== undefined ? [` moves ${t.moves}, not learned (table full) ${t.full}, evicted for a port owed room ${t.evicted}`] : []),
+        ...(t?.size !== undefined ? [` ${l.length} of ${t.size} addresses (pier daemon --fdb-size)`] : [])].join('\n'));
   });
 
 client('top', 'a live view of per-port rates (pps, bit/s, drops per second and why), the dataplane thread\'s CPU and pool use')

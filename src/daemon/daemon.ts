@@ -7,6 +7,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
+import { DEFAULT_FDB_SIZE } from '../dataplane/bridge.ts';
 import { Dataplanes } from './threads.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
 import { addRoutes, deleteLink, hasNetAdmin, setSysctl, linkInfo, netnsExists, netnsPath } from '../sys/index.ts';
@@ -170,7 +171,7 @@ export class Daemon {
     }
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
     this.retryTimer.unref();
-    this.log.info({ socket: this.opts.socket, stateDir: this.opts.stateDir, ports: this.ports.size }, 'pier daemon ready');
+    this.log.info({ socket: this.opts.socket, stateDir: this.opts.stateDir, ports: this.ports.size, fdbSize: this.opts.fdbSize ?? DEFAULT_FDB_SIZE, dataplaneThreads: this.opts.dataplaneThreads }, 'pier daemon ready');
   }
 
   private async refuseIfRunning(): Promise<void> {
@@ -619,6 +620,30 @@ export class Daemon {
     await this.reapAttachments();
     if (this.derivedStale) await this.syncDerived().then(() => this.persist(), (e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade still not up to date; will retry'));
     for (const rt of [...this.ports.values()]) if (!rt.dev) await this.reconcile(rt.name, false);
+    for (const rt of [...this.ports.values()]) if (rt.dev?.refresh) await this.refresh(rt);
+  }
+
+  /**
+   * What a running port read from the system when it was made changed (a vxlan port's underlay
+   * MTU): its dataplane half is rebuilt from the new spec, on the thread it runs on. A failure
+   * takes the port down whole, and the retry makes it again.
+   */
+  private async refresh(rt: PortRuntime): Promise<void> {
+    const dev = rt.dev!;
+    const news = dev.refresh!();
+    const o = rt.options;
+    if (news === undefined || o === undefined) return;
+    this.log.info({ port: rt.name, change: news.why }, 'port follows a change of the system');
+    this.events.add('port-changed', { port: rt.name, detail: news.why });
+    const thread = this.dataplanes.threadOf(rt.index) ?? this.dataplanes.place(threadOf(o), rt.name);
+    await this.dataplanes.delPort(rt.index);
+    dev.spec = news.spec;
+    try {
+      await this.plug(rt, o.type, news.spec, vlanOf(o), thread, securityOf(o));
+    } catch (e) {
+      await this.unrealize(rt, true);
+      rt.error = (e as Error).message;
+    }
   }
 
   /** Save the desired state; if that fails, run `undo` and report. */
@@ -1032,7 +1057,7 @@ export class Daemon {
     if (id === undefined) throw err.noBridge(br);
     const { ports, full, moves, evicted } = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return { ports: ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit })), moves, full, evicted };
+    return { ports: ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit })), moves, full, evicted, size: this.opts.fdbSize ?? DEFAULT_FDB_SIZE };
   }
 }
 

@@ -39,6 +39,12 @@ export interface Realized<S, H = unknown> {
   ifname?: string;
   /** The kernel's counters for the device, when there is one. */
   kernel?(): Record<string, number | string> | undefined;
+  /**
+   * Look again at what the port read from the system when it was made (the daemon calls it every
+   * 5 s while the port runs): a new spec when the dataplane half must be rebuilt from it (a vxlan
+   * port's underlay MTU changed), else undefined. Never throws.
+   */
+  refresh?(): { spec: S; why: string } | undefined;
 }
 
 export interface ControlHalf<O extends KindOptions, S, H = unknown> {

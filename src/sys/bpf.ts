@@ -10,6 +10,7 @@
 // bpf_redirect_map is not a GPL-only helper, so the program's license is pier's own (MIT).
 import { libcHandle } from './libc.ts';
 import * as c from './libc.ts';
+import { linkChannels } from './iproute.ts';
 import { attrs, NLM_F_ACK, NLM_F_REQUEST, RTM_GETLINK, RTM_NEWLINK, withRtnl, IFLA_IFNAME, NetlinkError } from './netlink.ts';
 
 // ---- uapi linux/bpf.h ----
@@ -230,6 +231,68 @@ export function xdpState(netnsPath: string | undefined, ifname: string): XdpStat
     if (!out) throw new NetlinkError(c.ENODEV);
     return out;
   });
+}
+
+// Generic netlink: the controller resolves the "netdev" family (Linux 6.3), whose DEV_GET says
+// which XDP features a device's driver has (uapi linux/genetlink.h, linux/netdev.h).
+const NETLINK_GENERIC = 16;
+const GENL_ID_CTRL = 0x10;
+const GENL_HDRLEN = 4;
+const CTRL_CMD_GETFAMILY = 3;
+const CTRL_ATTR_FAMILY_ID = 1;
+const CTRL_ATTR_FAMILY_NAME = 2;
+const NETDEV_CMD_DEV_GET = 1;
+const NETDEV_A_DEV_IFINDEX = 1;
+const NETDEV_A_DEV_XDP_FEATURES = 3;
+/** enum netdev_xdp_act. */
+export const NETDEV_XDP_ACT_BASIC = 1;
+export const NETDEV_XDP_ACT_REDIRECT = 2;
+export const NETDEV_XDP_ACT_XSK_ZEROCOPY = 8;
+export const NETDEV_XDP_ACT_RX_SG = 32;
+
+/**
+ * The XDP features of device `ifindex` (NETDEV_XDP_ACT_* bits): BASIC and REDIRECT mean native
+ * XDP that can feed an XSK socket, XSK_ZEROCOPY zero-copy AF_XDP. undefined when the kernel has no
+ * netdev family (before 6.3) or the device is gone. Generic mode needs no feature: every device has it.
+ */
+export function xdpFeatures(netnsPath: string | undefined, ifindex: number): number | undefined {
+  try {
+    return withRtnl(netnsPath, (s) => {
+      let family = 0;
+      s.transact((w, seq) => w.begin(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, GENL_HDRLEN).u8(0, CTRL_CMD_GETFAMILY).u8(1, 1).attrStr(CTRL_ATTR_FAMILY_NAME, 'netdev').end(), (buf, m) => {
+        const a = attrs(buf, m.off + GENL_HDRLEN, m.end).get(CTRL_ATTR_FAMILY_ID);
+        if (a && a[1] >= 2) family = buf[a[0]]! | (buf[a[0] + 1]! << 8);
+      });
+      if (family === 0) return undefined;
+      let features: number | undefined;
+      s.transact((w, seq) => w.begin(family, NLM_F_REQUEST | NLM_F_ACK, seq, GENL_HDRLEN).u8(0, NETDEV_CMD_DEV_GET).u8(1, 1).attrU32(NETDEV_A_DEV_IFINDEX, ifindex).end(), (buf, m) => {
+        const a = attrs(buf, m.off + GENL_HDRLEN, m.end).get(NETDEV_A_DEV_XDP_FEATURES);
+        // A u64; the defined bits are in the low word.
+        if (a && a[1] >= 4) features = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(a[0], true);
+      });
+      return features;
+    }, NETLINK_GENERIC);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a device's XDP features mean for an afxdp port, in words (pier doctor, pier show). */
+export function xdpModes(features: number | undefined): string {
+  if (features === undefined) return 'modes unknown (kernel before 6.3): generic always works';
+  const native = (features & NETDEV_XDP_ACT_BASIC) !== 0 && (features & NETDEV_XDP_ACT_REDIRECT) !== 0;
+  const zc = (features & NETDEV_XDP_ACT_XSK_ZEROCOPY) !== 0;
+  return `${native ? 'native and generic' : 'generic only'}${zc ? ', zero-copy' : ', no zero-copy'}${(features & NETDEV_XDP_ACT_RX_SG) !== 0 ? ', multi-buffer' : ''}`;
+}
+
+/**
+ * The queues an XSK socket can bind to on the device: those it runs in both directions (the
+ * driver's channel counts, `ethtool -l`), else what netlink says it allocated (a driver without
+ * get_channels; the bind then says EINVAL for a queue that does not run).
+ */
+export function runningQueues(netnsPath: string | undefined, ifname: string, st: XdpState): number {
+  const ch = linkChannels(netnsPath, ifname);
+  return ch ? Math.min(ch.rx, ch.tx, st.numRxQueues) : st.numRxQueues;
 }
 
 function nest(parts: Array<[number, number]>): Uint8Array {

@@ -7,7 +7,7 @@ export { mapShared, unmap, memfd, PIER_SEALS, type Mapping } from './mem.ts';
 export { checkPeerEventFd, signalPeer, drainPeer, watchPeerWrites, PeerWriteWatchdog, peerWatchBuffer, W_SEQ, W_TID, W_WAKES } from './peer-fd.ts';
 export { sigbusGuard, guardRange, faultCount, faultAddress, guardStatus, caughtSignals, installWakeSignal, wakeThread, FAULT_RING, WAKE_SIGNAL, type SigbusGuard, type GuardStatus } from './signals.ts';
 export { unixListen, unixConnect, unixAccept, FdReceiver, sendWithFds, MAX_FDS } from './unix.ts';
-export { ip, configureLink, linkInfo, linkExists, addRoutes, deleteLink, setSysctl, IpError, type LinkInfo, type LinkConfig, type RouteConfig } from './iproute.ts';
+export { ip, configureLink, linkInfo, linkChannels, linkExists, addRoutes, deleteLink, setSysctl, IpError, type LinkInfo, type LinkConfig, type RouteConfig } from './iproute.ts';
 export { Rtnl, withRtnl, NetlinkError, parseAddr, parsePrefix, type IpAddr, type IpPrefix, type RtLink, type LinkChange } from './netlink.ts';
 export { hasNetAdmin, hasSysAdmin } from './caps.ts';
 export { VhostKernel, openVhostNet } from './vhost-kernel.ts';

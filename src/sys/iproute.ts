@@ -6,8 +6,10 @@
 // `ip` runs under `nsenter --net=PATH`, which accepts every namespace form (named, /proc/PID/ns/net).
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import * as c from './libc.ts';
 import { ENODEV } from './libc.ts';
 import { withNetns } from './netns.ts';
+import { SOCK_DGRAM } from './udp.ts';
 import { NetlinkError, parseAddr, parseMac, parsePrefix, withRtnl, AF_INET, AF_INET6, type IpAddr, type IpPrefix, type Rtnl } from './netlink.ts';
 
 export class IpError extends Error {
@@ -194,4 +196,44 @@ export function setSysctl(key: string, value: string | number, netnsPath?: strin
   const path = key.startsWith('/') ? key : `/proc/sys/${key.replaceAll('.', '/')}`;
   if (!path.startsWith('/proc/sys/') || path.includes('/../')) throw new Error(`${key} is not a sysctl`);
   withNetns(netnsPath, () => writeFileSync(path, `${value}\n`));
+}
+
+/** SIOCETHTOOL and ETHTOOL_GCHANNELS (uapi linux/sockios.h, linux/ethtool.h). */
+const SIOCETHTOOL = 0x8946;
+const ETHTOOL_GCHANNELS = 0x3c;
+/** struct ethtool_channels: cmd, then max_rx, max_tx, max_other, max_combined, rx_count, tx_count, other_count, combined_count (u32 each). */
+const SIZEOF_ETHTOOL_CHANNELS = 36;
+/** struct ifreq: the name, then a union whose ifr_data pointer is at offset 16. */
+const SIZEOF_IFREQ = 40;
+
+/**
+ * The queues a device runs (`ethtool -l`): rx + combined and tx + combined, as the driver reports
+ * them; undefined when it reports none (no get_channels: EOPNOTSUPP) or the device is not there.
+ * Netlink's IFLA_NUM_RX_QUEUES is what was allocated, which can be more (a veth allocates one per
+ * CPU and runs one).
+ */
+export function linkChannels(netnsPath: string | undefined, ifname: string): { rx: number; tx: number } | undefined {
+  return withNetns(netnsPath, () => {
+    const fd = c.socket(AF_INET, SOCK_DGRAM | c.SOCK_CLOEXEC, 0);
+    if (fd < 0) return undefined;
+    try {
+      // Both off the V8 heap, so the addresses handed to the kernel stay put.
+      const ch = new Uint8Array(new ArrayBuffer(SIZEOF_ETHTOOL_CHANNELS));
+      const cv = new DataView(ch.buffer);
+      cv.setUint32(0, ETHTOOL_GCHANNELS, true);
+      const req = new Uint8Array(new ArrayBuffer(SIZEOF_IFREQ));
+      const name = Buffer.from(ifname);
+      if (name.length >= 16) return undefined;
+      req.set(name, 0);
+      const rv = new DataView(req.buffer);
+      const a = c.addressOf(ch);
+      rv.setUint32(16, a % 0x100000000, true);
+      rv.setUint32(20, Math.floor(a / 0x100000000), true);
+      if (c.ioctlPtr(fd, SIOCETHTOOL, req) !== 0) return undefined;
+      const combined = cv.getUint32(32, true);
+      return { rx: cv.getUint32(20, true) + combined, tx: cv.getUint32(24, true) + combined };
+    } finally {
+      c.close(fd);
+    }
+  });
 }

@@ -370,7 +370,7 @@ const RX_BYTES = 32 << 10;
 const MAX_READS = 16;
 const RECV_TIMEOUT_S = 2;
 
-/** A NETLINK_ROUTE socket in one namespace; open() it, make requests, close() it. */
+/** A NETLINK_ROUTE socket (or another netlink protocol's) in one namespace; open() it, make requests, close() it. */
 export class Rtnl {
   private readonly w = new NlWriter();
   private readonly rx = new Uint8Array(RX_BYTES);
@@ -379,8 +379,8 @@ export class Rtnl {
   private constructor(private fd: number) {}
 
   /** A socket in the namespace at `netnsPath` (undefined: pier's own). Throws SysError. */
-  static open(netnsPath: string | undefined): Rtnl {
-    const fd = withNetns(netnsPath, () => c.check(c.socket(c.AF_NETLINK, c.SOCK_RAW | c.SOCK_CLOEXEC, c.NETLINK_ROUTE), 'socket', 'AF_NETLINK'));
+  static open(netnsPath: string | undefined, protocol = c.NETLINK_ROUTE): Rtnl {
+    const fd = withNetns(netnsPath, () => c.check(c.socket(c.AF_NETLINK, c.SOCK_RAW | c.SOCK_CLOEXEC, protocol), 'socket', 'AF_NETLINK'));
     try {
       const one = new Int32Array([1]);
       // Best effort (Linux 4.3 and 4.12): without them errors come without text, and echo the request.
@@ -465,8 +465,8 @@ export class Rtnl {
 }
 
 /** Open a socket in `netnsPath`, run `fn` with it, close it. */
-export function withRtnl<T>(netnsPath: string | undefined, fn: (s: Rtnl) => T): T {
-  const s = Rtnl.open(netnsPath);
+export function withRtnl<T>(netnsPath: string | undefined, fn: (s: Rtnl) => T, protocol = c.NETLINK_ROUTE): T {
+  const s = Rtnl.open(netnsPath, protocol);
   try {
     return fn(s);
   } finally {

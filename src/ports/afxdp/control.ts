@@ -4,9 +4,10 @@
 // its map it passes every frame to the kernel's stack, so the device works as before). The
 // sockets, their UMEM (in the worker's arena, beside the packet pool) and rings are the dataplane half's.
 import { PierError } from '../../errors.ts';
-import { attachXdp, createXskMap, loadXskProgram, PIER_PROG_NAME, progFdById, progInfo, xdpState, type XdpMode, type XdpState } from '../../sys/bpf.ts';
+import { attachXdp, createXskMap, loadXskProgram, PIER_PROG_NAME, progFdById, progInfo, runningQueues, xdpState, type XdpMode, type XdpState } from '../../sys/bpf.ts';
 import { libc, linkInfo, netnsExists, netnsPath } from '../../sys/index.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
+import { refuseLoopback } from '../afpacket/control.ts';
 import type { AfXdpOptions, AfXdpSpec } from './options.ts';
 
 export interface RealizedAfXdp {
@@ -63,10 +64,11 @@ function attach(ns: string | undefined, o: AfXdpOptions, st: XdpState, progFd: n
 
 export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> = {
   prepare(_name, o, others) {
+    refuseLoopback(o.dev, o.netns);
     for (const p of others) {
       const po = p.options as Partial<AfXdpOptions>;
       if (po.dev === o.dev && po.netns === o.netns && (p.options.type === 'afxdp' || p.options.type === 'afpacket')) {
-        throw new PierError('EEXIST', `port ${p.name} already uses device ${where(o)}`, 'one uplink per device: remove the other port first');
+        throw new PierError('EEXIST', `port ${p.name} is already an uplink on ${where(o)}`, 'one uplink per device: remove the other port first');
       }
     }
     return o;
@@ -81,8 +83,9 @@ export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> =
       throw new PierError('ENODEV', `no device ${where(o)}: ${(e as Error).message}`, 'name an existing interface with dev=IF (and netns=NS when it is in another namespace)');
     }
     const queues = o.queues ?? 1;
-    if (queues > st.numRxQueues) {
-      throw new PierError('EINVAL', `queues=${queues}, but ${where(o)} has ${st.numRxQueues} rx queue(s)`, `pass queues=${st.numRxQueues} or fewer (ethtool -L ${o.dev} combined N changes a NIC's)`);
+    const running = runningQueues(ns, o.dev, st);
+    if (queues > running) {
+      throw new PierError('EINVAL', `queues=${queues}, but ${where(o)} runs ${running} queue(s)`, `pass queues=${running} or fewer (ethtool -L ${o.dev} combined N changes a NIC's, rx N tx N a veth's)`);
     }
     let old = -1;
     if (st.progId !== 0) {

@@ -2,13 +2,14 @@
 // default pier's own): one bound to dstport that receives, and SENDERS more bound to source ports
 // spread over 49152..65535 that send (the inner flow's hash picks one, so the outer source port
 // follows the flow, as RFC 7348 asks for ECMP). The underlay MTU is `mtu=` or the MTU of the route
-// to the remotes (the smallest), read once when the port is made.
+// to the remotes (the smallest), read when the port is made and again every 5 s (refresh()): a
+// change rebuilds the dataplane half with the new limit.
 import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
 import { boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, EADDRINUSE, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../tap/control.ts';
-import { SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
+import { OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
 import type { VxlanOptions, VxlanSpec } from './options.ts';
 
 /** Sending sockets per port: 16 outer source ports, one per 1024-port block of 49152..65535. */
@@ -123,12 +124,27 @@ export const vxlanControl: ControlHalf<VxlanOptions, VxlanSpec, RealizedVxlan> =
   realize(name, o): Realized<VxlanSpec, RealizedVxlan> {
     const { r, spec } = open(name, o);
     const fds = [r.rxFd, ...r.txFds];
-    return {
+    const real: Realized<VxlanSpec, RealizedVxlan> = {
       spec,
       handle: r,
       destroy: () => closeAll(fds),
       detach: () => closeAll(fds),
+      refresh() {
+        const s = real.spec;
+        if (s.mtuFrom === 'mtu=') return undefined;
+        let now: { mtu: number; from: string };
+        try {
+          now = underlayMtu(r.netnsPath, { ...o, remote: s.remotes, local: s.local, mtu: undefined });
+        } catch {
+          return undefined; // no route now: the last MTU stands, and the kernel says what it refuses
+        }
+        if (now.mtu === s.underlayMtu) return undefined;
+        const why = `underlay MTU ${s.underlayMtu} -> ${now.mtu} (${now.from}): inner MTU ${now.mtu - (s.family === 4 ? OVERHEAD_V4 : OVERHEAD_V6)}`;
+        real.spec = { ...s, underlayMtu: now.mtu, mtuFrom: now.from };
+        return { spec: real.spec, why };
+      },
     };
+    return real;
   },
   update(_name, real, prev, next) {
     if (ipFamily(next.remote[0]!) !== ipFamily(prev.remote[0]!)) {

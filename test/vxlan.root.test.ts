@@ -170,6 +170,54 @@ describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', req
     assert.ok(v.counters.rx_dropped_wrong_vni! >= 1, JSON.stringify(v.counters));
     assert.match(dA.ok('show', 'vx0'), /rx_dropped_wrong_vni: \d+/);
   });
+
+  it('a second port with VNI 43 on the same UDP port takes VNI 43, as a second Linux device does; the same VNI twice is refused', async () => {
+    const [c43] = lab.netns(1) as [string];
+    dA.ok('add-br', 'br1');
+    try {
+      dA.ok('add-port', 'br1', 'c43', 'type=tap', `netns=${c43}`, 'ip=10.43.0.1/24', 'ifname=eth0', 'mtu=1450');
+      dA.ok('add-port', 'br1', 'vx1', 'type=vxlan', 'vni=43', 'remote=192.0.2.2', 'local=192.0.2.1', `netns=${hA}`);
+      const wrong0 = portCounters(dA, 'vx0').rx_dropped_malformed!;
+      await pingUntil(c43, '10.43.0.2');
+      const r = ping(c43, '10.43.0.2', ['-c', '20', '-i', '0.05']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      // Both directions of VNI 42 still work beside it.
+      assert.equal(ping(cA, '10.42.0.2').code, 0);
+      // The kernel handed every VNI 43 datagram to vx1's socket: none reached vx0 any more.
+      assert.equal(portCounters(dA, 'vx0').rx_dropped_malformed, wrong0, 'VNI 43 datagrams reached vx0');
+      assert.ok(portCounters(dA, 'vx1').rx_packets! >= 20);
+      assert.equal(portCounters(dA, 'vx1').rx_dropped_malformed, 0);
+      const twice = dA.pier('add-port', 'br1', 'vx2', 'type=vxlan', 'vni=43', 'remote=192.0.2.2', 'local=192.0.2.1', `netns=${hA}`);
+      assert.notEqual(twice.code, 0);
+      assert.match(twice.stderr, /port vx1 already carries VNI 43 on UDP port 4789/);
+      const wild = dA.pier('add-port', 'br1', 'vx2', 'type=vxlan', 'vni=44', 'remote=192.0.2.2', `netns=${hA}`);
+      assert.notEqual(wild.code, 0);
+      assert.match(wild.stderr, /give both the same local=/);
+      // A third port (VNI 44), then vx1 leaves the middle of the group: the kernel moves the last
+      // socket (vx2's) into its place, and the group's program must follow.
+      const [c44] = lab.netns(1) as [string];
+      must('ip', ['-n', hB, 'link', 'add', 'vx44', 'type', 'vxlan', 'id', '44', 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0']);
+      must('ip', ['-n', hB, 'addr', 'add', '10.44.0.2/24', 'dev', 'vx44']);
+      must('ip', ['-n', hB, 'link', 'set', 'vx44', 'up']);
+      dA.ok('add-br', 'br2');
+      dA.ok('add-port', 'br2', 'c44', 'type=tap', `netns=${c44}`, 'ip=10.44.0.1/24', 'ifname=eth0', 'mtu=1450');
+      dA.ok('add-port', 'br2', 'vx2', 'type=vxlan', 'vni=44', 'remote=192.0.2.2', 'local=192.0.2.1', `netns=${hA}`);
+      await pingUntil(c44, '10.44.0.2');
+      dA.ok('del-port', 'br1', 'vx1');
+      const wrong2 = portCounters(dA, 'vx2').rx_dropped_malformed!;
+      const r44 = ping(c44, '10.44.0.2', ['-c', '20', '-i', '0.05']);
+      assert.equal(r44.code, 0, r44.stdout + r44.stderr);
+      assert.equal(portCounters(dA, 'vx0').rx_dropped_malformed, wrong0, 'VNI 44 datagrams reached vx0');
+      assert.equal(portCounters(dA, 'vx2').rx_dropped_malformed, wrong2);
+      assert.equal(ping(cA, '10.42.0.2').code, 0);
+      // VNI 43 has no port now: its datagrams land on one of the others and are counted there.
+      nsExec(hB, 'ping', ['-c', '2', '-i', '0.2', '-W', '1', '10.43.0.1']);
+      await waitFor(() => portCounters(dA, 'vx0').rx_dropped_malformed! + portCounters(dA, 'vx2').rx_dropped_malformed! > wrong0 + wrong2, 5000, 'VNI 43 datagrams counted as another VNI\'s');
+    } finally {
+      dA.pier('del-br', 'br2');
+      dA.ok('del-br', 'br1');
+    }
+  });
 });
 
 describe('vxlan: head-end replication to two remotes (root)', requires(NEEDS.tun), () => {

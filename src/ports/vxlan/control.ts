@@ -6,7 +6,7 @@
 // change rebuilds the dataplane half with the new limit.
 import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
-import { boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, EADDRINUSE, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
+import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, vniSelector, EADDRINUSE, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../tap/control.ts';
 import { OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
@@ -24,6 +24,8 @@ export interface RealizedVxlan {
   txFds: number[];
   txPorts: number[];
   netnsPath: string | undefined;
+  /** The receiving socket's reuseport group (groupKey). */
+  rxGroup: string;
 }
 
 /**
@@ -59,6 +61,74 @@ function closeAll(fds: number[]): void {
   for (const fd of fds) closeFd(fd);
 }
 
+/**
+ * The receiving sockets of this daemon's vxlan ports that share a UDP port (same namespace,
+ * family, local address, dstport), as one SO_REUSEPORT group: in the kernel's order (a socket
+ * joins at the end; one that leaves takes the last one's place), each with its port's VNI. A
+ * classic BPF program on the group (vniSelector) hands each datagram to the socket of its VNI, so
+ * several VNIs share 4789 as Linux vxlan devices do, each port still reading a socket of its own.
+ */
+interface RxGroup { fds: number[]; vnis: number[] }
+const rxGroups = new Map<string, RxGroup>();
+
+function groupKey(ns: string | undefined, family: number, local: string | undefined, dstport: number): string {
+  return `${ns ?? ''}|${family}|${local ?? ''}|${dstport}`;
+}
+
+/** The group's program again, after a join or a leave. */
+function reprogram(g: RxGroup): void {
+  if (g.fds.length > 0) attachReuseportProgram(g.fds[0]!, vniSelector(g.vnis));
+}
+
+/**
+ * Open the receiving socket of a port with `vni` on dstport, joining the daemon's group there.
+ * The first socket of a group first checks that nobody else holds the port (a bind without
+ * SO_REUSEPORT): another program's socket that had SO_REUSEPORT too would join the group and take
+ * datagrams of VNIs it does not know.
+ */
+function joinRx(ns: string | undefined, family: 4 | 6, local: string | undefined, dstport: number, vni: number): number {
+  const key = groupKey(ns, family, local, dstport);
+  let g = rxGroups.get(key);
+  if (g === undefined) {
+    closeFd(udpSocket({ netnsPath: ns, family, local, port: dstport })); // EADDRINUSE when taken
+    g = { fds: [], vnis: [] };
+  }
+  const fd = udpSocket({ netnsPath: ns, family, local, port: dstport, rcvbuf: RCVBUF, reuseport: true });
+  g.fds.push(fd);
+  g.vnis.push(vni);
+  rxGroups.set(key, g);
+  try {
+    reprogram(g);
+  } catch (e) {
+    leaveRx(key, fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** Close a receiving socket and tell its group's program where the last socket went. */
+function leaveRx(key: string, fd: number): void {
+  const g = rxGroups.get(key);
+  const i = g ? g.fds.indexOf(fd) : -1;
+  if (g && i >= 0) {
+    const last = g.fds.length - 1;
+    g.fds[i] = g.fds[last]!;
+    g.vnis[i] = g.vnis[last]!;
+    g.fds.pop();
+    g.vnis.pop();
+    if (g.fds.length === 0) rxGroups.delete(key);
+  }
+  closeFd(fd);
+  if (g && g.fds.length > 0) {
+    try {
+      reprogram(g);
+    } catch {
+      // The group goes on with the old program: datagrams to the moved socket count as another
+      // VNI's until the next join or leave.
+    }
+  }
+}
+
 function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpec } {
   const ns = resolveNetns(o.netns);
   const family = ipFamily(o.remote[0]!) as 4 | 6;
@@ -68,7 +138,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
   try {
     let rxFd: number;
     try {
-      rxFd = udpSocket({ netnsPath: ns, family, local: o.local, port: dstport, rcvbuf: RCVBUF });
+      rxFd = joinRx(ns, family, o.local, dstport, o.vni);
     } catch (e) {
       const err = e as libc.SysError;
       if (err.errno === EADDRINUSE) {
@@ -101,9 +171,10 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       gro: process.env.PIER_VXLAN_GRO !== 'off',
       udpGro: process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(rxFd, SOL_UDP, UDP_GRO, 1),
     };
-    return { r: { rxFd, txFds, txPorts, netnsPath: ns }, spec };
+    return { r: { rxFd, txFds, txPorts, netnsPath: ns, rxGroup: groupKey(ns, family, o.local, dstport) }, spec };
   } catch (e) {
-    closeAll(fds);
+    if (fds.length > 0) leaveRx(groupKey(ns, family, o.local, dstport), fds[0]!);
+    closeAll(fds.slice(1));
     throw e;
   }
 }
@@ -111,24 +182,36 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
 export const vxlanControl: ControlHalf<VxlanOptions, VxlanSpec, RealizedVxlan> = {
   prepare(name, o, others) {
     const dstport = o.dstport ?? VXLAN_PORT;
+    const where = `UDP port ${dstport}${o.netns ? ` in netns ${o.netns}` : ''}`;
     for (const p of others) {
       const po = p.options as Partial<VxlanOptions>;
-      if (po.type !== 'vxlan') continue;
-      if (po.netns === o.netns && (po.dstport ?? VXLAN_PORT) === dstport && (po.local === undefined || o.local === undefined || po.local === o.local)) {
-        throw new PierError('EEXIST', `port ${p.name} already receives on UDP port ${dstport}${o.netns ? ` in netns ${o.netns}` : ''}`,
-          `a vxlan port owns its UDP port: give ${name} another dstport=N (and its remotes the same), or another local=ADDRESS`);
+      if (po.type !== 'vxlan' || po.netns !== o.netns || (po.dstport ?? VXLAN_PORT) !== dstport) continue;
+      if (po.remote?.[0] !== undefined && ipFamily(po.remote[0]) !== ipFamily(o.remote[0]!)) continue;
+      // Ports on one address share its socket group, one VNI each; a port on every address
+      // (no local=) and one on a single address would split the datagrams between them.
+      if (po.local === o.local) {
+        if (po.vni === o.vni) {
+          throw new PierError('EEXIST', `port ${p.name} already carries VNI ${o.vni} on ${where}`,
+            'one port per VNI and UDP port: add the remotes to that port (pier set-port ' + p.name + ' remote=...), or give this one another vni=');
+        }
+      } else if (po.local === undefined || o.local === undefined) {
+        throw new PierError('EEXIST', `port ${p.name} receives on ${where} ${po.local === undefined ? 'on every address' : `on ${po.local}`}, and ${name} would ${o.local === undefined ? 'on every address' : `on ${o.local}`}`,
+          `give both the same local= (ports on one address share its UDP port, one VNI each), or ${name} another dstport=N`);
       }
     }
     return o;
   },
   realize(name, o): Realized<VxlanSpec, RealizedVxlan> {
     const { r, spec } = open(name, o);
-    const fds = [r.rxFd, ...r.txFds];
+    const close = (): void => {
+      leaveRx(r.rxGroup, r.rxFd);
+      closeAll(r.txFds);
+    };
     const real: Realized<VxlanSpec, RealizedVxlan> = {
       spec,
       handle: r,
-      destroy: () => closeAll(fds),
-      detach: () => closeAll(fds),
+      destroy: close,
+      detach: close,
       refresh() {
         const s = real.spec;
         if (s.mtuFrom === 'mtu=') return undefined;

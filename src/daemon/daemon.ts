@@ -586,12 +586,12 @@ export class Daemon {
     else this.log.info(fields, `peer ${n.what}`);
   }
 
-  /** Forged frames dropped on a secured port, or a flapping MAC: an event and a warning, already rate-limited by the engine. */
+  /** Forged frames dropped on a secured port, frames over its storm limit, or a flapping MAC: an event and a warning, already rate-limited by the engine. */
   private securityNews(rt: PortRuntime | undefined, index: number, n: PeerNews): void {
     const port = rt?.name ?? `#${index}`;
     if (n.what === 'spoofed') {
       this.events.add('port-security', { port, bridge: rt?.bridge, reason: n.kind?.replace(/^rx_dropped_/, ''), detail: n.detail });
-      this.log.warn({ port, reason: n.kind, detail: n.detail }, 'port security dropped forged frames');
+      this.log.warn({ port, reason: n.kind, detail: n.detail }, n.kind === 'rx_dropped_storm' ? 'storm control dropped frames' : 'port security dropped forged frames');
       return;
     }
     const other = [...this.ports.values()].find((p) => String(p.index) === n.kind)?.name ?? `#${n.kind}`;

@@ -12,7 +12,7 @@ export type EventType =
   /** The peer negotiated other features within its session (+GAINED -LOST). */
   | 'features'
   | 'reconcile-failed'
-  /** Port security: a secured port's forged frames were dropped (rate-limited, with the count). */
+  /** Port security: a secured port's forged frames, or frames over a port's storm-limit, were dropped (rate-limited, with the count). */
   | 'port-security'
   /** A MAC moves back and forth between two ports (a loop, or two stations claiming one MAC). */
   | 'fdb-flapping';

@@ -13,6 +13,11 @@ export interface PortBase {
   counters: Float64Array;
 }
 
+/** `a tap port`, `an afpacket port`: a kind's port with the article its name takes. */
+export function aPort(type: string): string {
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type} port`;
+}
+
 /** Options as a kind's schema yields them: the type, then the kind's own keys. */
 export interface KindOptions {
   type: string;

@@ -88,6 +88,12 @@ describe('tag= and trunks=: every kind, one schema', () => {
     bad({ type: 'tap', vlan: '10' }, /^unknown option key vlan for a tap port/, /valid keys: .*offloads, tag, trunks, thread, port-security, allowed-addresses, mac-limit, storm-limit$/);
   });
 
+  test('unknown keys and missing keys name the kind with its article', () => {
+    bad({ type: 'afpacket', dev: 'eth0', vlan: '10' }, /^unknown option key vlan for an afpacket port$/, /valid keys: type, dev, netns, offloads, tag/);
+    bad({ type: 'afxdp' }, /^an afxdp port needs dev=$/, /add dev=/);
+    bad({ type: 'vxlan', remote: '192.0.2.2' }, /^a vxlan port needs vni=$/, /add vni=/);
+  });
+
   test('a kind\'s own error still comes first and names its key', () => {
     bad({ type: 'virtio-user', path: '/dev/vhost-net', queues: '0', tag: '10' }, /^bad queues:/, /fix queues=/);
   });

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { PierError } from '../errors.ts';
 import { allowedAddresses, dataplaneThread, macLimit, onOff, stormLimit, vlanTag, vlanTrunks } from './fields.ts';
-import type { KindOptions } from './kind.ts';
+import { aPort, type KindOptions } from './kind.ts';
 import { PORT_TYPES, schemaOf } from './registry.ts';
 
 /**
@@ -88,10 +88,10 @@ export function validatePortOptions(raw: Record<string, unknown>): KindOptions {
 
 function optionError(type: string, issue: z.core.$ZodIssue, given: Record<string, unknown>): PierError {
   if (issue.code === 'unrecognized_keys') {
-    return new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for a ${type} port`, `valid keys: ${optionKeys(type).join(', ')}`);
+    return new PierError('EINVAL', `unknown option key ${issue.keys.join(', ')} for ${aPort(type)}`, `valid keys: ${optionKeys(type).join(', ')}`);
   }
   const key = String(issue.path[0] ?? '');
   // A key left out: a type error, or a union's for fields that take a word or a stored value.
-  if ((issue.code === 'invalid_type' && issue.input === undefined) || (key !== '' && issue.path.length === 1 && given[key] === undefined)) return new PierError('EINVAL', `a ${type} port needs ${key}=`, `add ${key}=...`);
+  if ((issue.code === 'invalid_type' && issue.input === undefined) || (key !== '' && issue.path.length === 1 && given[key] === undefined)) return new PierError('EINVAL', `${aPort(type)} needs ${key}=`, `add ${key}=...`);
   return new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
 }

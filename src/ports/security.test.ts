@@ -32,6 +32,8 @@ describe('port security options: every kind, one schema, the dataplane config', 
     assert.throws(() => securityOf(bare), (e: PierError) => /does not know the MAC/.test(e.message) && /mac=MAC/.test(e.hint ?? ''));
     const withMac = validatePortOptions({ type: 'vhost-user', path: '/run/vm0.sock', 'port-security': 'on', mac: '52:54:00:12:34:56', 'allowed-addresses': '10.0.0.7' });
     assert.deepEqual(securityOf(withMac).secured, { macs: ['52:54:00:12:34:56'], own: true, addresses: [{ ip: '10.0.0.7' }] });
+    assert.throws(() => securityOf(validatePortOptions({ type: 'afpacket', dev: 'eth0', 'port-security': 'on' })),
+      (e: PierError) => /the MAC an afpacket port sends from/.test(e.message) && /allowed-addresses=/.test(e.hint ?? ''));
     const viaAllowed = validatePortOptions({ type: 'afpacket', dev: 'eth0', 'port-security': 'on', 'allowed-addresses': '02:00:00:00:00:09' });
     assert.deepEqual(securityOf(viaAllowed).secured, { macs: ['02:00:00:00:00:09'], own: false, addresses: [] }, 'an allowed MAC is not a static entry: it may move (VRRP)');
   });

@@ -4,7 +4,7 @@
 import type { SecurityConfig } from '../dataplane/security.ts';
 import { PierError } from '../errors.ts';
 import { splitAllowed } from './fields.ts';
-import type { KindOptions } from './kind.ts';
+import { aPort, type KindOptions } from './kind.ts';
 
 /** Kinds that carry many stations (a network behind them): limits, no identity by default. */
 const UPLINKS = new Set(['afpacket', 'afxdp', 'vxlan']);
@@ -43,7 +43,7 @@ export function securityOf(o: KindOptions): SecurityConfig {
   const macs = [...new Set([...(r.mac ? [r.mac.toLowerCase()] : []), ...allowed.flatMap((a) => (a.mac ? [a.mac] : []))])];
   const on = r['port-security'] === true;
   if (on && macs.length === 0) {
-    throw new PierError('EINVAL', `port-security=on: pier does not know the MAC a ${o.type} port sends from`,
+    throw new PierError('EINVAL', `port-security=on: pier does not know the MAC ${aPort(o.type)} sends from`,
       o.type === 'vhost-user' || o.type === 'vhost-user-client' ? 'add mac=MAC (the guest\'s or application\'s MAC), or a MAC in allowed-addresses=' : 'add the MACs it may send from in allowed-addresses=');
   }
   // A port's own IPs are host addresses (10.0.0.5/24 allows 10.0.0.5, not the subnet).

@@ -20,6 +20,11 @@ function client(name: string, description: string): Command {
   return program.command(name).description(description).option('--socket <path>', 'control socket (env PIER_SOCKET)');
 }
 
+/** `--pool abc is not a number`, `--pool 9 is out of range`: what is wrong with a numeric flag's value (read with Number()). */
+function badNumber(flag: string, v: string): string {
+  return `${flag} ${v} is ${v.trim() === '' || Number.isNaN(Number(v)) ? 'not a number' : 'out of range'}`;
+}
+
 /** The daemon's reply as JSON, or as `text` renders it (the reply has the shape `text` reads). */
 function print<T>(v: unknown, json: boolean, text: (v: T) => string): void {
   process.stdout.write((json ? JSON.stringify(v, null, 2) : text(v as T)) + '\n');
@@ -39,7 +44,7 @@ program.command('daemon')
     const mode = parseInt(o.socketMode, 8);
     const pool = Number(o.pool);
     if (!(mode >= 0 && mode <= 0o777)) throw new PierError('EINVAL', `--socket-mode ${o.socketMode} is not an octal mode`, 'for example --socket-mode 0660');
-    if (!Number.isInteger(pool) || pool < 64 || pool > 32000) throw new PierError('EINVAL', `--pool ${o.pool} is out of range`, 'use 64..32000 buffers (66 KiB each; the pool must fit in the lower 2 GiB of a dataplane thread\'s memory map)');
+    if (!Number.isInteger(pool) || pool < 64 || pool > 32000) throw new PierError('EINVAL', badNumber('--pool', o.pool), 'use 64..32000 buffers (66 KiB each; the pool must fit in the lower 2 GiB of a dataplane thread\'s memory map)');
     const { Daemon } = await import('../daemon/daemon.ts'); // only the daemon loads koffi, zod, the dataplane
     const ncpu = (await import('node:os')).cpus().length;
     const cpus = o.dataplaneCpu === undefined ? [] : o.dataplaneCpu.split(',').map(Number);
@@ -49,10 +54,10 @@ program.command('daemon')
     const threads = Number(o.dataplaneThreads);
     const { MAX_DATAPLANE_THREADS } = await import('../ports/fields.ts');
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_DATAPLANE_THREADS) {
-      throw new PierError('EINVAL', `--dataplane-threads ${o.dataplaneThreads} is out of range`, `use 1..${MAX_DATAPLANE_THREADS} (this machine has ${ncpu} CPUs)`);
+      throw new PierError('EINVAL', badNumber('--dataplane-threads', o.dataplaneThreads), `use 1..${MAX_DATAPLANE_THREADS} (this machine has ${ncpu} CPUs)`);
     }
     const fdbSize = Number(o.fdbSize);
-    if (!Number.isInteger(fdbSize) || fdbSize < 16 || fdbSize > 1 << 20) throw new PierError('EINVAL', `--fdb-size ${o.fdbSize} is out of range`, 'use 16..1048576 addresses per bridge');
+    if (!Number.isInteger(fdbSize) || fdbSize < 16 || fdbSize > 1 << 20) throw new PierError('EINVAL', badNumber('--fdb-size', o.fdbSize), 'use 16..1048576 addresses per bridge');
     const metrics = o.metrics === undefined ? undefined : (await import('../daemon/metrics.ts')).parseListen(o.metrics);
     const d = new Daemon({ stateDir: o.stateDir, socket: socketOf(cmd), socketMode: mode, poolSize: pool, dataplaneThreads: threads, dataplaneCpus: cpus, metrics, fdbSize });
     await d.start();

@@ -25,8 +25,15 @@ export const ifname = z.string().superRefine((s, ctx) => {
   else if (!/^[A-Za-z0-9_.][A-Za-z0-9_.-]*$/.test(s) || s === '.' || s === '..') ctx.addIssue({ code: 'custom', message: `'${s}' is not a usable interface name: use letters, digits, '_', '.', '-'` });
 });
 
+/** A word that is a number, whole or not, signed or not: anything else is "not a number", not "out of range". */
+const numeral = /^-?\d+(\.\d+)?$/;
+
 /** An integer in lo..hi (a power of two if asked): a word of digits, or the stored number. Refused, never clamped. */
 export const intIn = (lo: number, hi: number, what: string, pow2 = false) => z.union([z.number(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'string' && !numeral.test(v)) {
+    ctx.addIssue({ code: 'custom', message: `'${v}' is not a number: expected ${pow2 ? 'a power of two in ' : ''}${lo}..${hi} (${what})` });
+    return z.NEVER;
+  }
   const n = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : NaN;
   if (!(Number.isInteger(n) && n >= lo && n <= hi) || (pow2 && (n & (n - 1)) !== 0)) {
     ctx.addIssue({ code: 'custom', message: `${v} is not ${pow2 ? 'a power of two ' : ''}in ${lo}..${hi} (${what}; pier refuses rather than clamps)` });
@@ -38,7 +45,7 @@ export const intIn = (lo: number, hi: number, what: string, pow2 = false) => z.u
 export const mtu = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : NaN;
   if (!(Number.isInteger(n) && n >= TAP_MTU_MIN && n <= TAP_MTU_MAX)) {
-    ctx.addIssue({ code: 'custom', message: `${v} is out of range: a tap port's MTU is ${TAP_MTU_MIN}..${TAP_MTU_MAX}` });
+    ctx.addIssue({ code: 'custom', message: `${typeof v === 'string' && !numeral.test(v) ? `'${v}' is not a number` : `${v} is out of range`}: a tap port's MTU is ${TAP_MTU_MIN}..${TAP_MTU_MAX}` });
     return z.NEVER;
   }
   return n;
@@ -62,8 +69,17 @@ export const ipList = z.union([z.array(z.string()), z.string()]).transform((v, c
   return list;
 });
 
-/** on/off (true/false) as typed, or the stored boolean. */
-export const onOff = z.union([z.boolean(), z.enum(['on', 'off', 'true', 'false'])]).transform((v) => v === true || v === 'on' || v === 'true');
+/**
+ * on/off (true/false) as typed, or the stored boolean. A bad word's issue carries the words to
+ * use (params.use), which the message's hint names with the key (parse.ts).
+ */
+export const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  if (v === 'on' || v === 'true') return true;
+  if (v === 'off' || v === 'false') return false;
+  ctx.addIssue({ code: 'custom', message: `'${v}' is not on or off`, params: { use: 'on|off' } });
+  return z.NEVER;
+});
 
 export const netns = z.string().min(1);
 

@@ -14,7 +14,7 @@ describe('virtio-user options', () => {
   });
 
   test('queues out of range is refused, not clamped, with the range', () => {
-    for (const bad of ['0', '17', 'two', '-1']) {
+    for (const bad of ['0', '17', '-1']) {
       assert.throws(() => validatePortOptions({ type: 'virtio-user', path: '/dev/vhost-net', queues: bad }), (e: unknown) => {
         assert.ok(e instanceof PierError);
         assert.match(e.message, new RegExp(`bad queues: ${bad} is not in 1\\.\\.16 \\(queue pairs; pier refuses rather than clamps\\)`));
@@ -22,6 +22,18 @@ describe('virtio-user options', () => {
         return true;
       });
     }
+  });
+
+  test('queues that are not a number are told so, with the range', () => {
+    for (const bad of ['two', '', '0x4', '1e1']) {
+      assert.throws(() => validatePortOptions({ type: 'virtio-user', path: '/dev/vhost-net', queues: bad }), (e: unknown) => {
+        assert.ok(e instanceof PierError);
+        assert.equal(e.message, `bad queues: '${bad}' is not a number: expected 1..16 (queue pairs)`);
+        return true;
+      });
+    }
+    assert.throws(() => validatePortOptions({ type: 'vhost-user', path: '/tmp/x.sock', 'queue-size': 'big' }),
+      (e: Error) => e.message.startsWith('bad queue-size: \'big\' is not a number: expected a power of two in 64..32768'));
   });
 });
 
@@ -68,7 +80,8 @@ describe('tag= and trunks=: every kind, one schema', () => {
   });
 
   test('a bad tag names the key and the range', () => {
-    for (const v of ['0', '4095', 'ten', '-1', '1.5', '']) bad({ type: 'tap', tag: v }, new RegExp(`^bad tag: ${v.replace('.', '\\.')} is not in 1\\.\\.4094 \\(a VLAN id`), /fix tag=/);
+    for (const v of ['0', '4095', '-1', '1.5']) bad({ type: 'tap', tag: v }, new RegExp(`^bad tag: ${v.replace('.', '\\.')} is not in 1\\.\\.4094 \\(a VLAN id`), /fix tag=/);
+    for (const v of ['ten', '']) bad({ type: 'tap', tag: v }, new RegExp(`^bad tag: '${v}' is not a number: expected 1\\.\\.4094 \\(a VLAN id\\)$`), /fix tag=/);
   });
 
   test('bad trunks name the key and what is wrong', () => {
@@ -96,5 +109,36 @@ describe('tag= and trunks=: every kind, one schema', () => {
 
   test('a kind\'s own error still comes first and names its key', () => {
     bad({ type: 'virtio-user', path: '/dev/vhost-net', queues: '0', tag: '10' }, /^bad queues:/, /fix queues=/);
+  });
+});
+
+describe('on/off options: every key that takes on or off', () => {
+  before(loadSchemas);
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ type: 'tap' }, 'offloads'],
+    [{ type: 'afpacket', dev: 'eth0' }, 'offloads'],
+    [{ type: 'vhost-user', path: '/tmp/x.sock' }, 'busy-poll'],
+    [{ type: 'vhost-user', path: '/tmp/x.sock' }, 'strict-memory'],
+    [{ type: 'virtio-user', path: '/tmp/x.sock' }, 'server'],
+    [{ type: 'tap' }, 'port-security'],
+  ];
+
+  test('on, off, true and false as typed, and the stored boolean', () => {
+    for (const [base, key] of cases) {
+      for (const [v, want] of [['on', true], ['true', true], ['off', false], ['false', false], [true, true], [false, false]] as const) {
+        assert.equal((validatePortOptions({ ...base, [key]: v }) as unknown as Record<string, unknown>)[key], want, `${key}=${String(v)}`);
+      }
+    }
+  });
+
+  test('another word names the key and the word, and the hint the words to use', () => {
+    for (const [base, key] of cases) {
+      assert.throws(() => validatePortOptions({ ...base, [key]: 'maybe' }), (e: unknown) => {
+        assert.ok(e instanceof PierError);
+        assert.equal(e.message, `bad ${key}: 'maybe' is not on or off`);
+        assert.equal(e.hint, `use ${key}=on|off`);
+        return true;
+      });
+    }
   });
 });

@@ -93,5 +93,7 @@ function optionError(type: string, issue: z.core.$ZodIssue, given: Record<string
   const key = String(issue.path[0] ?? '');
   // A key left out: a type error, or a union's for fields that take a word or a stored value.
   if ((issue.code === 'invalid_type' && issue.input === undefined) || (key !== '' && issue.path.length === 1 && given[key] === undefined)) return new PierError('EINVAL', `${aPort(type)} needs ${key}=`, `add ${key}=...`);
-  return new PierError('EINVAL', `bad ${key}: ${issue.message}`, `fix ${key}=... and run the command again`);
+  // A field that takes one of a few words names them (onOff: on|off).
+  const use = issue.code === 'custom' ? (issue.params as { use?: string } | undefined)?.use : undefined;
+  return new PierError('EINVAL', `bad ${key}: ${issue.message}`, use ? `use ${key}=${use}` : `fix ${key}=... and run the command again`);
 }

@@ -44,8 +44,9 @@ describe('port security options: every kind, one schema, the dataplane config', 
     bad({ type: 'tap', 'allowed-addresses': '10.0.0.0/33' }, /prefix length 33/);
     bad({ type: 'tap', 'allowed-addresses': '01:00:5e:00:00:01' }, /multicast/);
     bad({ type: 'tap', 'allowed-addresses': '02:00:00:00:00:01/10.0.0.0/24' }, /allowed-addresses/);
-    bad({ type: 'tap', 'port-security': 'maybe' }, /port-security/);
-    bad({ type: 'tap', 'mac-limit': '-1' }, /mac-limit/);
-    bad({ type: 'tap', 'storm-limit': 'fast' }, /storm-limit/);
+    bad({ type: 'tap', 'port-security': 'maybe' }, /^bad port-security: 'maybe' is not on or off$/);
+    bad({ type: 'tap', 'mac-limit': '-1' }, /^bad mac-limit: -1 is not in 0\.\.1048576/);
+    bad({ type: 'tap', 'mac-limit': 'abc' }, /^bad mac-limit: 'abc' is not a number: expected 0\.\.1048576/);
+    bad({ type: 'tap', 'storm-limit': 'fast' }, /^bad storm-limit: 'fast' is not a number/);
   });
 });

@@ -26,6 +26,16 @@ describe('pier stats text', () => {
 });
 
 describe('pier show text', () => {
+  test('the options line shows booleans as typed, on or off, and a trunk\'s VLANs as ranges', () => {
+    const text = formatShow({
+      port: {
+        name: 'up0', bridge: 'br0', state: 'up',
+        options: { type: 'afpacket', dev: 'audv0', offloads: true, 'port-security': false, 'allowed-addresses': ['02:00:00:00:00:09'], trunks: [10, 11, 12, 30] },
+      },
+    });
+    assert.equal(text.split('\n')[1], '    type=afpacket dev=audv0 offloads=on port-security=off allowed-addresses=02:00:00:00:00:09 trunks=10-12,30');
+  });
+
   test('a virtio-user port with two queue pairs lists each pair', () => {
     const text = formatShow({
       port: {

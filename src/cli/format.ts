@@ -14,8 +14,9 @@ interface PortView {
 interface ShowView { version?: string; pid?: number; stateDir?: string; socket?: string; bridges?: Array<{ name: string; ports: PortView[] }>; port?: PortView }
 
 function opts(o: Record<string, unknown>): string {
-  // A trunk's VLANs as typed: runs as ranges (trunks=10-20,30), not a list of every id.
-  return Object.entries(o).map(([k, v]) => `${k}=${k === 'trunks' && Array.isArray(v) ? vlanRanges(v as number[]) : Array.isArray(v) ? v.join(',') : String(v)}`).join(' ');
+  // As typed: a trunk's VLANs as runs of ranges (trunks=10-20,30), not a list of every id; a
+  // boolean as on/off (the JSON keeps true/false).
+  return Object.entries(o).map(([k, v]) => `${k}=${k === 'trunks' && Array.isArray(v) ? vlanRanges(v as number[]) : Array.isArray(v) ? v.join(',') : typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v)}`).join(' ');
 }
 
 function port(p: PortView, indent: string): string {

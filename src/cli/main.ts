@@ -77,7 +77,23 @@ client('add-br', 'add a bridge').argument('<bridge>').action(async (br: string, 
 client('del-br', 'delete a bridge and all its ports').argument('<bridge>').action(async (br: string, _o, cmd: Command) => {
   await call(socketOf(cmd), 'del-br', [br]);
 });
-client('add-port', 'add a port from KEY=VALUE options: type=tap netns= ip= mac= mtu= ifname= offloads=; every kind: tag= trunks= thread=; type=vhost-user|vhost-user-client path= queues= mtu= queue-size= busy-poll= strict-memory= packed=; type=virtio-user path= [server=] queues= queue-size= packed= (path=/dev/vhost-net: netns= ip= mac= mtu= ifname=)')
+// A line per kind (its src/ports/<kind>/options.ts), the keys every kind has last; lines fit 80
+// columns, as commander wraps the rest without an indent. The list of commands shows the summary.
+client('add-port', [
+  'add a port from KEY=VALUE options:',
+  '  type=tap [netns=] [ip=A/N[,B/M]] [mac=] [mtu=] [ifname=] [offloads=on|off]',
+  '  type=vhost-user|vhost-user-client path= [queues=N] [mtu=] [queue-size=N]',
+  '      [busy-poll=on|off] [strict-memory=on|off] [packed=on|off] [mac=]',
+  '  type=virtio-user path= [server=on|off] [queues=N] [queue-size=N]',
+  '      [packed=on|off]',
+  '      path=/dev/vhost-net also: [netns=] [ip=] [mac=] [mtu=] [ifname=]',
+  '  type=afpacket dev= [netns=] [offloads=on|off]',
+  '  type=afxdp dev= [netns=] [queues=N] [mode=auto|native|generic]',
+  '      [zero-copy=auto|on|off]',
+  '  type=vxlan vni= remote=A[,B] [local=] [dstport=4789] [netns=] [mtu=]',
+  '  every kind: [tag=] [trunks=] [thread=] [port-security=on|off]',
+  '      [allowed-addresses=] [mac-limit=] [storm-limit=]',
+].join('\n')).summary('add a port from KEY=VALUE options (add-port --help lists them)')
   .argument('<bridge>').argument('<port>').argument('[options...]')
   .action(async (br: string, port: string, kv: string[], _o, cmd: Command) => {
     await call(socketOf(cmd), 'add-port', [br, port, ...kv]);
@@ -85,7 +101,19 @@ client('add-port', 'add a port from KEY=VALUE options: type=tap netns= ip= mac= 
 client('del-port', 'delete a port').argument('<bridge>').argument('<port>').action(async (br: string, port: string, _o, cmd: Command) => {
   await call(socketOf(cmd), 'del-port', [br, port]);
 });
-client('set-port', 'change a port: what can change on a running port changes live (mtu, ip, mac, offloads, queue-size, busy-poll, ...); KEY= drops a key; --recreate makes the port again for the rest')
+client('set-port', [
+  'change a port with the KEY=VALUE options of add-port; KEY= drops a key.',
+  'What changes live on a running port:',
+  '  every kind: tag= trunks= thread= port-security=on|off allowed-addresses=',
+  '      mac-limit= storm-limit=',
+  '  type=tap: ip= mac= mtu= offloads=',
+  '  type=vhost-user|vhost-user-client: mtu= queue-size= busy-poll= strict-memory=',
+  '      packed= mac=',
+  '  type=virtio-user: ip= mac= mtu= queue-size= packed=',
+  '  type=afpacket: offloads=',
+  '  type=vxlan: remote= mtu=',
+  '--recreate makes the port again for the rest (every key of type=afxdp).',
+].join('\n')).summary('change a port: live where it can, else with --recreate (set-port --help lists what is live)')
   .argument('<port>').argument('<options...>').option('--recreate', 'make the port again when a key cannot change live')
   .action(async (port: string, words: string[], o: { recreate?: boolean }, cmd: Command) => {
     await call(socketOf(cmd), 'set-port', [port, ...words, ...(o.recreate ? ['--recreate'] : [])]);

@@ -61,11 +61,18 @@ function where(o: AfPacketOptions): string {
   return o.netns ? ` in netns ${o.netns}` : '';
 }
 
+/**
+ * One failure, two outcomes: add-port (and set-port --recreate) is refused, while a port already
+ * added stays down until the 5 s retry finds its device: the hint holds for both.
+ */
+function noDeviceHint(o: AfPacketOptions): string {
+  return `check the name with: ip${o.netns ? ` -n ${o.netns}` : ''} link${o.netns ? '' : ', and pass netns=NS when the device is in another namespace'}` +
+    ' (a port already added comes back when its device does: pier retries it every 5 s)';
+}
+
 export function realizeAfPacket(o: AfPacketOptions): RealizedAfPacket {
   const ns = resolveNetns(o.netns);
-  if (!linkExists(ns, o.dev)) {
-    throw new PierError('ENODEV', `no device ${o.dev}${where(o)}`, `check the name with: ip${o.netns ? ` -n ${o.netns}` : ''} link; pier retries every 5 s, so a device that appears later is picked up`);
-  }
+  if (!linkExists(ns, o.dev)) throw new PierError('ENODEV', `no device ${o.dev}${where(o)}`, noDeviceHint(o));
   let socket: PacketSocket;
   try {
     socket = openPacketSocket({
@@ -76,11 +83,10 @@ export function realizeAfPacket(o: AfPacketOptions): RealizedAfPacket {
   } catch (e) {
     const err = e as libc.SysError;
     if (err.code === 'ENETDOWN') {
-      throw new PierError('ENETDOWN', `device ${o.dev}${where(o)} is down`, `bring it up (ip${o.netns ? ` -n ${o.netns}` : ''} link set ${o.dev} up); pier retries every 5 s`);
+      throw new PierError('ENETDOWN', `device ${o.dev}${where(o)} is down`,
+        `bring it up: ip${o.netns ? ` -n ${o.netns}` : ''} link set ${o.dev} up (a port already added comes back when its device is up: pier retries it every 5 s)`);
     }
-    if (err.code === 'ENODEV' || err.code === 'ENXIO') {
-      throw new PierError('ENODEV', `no device ${o.dev}${where(o)}: ${err.message}`, 'pier retries every 5 s, so a device that appears later is picked up');
-    }
+    if (err.code === 'ENODEV' || err.code === 'ENXIO') throw new PierError('ENODEV', `no device ${o.dev}${where(o)}: ${err.message}`, noDeviceHint(o));
     throw new PierError('EPACKET', `cannot open an AF_PACKET socket on ${o.dev}${where(o)}: ${err.message}`, 'check that pier runs as root with CAP_NET_RAW and that the kernel has CONFIG_PACKET_MMAP (pier doctor)');
   }
   return { socket, dev: o.dev, netnsPath: ns, totals: { packets: 0, drops: 0, freezeQueue: 0 } };

@@ -31,6 +31,7 @@ export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
 export const EMSGSIZE = 90;
 export const EADDRINUSE = 98;
+export const EADDRNOTAVAIL = 99;
 export const ECONNREFUSED = 111;
 
 export const SIZEOF_SOCKADDR_IN = 16;

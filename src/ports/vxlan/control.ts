@@ -6,7 +6,7 @@
 // change rebuilds the dataplane half with the new limit.
 import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
-import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, vniSelector, EADDRINUSE, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
+import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, vniSelector, EADDRINUSE, EADDRNOTAVAIL, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../tap/control.ts';
 import { OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
@@ -37,6 +37,13 @@ function gsoWanted(): boolean {
   return process.env.PIER_VXLAN_SEND !== 'sendmmsg';
 }
 
+/** A bind to local= that the namespace has no such address for: the same refusal whichever socket found it. */
+function noLocal(o: VxlanOptions, e: unknown): PierError | undefined {
+  if (o.local === undefined || (e as libc.SysError).syscall !== 'bind' || (e as libc.SysError).errno !== EADDRNOTAVAIL) return undefined;
+  return new PierError('EADDRNOTAVAIL', `local=${o.local} is not an address of ${o.netns ? `netns ${o.netns}` : 'pier\'s network namespace'}`,
+    `add it there first (ip${o.netns ? ` -n ${o.netns}` : ''} addr add ${o.local}/PREFIX dev DEV), or leave local= out to send from the address of the route to the remote`);
+}
+
 function underlayMtu(ns: string | undefined, o: VxlanOptions): { mtu: number; from: string } {
   if (o.mtu !== undefined) return { mtu: o.mtu, from: 'mtu=' };
   let best = Infinity;
@@ -46,7 +53,7 @@ function underlayMtu(ns: string | undefined, o: VxlanOptions): { mtu: number; fr
     try {
       m = routeMtu(ns, r, o.local);
     } catch (e) {
-      throw new PierError('ENOROUTE', `no route to remote ${r}${o.netns ? ` in netns ${o.netns}` : ''}: ${(e as Error).message}`,
+      throw noLocal(o, e) ?? new PierError('ENOROUTE', `no route to remote ${r}${o.netns ? ` in netns ${o.netns}` : ''}: ${(e as Error).message}`,
         'give the underlay an address and a route to every remote first (ip addr add ... dev ...), or pass the underlay MTU with mtu=N');
     }
     if (m < best) {
@@ -141,6 +148,8 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       rxFd = joinRx(ns, family, o.local, dstport, o.vni);
     } catch (e) {
       const err = e as libc.SysError;
+      const local = noLocal(o, e);
+      if (local) throw local;
       if (err.errno === EADDRINUSE) {
         throw new PierError('EBUSY', `UDP port ${dstport}${o.local ? ` on ${o.local}` : ''} is taken${o.netns ? ` in netns ${o.netns}` : ''}: ${err.message}`,
           'another vxlan port (pier\'s or a Linux vxlan device) uses it there: choose another dstport=N, or local=ADDRESS');
@@ -160,7 +169,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
           txPorts.push(boundPort(fd));
           break;
         } catch (e) {
-          if ((e as libc.SysError).errno !== EADDRINUSE) throw new PierError('EVXLAN', `cannot open a sending socket of vxlan port ${name}: ${(e as Error).message}`, 'check local= and that pier runs as root');
+          if ((e as libc.SysError).errno !== EADDRINUSE) throw noLocal(o, e) ?? new PierError('EVXLAN', `cannot open a sending socket of vxlan port ${name}: ${(e as Error).message}`, 'check local= and that pier runs as root');
         }
       }
     }

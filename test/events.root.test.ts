@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { eth, ETH_P_EXPERIMENTAL, Sender } from './attacker.ts';
 import { Frontend } from './frontend.ts';
 import * as P from '../src/vhost/protocol.ts';
 import { delNetns, makeNetns, must, NEEDS, PIER, requires, TestDaemon, waitFor } from './helpers.ts';
@@ -69,6 +70,30 @@ describe('pier events (root)', requires(NEEDS.tun), () => {
     await waitFor(() => events().some((e) => e.type === 'peer-disconnected' && e.port === 'v1'), 10_000, () => `peer-disconnected: ${JSON.stringify(events())}`);
     assert.equal(events().find((e) => e.type === 'peer-disconnected')!.reason, 'peer-closed');
     d.ok('del-port', 'br0', 'v1');
+  });
+
+  it('a MAC that moves back and forth between two unsecured ports: one fdb-flapping event naming both, and the moves counted', async () => {
+    const [na, nb] = makeNetns(2) as [string, string];
+    try {
+      d.ok('add-port', 'br0', 'fa', 'type=tap', `netns=${na}`, 'ifname=eth0');
+      d.ok('add-port', 'br0', 'fb', 'type=tap', `netns=${nb}`, 'ifname=eth0');
+      // The same source MAC from both, 60 times each 10 ms apart: a station can migrate once, not 100 times a second.
+      const frame = eth('ff:ff:ff:ff:ff:ff', '02:00:00:00:fa:fb', ETH_P_EXPERIMENTAL, new Uint8Array(46));
+      const senders = [new Sender(na, 'eth0', [frame], 60, 0.01), new Sender(nb, 'eth0', [frame], 60, 0.01)];
+      for (const x of senders) await x.sent();
+      await waitFor(() => events().some((e) => e.type === 'fdb-flapping'), 10_000, () => `an fdb-flapping event: ${JSON.stringify(events().slice(-5))}`);
+      const f = events().find((e) => e.type === 'fdb-flapping')!;
+      assert.equal(f.bridge, 'br0');
+      assert.ok(['fa', 'fb'].includes(f.port ?? ''), JSON.stringify(f));
+      assert.match(f.detail ?? '', /02:00:00:00:fa:fb/);
+      assert.match(f.detail ?? '', /: (fa and fb|fb and fa)$/, 'both ports by name');
+      assert.match(d.ok('fdb', 'br0'), /moves [1-9]\d*/);
+      assert.equal(events().filter((e) => e.type === 'fdb-flapping').length, 1, 'rate-limited: one event for the burst');
+    } finally {
+      d.pier('del-port', 'br0', 'fa');
+      d.pier('del-port', 'br0', 'fb');
+      delNetns([na, nb]);
+    }
   });
 
   it('--follow prints an event that happens after it started', async () => {

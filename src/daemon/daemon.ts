@@ -30,6 +30,8 @@ import { Captures, parseCaptureArgs } from './capture.ts';
 import { threadCpuSeconds } from './cpu.ts';
 import { BRIDGE_GAUGE_FDB_ENTRIES, BRIDGE_GAUGE_SLOTS, GAUGE_POOL_AVAILABLE, GAUGE_POOL_SIZE, GAUGE_TID, LEVEL_SLOTS } from '../dataplane/gauges.ts';
 const RETRY_MS = 5000;
+/** Deleted ports remembered by name (nameOf). */
+const FORMER_NAMES_MAX = 256;
 const NAME_MAX = 64;
 const NAME_RE = /^[A-Za-z0-9_.][A-Za-z0-9_.:-]*$/;
 
@@ -329,6 +331,8 @@ export class Daemon {
       if (rt) {
         if (rt.dev) await this.unrealize(rt, true);
         this.ports.delete(name);
+        this.formerNames.set(rt.index, name);
+        if (this.formerNames.size > FORMER_NAMES_MAX) this.formerNames.delete(this.formerNames.keys().next().value!);
         this.captures.portDeleted(name);
       }
       return;
@@ -572,6 +576,19 @@ export class Daemon {
     return out;
   }
 
+  /**
+   * Names of deleted ports by dataplane index, the newest FORMER_NAMES_MAX: news and FDB entries
+   * about a port that is gone (a flap with it, an entry not aged out yet) still name it.
+   */
+  private readonly formerNames = new Map<number, string>();
+
+  /** The port with dataplane index `index`: its name, a deleted one's name marked so, or #index. */
+  private nameOf(index: number): string {
+    for (const p of this.ports.values()) if (p.index === index) return p.name;
+    const gone = this.formerNames.get(index);
+    return gone !== undefined ? `${gone} (deleted)` : `#${index}`;
+  }
+
   /** A port's peer came, went or was refused something: one log line, warn when it was the peer's fault. */
   private peerNews(index: number, n: PeerNews): void {
     const rt = [...this.ports.values()].find((p) => p.index === index);
@@ -579,8 +596,8 @@ export class Daemon {
     if (rt && n.what === 'ended') rt.peerConnected = false;
     if (n.what === 'spoofed' || n.what === 'flapping') return this.securityNews(rt, index, n);
     const type = n.what === 'connected' ? 'peer-connected' : n.what === 'ended' ? 'peer-disconnected' : n.what === 'features' ? 'features' : 'peer-refused';
-    this.events.add(type, { port: rt?.name ?? `#${index}`, bridge: rt?.bridge, reason: n.kind, detail: n.detail });
-    const fields = { port: rt?.name ?? `#${index}`, kind: n.kind, detail: n.detail };
+    this.events.add(type, { port: rt?.name ?? this.nameOf(index), bridge: rt?.bridge, reason: n.kind, detail: n.detail });
+    const fields = { port: rt?.name ?? this.nameOf(index), kind: n.kind, detail: n.detail };
     const fault = n.what === 'refused' || (n.what === 'ended' && n.kind !== 'peer-closed' && n.kind !== 'local' && n.kind !== 'superseded');
     if (fault) this.log.warn(fields, `peer ${n.what}`);
     else this.log.info(fields, `peer ${n.what}`);
@@ -588,13 +605,13 @@ export class Daemon {
 
   /** Forged frames dropped on a secured port, frames over its storm limit, or a flapping MAC: an event and a warning, already rate-limited by the engine. */
   private securityNews(rt: PortRuntime | undefined, index: number, n: PeerNews): void {
-    const port = rt?.name ?? `#${index}`;
+    const port = rt?.name ?? this.nameOf(index);
     if (n.what === 'spoofed') {
       this.events.add('port-security', { port, bridge: rt?.bridge, reason: n.kind?.replace(/^rx_dropped_/, ''), detail: n.detail });
       this.log.warn({ port, reason: n.kind, detail: n.detail }, n.kind === 'rx_dropped_storm' ? 'storm control dropped frames' : 'port security dropped forged frames');
       return;
     }
-    const other = [...this.ports.values()].find((p) => String(p.index) === n.kind)?.name ?? `#${n.kind}`;
+    const other = this.nameOf(Number(n.kind));
     const detail = `${n.detail}: ${other} and ${port}`;
     this.events.add('fdb-flapping', { port, bridge: rt?.bridge, detail });
     this.log.warn({ port, other, detail }, 'MAC flapping between ports');
@@ -1048,7 +1065,7 @@ export class Daemon {
     if (id === undefined) throw err.noBridge(br);
     const { entries } = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? `#${e.port}`, age: e.age, ...(e.static ? { static: true } : {}) }));
+    return entries.map((e) => ({ mac: e.mac, vlan: e.vlan, port: byIndex.get(e.port) ?? this.nameOf(e.port), age: e.age, ...(e.static ? { static: true } : {}) }));
   }
 
   /** Learned addresses and the limit of each port of a bridge (pier fdb's summary). */
@@ -1057,7 +1074,7 @@ export class Daemon {
     if (id === undefined) throw err.noBridge(br);
     const { ports, full, moves, evicted } = await this.dataplanes.fdb(id);
     const byIndex = new Map([...this.ports.values()].map((p) => [p.index, p.name]));
-    return { ports: ports.map((p) => ({ port: byIndex.get(p.port) ?? `#${p.port}`, learned: p.learned, limit: p.limit })), moves, full, evicted, size: this.opts.fdbSize ?? DEFAULT_FDB_SIZE };
+    return { ports: ports.map((p) => ({ port: byIndex.get(p.port) ?? this.nameOf(p.port), learned: p.learned, limit: p.limit })), moves, full, evicted, size: this.opts.fdbSize ?? DEFAULT_FDB_SIZE };
   }
 }
 

@@ -36,6 +36,16 @@ describe('pier show text', () => {
     assert.equal(text.split('\n')[1], '    type=afpacket dev=audv0 offloads=on port-security=off allowed-addresses=02:00:00:00:00:09 trunks=10-12,30');
   });
 
+  test('an up port whose device has no link says so on its state line; one with link does not', () => {
+    const show = (operstate: string): string => formatShow({
+      port: { name: 'up0', bridge: 'br0', state: 'up', options: { type: 'afpacket', dev: 'wire0' }, kernel: { ifname: 'wire0', operstate } },
+    }).split('\n')[2]!;
+    assert.equal(show('LOWERLAYERDOWN'), '    state: up, but wire0 is LOWERLAYERDOWN');
+    assert.equal(show('DOWN'), '    state: up, but wire0 is DOWN');
+    assert.equal(show('UP'), '    state: up');
+    assert.equal(show('UNKNOWN'), '    state: up', 'a tap without carrier sense reports UNKNOWN');
+  });
+
   test('a virtio-user port with two queue pairs lists each pair', () => {
     const text = formatShow({
       port: {

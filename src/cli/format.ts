@@ -21,6 +21,10 @@ function opts(o: Record<string, unknown>): string {
 
 function port(p: PortView, indent: string): string {
   let s = `${indent}Port ${p.name}\n${indent}    ${opts(p.options)}\n${indent}    state: ${p.state}`;
+  // Up as pier's port, but its device has no link (a wire without carrier, an interface set down):
+  // said here, not only on the kernel line below.
+  const op = p.kernel?.operstate;
+  if (p.state === 'up' && (op === 'DOWN' || op === 'LOWERLAYERDOWN')) s += `, but ${p.kernel?.ifname ?? 'its device'} is ${op}`;
   // Ports pier-cni made: whose they are, so a runtime's containers can be told apart.
   if (p.owner?.kind === 'cni') s += `\n${indent}    cni: network ${p.owner.network} container ${p.owner.containerId} ifname ${p.owner.ifname}`;
   else if (p.owner?.kind === 'cni-gateway') s += `\n${indent}    cni: gateway of bridge ${p.owner.bridge}`;

@@ -62,6 +62,23 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
     }
   });
 
+  it('UDP_GRO is off while a second VNI shares the UDP port (a train could mix VNIs), and on again after', async () => {
+    const groDatagrams = (): number => dA.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters.rx_gro_datagrams!;
+    dA.ok('add-br', 'br9');
+    try {
+      dA.ok('add-port', 'br9', 'vx9', 'type=vxlan', 'vni=99', 'remote=192.0.2.2', 'local=192.0.2.1');
+      const g0 = groDatagrams();
+      const shared = await iperf(cB, cA, '10.42.0.2', { reverse: true, seconds: 2 }); // B sends its trains to A
+      assert.ok(shared.bytes > 10e6, `B->A moved only ${shared.bytes} bytes`);
+      assert.equal(groDatagrams(), g0, 'no train reached vx0 while its UDP port was shared');
+    } finally {
+      dA.ok('del-br', 'br9');
+    }
+    const g1 = groDatagrams();
+    await iperf(cB, cA, '10.42.0.2', { reverse: true, seconds: 2 });
+    assert.ok(groDatagrams() > g1, 'trains again with the port to itself');
+  });
+
   it('shows the inner MTU that works', () => {
     const text = dA.ok('show', 'vx0');
     assert.match(text, /inner MTU 1450 \(underlay MTU 1500 from the route to 192\.0\.2\.2/);

@@ -139,7 +139,7 @@ client('fdb', 'the MAC addresses a bridge has learned').argument('<bridge>').opt
       [' port             VLAN  MAC                age', ...l.map((e) => ` ${e.port.padEnd(16)} ${String(e.vlan ?? 0).padStart(4)}  ${e.mac}  ${e.static ? 'static' : e.age}`),
         ...(t && t.ports.length ? ['', ' learned per port: ' + t.ports.map((p) => `${p.port} ${p.learned}${p.limit ? `/${p.limit}` : ''}`).join(', ')] : []),
         ...(t?.moves !== undefined ? [` moves ${t.moves}, not learned (table full) ${t.full}, evicted for a port owed room ${t.evicted}`] : []),
-        ...(t?.size !== undefined ? [` ${l.length} of ${t.size} addresses (pier daemon --fdb-size)`] : [])].join('\n'));
+        ...(t?.size !== undefined ? [` ${l.length} addresses; a table holds at most ${t.size} (pier daemon --fdb-size; one table per dataplane thread)`] : [])].join('\n'));
   });
 
 client('top', 'a live view of per-port rates (pps, bit/s, drops per second and why), the dataplane thread\'s CPU and pool use')

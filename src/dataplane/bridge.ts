@@ -41,7 +41,7 @@ export class Bridge {
     readonly vlanOf: Uint16Array = new Uint16Array(pool.len.length),
     /** Addresses the FDB holds (pier daemon --fdb-size); its slots are a third more. */
     fdbSize = DEFAULT_FDB_SIZE) {
-    this.fdb = new Fdb(slotsFor(fdbSize), agingSeconds);
+    this.fdb = new Fdb(slotsFor(fdbSize), agingSeconds, fdbSize);
   }
 
   addPort(p: Port): void {

@@ -184,6 +184,16 @@ describe('Fdb collisions and backward-shift deletion', () => {
     assert.equal(f.lookup(c, 0), 3);
   });
 
+  test('a table made for N entries (pier daemon --fdb-size N) holds N, not the 3/4 of its rounded-up slots', () => {
+    const f = new Fdb(slotsFor(100), 300, 100);
+    assert.equal(f.capacity, 256);
+    for (let i = 0; i < 100; i++) assert.equal(f.learn(0x020000000000 + i, 1, 0), LEARNED);
+    assert.equal(f.learn(0x020000000000 + 100, 1, 0), LEARN_FULL);
+    assert.equal(f.size, 100);
+    assert.equal(new Fdb(64).maxEntries, 48, 'by default 3/4 of the slots');
+    assert.equal(new Fdb(64, 300, 1000).maxEntries, 48, 'never past 3/4, so a probe always ends');
+  });
+
   test('property: random learn/delete sequences agree with a reference Map (small table, many collisions)', () => {
     // Universe: 4 keys from each of 8 home slots, including the wrap-around slots, plus two random ones.
     const universe: number[] = [];

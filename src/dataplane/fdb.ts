@@ -34,6 +34,8 @@ export function slotsFor(entries: number): number {
 
 export class Fdb {
   readonly capacity: number;
+  /** Entries learned at most (static ones count too). */
+  readonly maxEntries: number;
   private readonly mask: number;
   private readonly keys: Float64Array;
   private readonly vids: Uint16Array;
@@ -60,12 +62,18 @@ export class Fdb {
   flaps = 0;
   lastFlap = { mac: 0, vid: 0, from: 0, to: 0 };
 
-  constructor(capacity = 8192, public agingSeconds = 300) {
+  /**
+   * `capacity` slots (a power of two); at most `maxEntries` entries, 3/4 of the slots by default
+   * and never more, so an empty slot always ends a probe (pier daemon --fdb-size asks for an
+   * exact number: slotsFor() rounds the slots up).
+   */
+  constructor(capacity = 8192, public agingSeconds = 300, maxEntries = (capacity * 3) / 4) {
     // At least 16 slots, so the 3/4 limit always leaves an empty slot to end every probe.
     if (!Number.isInteger(capacity) || capacity < 16 || (capacity & (capacity - 1)) !== 0) {
       throw new Error(`fdb capacity must be a power of two of at least 16 (got ${capacity})`);
     }
     this.capacity = capacity;
+    this.maxEntries = Math.min(maxEntries, (capacity * 3) / 4);
     this.mask = capacity - 1;
     this.keys = new Float64Array(capacity).fill(EMPTY);
     this.vids = new Uint16Array(capacity);
@@ -121,7 +129,7 @@ export class Fdb {
     const limit = this.limits.get(port) ?? 0;
     const holds = this.held.get(port) ?? 0;
     if (limit > 0 && holds >= limit) return LEARN_LIMIT;
-    if (this.size >= (this.capacity * 3) / 4) {
+    if (this.size >= this.maxEntries) {
       // Full: room is made only for a port holding fewer entries than the biggest holder, by
       // taking that holder's oldest entry; the slot found above may move with the deletion.
       if (!this.evictFor(holds)) {

@@ -16,6 +16,8 @@ import { PKT_VNET } from './ring.ts';
 
 /** Messages per sendmmsg. */
 export const TX_BATCH = 64;
+/** ENOBUFS answers in one flush before the rest of it is dropped. */
+const NOBUFS_MAX = 4;
 const ENOBUFS = 105;
 const ENETDOWN = 100;
 const ENXIO = 6;
@@ -54,6 +56,7 @@ export class MsgTx {
     const total = this.n;
     if (total === 0) return;
     let sent = 0;
+    let nobufs = 0;
     while (sent < total) {
       this.calls++;
       const r = sendmmsg(this.fd, this.batch.msgAddr(sent), total - sent, MSG_DONTWAIT);
@@ -71,14 +74,25 @@ export class MsgTx {
       if (e === libc.EINTR) continue;
       this.errors++;
       this.lastErrno = e;
-      if (e === libc.EAGAIN || e === ENOBUFS) {
+      if (e === libc.EAGAIN) {
         // No room in the socket's buffer: the rest would fail alike.
         this.full += total - sent;
         c[C.tx_dropped_full]! += total - sent;
         break;
       }
-      c[e === ENETDOWN || e === ENXIO || e === ENODEV ? C.tx_dropped_link_down : e === EMSGSIZE ? C.tx_dropped_too_big : C.tx_dropped_error]!++;
+      if (e === ENETDOWN || e === ENXIO || e === ENODEV) {
+        // The device is down or gone: so is the rest of the batch (the port goes down by epoll).
+        c[C.tx_dropped_link_down]! += total - sent;
+        break;
+      }
+      // This frame alone: refused (EMSGSIZE), or dropped by the device or its backlog (ENOBUFS).
+      c[e === EMSGSIZE ? C.tx_dropped_too_big : C.tx_dropped_error]!++;
       sent++;
+      if (e === ENOBUFS && ++nobufs === NOBUFS_MAX) {
+        // The device keeps dropping: the rest of the burst would only cost a call each.
+        c[C.tx_dropped_error]! += total - sent;
+        break;
+      }
     }
     for (let k = 0; k < total; k++) pool.release(this.held[k]!);
     this.n = 0;

@@ -75,16 +75,28 @@ function closeAll(fds: number[]): void {
  * classic BPF program on the group (vniSelector) hands each datagram to the socket of its VNI, so
  * several VNIs share 4789 as Linux vxlan devices do, each port still reading a socket of its own.
  */
-interface RxGroup { fds: number[]; vnis: number[] }
+interface RxGroup {
+  fds: number[];
+  vnis: number[];
+  /**
+   * UDP_GRO is wanted and the kernel has it. It is on only while the group has one socket: GRO
+   * merges datagrams by addresses and ports, never by VNI, so with two VNIs a train could hold
+   * both, and the program, which sees its first datagram, would give all of it to one port.
+   */
+  gro: boolean;
+}
 const rxGroups = new Map<string, RxGroup>();
 
 function groupKey(ns: string | undefined, family: number, local: string | undefined, dstport: number): string {
   return `${ns ?? ''}|${family}|${local ?? ''}|${dstport}`;
 }
 
-/** The group's program again, after a join or a leave. */
+/** The group's program again, after a join or a leave, and UDP_GRO on while one socket is left alone. */
 function reprogram(g: RxGroup): void {
-  if (g.fds.length > 0) attachReuseportProgram(g.fds[0]!, vniSelector(g.vnis));
+  if (g.fds.length === 0) return;
+  attachReuseportProgram(g.fds[0]!, vniSelector(g.vnis));
+  const gro = g.gro && g.fds.length === 1 ? 1 : 0;
+  for (const fd of g.fds) trySetInt(fd, SOL_UDP, UDP_GRO, gro);
 }
 
 /**
@@ -98,9 +110,10 @@ function joinRx(ns: string | undefined, family: 4 | 6, local: string | undefined
   let g = rxGroups.get(key);
   if (g === undefined) {
     closeFd(udpSocket({ netnsPath: ns, family, local, port: dstport })); // EADDRINUSE when taken
-    g = { fds: [], vnis: [] };
+    g = { fds: [], vnis: [], gro: false };
   }
   const fd = udpSocket({ netnsPath: ns, family, local, port: dstport, rcvbuf: RCVBUF, reuseport: true });
+  if (g.fds.length === 0) g.gro = process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(fd, SOL_UDP, UDP_GRO, 0);
   g.fds.push(fd);
   g.vnis.push(vni);
   rxGroups.set(key, g);
@@ -178,7 +191,8 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       rxFd, txFds, txPorts, family, vni: o.vni, dstport, local: o.local, remotes: o.remote,
       underlayMtu: mtu, mtuFrom: from, gso: gsoWanted() && hasUdpSegment(txFds[0]!),
       gro: process.env.PIER_VXLAN_GRO !== 'off',
-      udpGro: process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(rxFd, SOL_UDP, UDP_GRO, 1),
+      // (Whether trains may come at all: the group turns UDP_GRO on and off as VNIs join and leave.)
+      udpGro: rxGroups.get(groupKey(ns, family, o.local, dstport))?.gro === true,
     };
     return { r: { rxFd, txFds, txPorts, netnsPath: ns, rxGroup: groupKey(ns, family, o.local, dstport) }, spec };
   } catch (e) {

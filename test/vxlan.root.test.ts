@@ -222,14 +222,20 @@ describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', req
       await pingUntil(c44, '10.44.0.2');
       dA.ok('del-port', 'br1', 'vx1');
       const wrong2 = portCounters(dA, 'vx2').rx_dropped_malformed!;
+      const vx0Before = portCounters(dA, 'vx0').rx_dropped_malformed!;
       const r44 = ping(c44, '10.44.0.2', ['-c', '20', '-i', '0.05']);
-      assert.equal(r44.code, 0, r44.stdout + r44.stderr);
-      assert.equal(portCounters(dA, 'vx0').rx_dropped_malformed, wrong0, 'VNI 44 datagrams reached vx0');
-      assert.equal(portCounters(dA, 'vx2').rx_dropped_malformed, wrong2);
+      // Every answer came back: none went to vx0's socket (a program left stale would send about
+      // half there). Linux's vx43 may still send the odd neighbour probe, which is VNI 43's and
+      // now no port's: vx0 may count one or two of those, not the twenty answers.
+      assert.match(r44.stdout, / 0% packet loss/, r44.stdout + r44.stderr);
+      assert.ok(portCounters(dA, 'vx0').rx_dropped_malformed! - vx0Before < 10, 'VNI 44 datagrams reached vx0');
+      assert.ok(portCounters(dA, 'vx2').rx_dropped_malformed! - wrong2 < 10);
       assert.equal(ping(cA, '10.42.0.2').code, 0);
       // VNI 43 has no port now: its datagrams land on one of the others and are counted there.
+      const others = (): number => portCounters(dA, 'vx0').rx_dropped_malformed! + portCounters(dA, 'vx2').rx_dropped_malformed!;
+      const others0 = others();
       nsExec(hB, 'ping', ['-c', '2', '-i', '0.2', '-W', '1', '10.43.0.1']);
-      await waitFor(() => portCounters(dA, 'vx0').rx_dropped_malformed! + portCounters(dA, 'vx2').rx_dropped_malformed! > wrong0 + wrong2, 5000, 'VNI 43 datagrams counted as another VNI\'s');
+      await waitFor(() => others() > others0, 5000, 'VNI 43 datagrams counted as another VNI\'s');
     } finally {
       dA.pier('del-br', 'br2');
       dA.ok('del-br', 'br1');

@@ -7,6 +7,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { createConnection } from 'node:net';
 import { newCounters, readCounters } from '../dataplane/counters.ts';
+import { resolveNetns } from '../ports/netns.ts';
 import { DEFAULT_FDB_SIZE } from '../dataplane/bridge.ts';
 import { Dataplanes } from './threads.ts';
 import type { PeerNews } from '../dataplane/protocol.ts';
@@ -125,8 +126,9 @@ export class Daemon {
     this.controls = await loadControls();
     for (const c of new Set(this.controls.values())) c.preflight?.();
     await loadSchemas();
-    this.state = this.store.load();
     await this.refuseIfRunning();
+    this.store.lock();
+    this.state = this.store.load();
     this.dataplanes = new Dataplanes(this.opts.dataplaneThreads, this.opts.poolSize, this.opts.dataplaneCpus, () => this.nextPortIndex++, this.opts.fdbSize);
     this.dataplanes.onEvent = (e) => {
       if (e.event === 'port-down') this.portDown(e.index, e.reason);
@@ -143,10 +145,14 @@ export class Daemon {
     this.masqueradeOwned = this.attachments().some((a) => a.owner.masquerade.length > 0);
     // Attachments whose containers went away while the daemon was down (a reboot) go first.
     await this.reapAttachments(true);
-    for (const [br, b] of Object.entries(this.state.bridges)) {
-      await this.realizeBridge(br);
-      for (const name of Object.keys(b.ports)) await this.reconcile(name, false);
-    }
+    for (const br of Object.keys(this.state.bridges)) await this.realizeBridge(br);
+    // Ports that listen first (vhost-user, virtio-user server=): a port of this daemon that
+    // connects to one of them (pier as driver against itself) then finds its socket at once, not
+    // at the next 5 s retry.
+    const ports = Object.values(this.state.bridges).flatMap((b) => Object.entries(b.ports));
+    const listens = (o: { type: string; server?: unknown }): boolean => o.type === 'vhost-user' || (o.type === 'virtio-user' && o.server === true);
+    for (const [name, p] of ports) if (listens(p.options)) await this.reconcile(name, false);
+    for (const [name, p] of ports) if (!listens(p.options)) await this.reconcile(name, false);
     await this.syncDerived().catch((e: Error) => this.log.warn({ error: e.message }, 'cni: gateway or masquerade not brought up to date'));
     // A DEL that came while this daemon was starting found no socket and left a tombstone after
     // the read above. The first job of the queue, ahead of any request, reads them once more: no
@@ -165,10 +171,16 @@ export class Daemon {
     }
     if (this.opts.metrics) {
       const { metricsRegistry, serveMetrics } = await import('./metrics.ts'); // prom-client only when asked
-      this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({
-        ports: () => this.metricsPorts(), gauges: this.dataplanes.gauges, version: VERSION,
-        fdbSizes: () => [...this.bridgeGauges].map(([bridge, g]) => ({ bridge, entries: g[BRIDGE_GAUGE_FDB_ENTRIES]! })),
-      }));
+      try {
+        this.metrics = await serveMetrics(this.opts.metrics, metricsRegistry({
+          ports: () => this.metricsPorts(), gauges: this.dataplanes.gauges, version: VERSION,
+          fdbSizes: () => [...this.bridgeGauges].map(([bridge, g]) => ({ bridge, entries: g[BRIDGE_GAUGE_FDB_ENTRIES]! })),
+        }));
+      } catch (e) {
+        // A daemon that does not start leaves nothing behind: the control socket goes, the taps stay as on any stop.
+        await this.stop();
+        throw e;
+      }
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
     this.retryTimer = setInterval(() => void this.enqueue(() => this.retryFailed()), RETRY_MS);
@@ -213,6 +225,7 @@ export class Daemon {
     await this.dataplanes?.stop();
     // Taps stay (persistent) so containers keep their interfaces until pier is back.
     for (const p of this.ports.values()) p.dev?.detach();
+    this.store.unlock();
     this.log.info('pier daemon stopped');
   }
 
@@ -282,7 +295,7 @@ export class Daemon {
 
   private async delBridge(br: string): Promise<null> {
     const b = this.state.bridges[br];
-    if (!b) throw err.noBridge(br);
+    if (!b) throw new PierError('ENOBRIDGE', `bridge ${br} does not exist`, 'list the bridges with: pier show');
     const names = Object.keys(b.ports);
     delete this.state.bridges[br];
     for (const name of names) await this.reconcile(name, false);
@@ -402,6 +415,9 @@ export class Daemon {
       if (vlanChanged) await this.syncLinkVlans(rt.bridge);
       return;
     }
+    // A namespace that is not there fails the port's making: find out before its interface is
+    // unmade (set-port --recreate netns=typo would otherwise take the container's interface away).
+    if (strict && rt.dev) resolveNetns((o as { netns?: string }).netns);
     if (rt.dev) await this.unrealize(rt, true);
     rt.bridge = want.bridge;
     try {
@@ -422,7 +438,10 @@ export class Daemon {
       rt.error = undefined;
     } catch (e) {
       const prev = rt.error;
-      rt.error = (e as Error).message;
+      // With the fix when there is one: a port that fails at a restart shows it in pier show
+      // and its event, where no command is there to print the hint.
+      const hint = e instanceof PierError ? e.hint : undefined;
+      rt.error = hint ? `${(e as Error).message} (fix: ${hint})` : (e as Error).message;
       // Once per distinct error, not at every 5 s retry.
       if (rt.error !== prev) this.events.add('reconcile-failed', { port: name, bridge: rt.bridge, reason: rt.error });
       if (strict) throw e;
@@ -545,7 +564,7 @@ export class Daemon {
     const b = this.state.bridges[br];
     if (!b) throw err.noBridge(br);
     const p = b.ports[name];
-    if (!p) throw err.noPort(br, name);
+    if (!p) throw err.noPort(br, name, Object.entries(this.state.bridges).find(([, x]) => x.ports[name] !== undefined)?.[0]);
     delete b.ports[name];
     await this.reconcile(name, false);
     this.persist();

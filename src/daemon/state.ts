@@ -2,10 +2,11 @@
 // directory) so a crash leaves either the old or the new file, never half of one. Versioned: a
 // file an older pier wrote is migrated when it is loaded (and the original kept beside it), so an
 // upgraded daemon keeps its ports and containers keep their interfaces.
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { PierError } from '../errors.ts';
+import { libc } from '../sys/index.ts';
 import type { KindOptions } from '../ports/kind.ts';
 import { validatePortOptions } from '../ports/parse.ts';
 import { portOwner, type PortOwner } from './cni.ts';
@@ -95,6 +96,43 @@ export class StateStore {
     const copy = join(this.dir, `state.v${this.loadedVersion}.json`);
     if (!existsSync(copy)) copyFileSync(this.file, copy);
     return copy;
+  }
+
+  /** The open lock file while this daemon holds the directory (lock()). */
+  private lockFd = -1;
+
+  /**
+   * Hold the state directory for this process (flock on `lock`, released by the kernel when the
+   * process ends, however it ends): a second daemon on the same directory would fight the first
+   * over its taps and its state file. Throws PierError naming the holder's pid.
+   */
+  lock(): void {
+    if (this.lockFd >= 0) return;
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const path = join(this.dir, 'lock');
+    const fd = openSync(path, 'a+', 0o600);
+    if (libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB) !== 0) {
+      const err = libc.errno();
+      let holder = '';
+      try {
+        holder = readFileSync(path, 'utf8').trim();
+      } catch {
+        /* unreadable: no pid to name */
+      }
+      closeSync(fd);
+      throw new PierError('EBUSY', `the state directory ${this.dir} is in use by another pier daemon${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''}${err === 11 ? '' : ` (flock: ${libc.errnoName(err)})`}`,
+        'stop that daemon first, or give this one its own --state-dir (and --socket)');
+    }
+    ftruncateSync(fd, 0);
+    writeSync(fd, `${process.pid}\n`, 0);
+    this.lockFd = fd;
+  }
+
+  /** Let the directory go (daemon stop; a process that ends lets it go anyway). */
+  unlock(): void {
+    if (this.lockFd < 0) return;
+    closeSync(this.lockFd);
+    this.lockFd = -1;
   }
 
   save(s: DesiredState): void {

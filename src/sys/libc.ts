@@ -231,6 +231,9 @@ assertAbi();
 
 // ---- functions ----
 export const open = lib.func('int open(const char *path, int flags, int mode)');
+export const flock = lib.func('int flock(int fd, int operation)');
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
 export const close = lib.func('int close(int fd)');
 export const read = lib.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
 export const write = lib.func('intptr_t write(int fd, uintptr_t buf, size_t count)');

@@ -257,7 +257,7 @@ export class VhostUserDriver implements DriverBackend {
   }
 
   close(): void {
-    this.end(new Disconnect('local', 'the port is deleted'));
+    this.end(new Disconnect('local', 'the port was deleted, or rebuilt by a change that ends the session'));
     if (this.opts.server && this.listenResumeAt === 0) this.hooks.unwatch(this.opts.listenFd);
     this.listenResumeAt = 0;
   }

@@ -824,8 +824,8 @@ export class VhostUserPort extends Port implements BufferLender {
   }
 
   close(): void {
-    for (let s = 0; s < this.slots.length; s++) if (s !== this.active) this.end(s, new Disconnect('local', 'the port is deleted'));
-    this.endActive(new Disconnect('local', 'the port is deleted'));
+    for (let s = 0; s < this.slots.length; s++) if (s !== this.active) this.end(s, new Disconnect('local', 'the port was deleted, or rebuilt by a change that ends the session'));
+    this.endActive(new Disconnect('local', 'the port was deleted, or rebuilt by a change that ends the session'));
     if (this.opts.server && this.listenResumeAt === 0) this.ctx?.unwatch(this.opts.listenFd);
     this.timerAt = 0;
   }

@@ -59,9 +59,24 @@ describe('bad input (root)', requires(NEEDS.tun), () => {
   it('an interface that already exists in the container and is not pier\'s', () => {
     must('ip', ['-n', ns, 'link', 'add', 'taken0', 'type', 'veth', 'peer', 'name', 'taken1']);
     try {
-      refused(['add-port', 'br0', 'p3', 'type=tap', `netns=${ns}`, 'ifname=taken0'], /cannot create tap taken0/, /another ifname/);
+      refused(['add-port', 'br0', 'p3', 'type=tap', `netns=${ns}`, 'ifname=taken0'], /interface taken0 already exists in netns .* and pier did not make it/, /another ifname=NAME, or remove that interface: ip -n \S+ link del taken0/);
     } finally {
       must('ip', ['-n', ns, 'link', 'del', 'taken0']);
+    }
+  });
+
+  it('a tap someone else made in the container is refused, not taken over (with or without vnet_hdr)', () => {
+    for (const extra of [['vnet_hdr'], []]) {
+      must('ip', ['-n', ns, 'tuntap', 'add', 'mode', 'tap', 'name', 'ft1', ...extra]);
+      try {
+        const link = (): unknown => JSON.parse(must('ip', ['-n', ns, '-j', 'addr', 'show', 'dev', 'ft1']))[0];
+        const before = link();
+        refused(['add-port', 'br0', 'p3', 'type=tap', `netns=${ns}`, 'ifname=ft1', 'ip=10.78.0.9/24'], /interface ft1 already exists in netns .* and pier did not make it/, /another ifname=NAME, or remove that interface/);
+        refused(['add-port', 'br0', 'ft1', 'type=tap', `netns=${ns}`], /interface ft1 already exists/, /ifname=NAME/);
+        assert.deepEqual(link(), before, 'the tap\'s MAC, addresses and flags are untouched');
+      } finally {
+        must('ip', ['-n', ns, 'link', 'del', 'ft1']);
+      }
     }
   });
 

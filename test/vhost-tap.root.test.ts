@@ -52,10 +52,12 @@ describe('the tap behind a vhost-net port (root)', requires(NEEDS.tun), () => {
     }
     assert.equal(nsExec(ns, 'ip', ['link', 'show', 'dev', 'mq0']).code, 1, 'del-port removes the multiqueue tap');
     // A single-queue tap of the same name cannot be re-attached as a multiqueue one (or back):
-    // the kernel refuses, and pier says so instead of half-creating a port.
+    // the kernel refuses, and pier says so instead of half-creating a port. Re-attached only
+    // when restoring: otherwise an existing tap is not pier's to take.
     const one = realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 1);
     try {
-      assert.throws(() => realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 2), /cannot create tap sq0 in netns .*: .*EINVAL/);
+      assert.throws(() => realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 2, true), /cannot create tap sq0 in netns .*: .*EINVAL/);
+      assert.throws(() => realizeVhostTap('vt2', { netns: ns, ifname: 'sq0', offloads: true }, 2), /interface sq0 already exists in netns .* and pier did not make it/);
     } finally {
       destroyTap(one.fds);
     }

@@ -107,6 +107,11 @@ export class Daemon {
   /** Each running bridge's gauges, shared with the dataplane (its FDB's size, for metrics). */
   private readonly bridgeGauges = new Map<string, Float64Array>();
   private readonly ports = new Map<string, PortRuntime>();
+  /**
+   * Ports of the state this daemon started with that it has not made yet: only theirs may take
+   * back an existing tap (the one the stopped daemon left); any other add finds it someone else's.
+   */
+  private readonly restoring = new Set<string>();
   private nextBridgeId = 1;
   private nextPortIndex = 1;
   /** Each kind's control half, by type (loaded at start). */
@@ -145,6 +150,7 @@ export class Daemon {
     this.masqueradeOwned = this.attachments().some((a) => a.owner.masquerade.length > 0);
     // Attachments whose containers went away while the daemon was down (a reboot) go first.
     await this.reapAttachments(true);
+    for (const b of Object.values(this.state.bridges)) for (const name of Object.keys(b.ports)) this.restoring.add(name);
     for (const br of Object.keys(this.state.bridges)) await this.realizeBridge(br);
     // Ports that listen first (vhost-user, virtio-user server=): a port of this daemon that
     // connects to one of them (pier as driver against itself) then finds its socket at once, not
@@ -341,6 +347,7 @@ export class Daemon {
     const want = this.desired(name);
     let rt = this.ports.get(name);
     if (!want) {
+      this.restoring.delete(name);
       if (rt) {
         if (rt.dev) await this.unrealize(rt, true);
         this.ports.delete(name);
@@ -421,7 +428,7 @@ export class Daemon {
     if (rt.dev) await this.unrealize(rt, true);
     rt.bridge = want.bridge;
     try {
-      const dev = this.controlOf(o.type).realize(name, o);
+      const dev = this.controlOf(o.type).realize(name, o, this.restoring.has(name));
       try {
         this.addOwnerRoutes(want.port, dev);
         await this.plug(rt, o.type, dev.spec, vlanOf(o), this.dataplanes.place(threadOf(o), name), securityOf(o));
@@ -429,6 +436,7 @@ export class Daemon {
         dev.destroy();
         throw e;
       }
+      this.restoring.delete(name);
       rt.dev = dev;
       rt.options = o;
       if (rt.error) {

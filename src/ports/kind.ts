@@ -61,8 +61,12 @@ export interface ControlHalf<O extends KindOptions, S, H = unknown> {
    * the same address back).
    */
   prepare(name: string, o: O, others: readonly OtherPort[]): O;
-  /** Make the port (throws PierError, leaving nothing behind). */
-  realize(name: string, o: O): Realized<S, H>;
+  /**
+   * Make the port (throws PierError, leaving nothing behind). `restore`: the port is one of the
+   * state the daemon started with, not yet made by this run, so what the stopped daemon left
+   * (a persistent tap) is its own to take back; otherwise a tap of that name is someone else's.
+   */
+  realize(name: string, o: O, restore?: boolean): Realized<S, H>;
   /**
    * Apply changed options to a running port (only keys in the kind's `live` list differ).
    * Returns a new spec when the dataplane half must be rebuilt from it (what the control half

@@ -25,6 +25,7 @@ export const IFF_TAP = 0x0002;
 export const IFF_MULTI_QUEUE = 0x0100;
 export const IFF_NO_PI = 0x1000;
 export const IFF_VNET_HDR = 0x4000;
+export const IFF_TUN_EXCL = 0x8000;
 
 export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;

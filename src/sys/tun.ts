@@ -12,6 +12,8 @@ export interface TapOptions {
   /** Offloads pier accepts from the kernel (TUN_F_* bits): the tap then advertises TSO/csum. */
   offloads: number;
   multiQueue?: boolean;
+  /** Only create: fail with EBUSY if an interface of that name exists (IFF_TUN_EXCL). */
+  exclusive?: boolean;
 }
 
 export interface Tap {
@@ -22,8 +24,8 @@ export interface Tap {
 /**
  * Open (or re-attach to) a tap. The tun file takes the network namespace of the thread that opens
  * /dev/net/tun, so opening it inside the container's namespace makes the device appear there
- * directly, under its final name; a persistent tap of the same name is re-attached, which is how
- * a daemon restart finds its ports again.
+ * directly, under its final name; a persistent tap of the same name is re-attached (unless
+ * `exclusive`), which is how a daemon restart finds its ports again.
  */
 export function openTap(opts: TapOptions): Tap {
   const fd = withNetns(opts.netnsPath, () =>
@@ -35,6 +37,7 @@ export function openTap(opts: TapOptions): Tap {
     req.set(name, 0);
     let flags = c.IFF_TAP | c.IFF_NO_PI | c.IFF_VNET_HDR;
     if (opts.multiQueue) flags |= c.IFF_MULTI_QUEUE;
+    if (opts.exclusive) flags |= c.IFF_TUN_EXCL;
     new DataView(req.buffer).setInt16(16, flags, true);
     c.check(c.ioctlPtr(fd, c.TUNSETIFF, req), 'ioctl(TUNSETIFF)', opts.ifname);
     const hdr = new Int32Array([VNET_HDR_LEN]);

@@ -45,17 +45,30 @@ export function checkTunDevice(): void {
  * over 1 the tap is a multiqueue tap (IFF_MULTI_QUEUE) opened once per queue: every open of the
  * same name attaches one more queue. A persistent tap keeps its kind: a multiqueue tap and a
  * single-queue one of the same name cannot be attached to each other (EINVAL).
+ *
+ * Only with `restore` (a port of the state the daemon started with, not yet made by this run) is
+ * an existing tap taken over: it is the persistent tap the stopped daemon left. Otherwise the
+ * first open is exclusive (IFF_TUN_EXCL), so pier never takes over, reconfigures and later
+ * deletes an interface someone else made: no mark on the device is needed, the daemon's state
+ * says which taps are pier's.
  */
-export function realizeTap(portName: string, o: TapConfig, queues = 1): RealizedTap {
+export function realizeTap(portName: string, o: TapConfig, queues = 1, restore = false): RealizedTap {
   checkTunDevice();
   const ns = resolveNetns(o.netns);
   const ifname = o.ifname ?? portName;
   const fds: number[] = [];
   try {
-    for (let q = 0; q < queues; q++) fds.push(openTap({ ifname, netnsPath: ns, offloads: o.offloads === false ? 0 : OFFLOADS, multiQueue: queues > 1 }).fd);
+    for (let q = 0; q < queues; q++) {
+      fds.push(openTap({ ifname, netnsPath: ns, offloads: o.offloads === false ? 0 : OFFLOADS, multiQueue: queues > 1, exclusive: !restore && q === 0 }).fd);
+    }
   } catch (e) {
     for (const fd of fds) closeFd(fd);
     const code = (e as libc.SysError).code;
+    if (code === 'EBUSY' && !restore && fds.length === 0) {
+      const where = o.netns ? ` in netns ${o.netns}` : '';
+      const del = o.netns === undefined ? `: ip link del ${ifname}` : /^[^/:]+$/.test(o.netns) ? `: ip -n ${o.netns} link del ${ifname}` : ` (ip link del ${ifname} in that namespace)`;
+      throw new PierError('EEXIST', `interface ${ifname} already exists${where} and pier did not make it`, `choose another ifname=NAME, or remove that interface${del}`);
+    }
     if (code === 'EBUSY' || code === 'EINVAL' || code === 'EPERM') {
       throw new PierError('EBUSY', `cannot create tap ${ifname}${o.netns ? ` in netns ${o.netns}` : ''}: ${(e as Error).message}`,
         `an interface named ${ifname} probably exists there already and is not a free pier tap: choose another ifname=NAME or remove it`);
@@ -100,8 +113,8 @@ export const VHOST_TAP_SNDBUF = 1 << 20;
  * The tap of a vhost-net (virtio-user) port: a tap port's tap with one queue per queue pair (each
  * the backend of one vhost-net fd), and a bounded send buffer on every queue.
  */
-export function realizeVhostTap(portName: string, o: TapConfig, queues = 1): RealizedTap {
-  const t = realizeTap(portName, o, queues);
+export function realizeVhostTap(portName: string, o: TapConfig, queues = 1, restore = false): RealizedTap {
+  const t = realizeTap(portName, o, queues, restore);
   try {
     if (!ablated('tap-sndbuf')) for (const fd of t.fds) setSndbuf(fd, VHOST_TAP_SNDBUF);
   } catch (e) {
@@ -183,8 +196,8 @@ export function tapInfo(t: RealizedTap): Record<string, number | string> | undef
 export const tapControl: ControlHalf<TapOptions, TapSpec, RealizedTap> = {
   preflight: checkTunDevice,
   prepare: (name, o, others) => prepareInterface(name, o, others),
-  realize(name, o): Realized<TapSpec, RealizedTap> {
-    const t = realizeTap(name, o);
+  realize(name, o, restore): Realized<TapSpec, RealizedTap> {
+    const t = realizeTap(name, o, 1, restore);
     return {
       spec: { fd: t.fd, offloads: o.offloads !== false },
       handle: t,

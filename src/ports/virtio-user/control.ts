@@ -21,7 +21,7 @@ function isVhostNet(path: string): boolean {
   }
 }
 
-function realize(name: string, o: VirtioUserOptions): Realized<VirtioUserSpec, Handle> {
+function realize(name: string, o: VirtioUserOptions, restore = false): Realized<VirtioUserSpec, Handle> {
       let cls;
   try {
     cls = classifyPath(o.path, o.server === true);
@@ -39,7 +39,7 @@ function realize(name: string, o: VirtioUserOptions): Realized<VirtioUserSpec, H
     // The kernel's tap goes into the container exactly as a tap port's does, with a bounded
     // send buffer (see VHOST_TAP_SNDBUF).
     // One tap queue and one vhost-net fd (its own kernel worker) per queue pair.
-    const t = realizeVhostTap(name, { netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true }, queuePairs);
+    const t = realizeVhostTap(name, { netns: o.netns, ip: o.ip, mac: o.mac, mtu: o.mtu, ifname: o.ifname, offloads: true }, queuePairs, restore);
     const vfds: number[] = [];
     try {
       for (let q = 0; q < queuePairs; q++) vfds.push(openVhostNet());

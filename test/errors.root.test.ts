@@ -80,6 +80,24 @@ describe('bad input (root)', requires(NEEDS.tun), () => {
     }
   });
 
+  it('a socket path under a file or on a read-only file system', () => {
+    must('sh', ['-c', `echo log > ${d.dir}/d1.log && mkdir -p ${d.dir}/ro`]);
+    must('mount', ['-t', 'tmpfs', '-o', 'ro', 'none', `${d.dir}/ro`]);
+    try {
+      const notDir = new RegExp(`${d.dir}/d1\\.log is not a directory, so socket .* cannot be made under it`);
+      refused(['add-port', 'br0', 'q3', 'type=vhost-user', `path=${d.dir}/d1.log/x.sock`], notDir, /choose another path=, or remove .*d1\.log/);
+      refused(['add-port', 'br0', 'q3', 'type=vhost-user', `path=${d.dir}/d1.log/a/b/x.sock`], notDir, /choose another path=/);
+      refused(['add-port', 'br0', 'q3', 'type=virtio-user', `path=${d.dir}/d1.log/x.sock`, 'server=true'], notDir, /choose another path=/);
+      refused(['add-port', 'br0', 'q3', 'type=vhost-user', `path=${d.dir}/ro/sub/x.sock`], /ro\/sub for socket .*: the file system is read-only/, /choose another path= on a writable file system/);
+      const r = sh(PIER, ['daemon', '--socket', `${d.dir}/d1.log/pier.sock`, '--state-dir', `${d.dir}/other`], { timeout: 20_000 });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /d1\.log is not a directory, so control socket .* cannot be made under it/);
+      assert.match(r.stderr, /hint: choose another --socket/);
+    } finally {
+      must('umount', [`${d.dir}/ro`]);
+    }
+  });
+
   it('interface name over 15 bytes', () => {
     refused(['add-port', 'br0', 'p4', 'type=tap', `netns=${ns}`, 'ifname=abcdefghijklmnop'], /16 bytes.*at most 15 bytes/, /ifname/);
     refused(['add-port', 'br0', 'a-very-long-port-name', 'type=tap', `netns=${ns}`], /interface name a-very-long-port-name is 21 bytes/, /ifname=NAME/);

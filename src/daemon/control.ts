@@ -3,10 +3,11 @@
 // the daemon's business (`run`). A request refused here never reaches `run`, so it changes no
 // state, and no client, however it misbehaves, can stall the others or make the daemon hold
 // unbounded memory or file descriptors. The limits are in docs/design/architecture.md.
-import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { z } from 'zod';
+import { makeDir } from '../errors.ts';
 import { PierError } from './errors.ts';
 
 /** Longest request line, in bytes (without its newline). Bytes past it are never buffered. */
@@ -171,7 +172,7 @@ export class ControlServer {
 
   /** Listen on opts.path with opts.mode; the socket is never open to others, even briefly. */
   static async listen(opts: ControlOptions): Promise<ControlServer> {
-    mkdirSync(dirname(opts.path), { recursive: true, mode: 0o755 });
+    makeDir(dirname(opts.path), 0o755, `control socket ${opts.path}`, 'choose another --socket');
     // Half-open: a client may send its request and shut down its side (`nc -N`), then read.
     const server = createServer({ allowHalfOpen: true });
     const control = new ControlServer(server, opts);

@@ -54,6 +54,11 @@ describe('classifyPath', () => {
     const p = join(dir, 'nobody.sock');
     refused(p, /does not exist, so it is neither/, /server=true/);
     assert.deepEqual(classifyPath(p, true), { kind: 'vhost-user', path: p, server: true });
+    // Under a file: missing too (the listener then names the file in the way).
+    const under = join(dir, 'a.log');
+    writeFileSync(under, 'log');
+    refused(join(under, 'x.sock'), /does not exist, so it is neither/, /server=true/);
+    assert.deepEqual(classifyPath(join(under, 'x.sock'), true), { kind: 'vhost-user', path: join(under, 'x.sock'), server: true });
   });
 
   test('any other file type is named', () => {

@@ -39,7 +39,8 @@ export function classifyPath(path: string, server = false): PathClass {
     st = statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new PathError(`cannot stat ${path}: ${(e as Error).message}`, 'check the path and its permissions');
+    // ENOTDIR: a part of the path is a file; missing all the same (a listener says which part).
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new PathError(`cannot stat ${path}: ${(e as Error).message}`, 'check the path and its permissions');
     let dangling = false;
     try {
       dangling = lstatSync(path).isSymbolicLink();

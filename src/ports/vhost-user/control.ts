@@ -1,10 +1,10 @@
 // The control half of a vhost-user port: the listening socket of a server port (made here, in
 // the daemon's thread, so path problems reach the user as the answer to add-port), and the
 // clash check on socket paths.
-import { existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { libc, unixConnect, unixListen } from '../../sys/index.ts';
-import { PierError } from '../../errors.ts';
+import { makeDir, PierError } from '../../errors.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../kind.ts';
 import { type VhostUserOptions, type VhostUserSpec, vhostUserSpec } from './options.ts';
 
@@ -13,7 +13,7 @@ export function listenVhostUser(path: string): number {
   if (len > libc.SUN_PATH_MAX) {
     throw new PierError('EINVAL', `socket path ${path} is ${len} bytes; unix socket paths are at most ${libc.SUN_PATH_MAX}`, 'choose a shorter path=');
   }
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  makeDir(dirname(path), 0o755, `socket ${path}`, 'choose another path=');
   if (existsSync(path)) {
     const st = lstatSync(path);
     if (!st.isSocket()) throw new PierError('EEXIST', `${path} exists and is not a socket`, 'remove it or choose another path=');

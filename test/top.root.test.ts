@@ -48,6 +48,12 @@ describe('pier top (root)', requires(NEEDS.tun), () => {
     assert.match(d.ok('top', '--once', '--interval', '0.2', '--sort', 'drops'), /^PORT/m);
     const r = d.pier('top', '--once', '--interval', 'x');
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--interval x is not a number of seconds/);
+    assert.match(r.stderr, /--interval x is not a number of seconds \(0\.1\.\.3600\)/);
+    for (const v of ['0', '3601', '-1']) {
+      const o = d.pier('top', '--once', '--interval', v);
+      assert.notEqual(o.code, 0);
+      assert.match(o.stderr, new RegExp(`--interval ${v} is outside 0\\.1\\.\\.3600 seconds`));
+      assert.match(o.stderr, /hint: for example --interval 2/);
+    }
   });
 });

@@ -148,7 +148,10 @@ client('top', 'a live view of per-port rates (pps, bit/s, drops per second and w
   .option('--once', 'print one screen (rates over one interval) and exit, for scripts')
   .action(async (o: { interval: string; sort: 'rate' | 'drops'; once?: boolean }, cmd: Command) => {
     const interval = Number(o.interval);
-    if (!(interval >= 0.1 && interval <= 3600)) throw new PierError('EINVAL', `--interval ${o.interval} is not a number of seconds`, 'use 0.1..3600, for example --interval 2');
+    if (!(interval >= 0.1 && interval <= 3600)) {
+      const number = o.interval.trim() !== '' && Number.isFinite(interval);
+      throw new PierError('EINVAL', `--interval ${o.interval} is ${number ? 'outside 0.1..3600 seconds' : 'not a number of seconds (0.1..3600)'}`, 'for example --interval 2 (seconds between refreshes)');
+    }
     const { rates, renderTop } = await import('./top.ts');
     type Sample = Parameters<typeof rates>[0];
     const socket = socketOf(cmd);

@@ -29,7 +29,9 @@ describe('pier top', () => {
     assert.match(byRate[0]!, /dataplane CPU 50% {2}pool 96\/4096/);
     assert.match(byRate[3]!, /^c1 /, 'the busiest port first');
     assert.match(byDrops[3]!, /^a-port-with~/, 'the dropping port first');
-    assert.match(byDrops[3]!, /port down$/);
+    assert.match(byDrops[3]!, / vhost-user-client /, 'the type column fits every kind\'s name');
+    assert.match(byRate[3]!, /^c1 {11}br0 {4}tap {15}/, 'the type column as wide as the longest type shown');
+    assert.match(renderTop(b, r, 'drops', 100).split('\n')[3]!, /port down$/);
     assert.match(byRate[3]!, / 12\.0M /);
   });
 

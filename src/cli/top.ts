@@ -73,11 +73,13 @@ export function renderTop(b: TopSample, r: ReturnType<typeof rates>, by: 'rate' 
   const used = b.dataplane.poolSize - b.dataplane.poolAvailable;
   const head = `pier top  ${new Date(b.time).toISOString().slice(11, 19)}  dataplane CPU ${Math.round(r.cpu * 100)}%  pool ${used}/${b.dataplane.poolSize}  every ${r.seconds.toFixed(1)} s, by ${by}`;
   const lines = [head, ''];
-  // 12 + 6 + 9 + five numbers of 6, spaces between: 66 columns, 14 left for the reason.
-  lines.push(`${'PORT'.padEnd(12)} ${'BRIDGE'.padEnd(6)} ${'TYPE'.padEnd(9)} ${'RX pps'.padStart(6)} ${'RX b/s'.padStart(6)} ${'TX pps'.padStart(6)} ${'TX b/s'.padStart(6)} ${'DROP/s'.padStart(6)} REASON`);
+  // 12 + 6 + the longest type shown (tap: 4, vhost-user-client: 17) + five numbers of 6, spaces
+  // between: 62 to 75 columns, the rest for the reason.
+  const tw = Math.max(4, ...r.rows.map((x) => x.type.length));
+  lines.push(`${'PORT'.padEnd(12)} ${'BRIDGE'.padEnd(6)} ${'TYPE'.padEnd(tw)} ${'RX pps'.padStart(6)} ${'RX b/s'.padStart(6)} ${'TX pps'.padStart(6)} ${'TX b/s'.padStart(6)} ${'DROP/s'.padStart(6)} REASON`);
   for (const x of sortRows(r.rows, by)) {
     const reason = x.up ? x.reason : 'port down';
-    lines.push(`${clip(x.port, 12).padEnd(12)} ${clip(x.bridge, 6).padEnd(6)} ${clip(x.type, 9).padEnd(9)} ${human(x.rxPps).padStart(6)} ${human(x.rxBps).padStart(6)} ${human(x.txPps).padStart(6)} ${human(x.txBps).padStart(6)} ${human(x.dropsPs).padStart(6)} ${reason}`);
+    lines.push(`${clip(x.port, 12).padEnd(12)} ${clip(x.bridge, 6).padEnd(6)} ${x.type.padEnd(tw)} ${human(x.rxPps).padStart(6)} ${human(x.rxBps).padStart(6)} ${human(x.txPps).padStart(6)} ${human(x.txBps).padStart(6)} ${human(x.dropsPs).padStart(6)} ${reason}`);
   }
   if (r.rows.length === 0) lines.push('(no ports)');
   return lines.map((l) => clip(l, width)).join('\n');

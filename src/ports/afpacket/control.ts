@@ -3,8 +3,9 @@
 // the kernel's drop counters. The mapping is made and unmapped here; the dataplane half only views
 // it, and is always taken out of the engine before destroy() runs.
 import { PierError } from '../../errors.ts';
-import { closePacketSocket, libc, linkExists, linkInfo, netnsExists, netnsPath, openPacketSocket, readPacketStats, type PacketSocket } from '../../sys/index.ts';
+import { closePacketSocket, libc, linkExists, linkInfo, openPacketSocket, readPacketStats, type PacketSocket } from '../../sys/index.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
+import { resolveNetns } from '../netns.ts';
 import type { AfPacketOptions, AfPacketSpec } from './options.ts';
 
 /**
@@ -47,15 +48,6 @@ export interface RealizedAfPacket {
   totals: { packets: number; drops: number; freezeQueue: number };
 }
 
-function resolveNetns(spec: string | undefined): string | undefined {
-  if (spec === undefined) return undefined;
-  const path = netnsPath(spec);
-  if (!netnsExists(path)) {
-    throw new PierError('ENONETNS', `network namespace ${spec} not found (${path})`,
-      path.startsWith('/var/run/netns/') ? `create it with: ip netns add ${spec}` : 'pass a name under /var/run/netns, pid:PID, or /proc/PID/ns/net');
-  }
-  return path;
-}
 
 function where(o: AfPacketOptions): string {
   return o.netns ? ` in netns ${o.netns}` : '';

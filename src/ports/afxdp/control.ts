@@ -5,9 +5,10 @@
 // sockets, their UMEM (in the worker's arena, beside the packet pool) and rings are the dataplane half's.
 import { PierError } from '../../errors.ts';
 import { attachXdp, createXskMap, loadXskProgram, PIER_PROG_NAME, progFdById, progInfo, runningQueues, xdpState, type XdpMode, type XdpState } from '../../sys/bpf.ts';
-import { libc, linkInfo, netnsExists, netnsPath } from '../../sys/index.ts';
+import { libc, linkInfo } from '../../sys/index.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { refuseLoopback } from '../afpacket/control.ts';
+import { resolveNetns } from '../netns.ts';
 import type { AfXdpOptions, AfXdpSpec } from './options.ts';
 
 export interface RealizedAfXdp {
@@ -20,12 +21,6 @@ export interface RealizedAfXdp {
   mode: XdpMode;
 }
 
-function resolveNetns(spec: string | undefined): string | undefined {
-  if (spec === undefined) return undefined;
-  const path = netnsPath(spec);
-  if (!netnsExists(path)) throw new PierError('ENONETNS', `network namespace ${spec} not found (${path})`, `create it with: ip netns add ${spec}, or name the device's namespace`);
-  return path;
-}
 
 function where(o: AfXdpOptions): string {
   return `${o.dev}${o.netns ? ` in netns ${o.netns}` : ''}`;

@@ -3,8 +3,9 @@
 import { ablated } from '../ablate.ts';
 import { existsSync } from 'node:fs';
 import { PierError } from '../../errors.ts';
-import { closeFd, configureLink, getSndbuf, ip, IpError, libc, netnsExists, netnsPath, openTap, setOffload, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../../sys/index.ts';
+import { closeFd, configureLink, getSndbuf, ip, IpError, libc, openTap, setOffload, setPersist, setSndbuf, linkInfo, type LinkInfo } from '../../sys/index.ts';
 import { IFNAME_MAX, randomMac } from '../fields.ts';
+import { resolveNetns } from '../netns.ts';
 import type { ControlHalf, OtherPort, Realized } from '../kind.ts';
 import type { TapOptions, TapSpec } from './options.ts';
 
@@ -22,16 +23,6 @@ export interface RealizedTap {
 
 const OFFLOADS = libc.TUN_F_CSUM | libc.TUN_F_TSO4 | libc.TUN_F_TSO6 | libc.TUN_F_TSO_ECN;
 
-export function resolveNetns(spec: string | undefined): string | undefined {
-  if (spec === undefined) return undefined;
-  const path = netnsPath(spec);
-  if (!netnsExists(path)) {
-    const how = spec.startsWith('pid:') ? `no process ${spec.slice(4)} (or it has no network namespace)`
-      : path.startsWith('/var/run/netns/') ? `create it with: ip netns add ${spec}` : 'pass a name under /var/run/netns, pid:PID, or /proc/PID/ns/net';
-    throw new PierError('ENONETNS', `network namespace ${spec} not found (${path})`, how);
-  }
-  return path;
-}
 
 export function checkTunDevice(): void {
   if (!existsSync('/dev/net/tun')) {

@@ -8,7 +8,7 @@ import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
 import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, vniSelector, EADDRINUSE, EADDRNOTAVAIL, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
-import { resolveNetns } from '../tap/control.ts';
+import { resolveNetns } from '../netns.ts';
 import { OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
 import type { VxlanOptions, VxlanSpec } from './options.ts';
 

@@ -1,6 +1,8 @@
-// The bpf() syscall, as much of it as an AF_XDP port needs: an XSKMAP, the XDP program that
-// redirects into it (assembled here: six instruction slots), map updates, and what the kernel
-// says about a loaded program. No libbpf: pier is its own loader (docs/design/uplinks.md).
+// The bpf() syscall, as much of it as pier needs: for an AF_XDP port an XSKMAP and the XDP program
+// that redirects into it (assembled here: six instruction slots), for vxlan ports that share a UDP
+// port the SK_REUSEPORT program that picks a socket by VNI (vniSelectProgram, below), map updates,
+// and what the kernel says about a loaded program. No libbpf: pier is its own loader
+// (docs/design/uplinks.md).
 //
 // The program, per received frame:
 //   r2 = ctx->rx_queue_index             ldxw r2, [r1 + 16]
@@ -85,15 +87,20 @@ export class BpfError extends c.SysError {
 
 /** An XSKMAP of `entries` slots (key: rx queue index, value: an AF_XDP socket's fd). Returns its fd. */
 export function createXskMap(entries: number): number {
+  return createMap(BPF_MAP_TYPE_XSKMAP, entries, PIER_MAP_NAME, 'XSKMAP');
+}
+
+/** A map of u32 keys and u32 values (`type`, `entries` of them). Throws BpfError. */
+function createMap(type: number, entries: number, name: string, what: string): number {
   const a = new Uint8Array(ATTR_SIZE);
   const dv = new DataView(a.buffer);
-  dv.setUint32(0, BPF_MAP_TYPE_XSKMAP, true);
+  dv.setUint32(0, type, true);
   dv.setUint32(4, 4, true); // key_size
   dv.setUint32(8, 4, true); // value_size
   dv.setUint32(12, entries, true); // max_entries
-  setName(a, 28, PIER_MAP_NAME); // map_name (after map_flags, inner_map_fd, numa_node)
+  setName(a, 28, name); // map_name (after map_flags, inner_map_fd, numa_node)
   const fd = bpf(BPF_MAP_CREATE, a);
-  if (fd < 0) throw new BpfError(`BPF_MAP_CREATE XSKMAP of ${entries}`, c.errno());
+  if (fd < 0) throw new BpfError(`BPF_MAP_CREATE ${what} of ${entries}`, c.errno());
   return fd;
 }
 
@@ -104,12 +111,17 @@ export function createXskMap(entries: number): number {
  * program that is not pier's.
  */
 export function loadXskProgram(mapFd: number, name = PIER_PROG_NAME): number {
-  const insns = xskRedirectProgram(mapFd);
+  return loadProgram(BPF_PROG_TYPE_XDP, xskRedirectProgram(mapFd), name, 0, 'XDP');
+}
+
+/** Load `insns` as a program of `type` (the verifier's log in the error when refused). */
+function loadProgram(type: number, insns: Uint8Array, name: string, expectedAttachType: number, what: string): number {
   const license = Buffer.from(`${LICENSE}\0`, 'ascii');
   const load = (log: Uint8Array | undefined): number => {
     const a = new Uint8Array(ATTR_SIZE);
     const dv = new DataView(a.buffer);
-    dv.setUint32(0, BPF_PROG_TYPE_XDP, true);
+    dv.setUint32(0, type, true);
+    dv.setUint32(68, expectedAttachType, true); // after prog_name (48..64) and prog_ifindex
     dv.setUint32(4, insns.length / 8, true);
     dv.setBigUint64(8, BigInt(c.addressOf(insns)), true);
     dv.setBigUint64(16, BigInt(c.addressOf(license)), true);
@@ -128,7 +140,83 @@ export function loadXskProgram(mapFd: number, name = PIER_PROG_NAME): number {
   fd = load(log);
   if (fd >= 0) return fd;
   const text = Buffer.from(log).toString('utf8').replace(/\0.*$/s, '').trim();
-  throw new BpfError('BPF_PROG_LOAD XDP', err, text || undefined);
+  throw new BpfError(`BPF_PROG_LOAD ${what}`, err, text || undefined);
+}
+
+// ---- VXLAN: several VNIs on one UDP port (src/ports/vxlan/control.ts) ----
+const BPF_MAP_TYPE_HASH = 1;
+const BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20;
+const BPF_PROG_TYPE_SK_REUSEPORT = 21;
+const BPF_SK_REUSEPORT_SELECT = 39;
+const BPF_FUNC_map_lookup_elem = 1;
+const BPF_FUNC_sk_select_reuseport = 82;
+const SK_PASS = 1;
+
+/**
+ * The SK_REUSEPORT program that gives a VXLAN datagram to the socket of its VNI. Per datagram
+ * (ctx: struct sk_reuseport_md, whose data starts at the UDP header):
+ *   if data + 16 > data_end: pass            (no VXLAN header in the linear part: the kernel's hash picks)
+ *   vni = be32(*(u32 *)(data + 12)) >> 8     (the UDP header, then the VXLAN flags word, then the VNI)
+ *   slot = vnis[vni]; if none: pass          (a VNI no port has: the kernel's hash picks)
+ *   bpf_sk_select_reuseport(ctx, socks, &slot, 0); pass
+ * The sockets are named by slots pier gives them (socks[slot] = socket), not by their places in
+ * the group, so a socket joining or leaving moves nothing else.
+ */
+export function vniSelectProgram(vnisFd: number, socksFd: number): Uint8Array {
+  const b = new Uint8Array(new ArrayBuffer(27 * 8));
+  const dv = new DataView(b.buffer);
+  insn(dv, 0, 0xbf, 6, 1, 0, 0); //        r6 = r1 (ctx)
+  insn(dv, 1, 0x79, 2, 6, 0, 0); //        r2 = ctx->data      (BPF_LDX | BPF_MEM | BPF_DW)
+  insn(dv, 2, 0x79, 3, 6, 8, 0); //        r3 = ctx->data_end
+  insn(dv, 3, 0xbf, 4, 2, 0, 0); //        r4 = r2
+  insn(dv, 4, 0x07, 4, 0, 0, 16); //       r4 += 16
+  insn(dv, 5, 0x2d, 4, 3, 19, 0); //       if r4 > r3 goto pass
+  insn(dv, 6, 0x61, 5, 2, 12, 0); //       r5 = *(u32 *)(r2 + 12)
+  insn(dv, 7, 0xdc, 5, 0, 0, 32); //       r5 = be32 r5
+  insn(dv, 8, 0x77, 5, 0, 0, 8); //        r5 >>= 8
+  insn(dv, 9, 0x63, 10, 5, -4, 0); //      *(u32 *)(r10 - 4) = r5
+  insn(dv, 10, 0x18, 1, BPF_PSEUDO_MAP_FD, 0, vnisFd); // r1 = &vnis
+  insn(dv, 11, 0x00, 0, 0, 0, 0);
+  insn(dv, 12, 0xbf, 2, 10, 0, 0); //      r2 = r10
+  insn(dv, 13, 0x07, 2, 0, 0, -4); //      r2 += -4
+  insn(dv, 14, 0x85, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  insn(dv, 15, 0x15, 0, 0, 9, 0); //       if r0 == 0 goto pass
+  insn(dv, 16, 0x61, 5, 0, 0, 0); //       r5 = *(u32 *)r0 (the slot)
+  insn(dv, 17, 0x63, 10, 5, -8, 0); //     *(u32 *)(r10 - 8) = r5
+  insn(dv, 18, 0xbf, 1, 6, 0, 0); //       r1 = ctx
+  insn(dv, 19, 0x18, 2, BPF_PSEUDO_MAP_FD, 0, socksFd); // r2 = &socks
+  insn(dv, 20, 0x00, 0, 0, 0, 0);
+  insn(dv, 21, 0xbf, 3, 10, 0, 0); //      r3 = r10
+  insn(dv, 22, 0x07, 3, 0, 0, -8); //      r3 += -8
+  insn(dv, 23, 0xb7, 4, 0, 0, 0); //       r4 = 0
+  insn(dv, 24, 0x85, 0, 0, 0, BPF_FUNC_sk_select_reuseport);
+  insn(dv, 25, 0xb7, 0, 0, 0, SK_PASS); // pass: r0 = SK_PASS
+  insn(dv, 26, 0x95, 0, 0, 0, 0); //       exit
+  return b;
+}
+
+/** What selects a group's sockets by VNI: the VNI -> slot map, the slot -> socket map, the program. */
+export interface VniSelector { vnisFd: number; socksFd: number; progFd: number }
+
+/** Maps for up to `entries` sockets and the program over them. Throws BpfError (nothing left open). */
+export function createVniSelector(entries: number): VniSelector {
+  const vnisFd = createMap(BPF_MAP_TYPE_HASH, entries, 'pier_vnis', 'HASH');
+  let socksFd = -1;
+  try {
+    socksFd = createMap(BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, entries, 'pier_vni_socks', 'REUSEPORT_SOCKARRAY');
+    const progFd = loadProgram(BPF_PROG_TYPE_SK_REUSEPORT, vniSelectProgram(vnisFd, socksFd), 'pier_vni', BPF_SK_REUSEPORT_SELECT, 'SK_REUSEPORT');
+    return { vnisFd, socksFd, progFd };
+  } catch (e) {
+    c.close(vnisFd);
+    if (socksFd >= 0) c.close(socksFd);
+    throw e;
+  }
+}
+
+export function closeVniSelector(s: VniSelector): void {
+  c.close(s.progFd);
+  c.close(s.socksFd);
+  c.close(s.vnisFd);
 }
 
 /** Put socket `xskFd` at `key` (an rx queue index). */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { addressOf, close } from './libc.ts';
-import { boundPort, ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, udpSocket, vniSelector, MSG_DONTWAIT, SIZEOF_SOCKADDR_IN, SIZEOF_SOCKADDR_IN6 } from './udp.ts';
+import { boundPort, ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, udpSocket, MSG_DONTWAIT, SIZEOF_SOCKADDR_IN, SIZEOF_SOCKADDR_IN6 } from './udp.ts';
 
 describe('udp: addresses', () => {
   test('sockaddr_in and sockaddr_in6, and back to text', () => {
@@ -58,17 +58,3 @@ describe('udp: sendmmsg and recvmmsg over loopback', () => {
 });
 
 
-test('vniSelector: load the VNI word, shift out the reserved byte, one compare-and-return per socket, an index past the group last', () => {
-  const b = vniSelector([42, 0xabcdef]);
-  const dv = new DataView(b.buffer);
-  const ins = (i: number): [number, number, number, number] => [dv.getUint16(i * 8, true), b[i * 8 + 2]!, b[i * 8 + 3]!, dv.getUint32(i * 8 + 4, true)];
-  assert.equal(b.length, 7 * 8);
-  assert.deepEqual(ins(0), [0x20, 0, 0, 4]); // ld [4]: big-endian VNI << 8 | reserved
-  assert.deepEqual(ins(1), [0x74, 0, 0, 8]); // rsh #8
-  assert.deepEqual(ins(2), [0x15, 0, 1, 42]); // jeq #42: next, else skip the ret
-  assert.deepEqual(ins(3), [0x06, 0, 0, 0]); // ret #0: the group's first socket
-  assert.deepEqual(ins(4), [0x15, 0, 1, 0xabcdef]);
-  assert.deepEqual(ins(5), [0x06, 0, 0, 1]);
-  assert.deepEqual(ins(6), [0x06, 0, 0, 0xffffffff]); // unknown VNI: the kernel's hash decides
-  assert.throws(() => vniSelector(new Array<number>(2047).fill(1)), /do not fit/);
-});

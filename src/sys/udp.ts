@@ -21,7 +21,7 @@ export const SO_REUSEADDR = 2;
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
 export const SO_REUSEPORT = 15;
-export const SO_ATTACH_REUSEPORT_CBPF = 51;
+export const SO_ATTACH_REUSEPORT_EBPF = 52;
 export const SO_RCVBUF = 8;
 export const SO_SNDBUF = 7;
 export const IP_MTU = 14;
@@ -146,55 +146,9 @@ export function udpSocket(o: UdpSocketOptions): number {
   }
 }
 
-// Classic BPF (linux/filter.h): the reuseport selector below is a load, a shift and a jump table.
-const BPF_LD_W_ABS = 0x20;
-const BPF_ALU_RSH_K = 0x74;
-const BPF_JMP_JEQ_K = 0x15;
-const BPF_RET_K = 0x06;
-/** cBPF programs are at most BPF_MAXINSNS instructions. */
-const BPF_MAXINSNS = 4096;
-
-/**
- * A classic BPF program for SO_ATTACH_REUSEPORT_CBPF that picks, for a VXLAN datagram, the
- * socket of its VNI: the kernel runs it on the UDP payload (the VXLAN header; its 24-bit VNI is
- * the top of the big-endian word at offset 4) and takes the result as an index into the group's
- * sockets. `vnis[i]` is the VNI of the socket at index i. An unknown VNI returns an index past
- * the group, and the kernel falls back to its hash (that socket counts it as another VNI's).
- * 8 bytes per instruction: code (u16), jt, jf (u8), k (u32).
- */
-export function vniSelector(vnis: readonly number[]): Uint8Array {
-  const n = 2 + 2 * vnis.length + 1;
-  if (n > BPF_MAXINSNS) throw new Error(`${vnis.length} VNIs do not fit a reuseport program`);
-  const b = new Uint8Array(new ArrayBuffer(n * 8));
-  const dv = new DataView(b.buffer);
-  let i = 0;
-  const ins = (code: number, jt: number, jf: number, k: number): void => {
-    dv.setUint16(i * 8, code, true);
-    b[i * 8 + 2] = jt;
-    b[i * 8 + 3] = jf;
-    dv.setUint32(i * 8 + 4, k >>> 0, true);
-    i++;
-  };
-  ins(BPF_LD_W_ABS, 0, 0, 4);
-  ins(BPF_ALU_RSH_K, 0, 0, 8);
-  vnis.forEach((vni, idx) => {
-    ins(BPF_JMP_JEQ_K, 0, 1, vni);
-    ins(BPF_RET_K, 0, 0, idx);
-  });
-  ins(BPF_RET_K, 0, 0, 0xffffffff);
-  return b;
-}
-
-/** Attach `prog` (vniSelector()) to the reuseport group of `fd`, replacing the group's program. Throws SysError. */
-export function attachReuseportProgram(fd: number, prog: Uint8Array): void {
-  // struct sock_fprog: the instruction count (u16, padded), then the address of the instructions.
-  const fprog = new Uint8Array(new ArrayBuffer(16));
-  const dv = new DataView(fprog.buffer);
-  dv.setUint16(0, prog.length / 8, true);
-  const a = addressOf(prog);
-  dv.setUint32(8, a % 0x100000000, true);
-  dv.setUint32(12, Math.floor(a / 0x100000000), true);
-  check(setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, 16), 'setsockopt', 'SO_ATTACH_REUSEPORT_CBPF');
+/** Attach the SK_REUSEPORT program `progFd` to the reuseport group of `fd` (replacing the group's program). Throws SysError. */
+export function attachReuseportProgram(fd: number, progFd: number): void {
+  check(setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, new Int32Array([progFd]), 4), 'setsockopt', 'SO_ATTACH_REUSEPORT_EBPF');
 }
 
 export function setInt(fd: number, level: number, name: number, value: number, what: string): void {

@@ -6,7 +6,8 @@
 // change rebuilds the dataplane half with the new limit.
 import { PierError } from '../../errors.ts';
 import { closeFd, libc } from '../../sys/index.ts';
-import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, vniSelector, EADDRINUSE, EADDRNOTAVAIL, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
+import { closeVniSelector, createVniSelector, mapDelete as bpfMapDelete, mapUpdate as bpfMapUpdate, type VniSelector } from '../../sys/bpf.ts';
+import { attachReuseportProgram, boundPort, hasUdpSegment, ipFamily, routeMtu, trySetInt, udpSocket, EADDRINUSE, EADDRNOTAVAIL, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../netns.ts';
 import { OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MAX, SRC_PORT_MIN, VXLAN_PORT } from './header.ts';
@@ -70,14 +71,19 @@ function closeAll(fds: number[]): void {
 
 /**
  * The receiving sockets of this daemon's vxlan ports that share a UDP port (same namespace,
- * family, local address, dstport), as one SO_REUSEPORT group: in the kernel's order (a socket
- * joins at the end; one that leaves takes the last one's place), each with its port's VNI. A
- * classic BPF program on the group (vniSelector) hands each datagram to the socket of its VNI, so
- * several VNIs share 4789 as Linux vxlan devices do, each port still reading a socket of its own.
+ * family, local address, dstport), as one SO_REUSEPORT group. Once a second VNI joins, an
+ * SK_REUSEPORT program (vniSelectProgram in src/sys/bpf.ts) hands each datagram to the socket of
+ * its VNI: VNI -> slot in one map, slot -> socket in a REUSEPORT_SOCKARRAY, so several VNIs share
+ * 4789 as Linux vxlan devices do, each port still reading a socket of its own, and a socket that
+ * joins or leaves moves no other (the sockets are named by pier's slots, not their places in the
+ * group). A VNI no port has, and everything while one socket is alone, goes where the kernel's
+ * hash says: that port counts a VNI not its own.
  */
 interface RxGroup {
-  fds: number[];
-  vnis: number[];
+  /** Socket fd -> its VNI and slot. */
+  members: Map<number, { vni: number; slot: number }>;
+  /** The maps and the program, from the second member on (BPF is not needed for one socket). */
+  sel: VniSelector | undefined;
   /**
    * UDP_GRO is wanted and the kernel has it. It is on only while the group has one socket: GRO
    * merges datagrams by addresses and ports, never by VNI, so with two VNIs a train could hold
@@ -86,67 +92,89 @@ interface RxGroup {
   gro: boolean;
 }
 const rxGroups = new Map<string, RxGroup>();
+/** Sockets a group's selector holds (ports of one UDP port in one namespace). */
+const GROUP_MAX = 1024;
 
 function groupKey(ns: string | undefined, family: number, local: string | undefined, dstport: number): string {
   return `${ns ?? ''}|${family}|${local ?? ''}|${dstport}`;
 }
 
-/** The group's program again, after a join or a leave, and UDP_GRO on while one socket is left alone. */
-function reprogram(g: RxGroup): void {
-  if (g.fds.length === 0) return;
-  attachReuseportProgram(g.fds[0]!, vniSelector(g.vnis));
-  const gro = g.gro && g.fds.length === 1 ? 1 : 0;
-  for (const fd of g.fds) trySetInt(fd, SOL_UDP, UDP_GRO, gro);
+/** UDP_GRO on while one socket is alone in the group, off otherwise. */
+function setGroupGro(g: RxGroup): void {
+  const on = g.gro && g.members.size === 1 ? 1 : 0;
+  for (const fd of g.members.keys()) trySetInt(fd, SOL_UDP, UDP_GRO, on);
+}
+
+/** Put member fd in the group's selector: its slot -> the socket, its VNI -> its slot. */
+function select(sel: VniSelector, fd: number, m: { vni: number; slot: number }): void {
+  bpfMapUpdate(sel.socksFd, m.slot, fd);
+  bpfMapUpdate(sel.vnisFd, m.vni, m.slot);
 }
 
 /**
  * Open the receiving socket of a port with `vni` on dstport, joining the daemon's group there.
  * The first socket of a group first checks that nobody else holds the port (a bind without
- * SO_REUSEPORT): another program's socket that had SO_REUSEPORT too would join the group and take
- * datagrams of VNIs it does not know.
+ * SO_REUSEPORT), so the group is this daemon's. Throws PierError; leaves nothing on failure.
  */
 function joinRx(ns: string | undefined, family: 4 | 6, local: string | undefined, dstport: number, vni: number): number {
   const key = groupKey(ns, family, local, dstport);
   let g = rxGroups.get(key);
   if (g === undefined) {
     closeFd(udpSocket({ netnsPath: ns, family, local, port: dstport })); // EADDRINUSE when taken
-    g = { fds: [], vnis: [], gro: false };
+    g = { members: new Map(), sel: undefined, gro: false };
   }
   const fd = udpSocket({ netnsPath: ns, family, local, port: dstport, rcvbuf: RCVBUF, reuseport: true });
-  if (g.fds.length === 0) g.gro = process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(fd, SOL_UDP, UDP_GRO, 0);
-  g.fds.push(fd);
-  g.vnis.push(vni);
-  rxGroups.set(key, g);
+  if (g.members.size === 0) g.gro = process.env.PIER_VXLAN_UDP_GRO !== 'off' && trySetInt(fd, SOL_UDP, UDP_GRO, 0);
+  const used = new Set([...g.members.values()].map((m) => m.slot));
+  let slot = 0;
+  while (used.has(slot)) slot++;
+  const m = { vni, slot };
   try {
-    reprogram(g);
+    if (g.members.size + 1 > GROUP_MAX) throw new PierError('EBUSY', `${GROUP_MAX} vxlan ports already share this UDP port`, 'give this one another dstport=N');
+    if (g.members.size >= 1) {
+      if (g.sel === undefined) {
+        // The second VNI: the selector, attached to the group (through any member), with the first one in it.
+        const sel = createVniSelector(GROUP_MAX);
+        try {
+          const [first, fm] = [...g.members][0]!;
+          select(sel, first, fm);
+          attachReuseportProgram(first, sel.progFd);
+        } catch (e) {
+          closeVniSelector(sel);
+          throw e;
+        }
+        g.sel = sel;
+      }
+      select(g.sel, fd, m);
+    }
   } catch (e) {
-    leaveRx(key, fd);
-    throw e;
+    closeFd(fd);
+    if (g.members.size === 0) rxGroups.delete(key);
+    if (e instanceof PierError) throw e;
+    throw new PierError('EVXLAN', `cannot share UDP port ${dstport} between VNIs ${[...g.members.values()].map((x) => x.vni).join(', ')} and ${vni}: ${(e as Error).message}`,
+      'give this port another dstport=N (and its remotes the same), or let pier load BPF programs (CAP_BPF or CAP_SYS_ADMIN)');
   }
+  g.members.set(fd, m);
+  rxGroups.set(key, g);
+  setGroupGro(g);
   return fd;
 }
 
-/** Close a receiving socket and tell its group's program where the last socket went. */
+/** Close a receiving socket and take it out of its group's selector. */
 function leaveRx(key: string, fd: number): void {
   const g = rxGroups.get(key);
-  const i = g ? g.fds.indexOf(fd) : -1;
-  if (g && i >= 0) {
-    const last = g.fds.length - 1;
-    g.fds[i] = g.fds[last]!;
-    g.vnis[i] = g.vnis[last]!;
-    g.fds.pop();
-    g.vnis.pop();
-    if (g.fds.length === 0) rxGroups.delete(key);
-  }
-  closeFd(fd);
-  if (g && g.fds.length > 0) {
-    try {
-      reprogram(g);
-    } catch {
-      // The group goes on with the old program: datagrams to the moved socket count as another
-      // VNI's until the next join or leave.
+  const m = g?.members.get(fd);
+  if (g && m) {
+    g.members.delete(fd);
+    // (The socket's slot empties itself when the socket closes; the VNI's entry is pier's to remove.)
+    if (g.sel) bpfMapDelete(g.sel.vnisFd, m.vni);
+    if (g.members.size === 0) {
+      if (g.sel) closeVniSelector(g.sel);
+      rxGroups.delete(key);
     }
   }
+  closeFd(fd);
+  if (g && g.members.size > 0) setGroupGro(g);
 }
 
 function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpec } {

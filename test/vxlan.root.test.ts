@@ -68,7 +68,9 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
     try {
       dA.ok('add-port', 'br9', 'vx9', 'type=vxlan', 'vni=99', 'remote=192.0.2.2', 'local=192.0.2.1');
       const g0 = groDatagrams();
-      const shared = await iperf(cB, cA, '10.42.0.2', { reverse: true, seconds: 2 }); // B sends its trains to A
+      // B sends its trains to A, four flows (four outer source ports, so the kernel's hash alone
+      // would give some to vx9): every one must reach vx0.
+      const shared = await iperf(cB, cA, '10.42.0.2', { reverse: true, seconds: 2, parallel: 4 });
       assert.ok(shared.bytes > 10e6, `B->A moved only ${shared.bytes} bytes`);
       assert.equal(groDatagrams(), g0, 'no train reached vx0 while its UDP port was shared');
     } finally {

@@ -149,49 +149,53 @@ const BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20;
 const BPF_PROG_TYPE_SK_REUSEPORT = 21;
 const BPF_SK_REUSEPORT_SELECT = 39;
 const BPF_FUNC_map_lookup_elem = 1;
+const BPF_FUNC_skb_load_bytes = 26;
 const BPF_FUNC_sk_select_reuseport = 82;
 const SK_PASS = 1;
 
 /**
  * The SK_REUSEPORT program that gives a VXLAN datagram to the socket of its VNI. Per datagram
- * (ctx: struct sk_reuseport_md, whose data starts at the UDP header):
- *   if data + 16 > data_end: pass            (no VXLAN header in the linear part: the kernel's hash picks)
- *   vni = be32(*(u32 *)(data + 12)) >> 8     (the UDP header, then the VXLAN flags word, then the VNI)
- *   slot = vnis[vni]; if none: pass          (a VNI no port has: the kernel's hash picks)
+ * (ctx: struct sk_reuseport_md; offsets from the UDP header):
+ *   if bpf_skb_load_bytes(ctx, 12, &w, 4): pass   (too short: the kernel's hash picks)
+ *   vni = be32(w) >> 8                             (the UDP header, the VXLAN flags word, then the VNI)
+ *   slot = vnis[vni]; if none: pass                (a VNI no port has: the kernel's hash picks)
  *   bpf_sk_select_reuseport(ctx, socks, &slot, 0); pass
+ * The VNI is read with the helper, not through ctx->data: a train another pier sent with
+ * UDP_SEGMENT arrives with only its headers in the skb's linear part, where direct access ends.
  * The sockets are named by slots pier gives them (socks[slot] = socket), not by their places in
  * the group, so a socket joining or leaving moves nothing else.
  */
 export function vniSelectProgram(vnisFd: number, socksFd: number): Uint8Array {
-  const b = new Uint8Array(new ArrayBuffer(27 * 8));
+  const b = new Uint8Array(new ArrayBuffer(28 * 8));
   const dv = new DataView(b.buffer);
   insn(dv, 0, 0xbf, 6, 1, 0, 0); //        r6 = r1 (ctx)
-  insn(dv, 1, 0x79, 2, 6, 0, 0); //        r2 = ctx->data      (BPF_LDX | BPF_MEM | BPF_DW)
-  insn(dv, 2, 0x79, 3, 6, 8, 0); //        r3 = ctx->data_end
-  insn(dv, 3, 0xbf, 4, 2, 0, 0); //        r4 = r2
-  insn(dv, 4, 0x07, 4, 0, 0, 16); //       r4 += 16
-  insn(dv, 5, 0x2d, 4, 3, 19, 0); //       if r4 > r3 goto pass
-  insn(dv, 6, 0x61, 5, 2, 12, 0); //       r5 = *(u32 *)(r2 + 12)
-  insn(dv, 7, 0xdc, 5, 0, 0, 32); //       r5 = be32 r5
-  insn(dv, 8, 0x77, 5, 0, 0, 8); //        r5 >>= 8
-  insn(dv, 9, 0x63, 10, 5, -4, 0); //      *(u32 *)(r10 - 4) = r5
-  insn(dv, 10, 0x18, 1, BPF_PSEUDO_MAP_FD, 0, vnisFd); // r1 = &vnis
-  insn(dv, 11, 0x00, 0, 0, 0, 0);
-  insn(dv, 12, 0xbf, 2, 10, 0, 0); //      r2 = r10
-  insn(dv, 13, 0x07, 2, 0, 0, -4); //      r2 += -4
-  insn(dv, 14, 0x85, 0, 0, 0, BPF_FUNC_map_lookup_elem);
-  insn(dv, 15, 0x15, 0, 0, 9, 0); //       if r0 == 0 goto pass
-  insn(dv, 16, 0x61, 5, 0, 0, 0); //       r5 = *(u32 *)r0 (the slot)
-  insn(dv, 17, 0x63, 10, 5, -8, 0); //     *(u32 *)(r10 - 8) = r5
-  insn(dv, 18, 0xbf, 1, 6, 0, 0); //       r1 = ctx
-  insn(dv, 19, 0x18, 2, BPF_PSEUDO_MAP_FD, 0, socksFd); // r2 = &socks
-  insn(dv, 20, 0x00, 0, 0, 0, 0);
-  insn(dv, 21, 0xbf, 3, 10, 0, 0); //      r3 = r10
-  insn(dv, 22, 0x07, 3, 0, 0, -8); //      r3 += -8
-  insn(dv, 23, 0xb7, 4, 0, 0, 0); //       r4 = 0
-  insn(dv, 24, 0x85, 0, 0, 0, BPF_FUNC_sk_select_reuseport);
-  insn(dv, 25, 0xb7, 0, 0, 0, SK_PASS); // pass: r0 = SK_PASS
-  insn(dv, 26, 0x95, 0, 0, 0, 0); //       exit
+  insn(dv, 1, 0xb7, 2, 0, 0, 12); //       r2 = 12 (offset)
+  insn(dv, 2, 0xbf, 3, 10, 0, 0); //       r3 = r10
+  insn(dv, 3, 0x07, 3, 0, 0, -4); //       r3 += -4 (to)
+  insn(dv, 4, 0xb7, 4, 0, 0, 4); //        r4 = 4 (len)
+  insn(dv, 5, 0x85, 0, 0, 0, BPF_FUNC_skb_load_bytes);
+  insn(dv, 6, 0x55, 0, 0, 19, 0); //       if r0 != 0 goto pass
+  insn(dv, 7, 0x61, 5, 10, -4, 0); //      r5 = *(u32 *)(r10 - 4)
+  insn(dv, 8, 0xdc, 5, 0, 0, 32); //       r5 = be32 r5
+  insn(dv, 9, 0x77, 5, 0, 0, 8); //        r5 >>= 8
+  insn(dv, 10, 0x63, 10, 5, -4, 0); //     *(u32 *)(r10 - 4) = r5
+  insn(dv, 11, 0x18, 1, BPF_PSEUDO_MAP_FD, 0, vnisFd); // r1 = &vnis
+  insn(dv, 12, 0x00, 0, 0, 0, 0);
+  insn(dv, 13, 0xbf, 2, 10, 0, 0); //      r2 = r10
+  insn(dv, 14, 0x07, 2, 0, 0, -4); //      r2 += -4
+  insn(dv, 15, 0x85, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+  insn(dv, 16, 0x15, 0, 0, 9, 0); //       if r0 == 0 goto pass
+  insn(dv, 17, 0x61, 5, 0, 0, 0); //       r5 = *(u32 *)r0 (the slot)
+  insn(dv, 18, 0x63, 10, 5, -8, 0); //     *(u32 *)(r10 - 8) = r5
+  insn(dv, 19, 0xbf, 1, 6, 0, 0); //       r1 = ctx
+  insn(dv, 20, 0x18, 2, BPF_PSEUDO_MAP_FD, 0, socksFd); // r2 = &socks
+  insn(dv, 21, 0x00, 0, 0, 0, 0);
+  insn(dv, 22, 0xbf, 3, 10, 0, 0); //      r3 = r10
+  insn(dv, 23, 0x07, 3, 0, 0, -8); //      r3 += -8
+  insn(dv, 24, 0xb7, 4, 0, 0, 0); //       r4 = 0
+  insn(dv, 25, 0x85, 0, 0, 0, BPF_FUNC_sk_select_reuseport);
+  insn(dv, 26, 0xb7, 0, 0, 0, SK_PASS); // pass: r0 = SK_PASS
+  insn(dv, 27, 0x95, 0, 0, 0, 0); //       exit
   return b;
 }
 

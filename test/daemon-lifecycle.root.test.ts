@@ -8,14 +8,12 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { delNetns, makeNetns, must, NEEDS, nsExec, PIER, requires, TestDaemon, waitFor } from './helpers.ts';
-
-interface Ev { type: string; port?: string; reason?: string }
+import { delNetns, makeNetns, must, NEEDS, nsExec, PIER, requires, TestDaemon, waitFor, type DaemonEvent } from './helpers.ts';
 
 describe('daemon life cycle (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let ns: string[] = [];
-  const events = (): Ev[] => d.ok('events', '--json').trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as Ev);
+  const events = (): DaemonEvent[] => d.events();
 
   before(async () => {
     await d.start();

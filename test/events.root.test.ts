@@ -8,14 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import { eth, ETH_P_EXPERIMENTAL, Sender } from './attacker.ts';
 import { Frontend } from './frontend.ts';
 import * as P from '../src/vhost/protocol.ts';
-import { delNetns, makeNetns, must, NEEDS, PIER, requires, TestDaemon, waitFor } from './helpers.ts';
-
-interface Ev { seq: number; time: string; type: string; port?: string; bridge?: string; reason?: string; detail?: string }
+import { delNetns, makeNetns, must, NEEDS, PIER, requires, TestDaemon, waitFor, type DaemonEvent } from './helpers.ts';
 
 describe('pier events (root)', requires(NEEDS.tun), () => {
   const d = new TestDaemon();
   let ns: string[] = [];
-  const events = (): Ev[] => d.ok('events', '--json').trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as Ev);
+  const events = (): DaemonEvent[] => d.events();
 
   before(async () => {
     await d.start();
@@ -101,7 +99,7 @@ describe('pier events (root)', requires(NEEDS.tun), () => {
     let out = '';
     child.stdout.on('data', (b: Buffer) => { out += String(b); });
     try {
-      const seen = (): Ev[] => out.trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as Ev);
+      const seen = (): DaemonEvent[] => out.trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as DaemonEvent);
       await waitFor(() => seen().some((e) => e.type === 'port-deleted' && e.port === 'v1'), 10_000, () => `the past events first: ${out}`);
       const n = seen().length;
       d.ok('add-port', 'br0', 'v2', 'type=vhost-user', `path=${join(d.dir, 'v2.sock')}`);

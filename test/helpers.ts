@@ -138,6 +138,9 @@ export function must(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
+/** One line of pier events --json. */
+export interface DaemonEvent { seq: number; time: string; type: string; port?: string; bridge?: string; reason?: string; detail?: string }
+
 /** A daemon with its own socket and state dir, so tests never touch a real installation. */
 export class TestDaemon {
   /** `ns`: run the daemon inside that named network namespace (a "host" of the uplink tests), so its ports' default namespace is the host's. */
@@ -211,6 +214,11 @@ export class TestDaemon {
 
   json<T = any>(...args: string[]): T {
     return JSON.parse(this.ok(...args, '--json')) as T;
+  }
+
+  /** pier events --json: one object per line, oldest first. */
+  events(): DaemonEvent[] {
+    return this.ok('events', '--json').trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as DaemonEvent);
   }
 
   async cleanup(): Promise<void> {

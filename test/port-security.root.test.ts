@@ -14,7 +14,7 @@ import {
   arp, BROADCAST, Capture, dhcpOffer, dhcpv6Reply, eth, ETH_P_ARP, ETH_P_EXPERIMENTAL, ETH_P_IPV4, ETH_P_IPV6, Flooder, linkLocal, macFlood,
   neighbourAdvertisement, parse, routerAdvertisement, Sender, sendFrames, udp4, udp6, UdpListener,
 } from './attacker.ts';
-import { delNetns, iperf, makeNetns, must, NEEDS, nsExec, pingUntil, requires, type Run, sh, TestDaemon, waitFor } from './helpers.ts';
+import { delNetns, iperf, makeNetns, must, NEEDS, nsExec, pingUntil, requires, type Run, sh, TestDaemon, waitFor, type DaemonEvent } from './helpers.ts';
 import { Testpmd } from './testpmd.ts';
 
 type Name = 'a' | 'b' | 'c' | 'd';
@@ -331,8 +331,7 @@ describe('port security: a hostile container among secured ones (root)', require
   });
 
   /** pier events --json: one object per line; the port-security ones. */
-  const securityEvents = (): Array<Record<string, string>> =>
-    d.ok('events', '--json').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, string>).filter((e) => e.type === 'port-security');
+  const securityEvents = (): DaemonEvent[] => d.events().filter((e) => e.type === 'port-security');
 
   it('events: pier events --json has port-security events for port c (and no other port), the first naming the MAC c forged', async (t: TestContext) => {
     const sec = await waitFor(() => {

@@ -119,7 +119,7 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
       await waitFor(() => /inner MTU 1350 \(underlay MTU 1400 from the route to 192\.0\.2\.2/.test(dA.ok('show', 'vx0')), 15_000, 'pier show to say inner MTU 1350');
       const big = ping(cA, '10.42.0.2', ['-M', 'do', '-s', '1323', '-c', '1', '-W', '1']);
       assert.notEqual(big.code, 0);
-      const ev = dA.ok('events', '--json').trim().split('\n').filter((l) => l).map((l) => JSON.parse(l) as { type: string; port?: string; detail?: string });
+      const ev = dA.events();
       assert.ok(ev.some((e) => e.type === 'port-changed' && e.port === 'vx0' && /underlay MTU 1500 -> 1400/.test(e.detail ?? '')), JSON.stringify(ev.slice(-5)));
     } finally {
       must('ip', ['-n', hA, 'link', 'set', 'wire0', 'mtu', '1500']);

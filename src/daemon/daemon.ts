@@ -398,19 +398,7 @@ export class Daemon {
         spec = undefined; // nothing to rebuild: tag=, trunks= and security follow below as for any port
       }
       if (spec !== undefined || moved) {
-        // The control half stays (the tap, the socket); the dataplane half is rebuilt from the
-        // new spec, on the thread it goes to.
-        await this.dataplanes.delPort(rt.index);
-        if (spec !== undefined) rt.dev.spec = spec;
-        try {
-          await this.plug(rt, o.type, rt.dev.spec, vlanOf(o), thread, securityOf(o));
-        } catch (e) {
-          // The dataplane refused the new half: take the port down whole, so the next
-          // reconcile (the undo, or the retry) makes it again instead of thinking it runs.
-          await this.unrealize(rt, true);
-          rt.error = (e as Error).message;
-          throw e;
-        }
+        await this.rebuild(rt, o, spec ?? rt.dev.spec, thread);
       } else {
         // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
         rt.options = o;
@@ -680,13 +668,24 @@ export class Daemon {
     this.log.info({ port: rt.name, change: news.why }, 'port follows a change of the system');
     this.events.add('port-changed', { port: rt.name, detail: news.why });
     const thread = this.dataplanes.threadOf(rt.index) ?? this.dataplanes.place(threadOf(o), rt.name);
+    await this.rebuild(rt, o, news.spec, thread).catch(() => {}); // (the port keeps its error; the retry makes it again)
+  }
+
+  /**
+   * Rebuild a running port's dataplane half from `spec` on `thread`; the control half stays (the
+   * tap, the socket). If the dataplane refuses the new half, the port is taken down whole, so the
+   * next reconcile (an undo, or the retry) makes it again instead of thinking it runs; throws.
+   */
+  private async rebuild(rt: PortRuntime, o: KindOptions, spec: unknown, thread: number): Promise<void> {
+    const dev = rt.dev!;
     await this.dataplanes.delPort(rt.index);
-    dev.spec = news.spec;
+    dev.spec = spec;
     try {
-      await this.plug(rt, o.type, news.spec, vlanOf(o), thread, securityOf(o));
+      await this.plug(rt, o.type, spec, vlanOf(o), thread, securityOf(o));
     } catch (e) {
       await this.unrealize(rt, true);
       rt.error = (e as Error).message;
+      throw e;
     }
   }
 

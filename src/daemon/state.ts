@@ -5,7 +5,7 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { PierError } from '../errors.ts';
+import { makeDir, PierError } from '../errors.ts';
 import { libc } from '../sys/index.ts';
 import type { KindOptions } from '../ports/kind.ts';
 import { validatePortOptions } from '../ports/parse.ts';
@@ -108,7 +108,7 @@ export class StateStore {
    */
   lock(): void {
     if (this.lockFd >= 0) return;
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    makeDir(this.dir, 0o700, 'the state directory', 'choose another --state-dir');
     const path = join(this.dir, 'lock');
     const fd = openSync(path, 'a+', 0o600);
     if (libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB) !== 0) {
@@ -120,7 +120,7 @@ export class StateStore {
         /* unreadable: no pid to name */
       }
       closeSync(fd);
-      throw new PierError('EBUSY', `the state directory ${this.dir} is in use by another pier daemon${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''}${err === 11 ? '' : ` (flock: ${libc.errnoName(err)})`}`,
+      throw new PierError('EBUSY', `the state directory ${this.dir} is in use by another pier daemon${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''}${err === libc.EAGAIN ? '' : ` (flock: ${libc.errnoName(err)})`}`,
         'stop that daemon first, or give this one its own --state-dir (and --socket)');
     }
     ftruncateSync(fd, 0);

@@ -41,6 +41,13 @@ export const PACKET_OUTGOING = 4;
 export const SO_ERROR = 4;
 export const ENETDOWN = 100;
 export const ENXIO = 6;
+/** The device or its backlog dropped the frame being sent. */
+export const ENOBUFS = 105;
+
+/** A send failed because the socket's device is down or gone. */
+export function linkDown(err: number): boolean {
+  return err === ENETDOWN || err === ENXIO || err === c.ENODEV;
+}
 
 /** Block status bits (rx ring). */
 export const TP_STATUS_KERNEL = 0;

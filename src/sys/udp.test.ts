@@ -57,4 +57,3 @@ describe('udp: sendmmsg and recvmmsg over loopback', () => {
   });
 });
 
-

@@ -6,6 +6,7 @@ import { PierError } from '../../errors.ts';
 import { closePacketSocket, libc, linkExists, linkInfo, openPacketSocket, readPacketStats, type PacketSocket } from '../../sys/index.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
 import { resolveNetns } from '../netns.ts';
+import { checkUplinkDevice } from '../uplink.ts';
 import type { AfPacketOptions, AfPacketSpec } from './options.ts';
 
 /**
@@ -116,25 +117,9 @@ export function afpacketKernel(r: RealizedAfPacket): Record<string, number | str
   };
 }
 
-/** An uplink on the loopback device would flood the bridge into the host's own stack and back. */
-export function refuseLoopback(dev: string, netns: string | undefined): void {
-  if (dev === 'lo') {
-    throw new PierError('EINVAL', `dev=lo${netns ? ` in netns ${netns}` : ''} is the loopback device, not a link to other hosts`, 'name the device that leads to the network (ip link), or use a tap port for the host\'s own stack');
-  }
-}
-
 export const afpacketControl: ControlHalf<AfPacketOptions, AfPacketSpec, RealizedAfPacket> = {
   prepare(name, o, others) {
-    refuseLoopback(o.dev, o.netns);
-    for (const p of others) {
-      const po = p.options as { type: string; dev?: string; netns?: string };
-      if ((po.type === 'afpacket' || po.type === 'afxdp') && po.dev === o.dev && po.netns === o.netns) {
-        throw new PierError('EEXIST', `port ${p.name} is already an uplink on ${o.dev}${where(o)}`, 'one uplink per device: remove the other port first');
-      }
-      if (p.ifname === o.dev && po.netns === o.netns) {
-        throw new PierError('EEXIST', `${o.dev}${where(o)} is the interface of port ${p.name}`, `an uplink on another port of pier would loop: choose the host's device for ${name}`);
-      }
-    }
+    checkUplinkDevice(name, o.dev, o.netns, others);
     return o;
   },
   realize(_name, o): Realized<AfPacketSpec, RealizedAfPacket> {

@@ -8,7 +8,7 @@
 import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { Port, type PortContext } from '../../dataplane/port.ts';
-import { libc, packetKick } from '../../sys/index.ts';
+import { libc, packet, packetKick } from '../../sys/index.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import type { AfPacketSpec } from './options.ts';
 import { POS_RX_BLOCK, POS_TX_HEAD, RxRing, TxRing } from './ring.ts';
@@ -16,9 +16,6 @@ import { MsgRx } from './rxmsg.ts';
 import { MsgTx } from './txmsg.ts';
 import type { AfPacketView } from './view.ts';
 
-const ENETDOWN = 100;
-const ENXIO = 6;
-const ENODEV = 19;
 
 export class AfPacketPort extends Port {
   readonly fds: readonly number[];
@@ -105,7 +102,7 @@ export class AfPacketPort extends Port {
     if (err === libc.EAGAIN || err === libc.EINTR) return true; // the frames stay marked; the next kick sends them
     tx.stats.kickErrors++;
     tx.stats.lastKickErrno = err;
-    this.counters[err === ENETDOWN || err === ENXIO || err === ENODEV ? C.tx_dropped_link_down : C.tx_dropped_error]!++;
+    this.counters[packet.linkDown(err) ? C.tx_dropped_link_down : C.tx_dropped_error]!++;
     return false;
   }
 

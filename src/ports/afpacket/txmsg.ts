@@ -10,19 +10,14 @@
 import { C } from '../../dataplane/counters.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { VNET_HDR } from '../../dataplane/pool.ts';
-import { libc } from '../../sys/index.ts';
-import { MmsgBatch, MSG_DONTWAIT, sendmmsg } from '../../sys/udp.ts';
+import { libc, packet } from '../../sys/index.ts';
+import { EMSGSIZE, MmsgBatch, MSG_DONTWAIT, sendmmsg } from '../../sys/udp.ts';
 import { PKT_VNET } from './ring.ts';
 
 /** Messages per sendmmsg. */
 export const TX_BATCH = 64;
 /** ENOBUFS answers in one flush before the rest of it is dropped. */
 const NOBUFS_MAX = 4;
-const ENOBUFS = 105;
-const ENETDOWN = 100;
-const ENXIO = 6;
-const ENODEV = 19;
-const EMSGSIZE = 90;
 
 export class MsgTx {
   /** sendmmsg calls, and those that failed (the last error). */
@@ -80,7 +75,7 @@ export class MsgTx {
         c[C.tx_dropped_full]! += total - sent;
         break;
       }
-      if (e === ENETDOWN || e === ENXIO || e === ENODEV) {
+      if (packet.linkDown(e)) {
         // The device is down or gone: so is the rest of the batch (the port goes down by epoll).
         c[C.tx_dropped_link_down]! += total - sent;
         break;
@@ -88,7 +83,7 @@ export class MsgTx {
       // This frame alone: refused (EMSGSIZE), or dropped by the device or its backlog (ENOBUFS).
       c[e === EMSGSIZE ? C.tx_dropped_too_big : C.tx_dropped_error]!++;
       sent++;
-      if (e === ENOBUFS && ++nobufs === NOBUFS_MAX) {
+      if (e === packet.ENOBUFS && ++nobufs === NOBUFS_MAX) {
         // The device keeps dropping: the rest of the burst would only cost a call each.
         c[C.tx_dropped_error]! += total - sent;
         break;

@@ -7,8 +7,8 @@ import { PierError } from '../../errors.ts';
 import { attachXdp, createXskMap, loadXskProgram, PIER_PROG_NAME, progFdById, progInfo, runningQueues, xdpState, type XdpMode, type XdpState } from '../../sys/bpf.ts';
 import { libc, linkInfo } from '../../sys/index.ts';
 import type { ControlHalf, Realized } from '../kind.ts';
-import { refuseLoopback } from '../afpacket/control.ts';
 import { resolveNetns } from '../netns.ts';
+import { checkUplinkDevice } from '../uplink.ts';
 import type { AfXdpOptions, AfXdpSpec } from './options.ts';
 
 export interface RealizedAfXdp {
@@ -58,14 +58,8 @@ function attach(ns: string | undefined, o: AfXdpOptions, st: XdpState, progFd: n
 }
 
 export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> = {
-  prepare(_name, o, others) {
-    refuseLoopback(o.dev, o.netns);
-    for (const p of others) {
-      const po = p.options as Partial<AfXdpOptions>;
-      if (po.dev === o.dev && po.netns === o.netns && (p.options.type === 'afxdp' || p.options.type === 'afpacket')) {
-        throw new PierError('EEXIST', `port ${p.name} is already an uplink on ${where(o)}`, 'one uplink per device: remove the other port first');
-      }
-    }
+  prepare(name, o, others) {
+    checkUplinkDevice(name, o.dev, o.netns, others);
     return o;
   },
 

@@ -182,6 +182,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
   const family = ipFamily(o.remote[0]!) as 4 | 6;
   const dstport = o.dstport ?? VXLAN_PORT;
   const { mtu, from } = underlayMtu(ns, o);
+  const key = groupKey(ns, family, o.local, dstport);
   const fds: number[] = [];
   try {
     let rxFd: number;
@@ -220,11 +221,11 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       underlayMtu: mtu, mtuFrom: from, gso: gsoWanted() && hasUdpSegment(txFds[0]!),
       gro: process.env.PIER_VXLAN_GRO !== 'off',
       // (Whether trains may come at all: the group turns UDP_GRO on and off as VNIs join and leave.)
-      udpGro: rxGroups.get(groupKey(ns, family, o.local, dstport))?.gro === true,
+      udpGro: rxGroups.get(key)?.gro === true,
     };
-    return { r: { rxFd, txFds, txPorts, netnsPath: ns, rxGroup: groupKey(ns, family, o.local, dstport) }, spec };
+    return { r: { rxFd, txFds, txPorts, netnsPath: ns, rxGroup: key }, spec };
   } catch (e) {
-    if (fds.length > 0) leaveRx(groupKey(ns, family, o.local, dstport), fds[0]!);
+    if (fds.length > 0) leaveRx(key, fds[0]!);
     closeAll(fds.slice(1));
     throw e;
   }

@@ -481,7 +481,7 @@ export class Engine implements PortContext {
     for (let c = 0; c < cin.length; c++) cin[c]!.tap.write(this.pool, this.batch, n, cin[c]!.iface, CAPTURE_IN);
     // A secured port's burst is checked before the bridge sees it (a capture shows what it sent).
     const guard = p.guard;
-    if (guard !== null && (n = guard.filter(this.pool, this.batch, n, p.counters)) === 0) {
+    if (guard !== null && (n = guard.filter(this.pool, this.batch, n, p.counters, p.rxJudged)) === 0) {
       p.afterBurst(queue);
       return 0;
     }

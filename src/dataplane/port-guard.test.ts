@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { C, newCounters } from './counters.ts';
 import { PacketPool, VNET_HDR } from './pool.ts';
-import { GUARD_OK, PortGuard, type GuardIdentity } from './port-guard.ts';
+import { GUARD_OK, JUDGED_COPY_MAX, JUDGED_COPY_MIN, PortGuard, type GuardIdentity } from './port-guard.ts';
 
 // Deterministic by default; set FC_SEED to explore other inputs (a failure prints its seed).
 fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 20241124) });
@@ -558,6 +558,57 @@ describe('properties', () => {
         assert.equal(g.check(b, 7, frame.length), v);
       }
     }), { numRuns: 2000 });
+  });
+
+  test('copyJudged() copies header and frame exactly, and passes only what check() passes', () => {
+    // The "peer's memory": a pool buffer, the header and frame at a 4-byte aligned offset in it.
+    const src = pool.alloc();
+    const dst = pool.alloc();
+    const w = pool.arena.i32;
+    let passed = 0;
+    fc.assert(fc.property(mutated, fc.uint8Array({ minLength: VNET_HDR, maxLength: VNET_HDR }), fc.nat(64), (it, hdr, shift) => {
+      const bytes = VNET_HDR + it.frame.length;
+      if (bytes < JUDGED_COPY_MIN || bytes > JUDGED_COPY_MAX) return;
+      const g = it.trunk ? trunkGuard : new PortGuard(identity);
+      const so = pool.hdrOffset(src) + 4 * shift;
+      pool.bytes.set(hdr, so);
+      pool.bytes.set(it.frame, so + VNET_HDR);
+      const ho = pool.hdrOffset(dst);
+      pool.bytes.fill(0xee, ho, ho + bytes + 8);
+      const ok = g.copyJudged(pool.bytes, w, ho, so, bytes);
+      assert.deepEqual(pool.bytes.subarray(ho, ho + bytes), pool.bytes.subarray(so, so + bytes));
+      assert.ok(pool.bytes.subarray(ho + bytes, ho + bytes + 8).every((x) => x === 0xee), 'copied past the end');
+      if (ok) {
+        passed++;
+        assert.equal(g.check(pool.bytes, ho + VNET_HDR, it.frame.length), GUARD_OK);
+      }
+    }), { numRuns: 2000 });
+    pool.release(src);
+    pool.release(dst);
+    assert.ok(passed > 0, 'no frame took the fast path: the property says nothing');
+  });
+
+  test('filter() passes the frames the judged mask names without looking, and judges the rest', () => {
+    const g = new PortGuard(identity);
+    const free = pool.available();
+    const frames = [ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2)), ipv4Frame(OWN, '10.0.0.6', 6, tcp(1, 2)), ipv4Frame(OWN, '10.0.0.5', 6, tcp(1, 2))];
+    const handles = frames.map(put);
+    const counters = newCounters();
+    // Slot 1 (a forged source) marked judged is kept: the mask is the port's word for it.
+    let batch = Int32Array.from(handles);
+    assert.equal(g.filter(pool, batch, 3, counters, 0b010), 3);
+    // Without the mark it is judged and dropped.
+    for (const h of handles) pool.refs[h]!++;
+    batch = Int32Array.from(handles);
+    assert.equal(g.filter(pool, batch, 3, counters, 0b001), 2);
+    assert.deepEqual(Array.from(batch.subarray(0, 2)), [handles[0], handles[2]]);
+    assert.equal(counters[C.rx_dropped_spoofed_ip], 1);
+    // Every slot marked: the burst as it came.
+    batch = Int32Array.from([handles[0]!, handles[2]!]);
+    for (const h of [handles[0]!, handles[2]!]) pool.refs[h]!++;
+    assert.equal(g.filter(pool, batch, 2, counters, 0b11), 2);
+    for (const h of [...handles, handles[0]!, handles[2]!, handles[0]!, handles[2]!]) pool.release(h);
+    assert.equal(pool.available(), free);
   });
 
   test('filter() keeps exactly the frames check() passes, in order, and leaks no buffer', () => {

@@ -22,7 +22,14 @@ export interface PortContext {
 
 /** What checks a secured port's received burst (PortGuard): compacts it in place, returns the count kept. */
 export interface IngressGuard {
-  filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number;
+  /** `judged`: bit i set when the frame in slot i already passed in copyJudged() (Port.rxJudged). */
+  filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array, judged: number): number;
+  /**
+   * Copy a header and frame of `bytes` bytes (JUDGED_COPY_MIN..JUDGED_COPY_MAX, both offsets
+   * 4-byte aligned) out of a peer's memory and judge the copy in the same pass: true when it
+   * passes the check's fast path, false when filter() must look at it.
+   */
+  copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean;
 }
 
 /**
@@ -70,6 +77,12 @@ export abstract class Port implements PortVlan {
    * output port that keeps packets past transmit() or writes into them (!acceptsExternal).
    */
   rxExternal = false;
+  /**
+   * Set by receive() of a port that copies its frames out of a peer's memory: bit i when the
+   * frame in slot i of the burst passed port security as it was copied (IngressGuard.copyJudged),
+   * so filter() passes it without reading it again. A port that never judges leaves it 0.
+   */
+  rxJudged = 0;
   /** transmit() only reads a packet and is done with it when it returns. */
   acceptsExternal = false;
   /** Bit per VIRTIO_NET_HDR_GSO_* type the port takes as is; others are segmented for it. */

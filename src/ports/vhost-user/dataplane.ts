@@ -10,6 +10,7 @@ import { writeLevels } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
+import { JUDGED_COPY_MAX, JUDGED_COPY_MIN } from '../../dataplane/port-guard.ts';
 import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
 import { closeAll } from '../../memory/guest-memory.ts';
@@ -413,7 +414,10 @@ export class VhostUserPort extends Port implements BufferLender {
     let popped = 0;
     let offloads = 0;
     let bytes = 0;
-    const lend = this.guard === null;
+    const guard = this.guard;
+    const lend = guard === null;
+    const w = pool.arena.i32;
+    let judged = 0;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -451,7 +455,11 @@ export class VhostUserPort extends Port implements BufferLender {
       const ho = pool.hdrOffset(h);
       const fo = ho + VNET_HDR;
       let pos = 0;
-      if (hl === VNET_HDR) {
+      if (guard !== null && hl === VNET_HDR && ch.count === 1 && total >= JUDGED_COPY_MIN && total <= JUDGED_COPY_MAX &&
+        (ch.offset[0]! & 3) === 0 && n < 32) {
+        // A secured port's short frame in one buffer: copied and judged in one pass.
+        if (guard.copyJudged(b, w, ho, ch.offset[0]!, total)) judged |= 1 << n;
+      } else if (hl === VNET_HDR) {
         for (let s = 0; s < ch.readable; s++) {
           const off = ch.offset[s]!;
           const len = ch.len[s]!;
@@ -488,6 +496,7 @@ export class VhostUserPort extends Port implements BufferLender {
     }
     this.rxOffloads = offloads !== 0;
     this.rxExternal = this.lent > 0;
+    this.rxJudged = judged;
     c[C.rx_packets]! += n;
     c[C.rx_bytes]! += bytes;
     if (vq.broken !== null) {

@@ -10,8 +10,9 @@ describe('makeDir', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   test('makes the directories, and names the file in the way with the fix', () => {
-    makeDir(join(dir, 'a/b'), 0o755, 'socket x', 'choose another path=');
+    assert.deepEqual(makeDir(join(dir, 'a/b'), 0o755, 'socket x', 'choose another path='), [join(dir, 'a'), join(dir, 'a/b')]);
     assert.ok(statSync(join(dir, 'a/b')).isDirectory());
+    assert.deepEqual(makeDir(join(dir, 'a/b'), 0o755, 'socket x', 'choose another path='), [], 'made nothing the second time');
     writeFileSync(join(dir, 'd1.log'), 'log');
     for (const sub of ['d1.log', 'd1.log/x', 'd1.log/x/y']) {
       assert.throws(() => makeDir(join(dir, sub), 0o755, 'socket s', 'choose another path='), (e: unknown) => {

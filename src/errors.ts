@@ -14,10 +14,11 @@ export class PierError extends Error {
 
 /**
  * mkdir -p `dir` for `what` (a socket, the state), or a PierError naming the part of the path
- * that is in the way and `fix` (which option to change).
+ * that is in the way and `fix` (which option to change). Returns the directories it made, outermost first.
  */
-export function makeDir(dir: string, mode: number, what: string, fix: string): void {
+export function makeDir(dir: string, mode: number, what: string, fix: string): string[] {
   // One part at a time, not { recursive: true }: Node's recursive mkdir reports EROFS as ENOENT.
+  const made: string[] = [];
   const parts: string[] = [];
   for (let p = resolve(dir); p !== dirname(p); p = dirname(p)) parts.unshift(p);
   for (const p of parts) {
@@ -26,6 +27,7 @@ export function makeDir(dir: string, mode: number, what: string, fix: string): v
     if (st) throw new PierError('ENOTDIR', `${p} is not a directory, so ${what} cannot be made under it`, `${fix}, or remove ${p}`);
     try {
       mkdirSync(p, { mode });
+      made.push(p);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' && statSync(p, { throwIfNoEntry: false })?.isDirectory()) continue; // made meanwhile
@@ -34,4 +36,5 @@ export function makeDir(dir: string, mode: number, what: string, fix: string): v
       throw new PierError('EIO', `cannot make ${p} for ${what}: ${(e as Error).message}`, fix);
     }
   }
+  return made;
 }

@@ -1,19 +1,26 @@
 // The control half of a vhost-user port: the listening socket of a server port (made here, in
 // the daemon's thread, so path problems reach the user as the answer to add-port), and the
 // clash check on socket paths.
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, rmdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { libc, unixConnect, unixListen } from '../../sys/index.ts';
 import { makeDir, PierError } from '../../errors.ts';
 import type { ControlHalf, KindOptions, OtherPort, Realized } from '../kind.ts';
 import { type VhostUserOptions, type VhostUserSpec, vhostUserSpec } from './options.ts';
 
+/**
+ * Directories pier made for sockets (a path= under a directory that did not exist): the socket's
+ * close removes them again once empty, innermost first, so del-port leaves the tree as add-port
+ * found it. A directory that was there before, or that holds anything else, stays.
+ */
+const madeDirs = new Set<string>();
+
 export function listenVhostUser(path: string): number {
   const len = Buffer.byteLength(path);
   if (len > libc.SUN_PATH_MAX) {
     throw new PierError('EINVAL', `socket path ${path} is ${len} bytes; unix socket paths are at most ${libc.SUN_PATH_MAX}`, 'choose a shorter path=');
   }
-  makeDir(dirname(path), 0o755, `socket ${path}`, 'choose another path=');
+  for (const d of makeDir(dirname(path), 0o755, `socket ${path}`, 'choose another path=')) madeDirs.add(d);
   if (existsSync(path)) {
     const st = lstatSync(path);
     if (!st.isSocket()) throw new PierError('EEXIST', `${path} exists and is not a socket`, 'remove it or choose another path=');
@@ -30,6 +37,7 @@ export function listenVhostUser(path: string): number {
   try {
     return unixListen(path);
   } catch (e) {
+    removeMadeDirs(path);
     throw new PierError('ESOCKET', `cannot listen on ${path}: ${(e as Error).message}`, 'check the directory is writable');
   }
 }
@@ -40,6 +48,19 @@ export function closeListener(fd: number, path: string): void {
     unlinkSync(path);
   } catch {
     /* already gone */
+  }
+  removeMadeDirs(path);
+}
+
+/** Remove the empty directories pier made above socket `path`, innermost first. */
+function removeMadeDirs(path: string): void {
+  for (let d = dirname(path); madeDirs.has(d); d = dirname(d)) {
+    try {
+      rmdirSync(d);
+    } catch {
+      return; // not empty (another port's socket, a user's file): it and its parents stay
+    }
+    madeDirs.delete(d);
   }
 }
 

@@ -76,7 +76,7 @@ describe('vhost-user ports with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS.
       await t.start();
       await pingUntil(c1, '10.79.0.2');
       for (const mode of ['on', 'off', 'on']) {
-        d.ok('set-port', 'bp', `busy-poll=${mode}`);
+        assert.equal(d.ok('set-port', 'bp', `busy-poll=${mode}`).trim(), '', 'set-port said something although nothing ended');
         const v = d.json('show', 'bp').port;
         assert.equal(v.options['busy-poll'], mode === 'on');
         assert.equal(v.peer.connected, true, `busy-poll=${mode}: the peer is still connected`);
@@ -86,6 +86,22 @@ describe('vhost-user ports with DPDK testpmd (root)', requires(NEEDS.tun, NEEDS.
       }
     } finally {
       await cleanup([t], [['br0', 'bp']]);
+    }
+  });
+
+  it('set-port of a key that makes the device again says the frontend\'s session ended, and the events show it', async () => {
+    const t = new Testpmd([`net_virtio_user0,path=${d.dir}/rb.sock`], 'icmpecho');
+    try {
+      d.ok('add-port', 'br0', 'rb', 'type=vhost-user', `path=${d.dir}/rb.sock`);
+      await t.start();
+      await pingUntil(c1, '10.79.0.2');
+      const out = d.ok('set-port', 'rb', 'mtu=4000');
+      assert.match(out, /^rb: the device was made again to apply this, which ended its frontend's session/);
+      assert.equal(d.json('show', 'rb').port.options.mtu, 4000);
+      await waitFor(() => d.events().some((e) => e.type === 'peer-disconnected' && e.port === 'rb'), 5000, 'a peer-disconnected event for rb');
+      assert.ok(d.events().some((e) => e.type === 'port-changed' && e.port === 'rb' && /made again/.test(e.detail ?? '')), 'the port-changed event says the device was made again');
+    } finally {
+      await cleanup([t], [['br0', 'rb']]);
     }
   });
 

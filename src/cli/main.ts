@@ -116,7 +116,8 @@ client('set-port', [
 ].join('\n')).summary('change a port: live where it can, else with --recreate (set-port --help lists what is live)')
   .argument('<port>').argument('<options...>').option('--recreate', 'make the port again when a key cannot change live')
   .action(async (port: string, words: string[], o: { recreate?: boolean }, cmd: Command) => {
-    await call(socketOf(cmd), 'set-port', [port, ...words, ...(o.recreate ? ['--recreate'] : [])]);
+    const r = await call(socketOf(cmd), 'set-port', [port, ...words, ...(o.recreate ? ['--recreate'] : [])]) as { note?: string };
+    if (r.note !== undefined) console.log(r.note);
   });
 client('show', 'show bridges and ports (or one of them)').argument('[name]').option('--json', 'machine-readable output')
   .action(async (name: string | undefined, o: { json?: boolean }, cmd: Command) => {

@@ -398,6 +398,7 @@ export class Daemon {
         spec = undefined; // nothing to rebuild: tag=, trunks= and security follow below as for any port
       }
       if (spec !== undefined || moved) {
+        if (o.type === 'vhost-user' || o.type === 'vhost-user-client') this.sessionsEnded.add(name);
         await this.rebuild(rt, o, spec ?? rt.dev.spec, thread);
       } else {
         // Counted as changed first: if the dataplane refuses, the undo's reconcile puts back the old options whole.
@@ -547,13 +548,17 @@ export class Daemon {
     securityOf(o); // a secured port pier cannot identify is refused here, before anything changes
     const ports = this.state.bridges[want.bridge]!.ports;
     const before = ports[name]!;
+    this.sessionsEnded.delete(name);
     await this.apply(name, () => {
       ports[name] = { ...before, options: o };
       return () => (ports[name] = before);
     }, recreate);
+    const ended = this.sessionsEnded.delete(name);
     this.log.info({ port: name, options: o, recreate }, 'port changed');
-    this.events.add('port-changed', { port: name, detail: recreate ? 'made again (--recreate)' : 'changed live' });
-    return this.describePort(this.ports.get(name)!);
+    this.events.add('port-changed', { port: name, detail: recreate ? 'made again (--recreate)' : ended ? 'changed live; the device was made again' : 'changed live' });
+    // What the user must know and would otherwise find only in the events: the frontend was cut off.
+    const note = ended ? `${name}: the device was made again to apply this, which ended its frontend's session: a frontend that reconnects (QEMU with reconnect=, DPDK virtio-user with server=1) comes back; others must be restarted` : undefined;
+    return { ...this.describePort(this.ports.get(name)!), ...(note !== undefined ? { note } : {}) };
   }
 
   private async delPort(br: string, name: string): Promise<null> {
@@ -596,6 +601,8 @@ export class Daemon {
    * about a port that is gone (a flap with it, an entry not aged out yet) still name it.
    */
   private readonly formerNames = new Map<number, string>();
+  /** Ports whose vhost-user device reconcile() made again (its frontend's session ended): set-port says so. */
+  private readonly sessionsEnded = new Set<string>();
 
   /** The port with dataplane index `index`: its name, a deleted one's name marked so, or #index. */
   private nameOf(index: number): string {

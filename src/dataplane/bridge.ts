@@ -107,33 +107,48 @@ export class Bridge {
     // A frame from a link between threads never leaves through another link (split horizon).
     const horizon = inPort.horizon;
     // A burst mostly comes from one station to one destination: learn and look up once per
-    // change of address. Learning drops the cached destination (it may have moved).
-    let lastSrc = -1;
-    let lastDst = -1;
+    // change of address, compared as the words the frame holds (a 4-byte aligned frame, as
+    // every pool buffer and the buffers of DPDK and Linux drivers are, reads them whole).
+    // Learning drops the cached destination (it may have moved). -1 matches no 16-bit word.
+    const u16 = pool.arena.u16;
+    const i32 = pool.arena.i32;
+    let srcLo = -1;
+    let srcHi = 0;
+    let dstLo = -1;
+    let dstHi = 0;
     let lastOut = -1;
     for (let i = 0; i < n; i++) {
       const h = batch[i]!;
       const fo = pool.frameOffset(h);
-      // source MAC: learn unless it is a group address
-      const s0 = b[fo + 6]!;
-      if ((s0 & 1) === 0) {
-        const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
-        if (src !== lastSrc) {
-          const r = this.fdb.learn(src, inIdx, now, 0);
-          // Not learned (another port's static MAC, the port at its limit, a full table): the
-          // frame still goes; each one is counted, so the source is not cached.
-          lastSrc = r === LEARNED ? src : -1;
-          lastDst = -1;
-          if (r !== LEARNED) refused(inPort, r);
-        }
+      // Destination bytes 0..3 and 4, 5; source bytes 6, 7 and 8..11, as little-endian words.
+      let d4: number, d2: number, s2: number, s4: number;
+      if ((fo & 3) === 0) {
+        d4 = i32[fo >>> 2]!;
+        d2 = u16[(fo + 4) >>> 1]!;
+        s2 = u16[(fo + 6) >>> 1]!;
+        s4 = i32[(fo + 8) >>> 2]!;
+      } else {
+        d4 = b[fo]! | (b[fo + 1]! << 8) | (b[fo + 2]! << 16) | (b[fo + 3]! << 24);
+        d2 = b[fo + 4]! | (b[fo + 5]! << 8);
+        s2 = b[fo + 6]! | (b[fo + 7]! << 8);
+        s4 = b[fo + 8]! | (b[fo + 9]! << 8) | (b[fo + 10]! << 16) | (b[fo + 11]! << 24);
       }
-      const d0 = b[fo]!;
+      // source MAC: learn unless it is a group address
+      if ((s2 & 1) === 0 && (s2 !== srcLo || s4 !== srcHi)) {
+        const r = this.fdb.learn(macOfWords(s2, s4), inIdx, now, 0);
+        // Not learned (another port's static MAC, the port at its limit, a full table): the
+        // frame still goes; each one is counted, so the source is not cached.
+        srcLo = r === LEARNED ? s2 : -1;
+        srcHi = s4;
+        dstLo = -1;
+        if (r !== LEARNED) refused(inPort, r);
+      }
       let out = -1;
-      if ((d0 & 1) === 0) {
-        const dst = (d0 * 0x10000 + (b[fo + 1]! << 8 | b[fo + 2]!)) * 0x1000000 + ((b[fo + 3]! << 16) | (b[fo + 4]! << 8) | b[fo + 5]!);
-        if (dst !== lastDst) {
-          lastOut = this.fdb.lookup(dst, now, 0);
-          lastDst = dst;
+      if ((d4 & 1) === 0) {
+        if (d2 !== dstLo || d4 !== dstHi) {
+          lastOut = this.fdb.lookup(macOfWords(d4 & 0xffff, (d4 >>> 16) | (d2 << 16)), now, 0);
+          dstLo = d2;
+          dstHi = d4;
         }
         out = lastOut;
       }
@@ -289,4 +304,12 @@ export class Bridge {
 function refused(p: Port, r: number): void {
   if (r === LEARN_STATIC) p.counters[C.fdb_move_refused]!++;
   else if (r === LEARN_LIMIT) p.counters[C.fdb_limit]!++;
+}
+
+/**
+ * A MAC as the 48-bit number the FDB keys on, from the little-endian 16-bit word of its first two
+ * bytes and 32-bit word of the last four.
+ */
+function macOfWords(lo: number, hi: number): number {
+  return ((lo & 0xff) * 0x10000 + ((lo >>> 8) << 8 | (hi & 0xff))) * 0x1000000 + (((hi >>> 8) & 0xff) << 16 | ((hi >>> 16) & 0xff) << 8 | (hi >>> 24));
 }

@@ -5,7 +5,10 @@
 // sources allowed for that MAC or its EUI-64 link-local (:: only for duplicate address detection
 // and MLD reports); no DHCP/DHCPv6 server, no router advertisement or redirect; neighbour
 // solicitations and advertisements that claim only the port's addresses. Headers the guard cannot
-// see to the end of are dropped as unjudgeable. Everything else (TCP, payloads, IP options) passes.
+// see to the end of are dropped as unjudgeable, and so is an offload request in the virtio-net
+// header (a partial checksum, segmentation) that does not name the frame's own TCP or UDP header:
+// whoever completes the checksum writes where csum_start and csum_offset say, which could be the
+// source address the check just passed. Everything else (TCP, payloads, IP options) passes.
 //
 // The engine calls filter() on each received burst of a secured port. No allocation per frame: the
 // identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
@@ -13,6 +16,7 @@
 import { C } from './counters.ts';
 import type { PacketPool } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4 } from './vnet.ts';
 
 /** check()'s verdict for a frame that may enter the switch. */
 export const GUARD_OK = 0;
@@ -38,7 +42,7 @@ const FAST_MIN = 36;
 export const JUDGED_COPY_MIN = VNET_HDR_LEN + FAST_MIN;
 export const JUDGED_COPY_MAX = 256;
 const ETHERTYPE_IPV4 = 0x0800, ETHERTYPE_ARP = 0x0806, ETHERTYPE_IPV6 = 0x86dd;
-const PROTO_UDP = 17, PROTO_ICMPV6 = 58;
+const PROTO_TCP = 6, PROTO_UDP = 17, PROTO_ICMPV6 = 58;
 const EXT_HOP_BY_HOP = 0, EXT_ROUTING = 43, EXT_FRAGMENT = 44, EXT_DEST_OPTIONS = 60;
 /** More IPv6 extension headers than this and the frame is unjudgeable. */
 const MAX_EXT_HEADERS = 8;
@@ -78,6 +82,11 @@ export class PortGuard {
   private fastMi = -1;
   private last6Mi = -1;
   private readonly last6 = new Uint32Array(4);
+  // Where check() found the frame's transport header (-1: none, or a later fragment), its
+  // protocol and IP version: what an offload request must point at (checkOffload).
+  private l4At = -1;
+  private l4Proto = -1;
+  private l4V4 = false;
   // What the verdict check() just gave blames: BLAME_* and where its bytes start.
   private blameKind = BLAME_NONE;
   private blameAt = 0;
@@ -126,7 +135,7 @@ export class PortGuard {
    * dropped copy counts rx_dropped_no_buffer): the peer could rewrite it after the check.
    */
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array, judged = 0): number {
-    if (judged !== 0 && n <= 32 && judged === (n === 32 ? -1 : (1 << n) - 1)) return n; // all passed as copied
+    if (judged !== 0 && n <= 32 && judged === (n === 32 ? -1 : ~(-1 << n))) return n; // all passed as copied
     const b = pool.bytes;
     const w = pool.arena.i32;
     let kept = 0;
@@ -146,11 +155,12 @@ export class PortGuard {
       const fo = pool.ownFrameOffset(h); // h is the pool's by now, its frame 4-byte aligned
       const len = pool.len[h]!;
       const f = fo >>> 2;
-      if (len >= FAST_MIN && this.passes(w[f + 1]!, w[f + 2]!, w[f + 3]!, w[f + 4]!, w[f + 5]!, w[f + 6]!, w[f + 7]!, w[f + 8]!, len)) {
+      if (len >= FAST_MIN && this.passes(w[f - 3]!, w[f - 2]!, w[f - 1]!, w[f + 1]!, w[f + 2]!, w[f + 3]!, w[f + 4]!, w[f + 5]!, w[f + 6]!, w[f + 7]!, w[f + 8]!, len)) {
         batch[kept++] = h;
         continue;
       }
-      const verdict = this.check(b, fo, len);
+      let verdict = this.check(b, fo, len);
+      if (verdict === GUARD_OK && ((b[fo - VNET_HDR_LEN]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) | b[fo - VNET_HDR_LEN + 1]!) !== 0) verdict = this.checkOffload(b, fo, len);
       if (verdict === GUARD_OK) {
         batch[kept++] = h;
         continue;
@@ -178,9 +188,12 @@ export class PortGuard {
     const d = dst >>> 2;
     const s = src >>> 2;
     // Word k of the frame is word 3 + k of the copy (after the 12-byte header).
-    w[d] = w[s]!;
-    w[d + 1] = w[s + 1]!;
-    w[d + 2] = w[s + 2]!;
+    const v0 = w[s]!;
+    w[d] = v0;
+    const v1 = w[s + 1]!;
+    w[d + 1] = v1;
+    const v2 = w[s + 2]!;
+    w[d + 2] = v2;
     w[d + 3] = w[s + 3]!;
     const f1 = w[s + 4]!;
     w[d + 4] = f1;
@@ -201,17 +214,18 @@ export class PortGuard {
     const words = bytes >>> 2;
     for (let k = 12; k < words; k++) w[d + k] = w[s + k]!;
     for (let i = words << 2; i < bytes; i++) b[dst + i] = b[src + i]!;
-    return this.passes(f1, f2, f3, f4, f5, f6, f7, f8, bytes - VNET_HDR_LEN);
+    return this.passes(v0, v1, v2, f1, f2, f3, f4, f5, f6, f7, f8, bytes - VNET_HDR_LEN);
   }
 
   /**
-   * The fast path's verdict from the frame's 32-bit little-endian words 1..8 (bytes 4..35; the
-   * frame at least FAST_MIN bytes): an untagged IPv4 frame without options from one of the
-   * port's MACs with the source that last passed with it, not a DHCP server's UDP. The same
-   * rules as check() and checkIpv4(), for the case a burst is mostly made of; false sends the
-   * frame to check().
+   * The fast path's verdict from the virtio-net header's three 32-bit little-endian words and the
+   * frame's words 1..8 (bytes 4..35; the frame at least FAST_MIN bytes): an untagged IPv4 frame
+   * without options from one of the port's MACs with the source that last passed with it, not a
+   * DHCP server's UDP, and whose offload request, if any, names its own TCP or UDP header. The
+   * same rules as check(), checkIpv4() and checkOffload(), for the case a burst is mostly made
+   * of; false sends the frame to check().
    */
-  private passes(f1: number, f2: number, f3: number, f4: number, f5: number, f6: number, f7: number, f8: number, len: number): boolean {
+  private passes(v0: number, v1: number, v2: number, f1: number, f2: number, f3: number, f4: number, f5: number, f6: number, f7: number, f8: number, len: number): boolean {
     if ((f3 & 0xffffff) !== 0x450008) return false; // bytes 12..14: 08 00 45, IPv4 with a 20-byte header
     const lo = f1 >>> 16; // the Ethernet source: bytes 6, 7 and 8..11
     let mi = this.fastMi;
@@ -224,9 +238,41 @@ export class PortGuard {
     // The IPv4 source, bytes 26..29, against the word last4 keeps for this MAC.
     if (mi < 0 || this.last4[mi]! < 0 || ((f6 >>> 16) | (f7 << 16)) !== this.last4w[mi]) return false;
     const total = ((f4 & 0xff) << 8) | ((f4 >>> 8) & 0xff);
+    const proto = f5 >>> 24;
     // Not UDP, or a later fragment, or UDP whose source port (bytes 34, 35) is not 67 (a DHCP server's).
-    return total >= 20 && total <= len - ETH_HLEN &&
-      (f5 >>> 24 !== PROTO_UDP || (f5 & 0xff1f) !== 0 || (total >= 28 && f8 >>> 16 !== 0x4300));
+    if (total < 20 || total > len - ETH_HLEN || (proto === PROTO_UDP && (f5 & 0xff1f) === 0 && (total < 28 || f8 >>> 16 === 0x4300))) return false;
+    if ((v0 & (0xff00 | VIRTIO_NET_HDR_F_NEEDS_CSUM)) === 0) return true; // no offload request: no NEEDS_CSUM, no gso_type
+    // A partial checksum at csum_start 34 (the TCP or UDP header after a 20-byte IPv4 one),
+    // csum_offset 16 for TCP or 6 for UDP, inside the frame; TCPv4 segmentation on TCP only.
+    // Anything else, checkOffload() judges.
+    const gso = (v0 >>> 8) & 0xff & ~VIRTIO_NET_HDR_GSO_ECN;
+    const off = v2 & 0xffff;
+    return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && v1 >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= len &&
+      ((proto === PROTO_TCP && off === 16 && (gso === 0 || gso === VIRTIO_NET_HDR_GSO_TCPV4)) || (proto === PROTO_UDP && off === 6 && gso === 0));
+  }
+
+  /**
+   * A frame check() passed asks for an offload (NEEDS_CSUM, or a GSO type): the request must
+   * name the transport header check() found, which must be TCP or UDP on a first fragment.
+   * csum_start is that header's offset and csum_offset its checksum field's (16 TCP, 6 UDP),
+   * inside the frame; a GSO type matches the IP version and protocol. Otherwise whoever
+   * completes the checksum or cuts the segments (pier, the kernel behind a tap or an uplink, a
+   * NIC) would write where the sender chose, after the check.
+   */
+  private checkOffload(b: Uint8Array, fo: number, len: number): number {
+    const ho = fo - VNET_HDR_LEN;
+    const proto = this.l4Proto;
+    const tcp = proto === PROTO_TCP;
+    if (this.l4At < 0 || (!tcp && proto !== PROTO_UDP)) return C.rx_dropped_unjudgeable;
+    if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+      const start = b[ho + 6]! | (b[ho + 7]! << 8);
+      const off = b[ho + 8]! | (b[ho + 9]! << 8);
+      if (fo + start !== this.l4At || off !== (tcp ? 16 : 6) || start + off + 2 > len) return C.rx_dropped_unjudgeable;
+    }
+    const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
+    if (gso !== 0 && !(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) &&
+      !(!tcp && (gso === VIRTIO_NET_HDR_GSO_UDP || gso === VIRTIO_NET_HDR_GSO_UDP_L4))) return C.rx_dropped_unjudgeable;
+    return GUARD_OK;
   }
 
   /** The last drop filter() recorded, or null before the first; the detail text is built now. */
@@ -238,6 +284,7 @@ export class PortGuard {
   /** The verdict for one frame: GUARD_OK or the counter slot (C.rx_dropped_...) of the reason. */
   check(b: Uint8Array, fo: number, len: number): number {
     this.blameKind = BLAME_NONE;
+    this.l4At = -1;
     if (len < ETH_HLEN) return C.rx_dropped_unjudgeable;
     if ((b[fo + 6]! & 1) !== 0) return C.rx_dropped_spoofed_mac;
     const mac = readMac(b, fo + 6);
@@ -272,6 +319,11 @@ export class PortGuard {
     let sport = -1;
     let dport = -1;
     // UDP ports are read on a first fragment (offset 0) only; later ones do not carry them.
+    if (((b[p + 6]! & 0x1f) | b[p + 7]!) === 0) { // a first fragment: its transport header follows
+      this.l4At = p + hl;
+      this.l4Proto = b[p + 9]!;
+      this.l4V4 = true;
+    }
     if (b[p + 9] === PROTO_UDP && ((b[p + 6]! & 0x1f) | b[p + 7]!) === 0) {
       if (hl + 8 > total) return C.rx_dropped_unjudgeable;
       sport = (b[p + hl]! << 8) | b[p + hl + 1]!;
@@ -324,6 +376,11 @@ export class PortGuard {
         next = b[q]!;
         q += size;
       }
+    }
+    if (first) {
+      this.l4At = q;
+      this.l4Proto = next;
+      this.l4V4 = false;
     }
     let icmpType = -1;
     let sport = -1;

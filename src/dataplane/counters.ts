@@ -56,7 +56,7 @@ export const C = {
   rx_dropped_ra: 31,
   /** DHCP or DHCPv6 server/relay message (DHCP guard). */
   rx_dropped_dhcp_server: 32,
-  /** IPv6 headers a guard cannot judge: a first fragment without its upper-layer header, too many extension headers. */
+  /** Headers a guard cannot judge: an IPv6 first fragment without its upper-layer header, too many extension headers, headers cut short, an offload request that does not name the frame's own TCP or UDP checksum. */
   rx_dropped_unjudgeable: 33,
   /** Broadcast, multicast or unknown unicast over the port's storm-limit. */
   rx_dropped_storm: 34,
@@ -69,6 +69,12 @@ export const C = {
    * was over its storm-limit: the kernel or the peer holds (and drops) the rest of the storm.
    */
   rx_storm_pauses: 37,
+  /**
+   * A frame whose virtio-net header asks for what pier cannot carry or what does not fit it: a
+   * GSO type other than TCPv4/TCPv6 (or the ECN bit alone), a gso_size under MIN_GSO_SIZE, a
+   * partial checksum whose field lies past the frame (src/dataplane/headers.ts).
+   */
+  rx_dropped_bad_offload: 38,
 } as const;
 export type CounterName = keyof typeof C;
 export const COUNTER_NAMES = Object.keys(C) as CounterName[];

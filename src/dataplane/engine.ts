@@ -8,6 +8,7 @@ import { Epoll, EventFd, FAULT_RING, faultAddress, faultCount, libc, sigbusGuard
 import { Bridge } from './bridge.ts';
 import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capture.ts';
 import { C, COUNTER_NAMES } from './counters.ts';
+import { checkHeaders } from './headers.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
@@ -479,6 +480,11 @@ export class Engine implements PortContext {
     }
     const cin = p.captureIn;
     for (let c = 0; c < cin.length; c++) cin[c]!.tap.write(this.pool, this.batch, n, cin[c]!.iface, CAPTURE_IN);
+    // A burst that may ask for offloads has its headers checked before anything trusts them.
+    if (p.rxOffloads && (n = checkHeaders(this.pool, this.batch, n, p.counters)) === 0) {
+      p.afterBurst(queue);
+      return 0;
+    }
     // A secured port's burst is checked before the bridge sees it (a capture shows what it sent).
     const guard = p.guard;
     if (guard !== null && (n = guard.filter(this.pool, this.batch, n, p.counters, p.rxJudged)) === 0) {
@@ -580,7 +586,7 @@ export class Engine implements PortContext {
       }
       const ho = pool.hdrOffset(h);
       const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
-      if (gso !== VIRTIO_NET_HDR_GSO_NONE && (p.gsoTypes & (1 << gso)) === 0) {
+      if (gso !== VIRTIO_NET_HDR_GSO_NONE && (gso > 31 || (p.gsoTypes & (1 << gso)) === 0)) {
         if (m > 0) p.transmit(fix, m); // keep order: what came before leaves before
         m = 0;
         // In chunks of SEG_BURST, so a small-MSS super-frame never needs a huge pool.

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { checksum, fold, sumWords } from './checksum.ts';
-import { completeChecksum, SEG_BAD, SEG_BURST, SEG_NOBUF, SEG_OK, segmentTcp } from './offload.ts';
+import { completeChecksum, MIN_GSO_SIZE, SEG_BAD, SEG_BURST, SEG_NOBUF, SEG_OK, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
@@ -526,8 +526,11 @@ describe('segmentTcp', () => {
       }
     });
 
-    test('gso_size 0', () => {
+    test('gso_size 0, and any below MIN_GSO_SIZE (a 64 KiB frame at gso_size 1 would be 65535 segments)', () => {
       expectReject({ ...ok4, mss: 0 });
+      expectReject({ ...ok4, mss: 1 });
+      expectReject({ ...ok4, mss: MIN_GSO_SIZE - 1 });
+      assert.equal(roundTrip({ ...ok4, mss: MIN_GSO_SIZE }), Math.ceil(3000 / MIN_GSO_SIZE));
       expectReject({ ...ok6, mss: 0 });
     });
 

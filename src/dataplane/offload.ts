@@ -14,6 +14,12 @@ export const SEG_NOBUF = -2; // the pool ran dry
 export const SEG_MAX = 65535;
 /** Segments produced per call; a larger super-frame is cut in several calls (see `first`). */
 export const SEG_BURST = 256;
+/**
+ * The smallest gso_size pier segments for (Linux's smallest TCP send MSS): a 64 KiB super-frame
+ * is then at most 1366 segments. A sender's gso_size of 1 would make one frame 65535 of them,
+ * and the dataplane thread every other port's hostage while it cuts them.
+ */
+export const MIN_GSO_SIZE = 48;
 
 /**
  * Fill in the checksum a sender left partial: ones'-complement of the sum from csum_start to the
@@ -54,7 +60,7 @@ export function segmentTcp(pool: PacketPool, h: number, out: Int32Array, first =
   const len = pool.len[h]!;
   const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
   const mss = dv.getUint16(ho + 4, true);
-  if (mss === 0 || len < 14) return SEG_BAD;
+  if (mss < MIN_GSO_SIZE || len < 14) return SEG_BAD;
   let l3 = 12;
   let etype = dv.getUint16(fo + l3);
   if (etype === 0x8100 || etype === 0x88a8) {

@@ -16,7 +16,7 @@
 import { C } from './counters.ts';
 import type { PacketPool } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4 } from './vnet.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
 /** check()'s verdict for a frame that may enter the switch. */
 export const GUARD_OK = 0;
@@ -255,7 +255,7 @@ export class PortGuard {
    * A frame check() passed asks for an offload (NEEDS_CSUM, or a GSO type): the request must
    * name the transport header check() found, which must be TCP or UDP on a first fragment.
    * csum_start is that header's offset and csum_offset its checksum field's (16 TCP, 6 UDP),
-   * inside the frame; a GSO type matches the IP version and protocol. Otherwise whoever
+   * inside the frame; a GSO type is TCP segmentation of the frame's IP version. Otherwise whoever
    * completes the checksum or cuts the segments (pier, the kernel behind a tap or an uplink, a
    * NIC) would write where the sender chose, after the check.
    */
@@ -269,9 +269,9 @@ export class PortGuard {
       const off = b[ho + 8]! | (b[ho + 9]! << 8);
       if (fo + start !== this.l4At || off !== (tcp ? 16 : 6) || start + off + 2 > len) return C.rx_dropped_unjudgeable;
     }
+    // The engine lets only TCP segmentation this far (src/dataplane/headers.ts); its IP version must fit.
     const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
-    if (gso !== 0 && !(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) &&
-      !(!tcp && (gso === VIRTIO_NET_HDR_GSO_UDP || gso === VIRTIO_NET_HDR_GSO_UDP_L4))) return C.rx_dropped_unjudgeable;
+    if (gso !== 0 && !(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6))) return C.rx_dropped_unjudgeable;
     return GUARD_OK;
   }
 

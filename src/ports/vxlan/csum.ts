@@ -33,6 +33,7 @@ export function markPartialChecksum(b: Uint8Array, ho: number, fo: number, len: 
   let l4len: number;
   let sum: number;
   if (et === 0x0800) {
+    if (l3 + 20 > end) return false; // a tagged frame of 34-37 bytes: no whole IPv4 header
     const ihl = (b[l3]! & 0x0f) * 4;
     if (ihl < 20 || ((b[l3 + 6]! & 0x3f) | b[l3 + 7]!) !== 0) return false; // fragments keep theirs
     proto = b[l3 + 9]!;

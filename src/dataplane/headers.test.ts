@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { C, newCounters } from './counters.ts';
+import { checkHeaders } from './headers.ts';
+import { MIN_GSO_SIZE } from './offload.ts';
+import { PacketPool, VNET_HDR } from './pool.ts';
+
+const pool = new PacketPool(64);
+
+/** A 100-byte packet behind a header with these fields (little-endian, as virtio's). */
+function packet(h: { flags?: number; gso?: number; gsoSize?: number; csumStart?: number; csumOffset?: number }, tag: number): number {
+  const p = pool.alloc();
+  const ho = pool.hdrOffset(p);
+  pool.bytes.fill(0, ho, ho + VNET_HDR + 100);
+  const dv = pool.dv;
+  pool.bytes[ho] = h.flags ?? 0;
+  pool.bytes[ho + 1] = h.gso ?? 0;
+  dv.setUint16(ho + 4, h.gsoSize ?? 0, true);
+  dv.setUint16(ho + 6, h.csumStart ?? 0, true);
+  dv.setUint16(ho + 8, h.csumOffset ?? 0, true);
+  pool.bytes[ho + VNET_HDR] = tag;
+  pool.len[p] = 100;
+  return p;
+}
+
+const tagOf = (h: number): number => pool.bytes[pool.frameOffset(h)]!;
+
+describe('checkHeaders', () => {
+  test('keeps what pier can carry, in order; drops and counts the rest; leaks nothing', () => {
+    const free = pool.available();
+    const cases: Array<[string, Parameters<typeof packet>[0], boolean]> = [
+      ['no request', {}, true],
+      ['a partial checksum inside the frame', { flags: 1, csumStart: 34, csumOffset: 16 }, true],
+      ['a partial checksum ending at the frame\'s last byte', { flags: 1, csumStart: 82, csumOffset: 16 }, true],
+      ['TCPv4 segmentation at MIN_GSO_SIZE', { flags: 1, gso: 1, gsoSize: MIN_GSO_SIZE, csumStart: 34, csumOffset: 16 }, true],
+      ['TCPv6 segmentation with the ECN bit', { flags: 1, gso: 0x84, gsoSize: 1440, csumStart: 54, csumOffset: 16 }, true],
+      ['a partial checksum past the frame', { flags: 1, csumStart: 90, csumOffset: 16 }, false],
+      ['csum_start far past the frame', { flags: 1, csumStart: 0xffff, csumOffset: 0 }, false],
+      ['gso_size 1 (65535 segments of a 64 KiB frame)', { flags: 1, gso: 1, gsoSize: 1, csumStart: 34, csumOffset: 16 }, false],
+      ['gso_size just under the minimum', { flags: 1, gso: 4, gsoSize: MIN_GSO_SIZE - 1, csumStart: 54, csumOffset: 16 }, false],
+      ['UDP fragmentation offload (no port carries it)', { flags: 1, gso: 3, gsoSize: 1000 }, false],
+      ['UDP segmentation (no port carries it)', { flags: 1, gso: 5, gsoSize: 1000 }, false],
+      ['a GSO type that aliases TCPv4 in a 32-bit shift', { flags: 1, gso: 0x21, gsoSize: 1000 }, false],
+      ['the ECN bit alone', { gso: 0x80 }, false],
+    ];
+    const batch = Int32Array.from(cases.map(([, h], i) => packet(h, i)));
+    const counters = newCounters();
+    const n = checkHeaders(pool, batch, batch.length, counters);
+    const want = cases.map(([, , ok], i) => (ok ? i : -1)).filter((i) => i >= 0);
+    assert.deepEqual(Array.from(batch.subarray(0, n), tagOf), want, cases.filter(([, , ok]) => ok).map(([w]) => w).join('; '));
+    assert.equal(counters[C.rx_dropped_bad_offload], cases.length - want.length);
+    for (let i = 0; i < n; i++) pool.release(batch[i]!);
+    assert.equal(pool.available(), free);
+  });
+
+  test('flags no driver may set (DATA_VALID, RSC_INFO) are cleared; NEEDS_CSUM stays', () => {
+    const batch = Int32Array.from([packet({ flags: 2 }, 1), packet({ flags: 1 | 2 | 4, csumStart: 34, csumOffset: 16 }, 2)]);
+    assert.equal(checkHeaders(pool, batch, 2, newCounters()), 2);
+    assert.equal(pool.bytes[pool.hdrOffset(batch[0]!)], 0);
+    assert.equal(pool.bytes[pool.hdrOffset(batch[1]!)], 1);
+    for (const h of batch) pool.release(h);
+  });
+
+  test('a lent packet with flags to clear is copied into the pool, and its lender gets its buffer back', () => {
+    const free = pool.available();
+    const g = packet({ flags: 2 }, 9); // the "peer's memory"
+    const returned: number[] = [];
+    const h = pool.lend(pool.hdrOffset(g), 100, { returnBuffer: (t) => void returned.push(t) }, 7);
+    const batch = Int32Array.from([h]);
+    assert.equal(checkHeaders(pool, batch, 1, newCounters()), 1);
+    assert.ok(!pool.isExternal(batch[0]!), 'still the lent packet');
+    assert.deepEqual(returned, [7]);
+    assert.equal(pool.bytes[pool.hdrOffset(batch[0]!)], 0);
+    assert.equal(pool.bytes[pool.hdrOffset(g)], 2, 'wrote into the lender\'s memory');
+    assert.equal(tagOf(batch[0]!), 9);
+    pool.release(batch[0]!);
+    pool.release(g);
+    assert.equal(pool.available(), free);
+  });
+});

@@ -1,0 +1,61 @@
+// The virtio-net header of a frame entering the switch, checked once, before anything trusts it.
+// Whoever is behind a port writes it: a vhost-user peer directly, a container through its kernel
+// (an AF_PACKET socket with PACKET_VNET_HDR), a kernel behind a tap or an uplink. Its fields
+// travel with the packet to every output: a GSO type is segmented for, or handed to another
+// guest or kernel as is; a partial checksum is completed where csum_start and csum_offset say.
+// So a header asking for what pier cannot carry, or what does not fit its own frame, stops here
+// (rx_dropped_bad_offload), and flags no driver may set (DATA_VALID, RSC_INFO: a receiving guest
+// would skip its checksum check) are cleared. Port security then checks that a secured port's
+// request names the frame's own TCP or UDP checksum (src/dataplane/port-guard.ts).
+import { C } from './counters.ts';
+import { MIN_GSO_SIZE } from './offload.ts';
+import type { PacketPool } from './pool.ts';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+} from './vnet.ts';
+
+/**
+ * Check the headers of batch[0..n) in place: keep what may go on (compacted, in order), release
+ * and count the rest in counters. A lent packet (peer memory, read-only) with flags to clear is
+ * copied into the pool first. Returns the new count.
+ */
+export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number {
+  const b = pool.bytes;
+  let kept = 0;
+  for (let i = 0; i < n; i++) {
+    let h = batch[i]!;
+    let ho = pool.hdrOffset(h);
+    const flags = b[ho]!;
+    const gsoType = b[ho + 1]!;
+    if ((flags | gsoType) === 0) {
+      batch[kept++] = h;
+      continue;
+    }
+    const gso = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const len = pool.len[h]!;
+    let ok = gso === VIRTIO_NET_HDR_GSO_NONE
+      ? gsoType === 0
+      : (gso === VIRTIO_NET_HDR_GSO_TCPV4 || gso === VIRTIO_NET_HDR_GSO_TCPV6) && (b[ho + 4]! | (b[ho + 5]! << 8)) >= MIN_GSO_SIZE;
+    if (ok && (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+      ok = (b[ho + 6]! | (b[ho + 7]! << 8)) + (b[ho + 8]! | (b[ho + 9]! << 8)) + 2 <= len;
+    }
+    if (!ok) {
+      counters[C.rx_dropped_bad_offload]!++;
+      pool.release(h);
+      continue;
+    }
+    if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+      if (pool.isExternal(h)) {
+        h = pool.materialize(h);
+        if (h < 0) {
+          counters[C.rx_dropped_no_buffer]!++;
+          continue;
+        }
+        ho = pool.hdrOffset(h);
+      }
+      b[ho] = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    }
+    batch[kept++] = h;
+  }
+  return kept;
+}

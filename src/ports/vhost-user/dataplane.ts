@@ -92,6 +92,8 @@ export class VhostUserPort extends Port implements BufferLender {
   private pendingEnd: Disconnect | null = null;
   /** busy-poll=on: empty polls of each vring since its last packet (BUSY_POLL_SPIN). */
   private readonly spins: Int32Array;
+  /** fromGuest(): the head of the chain each copied frame came from, by slot. */
+  private readonly copiedHeads = new Int32Array(64);
   /** 1 while a vring waits for kicks (notifications on), 0 while it is polled turn after turn. */
   private readonly asleep: Uint8Array;
   connects = 0;
@@ -418,6 +420,8 @@ export class VhostUserPort extends Port implements BufferLender {
     const lend = guard === null;
     const w = pool.arena.i32;
     let judged = 0;
+    const copied = this.copiedHeads;
+    let ncopied = 0;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -491,9 +495,13 @@ export class VhostUserPort extends Port implements BufferLender {
       const gso = b[ho + 1]!;
       if (gso !== 0) c[C.rx_gso_packets]!++;
       offloads |= gso | b[ho]!;
-      vq.push(ch.head, 0);
+      copied[n] = ch.head; // given back after the loop, with the others
       out[n++] = h;
+      ncopied++;
     }
+    // The copied frames' descriptors go back together once the ring has been read: pushes
+    // interleaved with the pops made the peer's refills race pier's reads.
+    if (ncopied > 0) for (let i = 0; i < n; i++) if (!pool.isExternal(out[i]!)) vq.push(copied[i]!, 0);
     this.rxOffloads = offloads !== 0;
     this.rxExternal = this.lent > 0;
     this.rxJudged = judged;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { C, newCounters } from './counters.ts';
-import { checkHeaders } from './headers.ts';
+import { checkHeaders, headerFits } from './headers.ts';
 import { MIN_GSO_SIZE } from './offload.ts';
 import { PacketPool, VNET_HDR } from './pool.ts';
 
@@ -76,5 +76,40 @@ describe('checkHeaders', () => {
     pool.release(batch[0]!);
     pool.release(g);
     assert.equal(pool.available(), free);
+  });
+});
+
+describe('headerFits (a header as copied for an output peer)', () => {
+  const TSO4 = 1 << 1;
+  const TSO = TSO4 | (1 << 4);
+  /** A 12-byte header in a scratch array, and the verdict for a 100-byte frame. */
+  function fits(h: { flags?: number; gso?: number; gsoSize?: number; csumStart?: number; csumOffset?: number }, gsoTypes: number, csum: boolean): [boolean, number] {
+    const b = new Uint8Array(12);
+    const dv = new DataView(b.buffer);
+    b[0] = h.flags ?? 0;
+    b[1] = h.gso ?? 0;
+    dv.setUint16(4, h.gsoSize ?? 0, true);
+    dv.setUint16(6, h.csumStart ?? 0, true);
+    dv.setUint16(8, h.csumOffset ?? 0, true);
+    return [headerFits(b, 0, 100, gsoTypes, csum), b[0] ?? 0];
+  }
+
+  test('passes what the peer negotiated and fits the frame; refuses the rest', () => {
+    assert.deepEqual(fits({}, 0, false), [true, 0]);
+    assert.deepEqual(fits({ flags: 1, csumStart: 34, csumOffset: 16 }, 0, true), [true, 1]);
+    assert.deepEqual(fits({ flags: 1, gso: 1, gsoSize: 1448, csumStart: 34, csumOffset: 16 }, TSO, true), [true, 1]);
+    assert.deepEqual(fits({ flags: 1, gso: 0x84, gsoSize: 1440, csumStart: 54, csumOffset: 16 }, TSO, true), [true, 1]);
+    assert.equal(fits({ flags: 1, csumStart: 34, csumOffset: 16 }, TSO, false)[0], false, 'NEEDS_CSUM to a peer without GUEST_CSUM');
+    assert.equal(fits({ flags: 1, csumStart: 90, csumOffset: 16 }, TSO, true)[0], false, 'checksum field past the frame');
+    assert.equal(fits({ flags: 1, gso: 4, gsoSize: 1440, csumStart: 54, csumOffset: 16 }, TSO4, true)[0], false, 'TCPv6 to a peer with TSO4 only');
+    assert.equal(fits({ flags: 1, gso: 5, gsoSize: 1000, csumStart: 34, csumOffset: 6 }, TSO, true)[0], false, 'UDP segmentation to a peer with TCP TSO only');
+    assert.equal(fits({ flags: 1, gso: 0x21, gsoSize: 1000, csumStart: 34, csumOffset: 16 }, TSO, true)[0], false, '0x21 is not TCPv4');
+    assert.equal(fits({ flags: 1, gso: 1, gsoSize: 1, csumStart: 34, csumOffset: 16 }, TSO, true)[0], false, 'gso_size 1');
+    assert.equal(fits({ gso: 0x80 }, TSO, true)[0], false, 'the ECN bit alone');
+  });
+
+  test('clears flags other than NEEDS_CSUM in the copy', () => {
+    assert.deepEqual(fits({ flags: 2 }, 0, false), [true, 0]);
+    assert.deepEqual(fits({ flags: 1 | 2 | 4, csumStart: 34, csumOffset: 16 }, 0, true), [true, 1]);
   });
 });

@@ -59,3 +59,22 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
   }
   return kept;
 }
+
+/**
+ * A header copied for an output peer (at b[at..], in pier's scratch or the peer's own buffer, so
+ * the sender can no longer change it) asks only for what that peer takes and what fits the
+ * frame of `flen` bytes: a GSO type in `gsoTypes` (a bit per type) with a gso_size of at least
+ * MIN_GSO_SIZE, NEEDS_CSUM only when it `acceptsCsum`, with its field inside the frame. Other
+ * flags are cleared in the copy. checkHeaders() saw the header at ingress, but a lent packet's
+ * header is still in the sending peer's memory, which a second vCPU of it can rewrite until the
+ * output copies it: a vhost-user port checks its copy with this before it gives the buffer back.
+ */
+export function headerFits(b: Uint8Array, at: number, flen: number, gsoTypes: number, acceptsCsum: boolean): boolean {
+  const flags = b[at]!;
+  if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) b[at] = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 &&
+    (!acceptsCsum || (b[at + 6]! | (b[at + 7]! << 8)) + (b[at + 8]! | (b[at + 9]! << 8)) + 2 > flen)) return false;
+  const type = b[at + 1]!;
+  const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
+  return type === 0 || (gso !== 0 && gso < 32 && (gsoTypes & (1 << gso)) !== 0 && (b[at + 4]! | (b[at + 5]! << 8)) >= MIN_GSO_SIZE);
+}

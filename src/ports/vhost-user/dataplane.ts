@@ -13,6 +13,7 @@ import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { JUDGED_COPY_MAX, JUDGED_COPY_MIN } from '../../dataplane/port-guard.ts';
 import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+import { headerFits } from '../../dataplane/headers.ts';
 import { closeAll } from '../../memory/guest-memory.ts';
 import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../../sys/index.ts';
 import { VhostError, VhostUserBackend, type Vring, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../../vhost/backend.ts';
@@ -589,6 +590,11 @@ export class VhostUserPort extends Port implements BufferLender {
         b.copyWithin(off, ho, ho + need);
         b[off + 10] = 1; // num_buffers, in the copy: the packet may be lent and is read-only
         b[off + 11] = 0;
+        if ((b[off]! | b[off + 1]!) !== 0 && !headerFits(b, off, flen, this.gsoTypes, this.acceptsCsum)) {
+          vq.unpop(start); // nothing was pushed: the buffer stays the guest's, unused
+          c[C.tx_dropped_bad_gso]!++;
+          return false;
+        }
         vq.push(ch.head, need);
         if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
         return true;
@@ -628,6 +634,11 @@ export class VhostUserPort extends Port implements BufferLender {
     b.copyWithin(so, ho, ho + 10);
     b[so + 10] = chains & 0xff;
     b[so + 11] = chains >>> 8;
+    if ((b[so]! | b[so + 1]!) !== 0 && !headerFits(b, so, flen, this.gsoTypes, this.acceptsCsum)) {
+      vq.unpop(start);
+      c[C.tx_dropped_bad_gso]!++;
+      return false;
+    }
     let pos = 0;
     let s = 0;
     for (let k = 0; k < chains; k++) {

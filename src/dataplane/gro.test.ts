@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { checksum, sumWords } from './checksum.ts';
-import { completeChecksum, segmentTcp } from './offload.ts';
+import { completeChecksum, MIN_GSO_SIZE, segmentTcp } from './offload.ts';
 import { PacketPool } from './pool.ts';
 import { markSuperFrame, TcpCoalescer } from './gro.ts';
 
@@ -103,6 +103,18 @@ describe('receive coalescing (gro.ts)', () => {
     assert.equal(g.offer(other), false, 'another flow');
     assert.equal(g.close(), false, 'nothing merged: the frame stays as it was');
     assert.equal(pool.bytes[pool.hdrOffset(a) + 1], 0);
+  });
+
+  test('segments shorter than MIN_GSO_SIZE start no super-frame: its gso_size would be refused at ingress', () => {
+    const pool = new PacketPool(16);
+    const g = new TcpCoalescer(pool);
+    const a = segment(pool, 1000, MIN_GSO_SIZE - 1);
+    g.open(a);
+    assert.equal(g.offer(segment(pool, 1000 + MIN_GSO_SIZE - 1, MIN_GSO_SIZE - 1)), false);
+    assert.equal(g.close(), false);
+    const b = segment(pool, 5000, MIN_GSO_SIZE);
+    g.open(b);
+    assert.equal(g.offer(segment(pool, 5000 + MIN_GSO_SIZE, MIN_GSO_SIZE)), true, 'at the minimum they merge');
   });
 
   test('a frame too large for the tunnel (a TSO frame passed whole through a veth) is marked a super-frame of tunnel-sized segments', () => {

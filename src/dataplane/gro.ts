@@ -11,6 +11,7 @@
 // merged; it leaves alone, for its receiver to drop. A segment a sender on this machine left
 // partial (NEEDS_CSUM, csum.ts) never crossed a wire and is merged as it is.
 import { checksum, fold, sumWords } from './checksum.ts';
+import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
 import { VNET_HDR } from './pool.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
@@ -156,7 +157,8 @@ export class TcpCoalescer {
     const fo = pool.frameOffset(h);
     const len = pool.len[h]!;
     const plen = parseTcp(b, fo, len, this.lay);
-    if (plen <= 0) return;
+    // Its payload becomes the super-frame's gso_size, which the ingress check refuses under the minimum.
+    if (plen < MIN_GSO_SIZE) return;
     const l4 = this.lay[1]!;
     if (b[fo + l4 + 13] !== ACK || this.lay[2]! + plen !== len) return; // PSH alone, or Ethernet padding
     if (!checksumOk(b, fo, this.lay, plen)) {
@@ -241,7 +243,7 @@ export function markSuperFrame(pool: PacketPool, h: number, maxFrame: number): b
   const len = pool.len[h]!;
   const plen = parseTcp(b, fo, len, layout);
   const mss = maxFrame - layout[2]!;
-  if (mss <= 0 || plen <= mss || layout[2]! + plen !== len) return false;
+  if (mss < MIN_GSO_SIZE || plen <= mss || layout[2]! + plen !== len) return false;
   const l3 = layout[0]!;
   const l4 = layout[1]!;
   const v4 = layout[3] === 1;

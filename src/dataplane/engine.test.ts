@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { GuestMemory } from '../memory/guest-memory.ts';
 import { libc } from '../sys/index.ts';
-import { newCounters } from './counters.ts';
+import { C, newCounters } from './counters.ts';
 import { Engine } from './engine.ts';
-import type { BufferLender, PacketPool } from './pool.ts';
+import { type BufferLender, type PacketPool, VNET_HDR } from './pool.ts';
+import { PortGuard } from './port-guard.ts';
 import { Port } from './port.ts';
 
 const MiB = 1 << 20;
@@ -163,4 +164,73 @@ test('engine: a fault while transmitting into a peer\'s memory is dispatched at 
   engine.removePort(1);
   engine.removePort(2);
   a.mem.unmap();
+});
+
+/** A port whose next receive() hands the engine the given pool packets with the given rxJudged mask. */
+class BurstPort extends Port {
+  readonly fds: readonly number[] = [];
+  next: number[] = [];
+  judgedMask = 0;
+  sent = 0;
+  constructor(index: number, pool: PacketPool) {
+    super(index, `burst${index}`, 1, newCounters(), pool, true, true);
+    this.acceptsExternal = true;
+  }
+
+  receive(_q: number, out: Int32Array): number {
+    const n = this.next.length;
+    this.next.forEach((h, i) => (out[i] = h));
+    this.next = [];
+    this.rxOffloads = true;
+    this.rxJudged = this.judgedMask;
+    return n;
+  }
+
+  transmit(q: Int32Array, n: number): void {
+    for (let i = 0; i < n; i++) this.pool.release(q[i]!);
+    this.sent += n;
+  }
+
+  close(): void {}
+}
+
+test('engine: a frame the header check drops does not hand its port-security mark to the frame after it', () => {
+  const engine = new Engine(16, undefined, () => {});
+  engine.addBridge(1, 'br0');
+  const a = new BurstPort(1, engine.pool);
+  const b = new BurstPort(2, engine.pool);
+  engine.addPort(a);
+  engine.addPort(b);
+  a.guard = new PortGuard({ macs: ['52:54:00:12:34:56'], addresses: [{ ip: '10.0.0.5' }], trunk: false });
+  const pool = engine.pool;
+  /** A TCP frame from the port's MAC and `src`, behind a header asking for TCPv4 GSO of `gsoSize` (0: no request). */
+  const put = (src: number[], gsoSize: number): number => {
+    const h = pool.alloc();
+    const ho = pool.hdrOffset(h);
+    const tcp = [0, 1, 0, 2, ...new Array<number>(16).fill(0), ...new Array<number>(40).fill(7)];
+    const frame = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 8, 0, 0x45, 0, 0, 20 + tcp.length, 0, 1, 0, 0, 64, 6, 0, 0,
+      ...src, 10, 0, 0, 1, ...tcp];
+    pool.bytes.fill(0, ho, ho + VNET_HDR);
+    if (gsoSize > 0) {
+      pool.bytes[ho] = 1; // NEEDS_CSUM at the TCP checksum
+      pool.bytes[ho + 1] = 1; // TCPv4
+      pool.dv.setUint16(ho + 4, gsoSize, true);
+      pool.dv.setUint16(ho + 6, 34, true);
+      pool.dv.setUint16(ho + 8, 16, true);
+    }
+    pool.bytes.set(frame, ho + VNET_HDR);
+    pool.len[h] = frame.length;
+    return h;
+  };
+  // Slot 0 passed port security as it was copied (the mask says so) but its gso_size of 1 is
+  // refused at ingress; slot 1 forges its source and was not judged yet.
+  a.next = [put([10, 0, 0, 5], 1), put([10, 0, 0, 99], 0)];
+  a.judgedMask = 0b01;
+  engine.poll(a, 0);
+  assert.equal(a.counters[C.rx_dropped_bad_offload], 1);
+  assert.equal(a.counters[C.rx_dropped_spoofed_ip], 1, 'the forged frame was judged, not waved through on its neighbour\'s mark');
+  assert.equal(b.sent, 0);
+  assert.equal(pool.available(), 16);
+  engine.removePort(1);
+  engine.removePort(2);
 });

@@ -481,9 +481,15 @@ export class Engine implements PortContext {
     const cin = p.captureIn;
     for (let c = 0; c < cin.length; c++) cin[c]!.tap.write(this.pool, this.batch, n, cin[c]!.iface, CAPTURE_IN);
     // A burst that may ask for offloads has its headers checked before anything trusts them.
-    if (p.rxOffloads && (n = checkHeaders(this.pool, this.batch, n, p.counters)) === 0) {
-      p.afterBurst(queue);
-      return 0;
+    if (p.rxOffloads) {
+      const kept = checkHeaders(this.pool, this.batch, n, p.counters);
+      // rxJudged names slots; a drop moved the frames after it, so the guard judges them all again.
+      if (kept !== n) p.rxJudged = 0;
+      n = kept;
+      if (n === 0) {
+        p.afterBurst(queue);
+        return 0;
+      }
     }
     // A secured port's burst is checked before the bridge sees it (a capture shows what it sent).
     const guard = p.guard;

@@ -39,7 +39,8 @@ describe('checkHeaders', () => {
       ['gso_size 1 (65535 segments of a 64 KiB frame)', { flags: 1, gso: 1, gsoSize: 1, csumStart: 34, csumOffset: 16 }, false],
       ['gso_size just under the minimum', { flags: 1, gso: 4, gsoSize: MIN_GSO_SIZE - 1, csumStart: 54, csumOffset: 16 }, false],
       ['UDP fragmentation offload (no port carries it)', { flags: 1, gso: 3, gsoSize: 1000 }, false],
-      ['UDP segmentation (no port carries it)', { flags: 1, gso: 5, gsoSize: 1000 }, false],
+      ['UDP segmentation (a UDP_SEGMENT train from an uplink\'s kernel: back to a kernel it goes)', { flags: 1, gso: 5, gsoSize: 1200, csumStart: 34, csumOffset: 6 }, true],
+      ['UDP segmentation under the minimum', { flags: 1, gso: 5, gsoSize: MIN_GSO_SIZE - 1, csumStart: 34, csumOffset: 6 }, false],
       ['a GSO type that aliases TCPv4 in a 32-bit shift', { flags: 1, gso: 0x21, gsoSize: 1000 }, false],
       ['the ECN bit alone', { gso: 0x80 }, false],
     ];

@@ -4,7 +4,8 @@
 // travel with the packet to every output: a GSO type is segmented for, or handed to another
 // guest or kernel as is; a partial checksum is completed where csum_start and csum_offset say.
 // So a header asking for what pier cannot carry, or what does not fit its own frame, stops here
-// (rx_dropped_bad_offload), and flags no driver may set (DATA_VALID, RSC_INFO: a receiving guest
+// (rx_dropped_bad_offload: a GSO type other than TCPv4, TCPv6 and UDP_L4, a gso_size under
+// MIN_GSO_SIZE, a checksum field past the frame), and flags no driver may set (DATA_VALID, RSC_INFO: a receiving guest
 // would skip its checksum check) are cleared. Port security then checks that a secured port's
 // request names the frame's own TCP or UDP checksum (src/dataplane/port-guard.ts).
 import { C } from './counters.ts';
@@ -12,6 +13,7 @@ import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
 } from './vnet.ts';
 
 /**
@@ -33,9 +35,12 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
     }
     const gso = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
     const len = pool.len[h]!;
+    // UDP_L4: a UDP_SEGMENT train that crossed a veth whole, as an AF_PACKET uplink's kernel hands
+    // it over; a tap or uplink output gives it back to the kernel, other outputs drop it.
     let ok = gso === VIRTIO_NET_HDR_GSO_NONE
       ? gsoType === 0
-      : (gso === VIRTIO_NET_HDR_GSO_TCPV4 || gso === VIRTIO_NET_HDR_GSO_TCPV6) && (b[ho + 4]! | (b[ho + 5]! << 8)) >= MIN_GSO_SIZE;
+      : (gso === VIRTIO_NET_HDR_GSO_TCPV4 || gso === VIRTIO_NET_HDR_GSO_TCPV6 || gso === VIRTIO_NET_HDR_GSO_UDP_L4) &&
+        (b[ho + 4]! | (b[ho + 5]! << 8)) >= MIN_GSO_SIZE;
     if (ok && (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
       ok = (b[ho + 6]! | (b[ho + 7]! << 8)) + (b[ho + 8]! | (b[ho + 9]! << 8)) + 2 <= len;
     }

@@ -15,11 +15,13 @@ export const SEG_MAX = 65535;
 /** Segments produced per call; a larger super-frame is cut in several calls (see `first`). */
 export const SEG_BURST = 256;
 /**
- * The smallest gso_size pier segments for (Linux's smallest TCP send MSS): a 64 KiB super-frame
- * is then at most 1366 segments. A sender's gso_size of 1 would make one frame 65535 of them,
- * and the dataplane thread every other port's hostage while it cuts them.
+ * The smallest gso_size pier takes or segments for: Linux's smallest TCP send MSS (48) less the
+ * 12 bytes of the timestamp option, which a sender's kernel subtracts after that floor (a peer
+ * advertising an MSS near 48 gets segments of 36). A 64 KiB super-frame is then at most 1821
+ * segments; a sender's gso_size of 1 would make one frame 65535 of them, and the dataplane
+ * thread every other port's hostage while it cuts them.
  */
-export const MIN_GSO_SIZE = 48;
+export const MIN_GSO_SIZE = 36;
 
 /**
  * Fill in the checksum a sender left partial: ones'-complement of the sum from csum_start to the

@@ -14,6 +14,7 @@
 // identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
 // is remembered, since a burst mostly comes from one station.
 import { C } from './counters.ts';
+import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
@@ -245,10 +246,13 @@ export class PortGuard {
     // A partial checksum at csum_start 34 (the TCP or UDP header after a 20-byte IPv4 one),
     // csum_offset 16 for TCP or 6 for UDP, inside the frame; TCPv4 segmentation on TCP only.
     // Anything else, checkOffload() judges.
-    const gso = (v0 >>> 8) & 0xff & ~VIRTIO_NET_HDR_GSO_ECN;
+    const type = (v0 >>> 8) & 0xff;
+    const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
     const off = v2 & 0xffff;
+    // A GSO type only with its gso_size at the engine's minimum (the ECN bit alone is no type).
+    if (type !== 0 && (gso !== VIRTIO_NET_HDR_GSO_TCPV4 || (v1 & 0xffff) < MIN_GSO_SIZE)) return false;
     return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && v1 >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= len &&
-      ((proto === PROTO_TCP && off === 16 && (gso === 0 || gso === VIRTIO_NET_HDR_GSO_TCPV4)) || (proto === PROTO_UDP && off === 6 && gso === 0));
+      ((proto === PROTO_TCP && off === 16) || (proto === PROTO_UDP && off === 6 && gso === 0));
   }
 
   /**
@@ -270,8 +274,10 @@ export class PortGuard {
       if (fo + start !== this.l4At || off !== (tcp ? 16 : 6) || start + off + 2 > len) return C.rx_dropped_unjudgeable;
     }
     // The engine lets only TCP segmentation this far (src/dataplane/headers.ts); its IP version must fit.
-    const gso = b[ho + 1]! & ~VIRTIO_NET_HDR_GSO_ECN;
-    if (gso !== 0 && !(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6))) return C.rx_dropped_unjudgeable;
+    const type = b[ho + 1]!;
+    const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
+    if (type !== 0 && (!(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) ||
+      (b[ho + 4]! | (b[ho + 5]! << 8)) < MIN_GSO_SIZE)) return C.rx_dropped_unjudgeable;
     return GUARD_OK;
   }
 

@@ -500,8 +500,8 @@ export class VhostUserPort extends Port implements BufferLender {
       out[n++] = h;
       ncopied++;
     }
-    // The copied frames' descriptors go back together once the ring has been read: pushes
-    // interleaved with the pops made the peer's refills race pier's reads.
+    // The copied frames' descriptors go back together once the ring has been read (the peer
+    // sees none of them before flush() publishes the used index either way).
     if (ncopied > 0) for (let i = 0; i < n; i++) if (!pool.isExternal(out[i]!)) vq.push(copied[i]!, 0);
     this.rxOffloads = offloads !== 0;
     this.rxExternal = this.lent > 0;

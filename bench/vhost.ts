@@ -161,6 +161,8 @@ async function run(mode: Mode, len: number): Promise<void> {
     }
   }
   await done;
+  rmSync(info, { force: true });
+  rmSync(`${info}.sock`, { force: true });
   const m = /Mpps ([\d.]+)/.exec(out);
   if (!m) throw new Error(`vhost-loop.sh gave no figure for ${mode} ${len}: ${out}`);
   const key = `${mode} ${len}`;

@@ -12,7 +12,7 @@ import { C } from './counters.ts';
 import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
 import {
-  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP_L4,
 } from './vnet.ts';
 
@@ -21,6 +21,13 @@ import {
  * and count the rest in counters. A lent packet (peer memory, read-only) with flags to clear is
  * copied into the pool first. Returns the new count.
  */
+/**
+ * The GSO types any port may bring in, a bit per type. UDP_L4: a UDP_SEGMENT train that crossed a
+ * veth whole, as an AF_PACKET uplink's kernel hands it over; a tap or uplink output gives it back
+ * to the kernel, other outputs drop it.
+ */
+const INGRESS_GSO = (1 << VIRTIO_NET_HDR_GSO_TCPV4) | (1 << VIRTIO_NET_HDR_GSO_TCPV6) | (1 << VIRTIO_NET_HDR_GSO_UDP_L4);
+
 export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number {
   const b = pool.bytes;
   let kept = 0;
@@ -33,18 +40,7 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
       batch[kept++] = h;
       continue;
     }
-    const gso = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
-    const len = pool.len[h]!;
-    // UDP_L4: a UDP_SEGMENT train that crossed a veth whole, as an AF_PACKET uplink's kernel hands
-    // it over; a tap or uplink output gives it back to the kernel, other outputs drop it.
-    let ok = gso === VIRTIO_NET_HDR_GSO_NONE
-      ? gsoType === 0
-      : (gso === VIRTIO_NET_HDR_GSO_TCPV4 || gso === VIRTIO_NET_HDR_GSO_TCPV6 || gso === VIRTIO_NET_HDR_GSO_UDP_L4) &&
-        (b[ho + 4]! | (b[ho + 5]! << 8)) >= MIN_GSO_SIZE;
-    if (ok && (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-      ok = (b[ho + 6]! | (b[ho + 7]! << 8)) + (b[ho + 8]! | (b[ho + 9]! << 8)) + 2 <= len;
-    }
-    if (!ok) {
+    if (!headerFits(b, ho, pool.len[h]!, INGRESS_GSO, true)) {
       counters[C.rx_dropped_bad_offload]!++;
       pool.release(h);
       continue;
@@ -69,14 +65,13 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
  * A header copied for an output peer (at b[at..], in pier's scratch or the peer's own buffer, so
  * the sender can no longer change it) asks only for what that peer takes and what fits the
  * frame of `flen` bytes: a GSO type in `gsoTypes` (a bit per type) with a gso_size of at least
- * MIN_GSO_SIZE, NEEDS_CSUM only when it `acceptsCsum`, with its field inside the frame. Other
- * flags are cleared in the copy. checkHeaders() saw the header at ingress, but a lent packet's
+ * MIN_GSO_SIZE, NEEDS_CSUM only when it `acceptsCsum`, with its field inside the frame (the
+ * caller clears the other flags where it may write). checkHeaders() saw the header at ingress, but a lent packet's
  * header is still in the sending peer's memory, which a second vCPU of it can rewrite until the
  * output copies it: a vhost-user port checks its copy with this before it gives the buffer back.
  */
 export function headerFits(b: Uint8Array, at: number, flen: number, gsoTypes: number, acceptsCsum: boolean): boolean {
   const flags = b[at]!;
-  if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) b[at] = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
   if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 &&
     (!acceptsCsum || (b[at + 6]! | (b[at + 7]! << 8)) + (b[at + 8]! | (b[at + 9]! << 8)) + 2 > flen)) return false;
   const type = b[at + 1]!;

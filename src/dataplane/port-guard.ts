@@ -14,7 +14,6 @@
 // identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
 // is remembered, since a burst mostly comes from one station.
 import { C } from './counters.ts';
-import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
@@ -249,8 +248,8 @@ export class PortGuard {
     const type = (v0 >>> 8) & 0xff;
     const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
     const off = v2 & 0xffff;
-    // A GSO type only with its gso_size at the engine's minimum (the ECN bit alone is no type).
-    if (type !== 0 && (gso !== VIRTIO_NET_HDR_GSO_TCPV4 || (v1 & 0xffff) < MIN_GSO_SIZE)) return false;
+    // gso_size and the ECN bit were judged at ingress (src/dataplane/headers.ts); here only the type.
+    if (type !== 0 && gso !== VIRTIO_NET_HDR_GSO_TCPV4) return false;
     return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && v1 >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= len &&
       ((proto === PROTO_TCP && off === 16) || (proto === PROTO_UDP && off === 6 && gso === 0));
   }
@@ -276,8 +275,7 @@ export class PortGuard {
     // The engine lets only TCP segmentation this far (src/dataplane/headers.ts); its IP version must fit.
     const type = b[ho + 1]!;
     const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
-    if (type !== 0 && (!(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) ||
-      (b[ho + 4]! | (b[ho + 5]! << 8)) < MIN_GSO_SIZE)) return C.rx_dropped_unjudgeable;
+    if (type !== 0 && !(tcp && gso === (this.l4V4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6))) return C.rx_dropped_unjudgeable;
     return GUARD_OK;
   }
 

@@ -12,7 +12,7 @@ import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { JUDGED_COPY_MAX, JUDGED_COPY_MIN } from '../../dataplane/port-guard.ts';
 import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
-import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
 import { headerFits } from '../../dataplane/headers.ts';
 import { closeAll } from '../../memory/guest-memory.ts';
 import { drainPeer, FAULT_RING, faultAddress, faultCount, libc, signalPeer } from '../../sys/index.ts';
@@ -93,8 +93,6 @@ export class VhostUserPort extends Port implements BufferLender {
   private pendingEnd: Disconnect | null = null;
   /** busy-poll=on: empty polls of each vring since its last packet (BUSY_POLL_SPIN). */
   private readonly spins: Int32Array;
-  /** fromGuest(): the head of the chain each copied frame came from, by slot. */
-  private readonly copiedHeads = new Int32Array(64);
   /** 1 while a vring waits for kicks (notifications on), 0 while it is polled turn after turn. */
   private readonly asleep: Uint8Array;
   connects = 0;
@@ -421,8 +419,6 @@ export class VhostUserPort extends Port implements BufferLender {
     const lend = guard === null;
     const w = pool.arena.i32;
     let judged = 0;
-    const copied = this.copiedHeads;
-    let ncopied = 0;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -496,13 +492,9 @@ export class VhostUserPort extends Port implements BufferLender {
       const gso = b[ho + 1]!;
       if (gso !== 0) c[C.rx_gso_packets]!++;
       offloads |= gso | b[ho]!;
-      copied[n] = ch.head; // given back after the loop, with the others
+      vq.push(ch.head, 0);
       out[n++] = h;
-      ncopied++;
     }
-    // The copied frames' descriptors go back together once the ring has been read (the peer
-    // sees none of them before flush() publishes the used index either way).
-    if (ncopied > 0) for (let i = 0; i < n; i++) if (!pool.isExternal(out[i]!)) vq.push(copied[i]!, 0);
     this.rxOffloads = offloads !== 0;
     this.rxExternal = this.lent > 0;
     this.rxJudged = judged;
@@ -590,10 +582,13 @@ export class VhostUserPort extends Port implements BufferLender {
         b.copyWithin(off, ho, ho + need);
         b[off + 10] = 1; // num_buffers, in the copy: the packet may be lent and is read-only
         b[off + 11] = 0;
-        if ((b[off]! | b[off + 1]!) !== 0 && !headerFits(b, off, flen, this.gsoTypes, this.acceptsCsum)) {
-          vq.unpop(start); // nothing was pushed: the buffer stays the guest's, unused
-          c[C.tx_dropped_bad_gso]!++;
-          return false;
+        if ((b[off]! | b[off + 1]!) !== 0) {
+          if (!headerFits(b, off, flen, this.gsoTypes, this.acceptsCsum)) {
+            vq.unpop(start); // nothing was pushed: the buffer stays the guest's, unused
+            c[C.tx_dropped_bad_gso]!++;
+            return false;
+          }
+          b[off] = b[off]! & VIRTIO_NET_HDR_F_NEEDS_CSUM; // no other flag reaches a guest
         }
         vq.push(ch.head, need);
         if (b[ho + 1] !== 0) c[C.tx_gso_packets]!++;
@@ -634,10 +629,13 @@ export class VhostUserPort extends Port implements BufferLender {
     b.copyWithin(so, ho, ho + 10);
     b[so + 10] = chains & 0xff;
     b[so + 11] = chains >>> 8;
-    if ((b[so]! | b[so + 1]!) !== 0 && !headerFits(b, so, flen, this.gsoTypes, this.acceptsCsum)) {
-      vq.unpop(start);
-      c[C.tx_dropped_bad_gso]!++;
-      return false;
+    if ((b[so]! | b[so + 1]!) !== 0) {
+      if (!headerFits(b, so, flen, this.gsoTypes, this.acceptsCsum)) {
+        vq.unpop(start);
+        c[C.tx_dropped_bad_gso]!++;
+        return false;
+      }
+      b[so] = b[so]! & VIRTIO_NET_HDR_F_NEEDS_CSUM;
     }
     let pos = 0;
     let s = 0;

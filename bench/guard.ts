@@ -1,6 +1,7 @@
 // Port security's per-frame cost on the 64-byte vhost-user path, in one process, no peer: what a
-// burst of 32 lent frames costs the engine with a secured port against an unsecured one, split
-// into the copy out of the peer's memory and the check. The loop benchmark (bench/vhost.ts
+// burst of 32 lent frames costs the engine, from the pop to the output's copy into the receiving
+// guest's buffer, with a secured port against an unsecured one; and what the design before it
+// (copy on pop, judged as copied) cost in the same run. The loop benchmark (bench/vhost.ts
 // --secured) shows the whole effect, but on this machine its rounds move by 40 %; this one moves
 // by a few. Runs the compiled code (dist/, what the daemon runs): `npm run build` first.
 // Method: bench/port-security.md. Usage: node --import tsx bench/guard.ts [--rounds N]
@@ -29,6 +30,8 @@ const frame = Uint8Array.from([2, 0, 0, 0, 10, 2, 2, 0, 0, 0, 10, 1, 8, 0, 0x45,
   198, 18, 0, 1, 198, 18, 0, 2, 0x04, 0xd2, 0x16, 0x2e, 0, 30, 0, 0, ...new Array<number>(22).fill(0)]);
 const guestBuf: number[] = [];
 const owned: number[] = [];
+/** The receiving guest's buffers, where the output port copies each frame (toGuest). */
+const rxBuf: number[] = [];
 for (let i = 0; i < BURST; i++) {
   const h = pool.alloc();
   owned.push(h);
@@ -37,6 +40,7 @@ for (let i = 0; i < BURST; i++) {
   if (i % 2 === 1) pool.bytes[pool.frameOffset(h) + 11] = 2;
   pool.len[h] = frame.length;
   guestBuf.push(pool.hdrOffset(h));
+  rxBuf.push(pool.hdrOffset(pool.alloc()));
 }
 let returned = 0;
 const lender = { returnBuffer(): void { returned++; } };
@@ -44,8 +48,28 @@ const batch = new Int32Array(BURST);
 const i32 = pool.arena.i32;
 const counters = newCounters();
 
-type Case = 'unsecured' | 'secured' | 'copy only' | 'check only';
-/** ns per frame: lend a burst, treat it as the case says, release what is left (the output's part). */
+type Case = 'unsecured' | 'secured' | 'copy on pop' | 'copy only' | 'check only';
+const b = pool.bytes;
+/** The output: copy header and frame into the receiving guest's buffer, as toGuest does; a deferred frame is judged there. */
+function output(n: number): void {
+  for (let i = 0; i < n; i++) {
+    const h = batch[i]!;
+    const ho = pool.hdrOffset(h);
+    const off = rxBuf[i]!;
+    b.copyWithin(off, ho, ho + VNET_HDR + pool.len[h]!);
+    const judge = pool.deferredJudge(h);
+    if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(i32, off >>> 2, pool.len[h]!))) {
+      // Not by the fast path (the first frame of each source): every rule, on a pool copy, as toGuest.
+      const m = pool.alloc();
+      pool.copy(pool.hdrOffset(m), off, VNET_HDR + pool.len[h]!);
+      pool.len[m] = pool.len[h]!;
+      if (!pool.judgeCopy(h, judge, m)) throw new Error('bench/guard.ts: the guard refused a frame of the loop');
+      pool.release(m);
+    }
+    pool.release(h);
+  }
+}
+/** ns per frame: lend a burst, treat it as the case says, then the output's copy and release. */
 function run(c: Case): number {
   const t0 = process.hrtime.bigint();
   for (let it = 0; it < BURSTS; it++) {
@@ -58,16 +82,27 @@ function run(c: Case): number {
         batch[i] = h;
       }
       n = guard.filter(pool, batch, n, counters);
-      for (let i = 0; i < n; i++) pool.release(batch[i]!);
+      output(n);
       continue;
     }
     if (c === 'unsecured') {
       // The zero-copy receive: each frame lent where it lies, its buffer back to the peer on release.
       for (let i = 0; i < n; i++) batch[i] = pool.lend(guestBuf[i]!, frame.length, lender, i);
     } else if (c === 'secured') {
-      // A secured port's receive: each frame copied into a pool buffer and judged in the same
-      // pass as it is popped, the peer's buffer returned at once (lender.returnBuffer stands for
-      // the used-ring push); filter() then passes what was judged.
+      // A secured port's receive: lent as well, deferred (PacketPool.defer), marked for filter()
+      // to pass; the output judges the copy it makes.
+      let judged = 0;
+      for (let i = 0; i < n; i++) {
+        const h = pool.lend(guestBuf[i]!, frame.length, lender, i);
+        pool.defer(h, guard);
+        judged |= 1 << i;
+        batch[i] = h;
+      }
+      n = guard.filter(pool, batch, n, counters, judged);
+    } else if (c === 'copy on pop') {
+      // The design before: each frame copied into a pool buffer and judged in the same pass as
+      // it is popped, the peer's buffer returned at once (lender.returnBuffer stands for the
+      // used-ring push); filter() then passes what was judged.
       let judged = 0;
       for (let i = 0; i < n; i++) {
         const h = pool.alloc();
@@ -87,13 +122,13 @@ function run(c: Case): number {
         batch[i] = h;
       }
     }
-    for (let i = 0; i < n; i++) pool.release(batch[i]!);
+    output(n);
   }
   return Number(process.hrtime.bigint() - t0) / BURSTS / BURST;
 }
 
-const CASES: Case[] = ['unsecured', 'secured', 'copy only', 'check only'];
-const samples: Record<Case, number[]> = { unsecured: [], secured: [], 'copy only': [], 'check only': [] };
+const CASES: Case[] = ['unsecured', 'secured', 'copy on pop', 'copy only', 'check only'];
+const samples: Record<Case, number[]> = { unsecured: [], secured: [], 'copy on pop': [], 'copy only': [], 'check only': [] };
 for (const c of CASES) run(c); // warm up: every case compiled before anything is timed
 for (let r = 0; r < ROUNDS; r++) {
   for (const c of CASES) samples[c].push(+run(c).toFixed(1));
@@ -103,10 +138,11 @@ if (counters.some((x) => x !== 0)) throw new Error(`bench/guard.ts: the guard dr
 const med = Object.fromEntries(CASES.map((c) => [c, median(samples[c])])) as Record<Case, number>;
 const added = +(med.secured - med.unsecured).toFixed(1);
 const copy = +(med['copy only'] - med.unsecured).toFixed(1);
-console.error(CASES.map((c) => `${c} ${med[c]} ns`).join(', '), `; port security adds ${added} ns a frame (copy ${copy})`);
+const before = +(med['copy on pop'] - med.unsecured).toFixed(1);
+console.error(CASES.map((c) => `${c} ${med[c]} ns`).join(', '), `; port security adds ${added} ns a frame (copy on pop: ${before}; a copy alone ${copy})`);
 
 const date = new Date().toISOString().slice(0, 10);
-const out = { date, machine: machine(), rounds: ROUNDS, bursts: BURSTS, burst: BURST, samples, median: med, addedNs: added, copyNs: copy };
+const out = { date, machine: machine(), rounds: ROUNDS, bursts: BURSTS, burst: BURST, samples, median: med, addedNs: added, copyOnPopAddedNs: before, copyNs: copy };
 writeFileSync(join(ROOT, 'bench', 'results', 'guard.json'), JSON.stringify(out, null, 2) + '\n');
 const m = machine();
 writeFileSync(join(ROOT, 'bench', 'results', 'guard.md'), [
@@ -118,7 +154,7 @@ writeFileSync(join(ROOT, 'bench', 'results', 'guard.md'), [
   '|---|---|---|',
   ...CASES.map((c) => `| ${c} | ${med[c]} | ${samples[c].join(', ')} |`),
   '',
-  `- a secured vhost-user port adds **${added} ns** a frame: it copies each frame out of the peer's memory and judges it in the same pass (PortGuard.copyJudged); the copy alone (a pool buffer taken and released, 76 bytes by PacketPool.copy) costs ${copy} ns more than lending`,
-  `- "unsecured" is the lend and release of the zero-copy receive; "secured" the copy and judgment a secured port makes as it pops a frame, then filter(); "copy only" the copy without the judgment; "check only" filter() over a tap's frames (already in the pool)`,
+  `- a secured vhost-user port adds **${added} ns** a frame: it lends the frame unjudged, and the output judges the copy it makes into the receiving guest's buffer (PortGuard.passesAt); the design before, which copied each frame out of the peer's memory and judged it in the same pass (PortGuard.copyJudged), added ${before} ns; a copy alone (a pool buffer taken and released, 76 bytes by PacketPool.copy) costs ${copy} ns more than lending`,
+  `- every case ends with the output's copy into the receiving guest's buffer (copyWithin, as toGuest) and the release. "unsecured" is the lend of the zero-copy receive; "secured" the lend, defer and filter() of a secured port and the judgment of the output's copy; "copy on pop" the design before; "copy only" a copy into the pool without judgment; "check only" filter() over a tap's frames (already in the pool)`,
   '',
 ].join('\n'));

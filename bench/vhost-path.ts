@@ -7,7 +7,9 @@
 // together. The loop of bench/vhost.ts moves by 40 % from round to round on this machine; this
 // figure moves by a few, so a change to the rings or the copies shows here first.
 // The frames are UDP over IPv4, as in the loop; `--secured` puts port security on the device's
-// port (the frames the driver sends are checked), for its A/B against the same run without.
+// port (the frames the driver sends are checked), for its A/B against the same run without; the
+// device's frames then leave through a second device port to a second driver (both rounds alike),
+// since a secured port's frames are judged where an output copies them.
 // Runs the compiled code (dist/): `npm run build` first. Usage: node --import tsx bench/vhost-path.ts [--rounds N] [--packed] [--secured] [--compare-rings]
 // (--compare-rings: split and packed rings alternating in one run, results/vhost-path-rings.*).
 import { spawnSync } from 'node:child_process';
@@ -84,6 +86,24 @@ const drv = new VirtioUserPort(2, 'drv', 2, drvCounters, engine.pool, {
 engine.addPort(dev);
 engine.addPort(drv);
 const guard = new PortGuard({ macs: ['02:00:00:00:00:09'], addresses: [{ ip: '198.18.0.0/24' }], trunk: false });
+// With --secured, the device's frames leave through a second device port (dev2, to pier's driver
+// drv2 on a bridge of its own), as in the loop: a secured port's frames are lent unjudged and
+// judged where an output copies them, so an output must be there for the check to be counted.
+const path2 = join(dir, 'dev2.sock');
+const listenFd2 = SECURED ? listenVhostUser(path2) : -1;
+const drv2Counters = newCounters();
+let dev2: InstanceType<typeof VhostUserPort> | undefined;
+let drv2: InstanceType<typeof VirtioUserPort> | undefined;
+if (SECURED) {
+  engine.addBridge(3, 'drv2');
+  dev2 = new VhostUserPort(3, 'dev2', 1, newCounters(), engine.pool, { path: path2, server: true, listenFd: listenFd2, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false, requireSealedMemory: false, packed: PACKED });
+  drv2 = new VirtioUserPort(4, 'drv2', 3, drv2Counters, engine.pool, {
+    backend: 'vhost-user', path: path2, server: false, listenFd: -1, queueSize: 256, queuePairs: 1, packed: PACKED, vhostFds: [], tapFds: [],
+  });
+  engine.addPort(dev2);
+  engine.addPort(drv2);
+  guard.counters = devCounters;
+}
 
 function turnUntil(done: () => boolean, ms: number): void {
   const end = Date.now() + ms;
@@ -94,6 +114,11 @@ function turnUntil(done: () => boolean, ms: number): void {
 }
 const peer = (): { link: string; rxPosted: number } => drv.describe();
 turnUntil(() => peer().link === 'up' && peer().rxPosted >= BURST && (dev.describe() as { queuePairs: { enabled: number } }).queuePairs.enabled === 1, 5000);
+if (drv2 && dev2) {
+  const d2 = drv2;
+  const v2 = dev2;
+  turnUntil(() => (d2.describe() as { link: string }).link === 'up' && (d2.describe() as { rxPosted: number }).rxPosted >= BURST && (v2.describe() as { queuePairs: { enabled: number } }).queuePairs.enabled === 1, 5000);
+}
 
 /** A burst of 64-byte broadcast frames in fresh pool buffers (the bridges flood them to nobody). */
 const q = new Int32Array(BURST);
@@ -120,6 +145,7 @@ function run(steps = STEPS): number {
   for (let s = 0; s < steps; s++) {
     const rxDev = devCounters[C.rx_packets]!;
     const rxDrv = drvCounters[C.rx_packets]!;
+    const rxDrv2 = drv2Counters[C.rx_packets]!;
     let m0 = process.hrtime.bigint();
     burst();
     made += process.hrtime.bigint() - m0;
@@ -128,7 +154,7 @@ function run(steps = STEPS): number {
     burst();
     made += process.hrtime.bigint() - m0;
     dev.transmit(q, BURST);
-    turnUntil(() => devCounters[C.rx_packets]! >= rxDev + BURST && drvCounters[C.rx_packets]! >= rxDrv + BURST, 2000);
+    turnUntil(() => devCounters[C.rx_packets]! >= rxDev + BURST && drvCounters[C.rx_packets]! >= rxDrv + BURST && (!SECURED || drv2Counters[C.rx_packets]! >= rxDrv2 + BURST), 2000);
   }
   return Number(process.hrtime.bigint() - t0 - made) / steps / (2 * BURST);
 }
@@ -146,8 +172,13 @@ for (let r = 0; r < (SECURED ? 20 * ROUNDS : ROUNDS); r++) {
   dev.guard = guard;
   securedSamples.push(+run(STEPS / 20).toFixed(1));
 }
-const lost = drvCounters[C.tx_dropped_full]! + devCounters[C.tx_dropped_full]! + devCounters[C.rx_dropped_no_buffer]! + drvCounters[C.rx_dropped_no_buffer]!;
+const lost = drvCounters[C.tx_dropped_full]! + devCounters[C.tx_dropped_full]! + devCounters[C.rx_dropped_no_buffer]! + drvCounters[C.rx_dropped_no_buffer]! + drv2Counters[C.rx_dropped_no_buffer]!;
 const refused = guard.lastDrop();
+if (SECURED) {
+  engine.removePort(4);
+  engine.removePort(3);
+  closeListener(listenFd2, path2);
+}
 engine.removePort(2);
 engine.removePort(1);
 closeListener(listenFd, path);

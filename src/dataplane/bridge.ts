@@ -103,6 +103,7 @@ export class Bridge {
     const inIdx = inPort.index;
     const counters = inPort.counters;
     const storm = inPort.stormRate !== 0;
+    const guard = inPort.guard;
     let flooded = false;
     // A frame from a link between threads never leaves through another link (split horizon).
     const horizon = inPort.horizon;
@@ -135,7 +136,9 @@ export class Bridge {
       }
       // source MAC: learn unless it is a group address
       if ((s2 & 1) === 0 && (s2 !== srcLo || s4 !== srcHi)) {
-        const r = this.fdb.learn(macOfWords(s2, s4), inIdx, now, 0);
+        // A secured port's deferred frames are judged only as they leave: learn no MAC from it
+        // that it may not send from (the port's peer could have rewritten it since the pop).
+        const r = guard !== null && !guard.allowsSource(s2, s4) ? LEARN_FORGED : this.fdb.learn(macOfWords(s2, s4), inIdx, now, 0);
         // Not learned (another port's static MAC, the port at its limit, a full table): the
         // frame still goes; each one is counted, so the source is not cached.
         srcLo = r === LEARNED ? s2 : -1;
@@ -205,6 +208,7 @@ export class Bridge {
     const storm = inPort.stormRate !== 0;
     let flooded = false;
     // A frame from a link between threads never leaves through another link (split horizon).
+    const guard = inPort.guard;
     const horizon = inPort.horizon;
     const vlanOf = this.vlanOf;
     const trunk = inPort.vlanMode === VLAN_TRUNK;
@@ -250,7 +254,7 @@ export class Bridge {
       if ((s0 & 1) === 0) {
         const src = (s0 * 0x10000 + (b[fo + 7]! << 8 | b[fo + 8]!)) * 0x1000000 + ((b[fo + 9]! << 16) | (b[fo + 10]! << 8) | b[fo + 11]!);
         if (src !== lastSrc) {
-          const r = this.fdb.learn(src, inIdx, now, vid);
+          const r = guard !== null && !guard.allowsMac(src) ? LEARN_FORGED : this.fdb.learn(src, inIdx, now, vid);
           lastSrc = r === LEARNED ? src : -1;
           lastDst = -1;
           if (r !== LEARNED) refused(inPort, r);
@@ -299,6 +303,9 @@ export class Bridge {
     if (flooded) this.floodedAll = true;
   }
 }
+
+/** Not learned: a MAC a secured port may not send from (its frame is refused as it leaves, and counted there). */
+const LEARN_FORGED = -1;
 
 /** Count a source the FDB would not learn from `p` (LEARN_FULL is counted by the table itself). */
 function refused(p: Port, r: number): void {

@@ -10,7 +10,7 @@ import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capt
 import { C, COUNTER_NAMES } from './counters.ts';
 import { checkHeaders } from './headers.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
-import { PacketPool } from './pool.ts';
+import { MATERIALIZE_REFUSED, PacketPool } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
 import { macFromString, macToString } from './fdb.ts';
@@ -62,6 +62,8 @@ export class Engine implements PortContext {
    */
   private burstFix = false;
   private burstExt = false;
+  /** The burst holds deferred packets (a secured port's lent frames, judged only as copied: PacketPool.defer). */
+  private burstDeferred = false;
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private pending = new Int32Array(4096);
   private npending = 0;
@@ -217,6 +219,7 @@ export class Engine implements PortContext {
 
   private applySecurity(p: Port, br: Bridge, s: SecurityConfig | undefined, guard: PortGuard | null): void {
     p.guard = guard;
+    if (guard !== null) guard.counters = p.counters;
     const fdb = br.fdb;
     fdb.flushStatic(p.index);
     // A secured port's own MAC is a static entry of its own VLAN (untagged frames'): no other
@@ -507,11 +510,13 @@ export class Engine implements PortContext {
     // What an output port may need done to this burst's packets before it takes them (flush()).
     this.burstFix = p.rxOffloads;
     this.burstExt = p.rxExternal;
+    this.burstDeferred = p.rxDeferred;
     const storming = p.stormRate !== 0 ? p.counters[C.rx_dropped_storm]! : -1;
     br.forward(p, this.batch, n, this.flushFn);
     br.flushTouched(this.flushFn);
     this.burstFix = false;
     this.burstExt = false;
+    this.burstDeferred = false;
     // Lent packets are all released by now: the port may return its buffers to the peer.
     p.afterBurst(queue);
     if (storming >= 0 && p.stormPause && n === BURST && 2 * (p.counters[C.rx_dropped_storm]! - storming) >= n) this.pauseQueue(p, queue);
@@ -567,12 +572,16 @@ export class Engine implements PortContext {
     const txq = o.txq;
     let n = o.txCount;
     o.txCount = 0;
+    const cout = p.captureOut;
+    const txFix = this.burstFix || (this.burstExt && !p.acceptsExternal);
+    const direct = !txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal);
+    // A deferred packet goes as it is only to a port that judges its own copy, untouched; any
+    // other gets a judged pool copy before anything reads it (tag, capture, segmentation).
+    if (this.burstDeferred && (!p.judgesLent || !direct || p.vlanMode === VLAN_TRUNK || cout.length > 0)) n = this.settleDeferred(p, txq, n);
     if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
     // Captured as the port is handed them: tagged for a trunk, super-frames not yet segmented.
-    const cout = p.captureOut;
     for (let c = 0; c < cout.length; c++) cout[c]!.tap.write(this.pool, txq, n, cout[c]!.iface, CAPTURE_OUT);
-    const txFix = this.burstFix || (this.burstExt && !p.acceptsExternal);
-    if (!txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal)) {
+    if (direct) {
       p.transmit(txq, n);
       return;
     }
@@ -621,6 +630,31 @@ export class Engine implements PortContext {
       fix[m++] = h;
     }
     if (m > 0) p.transmit(fix, m);
+  }
+
+  /**
+   * Replace each deferred packet of q[0..n) (a secured port's lent frame, not judged yet) by a
+   * pool copy its port's guard judged; a refused copy is counted on the sending port and left
+   * out. Returns how many are left, in order.
+   */
+  private settleDeferred(p: Port, q: Int32Array, n: number): number {
+    const pool = this.pool;
+    const vlanOf = this.vlanOf;
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      let h = q[i]!;
+      if (pool.deferredJudge(h) !== undefined) {
+        const vid = vlanOf[h]!;
+        h = pool.materialize(h);
+        if (h < 0) {
+          if (h !== MATERIALIZE_REFUSED) p.counters[C.tx_dropped_no_buffer]!++;
+          continue;
+        }
+        vlanOf[h] = vid;
+      }
+      q[k++] = h;
+    }
+    return k;
   }
 
   /**

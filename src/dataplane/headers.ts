@@ -10,7 +10,7 @@
 // request names the frame's own TCP or UDP checksum (src/dataplane/port-guard.ts).
 import { C } from './counters.ts';
 import { MIN_GSO_SIZE } from './offload.ts';
-import type { PacketPool } from './pool.ts';
+import { MATERIALIZE_REFUSED, type PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -47,9 +47,9 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
     }
     if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
       if (pool.isExternal(h)) {
-        h = pool.materialize(h);
+        h = pool.materialize(h); // a deferred packet's copy is judged by port security there
         if (h < 0) {
-          counters[C.rx_dropped_no_buffer]!++;
+          if (h !== MATERIALIZE_REFUSED) counters[C.rx_dropped_no_buffer]!++;
           continue;
         }
         ho = pool.hdrOffset(h);

@@ -25,6 +25,20 @@ export interface BufferLender {
   returnBuffer(tag: number): void;
 }
 
+/**
+ * Port security's judgment of a lent frame, made where it is copied out of the lender's memory
+ * (PacketPool.defer): `judge(pool, h)` checks a pool copy h of the frame by every rule and counts
+ * a refusal on the sending port; `passesAt(w, i, flen)` is the fast verdict on a copy of header
+ * and frame at 32-bit word i of the arena (false says only "not by the fast path").
+ */
+export interface LentJudge {
+  judge(pool: PacketPool, h: number): boolean;
+  passesAt(w: Int32Array, i: number, flen: number): boolean;
+}
+
+/** materialize() of a deferred packet whose copy port security refused (counted on its port). */
+export const MATERIALIZE_REFUSED = -2;
+
 export class PacketPool {
   readonly count: number;
   readonly arena: Arena;
@@ -54,6 +68,13 @@ export class PacketPool {
   private readonly extLender: Array<BufferLender | undefined> = new Array(EXTERNAL_MAX).fill(undefined);
   private readonly extFree = new Int32Array(EXTERNAL_MAX);
   private extTop = EXTERNAL_MAX;
+  /**
+   * Per external handle: the judge of a frame lent unjudged by a secured port (defer()), until
+   * the last release; and whether one copy of it was refused already (a flood's other copies
+   * then go without being judged or counted again).
+   */
+  private readonly extJudge: Array<LentJudge | undefined> = new Array(EXTERNAL_MAX).fill(undefined);
+  private readonly extRefused = new Uint8Array(EXTERNAL_MAX);
   allocFailures = 0;
 
   constructor(count: number, arena: Arena = new Arena()) {
@@ -98,14 +119,47 @@ export class PacketPool {
   }
 
   /**
+   * Lent packet h came from a secured port and is not judged yet: whoever copies it out of the
+   * lender's memory judges the copy with `judge` (the lender could rewrite the frame until then,
+   * so only a copy can be judged). materialize() does; an output that copies it elsewhere itself
+   * (a vhost-user port's toGuest) asks deferredJudge().
+   */
+  defer(h: number, judge: LentJudge): void {
+    this.extJudge[h - this.count] = judge;
+  }
+
+  /** The judge of a deferred packet (defer()), or undefined: pool packets and judged ones have none. */
+  deferredJudge(h: number): LentJudge | undefined {
+    return h < this.count ? undefined : this.extJudge[h - this.count];
+  }
+
+  /**
+   * Judge pool packet m, a copy of deferred packet h: true when it may go. A refusal is counted
+   * once per lent frame (judge() counts it; the copies of a flood after it are refused unjudged).
+   */
+  judgeCopy(h: number, judge: LentJudge, m: number): boolean {
+    const e = h - this.count;
+    if (this.extRefused[e] !== 0) return false;
+    if (judge.judge(this, m)) return true;
+    this.extRefused[e] = 1;
+    return false;
+  }
+
+  /**
    * A pool copy of packet h, which keeps h's other references; the caller's reference to h is
-   * released. -1 (and h released) when the pool is empty.
+   * released. -1 (and h released) when the pool is empty; MATERIALIZE_REFUSED when h was
+   * deferred (defer()) and port security refused the copy.
    */
   materialize(h: number): number {
-    const m = this.alloc();
+    let m = this.alloc();
     if (m >= 0) {
       this.copy(this.hdrOffset(m), this.hdrOffset(h), VNET_HDR + this.len[h]!);
       this.len[m] = this.len[h]!;
+      const judge = this.deferredJudge(h);
+      if (judge !== undefined && !this.judgeCopy(h, judge, m)) {
+        this.release(m);
+        m = MATERIALIZE_REFUSED;
+      }
     }
     this.release(h);
     return m;
@@ -162,6 +216,8 @@ export class PacketPool {
     const e = h - this.count;
     const lender = this.extLender[e]!;
     this.extLender[e] = undefined;
+    this.extJudge[e] = undefined;
+    this.extRefused[e] = 0;
     this.extFree[this.extTop++] = e;
     lender.returnBuffer(this.extTag[e]!);
   }

@@ -14,7 +14,7 @@
 // identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
 // is remembered, since a burst mostly comes from one station.
 import { C } from './counters.ts';
-import type { PacketPool } from './pool.ts';
+import { MATERIALIZE_REFUSED, type PacketPool } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
@@ -52,7 +52,8 @@ const ND_OPT_SOURCE_LLA = 1, ND_OPT_TARGET_LLA = 2;
 const BLAME_NONE = 0, BLAME_IPV4 = 4, BLAME_MAC = 6, BLAME_IPV6 = 16;
 
 export class PortGuard {
-  private readonly trunk: boolean;
+  /** The port is a trunk: tagged frames are the VLAN code's to judge (a trunk's frames are never deferred). */
+  readonly trunk: boolean;
   /** The allowed MACs as 48-bit numbers; an index into this is "the MAC" below. */
   private readonly macs: Float64Array;
   /** The second half of each MAC's EUI-64 link-local fe80::/64 address, as two words. */
@@ -95,6 +96,8 @@ export class PortGuard {
   private dropMac = 0;
   private dropKind = BLAME_NONE;
   private readonly dropBytes = new Uint8Array(16);
+  /** The secured port's counters, where judge() counts what it refuses (the engine sets them). */
+  counters: Float64Array | null = null;
 
   /** Throws on a malformed MAC or address, a group MAC, or an address bound to a MAC not in `macs`. */
   constructor(id: GuardIdentity) {
@@ -136,121 +139,148 @@ export class PortGuard {
    */
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array, judged = 0): number {
     if (judged !== 0 && n <= 32 && judged === (n === 32 ? -1 : ~(-1 << n))) return n; // all passed as copied
-    const b = pool.bytes;
-    const w = pool.arena.i32;
     let kept = 0;
     for (let i = 0; i < n; i++) {
       let h = batch[i]!;
-      if (judged !== 0 && i < 32 && (judged & (1 << i)) !== 0) { // passed as its port copied it (copyJudged)
+      if (judged !== 0 && i < 32 && (judged & (1 << i)) !== 0) { // passed as its port copied it, or deferred (Port.rxJudged)
         batch[kept++] = h;
         continue;
       }
       if (pool.isExternal(h)) {
-        h = pool.materialize(h);
+        const deferred = pool.deferredJudge(h) !== undefined;
+        h = pool.materialize(h); // a deferred packet's copy is judged by it
         if (h < 0) {
-          counters[C.rx_dropped_no_buffer]!++;
+          if (h !== MATERIALIZE_REFUSED) counters[C.rx_dropped_no_buffer]!++;
+          continue;
+        }
+        if (deferred) {
+          batch[kept++] = h;
           continue;
         }
       }
-      const fo = pool.ownFrameOffset(h); // h is the pool's by now, its frame 4-byte aligned
-      const len = pool.len[h]!;
-      const f = fo >>> 2;
-      if (len >= FAST_MIN && this.passes(w[f - 3]!, w[f - 2]!, w[f - 1]!, w[f + 1]!, w[f + 2]!, w[f + 3]!, w[f + 4]!, w[f + 5]!, w[f + 6]!, w[f + 7]!, w[f + 8]!, len)) {
-        batch[kept++] = h;
-        continue;
-      }
-      let verdict = this.check(b, fo, len);
-      if (verdict === GUARD_OK && ((b[fo - VNET_HDR_LEN]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) | b[fo - VNET_HDR_LEN + 1]!) !== 0) verdict = this.checkOffload(b, fo, len);
+      const verdict = this.verdict(pool, h);
       if (verdict === GUARD_OK) {
         batch[kept++] = h;
         continue;
       }
       counters[verdict]!++;
-      this.dropReason = verdict;
-      this.dropMac = len >= 12 ? readMac(b, fo + 6) : 0;
-      this.dropKind = this.blameKind;
-      for (let k = 0; k < this.blameKind; k++) this.dropBytes[k] = b[this.blameAt + k]!;
+      this.recordDrop(pool, h, verdict);
       pool.release(h);
     }
     return kept;
   }
 
   /**
+   * The verdict on pool packet h (never a lent one: its frame is 4-byte aligned below 2^31):
+   * GUARD_OK or the counter slot of the reason. The fast path first, then check() and the
+   * offload request's.
+   */
+  private verdict(pool: PacketPool, h: number): number {
+    const w = pool.arena.i32;
+    const fo = pool.ownFrameOffset(h);
+    const len = pool.len[h]!;
+    const f = fo >>> 2;
+    if (this.passesAt(w, f - 3, len)) return GUARD_OK;
+    const b = pool.bytes;
+    const verdict = this.check(b, fo, len);
+    if (verdict === GUARD_OK && ((b[fo - VNET_HDR_LEN]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) | b[fo - VNET_HDR_LEN + 1]!) !== 0) return this.checkOffload(b, fo, len);
+    return verdict;
+  }
+
+  private recordDrop(pool: PacketPool, h: number, verdict: number): void {
+    const fo = pool.ownFrameOffset(h);
+    const len = pool.len[h]!;
+    this.dropReason = verdict;
+    this.dropMac = len >= 12 ? readMac(pool.bytes, fo + 6) : 0;
+    this.dropKind = this.blameKind;
+    for (let k = 0; k < this.blameKind; k++) this.dropBytes[k] = pool.bytes[this.blameAt + k]!;
+  }
+
+  /**
+   * Judge pool packet h, a copy of a frame its secured port lent unjudged (PacketPool.defer):
+   * true when it may go; a refusal is counted on the port (`counters`, set by the engine) under
+   * its reason, as filter() counts, and h stays the caller's.
+   */
+  judge(pool: PacketPool, h: number): boolean {
+    const verdict = this.verdict(pool, h);
+    if (verdict === GUARD_OK) return true;
+    if (this.counters !== null) this.counters[verdict]!++;
+    this.recordDrop(pool, h, verdict);
+    return false;
+  }
+
+  /**
+   * The Ethernet source whose first two bytes are little-endian 16-bit `lo` and last four
+   * little-endian 32-bit `hi` (as the bridge reads them) is one of the port's MACs: the bridge
+   * learns no other from a secured port, since a deferred frame is judged only as it leaves.
+   */
+  allowsSource(lo: number, hi: number): boolean {
+    return this.macIndexWords(lo, hi) >= 0;
+  }
+
+  /** allowsSource() for a MAC as a 48-bit number. */
+  allowsMac(mac: number): boolean {
+    return this.macIndex(mac) >= 0;
+  }
+
+  /**
    * Copy `bytes` bytes of virtio-net header (12 bytes) and frame from arena offset `src` to `dst`
    * (both 4-byte aligned; JUDGED_COPY_MIN <= bytes <= JUDGED_COPY_MAX) and judge the copy by the
-   * fast path of filter() with the words the copy just loaded: true when it passed. A secured
-   * vhost-user port copies every frame out of its peer's memory anyway (the peer could rewrite
-   * it after the check); judging the copy here spares filter() reading it again (bench/guard.ts:
-   * 30 ns a 64-byte frame copied and filtered, 18 judged as copied). False says nothing: the
-   * frame is whole in dst and filter() judges it.
+   * fast path: true when it passed. For a secured vhost-user port's frame it cannot lend (the
+   * pool's handles for lent frames all taken): what it copies out of its peer's memory anyway is
+   * judged while in cache, and filter() passes it. False says nothing: the frame is whole in dst
+   * and filter() judges it.
    */
   copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean {
     const d = dst >>> 2;
     const s = src >>> 2;
-    // Word k of the frame is word 3 + k of the copy (after the 12-byte header).
-    const v0 = w[s]!;
-    w[d] = v0;
-    const v1 = w[s + 1]!;
-    w[d + 1] = v1;
-    const v2 = w[s + 2]!;
-    w[d + 2] = v2;
-    w[d + 3] = w[s + 3]!;
-    const f1 = w[s + 4]!;
-    w[d + 4] = f1;
-    const f2 = w[s + 5]!;
-    w[d + 5] = f2;
-    const f3 = w[s + 6]!;
-    w[d + 6] = f3;
-    const f4 = w[s + 7]!;
-    w[d + 7] = f4;
-    const f5 = w[s + 8]!;
-    w[d + 8] = f5;
-    const f6 = w[s + 9]!;
-    w[d + 9] = f6;
-    const f7 = w[s + 10]!;
-    w[d + 10] = f7;
-    const f8 = w[s + 11]!;
-    w[d + 11] = f8;
     const words = bytes >>> 2;
-    for (let k = 12; k < words; k++) w[d + k] = w[s + k]!;
+    for (let k = 0; k < words; k++) w[d + k] = w[s + k]!;
     for (let i = words << 2; i < bytes; i++) b[dst + i] = b[src + i]!;
-    return this.passes(v0, v1, v2, f1, f2, f3, f4, f5, f6, f7, f8, bytes - VNET_HDR_LEN);
+    return this.passesAt(w, d, bytes - VNET_HDR_LEN);
   }
 
   /**
-   * The fast path's verdict from the virtio-net header's three 32-bit little-endian words and the
-   * frame's words 1..8 (bytes 4..35; the frame at least FAST_MIN bytes): an untagged IPv4 frame
-   * without options from one of the port's MACs with the source that last passed with it, not a
-   * DHCP server's UDP, and whose offload request, if any, names its own TCP or UDP header. The
-   * same rules as check(), checkIpv4() and checkOffload(), for the case a burst is mostly made
-   * of; false sends the frame to check().
+   * The fast path's verdict on a header and frame (`flen` bytes) at 32-bit word i of the arena,
+   * read as little-endian words (header words i..i+2; frame word k at i+3+k): an untagged IPv4
+   * frame without options from one of the port's MACs with the source that last passed with it,
+   * not a DHCP server's UDP, and whose offload request, if any, names its own TCP or UDP header.
+   * The same rules as check(), checkIpv4() and checkOffload(), for the case a burst is mostly
+   * made of; false says only "not by the fast path" (check() decides). A word is loaded when a
+   * rule needs it. For pool frames (verdict()), a copy just made (copyJudged()), and an output
+   * that copies a deferred frame into its peer's buffer and judges what it copied.
    */
-  private passes(v0: number, v1: number, v2: number, f1: number, f2: number, f3: number, f4: number, f5: number, f6: number, f7: number, f8: number, len: number): boolean {
-    if ((f3 & 0xffffff) !== 0x450008) return false; // bytes 12..14: 08 00 45, IPv4 with a 20-byte header
-    const lo = f1 >>> 16; // the Ethernet source: bytes 6, 7 and 8..11
+  passesAt(w: Int32Array, i: number, flen: number): boolean {
+    if (flen < FAST_MIN) return false;
+    if ((w[i + 6]! & 0xffffff) !== 0x450008) return false; // frame bytes 12..14: 08 00 45, IPv4 with a 20-byte header
+    const lo = w[i + 4]! >>> 16; // the Ethernet source: bytes 6, 7 and 8..11
+    const hi = w[i + 5]!;
     let mi = this.fastMi;
-    if (lo !== this.fastLo || f2 !== this.fastHi) {
-      mi = this.macIndexWords(lo, f2);
+    if (lo !== this.fastLo || hi !== this.fastHi) {
+      mi = this.macIndexWords(lo, hi);
       this.fastLo = lo;
-      this.fastHi = f2;
+      this.fastHi = hi;
       this.fastMi = mi;
     }
     // The IPv4 source, bytes 26..29, against the word last4 keeps for this MAC.
-    if (mi < 0 || this.last4[mi]! < 0 || ((f6 >>> 16) | (f7 << 16)) !== this.last4w[mi]) return false;
+    if (mi < 0 || this.last4[mi]! < 0 || ((w[i + 9]! >>> 16) | (w[i + 10]! << 16)) !== this.last4w[mi]) return false;
+    const f4 = w[i + 7]!;
+    const f5 = w[i + 8]!;
     const total = ((f4 & 0xff) << 8) | ((f4 >>> 8) & 0xff);
     const proto = f5 >>> 24;
     // Not UDP, or a later fragment, or UDP whose source port (bytes 34, 35) is not 67 (a DHCP server's).
-    if (total < 20 || total > len - ETH_HLEN || (proto === PROTO_UDP && (f5 & 0xff1f) === 0 && (total < 28 || f8 >>> 16 === 0x4300))) return false;
+    if (total < 20 || total > flen - ETH_HLEN || (proto === PROTO_UDP && (f5 & 0xff1f) === 0 && (total < 28 || w[i + 11]! >>> 16 === 0x4300))) return false;
+    const v0 = w[i]!;
     if ((v0 & (0xff00 | VIRTIO_NET_HDR_F_NEEDS_CSUM)) === 0) return true; // no offload request: no NEEDS_CSUM, no gso_type
     // A partial checksum at csum_start 34 (the TCP or UDP header after a 20-byte IPv4 one),
     // csum_offset 16 for TCP or 6 for UDP, inside the frame; TCPv4 segmentation on TCP only.
     // Anything else, checkOffload() judges.
     const type = (v0 >>> 8) & 0xff;
     const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
-    const off = v2 & 0xffff;
+    const off = w[i + 2]! & 0xffff;
     // gso_size and the ECN bit were judged at ingress (src/dataplane/headers.ts); here only the type.
     if (type !== 0 && gso !== VIRTIO_NET_HDR_GSO_TCPV4) return false;
-    return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && v1 >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= len &&
+    return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && w[i + 1]! >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= flen &&
       ((proto === PROTO_TCP && off === 16) || (proto === PROTO_UDP && off === 6 && gso === 0));
   }
 

@@ -1,6 +1,6 @@
 // What the engine needs from a port, whatever its kind (tap, vhost-user, virtio-user, ...).
 import type { CaptureBinding } from './capture.ts';
-import type { PacketPool } from './pool.ts';
+import type { LentJudge, PacketPool } from './pool.ts';
 import type { PeerNews } from './protocol.ts';
 import { VLAN_IDS, VLAN_NONE, type PortVlan } from './vlan.ts';
 import { VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
@@ -20,8 +20,17 @@ export interface PortContext {
   news(port: Port, n: PeerNews): void;
 }
 
-/** What checks a secured port's received burst (PortGuard): compacts it in place, returns the count kept. */
-export interface IngressGuard {
+/**
+ * What checks a secured port's received burst (PortGuard): compacts it in place, returns the count
+ * kept; and, as a LentJudge, judges the copies of frames the port lent unjudged.
+ */
+export interface IngressGuard extends LentJudge {
+  /** The port is an 802.1Q trunk. */
+  readonly trunk: boolean;
+  /** The source MAC the bridge reads (its 16- and 32-bit little-endian words) is one the port may send from. */
+  allowsSource(lo: number, hi: number): boolean;
+  /** The same for a MAC as a 48-bit number. */
+  allowsMac(mac: number): boolean;
   /** `judged`: bit i set when the frame in slot i already passed in copyJudged() (Port.rxJudged). */
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array, judged: number): number;
   /**
@@ -83,8 +92,19 @@ export abstract class Port implements PortVlan {
    * so filter() passes it without reading it again. A port that never judges leaves it 0.
    */
   rxJudged = 0;
+  /**
+   * Set by receive(): the burst holds lent frames of a secured port not judged yet
+   * (PacketPool.defer), which only a copy out of the lender's memory may be judged on.
+   */
+  rxDeferred = false;
   /** transmit() only reads a packet and is done with it when it returns. */
   acceptsExternal = false;
+  /**
+   * transmit() judges each deferred packet (PacketPool.deferredJudge) on the copy it makes into
+   * its own peer's buffer, and sends it only if it passes; other ports are handed a judged pool
+   * copy instead (Engine.flush).
+   */
+  judgesLent = false;
   /** Bit per VIRTIO_NET_HDR_GSO_* type the port takes as is; others are segmented for it. */
   gsoTypes: number;
   /** Accepts frames whose checksum is still partial (VIRTIO_NET_HDR_F_NEEDS_CSUM). */

@@ -8,7 +8,7 @@
 import { C } from '../../dataplane/counters.ts';
 import { writeLevels } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
-import type { BufferLender, PacketPool } from '../../dataplane/pool.ts';
+import type { BufferLender, LentJudge, PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { JUDGED_COPY_MAX, JUDGED_COPY_MIN } from '../../dataplane/port-guard.ts';
 import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
@@ -106,6 +106,7 @@ export class VhostUserPort extends Port implements BufferLender {
     super(index, name, bridge, counters, pool, false, false);
     this.busyPoll = opts.busyPoll;
     this.acceptsExternal = true; // toGuest copies and is done
+    this.judgesLent = true; // toGuest judges a deferred frame on the copy it made
     this.slots = new Array<VhostConnection | null>(opts.server ? MAX_NEWCOMERS + 1 : 1).fill(null);
     this.dialer = opts.server ? null : new Dialer(opts.path);
     const vrings = 2 * opts.queuePairs + (opts.queuePairs > 1 ? 1 : 0);
@@ -416,9 +417,13 @@ export class VhostUserPort extends Port implements BufferLender {
     let offloads = 0;
     let bytes = 0;
     const guard = this.guard;
-    const lend = guard === null;
+    // A secured port lends as well, its frames unjudged (PacketPool.defer): whoever copies one out
+    // of the guest's memory judges that copy (toGuest, PacketPool.materialize), since the guest
+    // could rewrite the frame until then. A trunk's tagged frames are not deferred.
+    const lend = guard === null || !guard.trunk;
     const w = pool.arena.i32;
     let judged = 0;
+    let deferred = false;
     while (n < max && vq.pop(ch)) {
       popped++;
       const total = ch.readableBytes;
@@ -427,15 +432,20 @@ export class VhostUserPort extends Port implements BufferLender {
         vq.push(ch.head, 0);
         continue;
       }
-      if (hl === VNET_HDR && ch.count === 1 && lend) {
+      if (hl === VNET_HDR && ch.count === 1 && lend && (guard === null || n < 32)) {
         // Header and frame in one buffer (DPDK and Linux drivers send that): no copy, the
         // packet stays in the driver's buffer, lent to the pool until the burst is forwarded;
-        // its descriptor goes back in returnBuffer(). Not on a secured port: the driver could
-        // rewrite the frame between the guard's check and the output port's read.
+        // its descriptor goes back in returnBuffer(). A secured port's frame is deferred, and
+        // marked for filter() to pass (the bit means "judged elsewhere").
         const ho = ch.offset[0]!;
         const flen = total - hl;
         const h = pool.lend(ho, flen, this, (v.index << 16) | ch.head);
         if (h >= 0) {
+          if (guard !== null) {
+            pool.defer(h, guard);
+            judged |= 1 << n;
+            deferred = true;
+          }
           this.lent++;
           bytes += flen;
           const gso = b[ho + 1]!;
@@ -498,6 +508,7 @@ export class VhostUserPort extends Port implements BufferLender {
     this.rxOffloads = offloads !== 0;
     this.rxExternal = this.lent > 0;
     this.rxJudged = judged;
+    this.rxDeferred = deferred;
     c[C.rx_packets]! += n;
     c[C.rx_bytes]! += bytes;
     if (vq.broken !== null) {
@@ -580,6 +591,12 @@ export class VhostUserPort extends Port implements BufferLender {
         const ho = pool.hdrOffset(h);
         const off = ch.offset[ch.readable]!;
         b.copyWithin(off, ho, ho + need);
+        // A secured port's lent frame is judged here, on what this guest will read.
+        const judge = pool.deferredJudge(h);
+        if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, flen)) && !this.judgeCopy(judge, h, off, need)) {
+          vq.unpop(start);
+          return false;
+        }
         b[off + 10] = 1; // num_buffers, in the copy: the packet may be lent and is read-only
         b[off + 11] = 0;
         if ((b[off]! | b[off + 1]!) !== 0) {
@@ -596,6 +613,51 @@ export class VhostUserPort extends Port implements BufferLender {
       }
       vq.unpop(start); // not the simple case: un-pop and take the general path
     }
+    const judge = pool.deferredJudge(h);
+    if (judge === undefined) return this.toGuestChains(v, h, start);
+    // A deferred frame over several buffers: a pool copy, judged, is what they get.
+    const m = pool.alloc();
+    if (m < 0) {
+      c[C.tx_dropped_no_buffer]!++;
+      return false;
+    }
+    pool.copy(pool.hdrOffset(m), pool.hdrOffset(h), VNET_HDR + flen);
+    pool.len[m] = flen;
+    const sent = pool.judgeCopy(h, judge, m) && this.toGuestChains(v, m, start);
+    pool.release(m);
+    return sent;
+  }
+
+  /**
+   * A deferred frame copied into this guest's buffer at `off` (`bytes` of header and frame) that
+   * the fast path did not pass: judged by every rule on a pool copy of that buffer (what this
+   * guest will read, which its sender can no longer reach). False when refused (counted on the
+   * sending port) or no pool buffer was free.
+   */
+  private judgeCopy(judge: LentJudge, h: number, off: number, bytes: number): boolean {
+    const pool = this.pool;
+    const m = pool.alloc();
+    if (m < 0) {
+      this.counters[C.tx_dropped_no_buffer]!++;
+      return false;
+    }
+    pool.copy(pool.hdrOffset(m), off, bytes);
+    pool.len[m] = bytes - VNET_HDR;
+    const ok = pool.judgeCopy(h, judge, m);
+    pool.release(m);
+    return ok;
+  }
+
+  /** toGuest() over one or more chains of several buffers, or with a 10-byte header. */
+  private toGuestChains(v: Vring, h: number, start: number): boolean {
+    const vq = v.queue;
+    const ch = v.chain;
+    const pool = this.pool;
+    const b = pool.bytes;
+    const c = this.counters;
+    const hl = this.hdrLen;
+    const flen = pool.len[h]!;
+    const need = hl + flen;
     // Phase 1: take chains until they hold the packet; give them back if the ring runs dry.
     let chains = 0;
     let segs = 0;

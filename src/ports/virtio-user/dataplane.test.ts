@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { C, newCounters } from '../../dataplane/counters.ts';
 import { Engine } from '../../dataplane/engine.ts';
-import { PortGuard } from '../../dataplane/port-guard.ts';
+import type { PacketPool } from '../../dataplane/pool.ts';
+import type { PortGuard } from '../../dataplane/port-guard.ts';
+import { Port } from '../../dataplane/port.ts';
 import { listenVhostUser, closeListener } from '../vhost-user/control.ts';
 import { BUSY_POLL_SPIN, VhostUserPort } from '../vhost-user/dataplane.ts';
 import { VirtioUserPort } from './dataplane.ts';
@@ -162,40 +164,135 @@ for (const ring of ['split', 'packed'] as const) describe(`virtio-user port on a
   });
 });
 
-describe('a secured vhost-user port copies what it pops (the driver could rewrite a lent frame after the check)', () => {
-  test('unsecured, the frame is lent where it lies; secured, it is a pool copy the driver cannot reach', () => {
-    const { engine, dev, drv, close } = setUpRings(64, 64);
+/**
+ * An output on the bridge that keeps what it is handed and, when `rewrite` is set, acts as the
+ * sending guest's second vCPU: it rewrites the frame in the guest's buffer while the burst is
+ * still being forwarded (after the pop, before the next output copies it).
+ */
+class RacingSink extends Port {
+  readonly fds: readonly number[] = [];
+  readonly got: number[][] = [];
+  rewrite: (() => void) | null = null;
+  constructor(index: number, pool: PacketPool) {
+    super(index, 'sink', 1, newCounters(), pool, true, true);
+    this.rxOffloads = false;
+  }
+  receive(): number {
+    return 0;
+  }
+  transmit(q: Int32Array, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const h = q[i]!;
+      assert.equal(this.pool.isExternal(h), false, 'a port that does not judge is handed a judged pool copy');
+      this.got.push([...this.pool.bytes.subarray(this.pool.frameOffset(h), this.pool.frameOffset(h) + this.pool.len[h]!)]);
+      this.pool.release(h);
+    }
+    this.rewrite?.();
+  }
+  close(): void {}
+}
+
+describe('a secured vhost-user port lends its frames unjudged; each output judges the copy it makes (the guest could rewrite a lent frame until then)', () => {
+  // Bridge 1: dev (secured, its guest is pier's driver drv), a sink, and dev2 (whose guest is
+  // drv2). drv sends; what reaches the sink and drv2 is what each output copied and judged.
+  function rig(): { engine: Engine; pool: PacketPool; dev: VhostUserPort; drv: VirtioUserPort; sink: RacingSink; drv2Counters: Float64Array; devCounters: Float64Array; close: () => void } {
+    const engine = new Engine(256, undefined, () => {});
+    engine.addBridge(1, 'br');
+    engine.addBridge(2, 'drv');
+    engine.addBridge(3, 'drv2');
+    const pool = engine.pool;
+    const paths = [0, 1].map(() => join(dir, `s${Math.random().toString(36).slice(2)}.sock`));
+    const fds = paths.map((path) => listenVhostUser(path));
+    const devCounters = newCounters();
+    const dev = new VhostUserPort(1, 'dev', 1, devCounters, pool, { path: paths[0]!, server: true, listenFd: fds[0]!, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false, requireSealedMemory: false, packed: false });
+    const drv = new VirtioUserPort(2, 'drv', 2, newCounters(), pool, { backend: 'vhost-user', path: paths[0]!, server: false, listenFd: -1, queueSize: 64, queuePairs: 1, packed: false, vhostFds: [], tapFds: [] });
+    const sink = new RacingSink(3, pool);
+    const dev2 = new VhostUserPort(4, 'dev2', 1, newCounters(), pool, { path: paths[1]!, server: true, listenFd: fds[1]!, queuePairs: 1, mtu: 0, maxQueueSize: 32768, busyPoll: false, requireSealedMemory: false, packed: false });
+    const drv2Counters = newCounters();
+    const drv2 = new VirtioUserPort(5, 'drv2', 3, drv2Counters, pool, { backend: 'vhost-user', path: paths[1]!, server: false, listenFd: -1, queueSize: 64, queuePairs: 1, packed: false, vhostFds: [], tapFds: [] });
+    engine.addPort(dev);
+    engine.addPort(drv);
+    engine.addPort(sink);
+    engine.addPort(dev2);
+    engine.addPort(drv2);
+    engine.setSecurity(1, { secured: { macs: ['02:00:00:00:00:09'], addresses: [{ ip: '198.18.0.1' }], own: true }, macLimit: 0, stormLimit: 0 });
+    linkUp(engine, dev, drv);
+    linkUp(engine, dev2, drv2);
+    return {
+      engine, pool, dev, drv, sink, drv2Counters, devCounters,
+      close: () => {
+        for (const i of [5, 4, 3, 2, 1]) engine.removePort(i);
+        fds.forEach((fd, k) => closeListener(fd, paths[k]!));
+      },
+    };
+  }
+
+  /** A broadcast UDP frame from 02:00:00:00:00:09, source `src` (its last byte), in a pool buffer for drv to send. */
+  function udp(pool: PacketPool, src: number): number {
+    const h = pool.alloc();
+    const fo = pool.frameOffset(h);
+    pool.bytes.fill(0, pool.hdrOffset(h), fo + 64);
+    pool.bytes.fill(0xff, fo, fo + 6);
+    pool.bytes.set([2, 0, 0, 0, 0, 9, 8, 0, 0x45, 0, 0, 50, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, src, 198, 18, 0, 255, 0x04, 0xd2, 0x16, 0x2e, 0, 30], fo + 6);
+    pool.len[h] = 64;
+    return h;
+  }
+
+  test('lent while it is forwarded; a frame rewritten after the pop reaches no one and is counted once, under its reason', () => {
+    const { engine, pool, dev, drv, sink, drv2Counters, devCounters, close } = rig();
     try {
-      linkUp(engine, dev, drv);
-      const pool = engine.pool;
-      const out = new Int32Array(32);
-      const guard = new PortGuard({ macs: ['02:00:00:00:00:09'], addresses: [{ ip: '198.18.0.1' }], trunk: false });
-      for (const secured of [false, true]) {
-        dev.guard = secured ? guard : null;
-        const h = frame(engine, 1);
-        const fo = pool.frameOffset(h);
-        pool.bytes.set([8, 0, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2], fo + 12); // UDP from 198.18.0.1
-        drv.transmit(Int32Array.of(h), 1);
-        const n = dev.receive(1, out, 32); // the transmitq of pair 0, read as the engine would
-        assert.equal(n, 1);
-        const got = out[0]!;
-        assert.equal(pool.isExternal(got), !secured, secured ? 'a pool buffer of its own' : 'lent from the driver\'s buffer');
-        if (secured) {
-          // The driver rewrites its buffer after the pop (when it lent pier's own pool buffer,
-          // as this driver does, that is h): what the guard will judge does not change.
-          pool.bytes[fo + 26] = 10;
-          assert.equal(pool.bytes[pool.frameOffset(got) + 26], 198, 'the copy keeps the source the driver sent');
-          const batch = Int32Array.of(got);
-          const counters = newCounters();
-          assert.equal(guard.filter(pool, batch, 1, counters), 1, 'the copy passes the guard');
-          pool.release(batch[0]!);
-        } else {
-          pool.release(got);
-        }
-        dev.afterBurst(1);
-        assert.equal(pool.lent, 0);
-      }
-      dev.guard = null;
+      const rx2 = (): number => drv2Counters[C.rx_packets]!;
+      // A frame of the guest's own: both outputs get it, and it was lent, not copied, on the way in.
+      let lentSeen = false;
+      sink.rewrite = () => {
+        lentSeen ||= pool.lent > 0;
+      };
+      drv.transmit(Int32Array.of(udp(pool, 1)), 1);
+      assert.ok(turnUntil(engine, () => rx2() === 1 && sink.got.length === 1), 'both outputs got the frame');
+      assert.ok(lentSeen, 'the frame stayed in the guest\'s buffer while the burst was forwarded');
+      assert.equal(sink.got[0]![29], 1, 'the sink got the source the guest sent');
+
+      // The guest rewrites its buffer (driver handle h: this driver sends pier's own pool buffer)
+      // after the pop, between two outputs' copies: dev2 copies the forged source and refuses it.
+      const h = udp(pool, 1);
+      const at = pool.frameOffset(h) + 29;
+      sink.rewrite = () => {
+        pool.bytes[at] = 66;
+      };
+      drv.transmit(Int32Array.of(h), 1);
+      assert.ok(turnUntil(engine, () => sink.got.length === 2 && devCounters[C.rx_dropped_spoofed_ip]! === 1), 'the rewritten copy was refused');
+      sink.rewrite = null;
+      assert.equal(sink.got[1]![29], 1, 'the sink got the copy judged before the rewrite');
+      turnUntil(engine, () => false, 50);
+      assert.equal(rx2(), 1, 'the rewritten frame did not reach dev2\'s guest');
+      assert.equal((dev.guard as PortGuard).lastDrop()?.detail, '198.18.0.66');
+
+      // Forged from the start, flooded to both outputs: neither gets it, one drop is counted.
+      drv.transmit(Int32Array.of(udp(pool, 77)), 1);
+      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_spoofed_ip]! === 2));
+      turnUntil(engine, () => false, 50);
+      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 2, 'one count for the frame, not one per output');
+      assert.equal(sink.got.length, 2);
+      assert.equal(rx2(), 1);
+
+      // And the guest's own again: it still goes.
+      drv.transmit(Int32Array.of(udp(pool, 1)), 1);
+      assert.ok(turnUntil(engine, () => rx2() === 2 && sink.got.length === 3));
+      assert.equal(pool.lent, 0);
+    } finally {
+      close();
+    }
+  });
+
+  test('the bridge learns no MAC from a secured port that the port may not send from', () => {
+    const { engine, pool, drv, sink, devCounters, close } = rig();
+    try {
+      const h = udp(pool, 1);
+      pool.bytes[pool.frameOffset(h) + 11] = 0x0a; // 02:00:00:00:00:0a, not the port's
+      drv.transmit(Int32Array.of(h), 1);
+      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_spoofed_mac]! === 1));
+      assert.equal(sink.got.length, 0);
+      assert.equal(engine.bridges.get(1)!.fdb.heldBy(1), 0, 'nothing learned on the secured port');
     } finally {
       close();
     }

@@ -10,7 +10,8 @@ import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capt
 import { C, COUNTER_NAMES } from './counters.ts';
 import { checkHeaders } from './headers.ts';
 import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
-import { MATERIALIZE_REFUSED, PacketPool } from './pool.ts';
+import { judgedCopy } from './deferred.ts';
+import { PacketPool, REFUSED_COPY } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
 import { macFromString, macToString } from './fdb.ts';
@@ -64,6 +65,8 @@ export class Engine implements PortContext {
   private burstExt = false;
   /** The burst holds deferred packets (a secured port's lent frames, judged only as copied: PacketPool.defer). */
   private burstDeferred = false;
+  /** settleDeferred() made a copy whose header asks for an offload. */
+  private settledOffloads = false;
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private pending = new Int32Array(4096);
   private npending = 0;
@@ -574,10 +577,14 @@ export class Engine implements PortContext {
     o.txCount = 0;
     const cout = p.captureOut;
     const txFix = this.burstFix || (this.burstExt && !p.acceptsExternal);
-    const direct = !txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal);
+    let direct = !txFix || (p.gsoTypes === GSO_TCP && p.acceptsCsum && p.acceptsExternal);
     // A deferred packet goes as it is only to a port that judges its own copy, untouched; any
     // other gets a judged pool copy before anything reads it (tag, capture, segmentation).
-    if (this.burstDeferred && (!p.judgesLent || !direct || p.vlanMode === VLAN_TRUNK || cout.length > 0)) n = this.settleDeferred(p, txq, n);
+    if (this.burstDeferred && (!p.judgesLent || !direct || p.vlanMode === VLAN_TRUNK || cout.length > 0)) {
+      this.settledOffloads = false;
+      n = this.settleDeferred(p, txq, n);
+      if (this.settledOffloads && !(p.gsoTypes === GSO_TCP && p.acceptsCsum)) direct = false;
+    }
     if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
     // Captured as the port is handed them: tagged for a trunk, super-frames not yet segmented.
     for (let c = 0; c < cout.length; c++) cout[c]!.tap.write(this.pool, txq, n, cout[c]!.iface, CAPTURE_OUT);
@@ -639,18 +646,24 @@ export class Engine implements PortContext {
    */
   private settleDeferred(p: Port, q: Int32Array, n: number): number {
     const pool = this.pool;
+    const b = pool.bytes;
     const vlanOf = this.vlanOf;
     let k = 0;
     for (let i = 0; i < n; i++) {
       let h = q[i]!;
-      if (pool.deferredJudge(h) !== undefined) {
-        const vid = vlanOf[h]!;
-        h = pool.materialize(h);
-        if (h < 0) {
-          if (h !== MATERIALIZE_REFUSED) p.counters[C.tx_dropped_no_buffer]!++;
+      const judge = pool.deferredJudge(h);
+      if (judge !== undefined) {
+        const m = judgedCopy(pool, h, judge);
+        pool.release(h);
+        if (m < 0) {
+          if (m !== REFUSED_COPY) p.counters[C.tx_dropped_no_buffer]!++;
           continue;
         }
-        vlanOf[h] = vid;
+        vlanOf[m] = vlanOf[h]!;
+        h = m;
+        // Its header was read at pop to decide whether this burst needs offloads fixed: it may
+        // ask for more now (the sender rewrote it since), so the output's pass looks again.
+        if ((b[pool.hdrOffset(m)]! | b[pool.hdrOffset(m) + 1]!) !== 0) this.settledOffloads = true;
       }
       q[k++] = h;
     }

@@ -10,7 +10,7 @@
 // request names the frame's own TCP or UDP checksum (src/dataplane/port-guard.ts).
 import { C } from './counters.ts';
 import { MIN_GSO_SIZE } from './offload.ts';
-import { MATERIALIZE_REFUSED, type PacketPool } from './pool.ts';
+import type { PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -26,7 +26,7 @@ import {
  * veth whole, as an AF_PACKET uplink's kernel hands it over; a tap or uplink output gives it back
  * to the kernel, other outputs drop it.
  */
-const INGRESS_GSO = (1 << VIRTIO_NET_HDR_GSO_TCPV4) | (1 << VIRTIO_NET_HDR_GSO_TCPV6) | (1 << VIRTIO_NET_HDR_GSO_UDP_L4);
+export const INGRESS_GSO = (1 << VIRTIO_NET_HDR_GSO_TCPV4) | (1 << VIRTIO_NET_HDR_GSO_TCPV6) | (1 << VIRTIO_NET_HDR_GSO_UDP_L4);
 
 export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array): number {
   const b = pool.bytes;
@@ -36,7 +36,9 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
     let ho = pool.hdrOffset(h);
     const flags = b[ho]!;
     const gsoType = b[ho + 1]!;
-    if ((flags | gsoType) === 0) {
+    if ((flags | gsoType) === 0 || pool.deferredJudge(h) !== undefined) {
+      // A deferred frame (a secured port's, lent) is checked on the copy made of it (deferred.ts):
+      // its sender can still rewrite what this would read.
       batch[kept++] = h;
       continue;
     }
@@ -47,9 +49,9 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
     }
     if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
       if (pool.isExternal(h)) {
-        h = pool.materialize(h); // a deferred packet's copy is judged by port security there
+        h = pool.materialize(h);
         if (h < 0) {
-          if (h !== MATERIALIZE_REFUSED) counters[C.rx_dropped_no_buffer]!++;
+          counters[C.rx_dropped_no_buffer]!++;
           continue;
         }
         ho = pool.hdrOffset(h);

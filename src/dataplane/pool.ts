@@ -17,6 +17,9 @@ export const COPY_WORDS_MAX = 256;
 /** Most packets that may live in a peer's memory at once (one burst is BURST = 32). */
 export const EXTERNAL_MAX = 256;
 
+/** PacketPool.settledCopy() of a deferred packet whose copy was refused. */
+export const REFUSED_COPY = -2;
+
 /**
  * Who lends the pool a buffer in its own shared memory (a vhost-user port: the frame stays in the
  * driver's transmit buffer). `returnBuffer(tag)` runs when the last reference is released.
@@ -27,17 +30,16 @@ export interface BufferLender {
 
 /**
  * Port security's judgment of a lent frame, made where it is copied out of the lender's memory
- * (PacketPool.defer): `judge(pool, h)` checks a pool copy h of the frame by every rule and counts
- * a refusal on the sending port; `passesAt(w, i, flen)` is the fast verdict on a copy of header
- * and frame at 32-bit word i of the arena (false says only "not by the fast path").
+ * (PacketPool.defer; src/dataplane/deferred.ts): `judge(pool, h)` checks pool packet h, a copy of
+ * the frame, by every rule and counts a refusal on the sending port (`counters`);
+ * `passesAt(w, i, flen)` is the fast verdict on a header and frame at 32-bit word i of the arena
+ * (false says only "not by the fast path").
  */
 export interface LentJudge {
+  readonly counters: Float64Array | null;
   judge(pool: PacketPool, h: number): boolean;
   passesAt(w: Int32Array, i: number, flen: number): boolean;
 }
-
-/** materialize() of a deferred packet whose copy port security refused (counted on its port). */
-export const MATERIALIZE_REFUSED = -2;
 
 export class PacketPool {
   readonly count: number;
@@ -69,12 +71,13 @@ export class PacketPool {
   private readonly extFree = new Int32Array(EXTERNAL_MAX);
   private extTop = EXTERNAL_MAX;
   /**
-   * Per external handle: the judge of a frame lent unjudged by a secured port (defer()), until
-   * the last release; and whether one copy of it was refused already (a flood's other copies
-   * then go without being judged or counted again).
+   * Per external handle of a deferred frame (defer()): its judge until the last release, and
+   * what copying it out of the lender's memory came to (deferred.ts): the judged pool copy (one
+   * reference held here, so a flood's other outputs take the same copy), -1 before the first,
+   * or REFUSED_COPY.
    */
   private readonly extJudge: Array<LentJudge | undefined> = new Array(EXTERNAL_MAX).fill(undefined);
-  private readonly extRefused = new Uint8Array(EXTERNAL_MAX);
+  private readonly extCopy = new Int32Array(EXTERNAL_MAX).fill(-1);
   allocFailures = 0;
 
   constructor(count: number, arena: Arena = new Arena()) {
@@ -119,47 +122,40 @@ export class PacketPool {
   }
 
   /**
-   * Lent packet h came from a secured port and is not judged yet: whoever copies it out of the
-   * lender's memory judges the copy with `judge` (the lender could rewrite the frame until then,
-   * so only a copy can be judged). materialize() does; an output that copies it elsewhere itself
-   * (a vhost-user port's toGuest) asks deferredJudge().
+   * Lent packet h came from a secured port and is not judged yet: only a copy out of the
+   * lender's memory may be judged, since the lender can rewrite the frame until then
+   * (deferred.ts). An output that copies it into its own peer's buffer asks deferredJudge().
    */
   defer(h: number, judge: LentJudge): void {
     this.extJudge[h - this.count] = judge;
   }
 
-  /** The judge of a deferred packet (defer()), or undefined: pool packets and judged ones have none. */
+  /** The judge of a deferred packet (defer()), or undefined: pool packets and others have none. */
   deferredJudge(h: number): LentJudge | undefined {
     return h < this.count ? undefined : this.extJudge[h - this.count];
   }
 
-  /**
-   * Judge pool packet m, a copy of deferred packet h: true when it may go. A refusal is counted
-   * once per lent frame (judge() counts it; the copies of a flood after it are refused unjudged).
-   */
-  judgeCopy(h: number, judge: LentJudge, m: number): boolean {
-    const e = h - this.count;
-    if (this.extRefused[e] !== 0) return false;
-    if (judge.judge(this, m)) return true;
-    this.extRefused[e] = 1;
-    return false;
+  /** What the copy of deferred packet h came to: its judged pool copy, -1 (none made yet) or REFUSED_COPY. */
+  settledCopy(h: number): number {
+    return this.extCopy[h - this.count]!;
+  }
+
+  /** Record what the copy of deferred packet h came to; a pool copy is held (one reference) until h is released. */
+  settle(h: number, m: number): void {
+    this.extCopy[h - this.count] = m;
+    if (m >= 0) this.refs[m]!++;
   }
 
   /**
    * A pool copy of packet h, which keeps h's other references; the caller's reference to h is
-   * released. -1 (and h released) when the pool is empty; MATERIALIZE_REFUSED when h was
-   * deferred (defer()) and port security refused the copy.
+   * released. -1 (and h released) when the pool is empty. Not for a deferred packet: its copy is
+   * judged (deferred.ts).
    */
   materialize(h: number): number {
-    let m = this.alloc();
+    const m = this.alloc();
     if (m >= 0) {
       this.copy(this.hdrOffset(m), this.hdrOffset(h), VNET_HDR + this.len[h]!);
       this.len[m] = this.len[h]!;
-      const judge = this.deferredJudge(h);
-      if (judge !== undefined && !this.judgeCopy(h, judge, m)) {
-        this.release(m);
-        m = MATERIALIZE_REFUSED;
-      }
     }
     this.release(h);
     return m;
@@ -216,9 +212,13 @@ export class PacketPool {
     const e = h - this.count;
     const lender = this.extLender[e]!;
     this.extLender[e] = undefined;
-    this.extJudge[e] = undefined;
-    this.extRefused[e] = 0;
     this.extFree[this.extTop++] = e;
+    if (this.extJudge[e] !== undefined) {
+      this.extJudge[e] = undefined;
+      const m = this.extCopy[e]!;
+      this.extCopy[e] = -1;
+      if (m >= 0) this.release(m);
+    }
     lender.returnBuffer(this.extTag[e]!);
   }
 

@@ -14,7 +14,8 @@
 // identity lives in typed arrays built by the constructor, and the last (MAC, source) that passed
 // is remembered, since a burst mostly comes from one station.
 import { C } from './counters.ts';
-import { MATERIALIZE_REFUSED, type PacketPool } from './pool.ts';
+import { judgedCopy } from './deferred.ts';
+import { type PacketPool, REFUSED_COPY } from './pool.ts';
 import { TPID_8021AD, TPID_8021Q, TPID_QINQ_OLD, VLAN_HLEN } from './vlan.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from './vnet.ts';
 
@@ -147,14 +148,17 @@ export class PortGuard {
         continue;
       }
       if (pool.isExternal(h)) {
-        const deferred = pool.deferredJudge(h) !== undefined;
-        h = pool.materialize(h); // a deferred packet's copy is judged by it
-        if (h < 0) {
-          if (h !== MATERIALIZE_REFUSED) counters[C.rx_dropped_no_buffer]!++;
+        const judge = pool.deferredJudge(h);
+        if (judge !== undefined) { // deferred, and its mark lost (Engine.poll): its copy, judged
+          const m = judgedCopy(pool, h, judge);
+          pool.release(h);
+          if (m >= 0) batch[kept++] = m;
+          else if (m !== REFUSED_COPY) counters[C.rx_dropped_no_buffer]!++;
           continue;
         }
-        if (deferred) {
-          batch[kept++] = h;
+        h = pool.materialize(h);
+        if (h < 0) {
+          counters[C.rx_dropped_no_buffer]!++;
           continue;
         }
       }

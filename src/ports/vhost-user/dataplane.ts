@@ -9,7 +9,8 @@ import { C } from '../../dataplane/counters.ts';
 import { writeLevels } from '../../dataplane/gauges.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
 import type { BufferLender, LentJudge, PacketPool } from '../../dataplane/pool.ts';
-import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
+import { BUF_SIZE, REFUSED_COPY, VNET_HDR } from '../../dataplane/pool.ts';
+import { judgedCopy } from '../../dataplane/deferred.ts';
 import { JUDGED_COPY_MAX, JUDGED_COPY_MIN } from '../../dataplane/port-guard.ts';
 import { GSO_TCP, Port, type PortContext } from '../../dataplane/port.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../../dataplane/vnet.ts';
@@ -591,11 +592,14 @@ export class VhostUserPort extends Port implements BufferLender {
         const ho = pool.hdrOffset(h);
         const off = ch.offset[ch.readable]!;
         b.copyWithin(off, ho, ho + need);
-        // A secured port's lent frame is judged here, on what this guest will read.
+        // A secured port's lent frame is judged here, on what this guest will read (which its
+        // sender can no longer reach) by the fast path. Anything else, the general path below
+        // decides on a copy of the sender's frame: this guest can write its own buffer too, and a
+        // verdict on what it wrote must not refuse, or be counted against, the sender's frame.
         const judge = pool.deferredJudge(h);
-        if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, flen)) && !this.judgeCopy(judge, h, off, need)) {
+        if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, flen))) {
           vq.unpop(start);
-          return false;
+          return this.toGuestJudged(v, h, judge, start);
         }
         b[off + 10] = 1; // num_buffers, in the copy: the packet may be lent and is read-only
         b[off + 11] = 0;
@@ -615,37 +619,20 @@ export class VhostUserPort extends Port implements BufferLender {
     }
     const judge = pool.deferredJudge(h);
     if (judge === undefined) return this.toGuestChains(v, h, start);
-    // A deferred frame over several buffers: a pool copy, judged, is what they get.
-    const m = pool.alloc();
-    if (m < 0) {
-      c[C.tx_dropped_no_buffer]!++;
-      return false;
-    }
-    pool.copy(pool.hdrOffset(m), pool.hdrOffset(h), VNET_HDR + flen);
-    pool.len[m] = flen;
-    const sent = pool.judgeCopy(h, judge, m) && this.toGuestChains(v, m, start);
-    pool.release(m);
-    return sent;
+    return this.toGuestJudged(v, h, judge, start);
   }
 
-  /**
-   * A deferred frame copied into this guest's buffer at `off` (`bytes` of header and frame) that
-   * the fast path did not pass: judged by every rule on a pool copy of that buffer (what this
-   * guest will read, which its sender can no longer reach). False when refused (counted on the
-   * sending port) or no pool buffer was free.
-   */
-  private judgeCopy(judge: LentJudge, h: number, off: number, bytes: number): boolean {
+  /** A deferred frame h: its judged pool copy (deferred.ts), shared with the flood's other outputs, is what this guest gets. */
+  private toGuestJudged(v: Vring, h: number, judge: LentJudge, start: number): boolean {
     const pool = this.pool;
-    const m = pool.alloc();
+    const m = judgedCopy(pool, h, judge);
     if (m < 0) {
-      this.counters[C.tx_dropped_no_buffer]!++;
+      if (m !== REFUSED_COPY) this.counters[C.tx_dropped_no_buffer]!++;
       return false;
     }
-    pool.copy(pool.hdrOffset(m), off, bytes);
-    pool.len[m] = bytes - VNET_HDR;
-    const ok = pool.judgeCopy(h, judge, m);
+    const sent = this.toGuestChains(v, m, start);
     pool.release(m);
-    return ok;
+    return sent;
   }
 
   /** toGuest() over one or more chains of several buffers, or with a 10-byte header. */

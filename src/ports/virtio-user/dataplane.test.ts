@@ -172,9 +172,10 @@ for (const ring of ['split', 'packed'] as const) describe(`virtio-user port on a
 class RacingSink extends Port {
   readonly fds: readonly number[] = [];
   readonly got: number[][] = [];
+  readonly hdrs: number[][] = [];
   rewrite: (() => void) | null = null;
-  constructor(index: number, pool: PacketPool) {
-    super(index, 'sink', 1, newCounters(), pool, true, true);
+  constructor(index: number, pool: PacketPool, bridge = 1) {
+    super(index, `sink${index}`, bridge, newCounters(), pool, true, true);
     this.rxOffloads = false;
   }
   receive(): number {
@@ -185,6 +186,7 @@ class RacingSink extends Port {
       const h = q[i]!;
       assert.equal(this.pool.isExternal(h), false, 'a port that does not judge is handed a judged pool copy');
       this.got.push([...this.pool.bytes.subarray(this.pool.frameOffset(h), this.pool.frameOffset(h) + this.pool.len[h]!)]);
+      this.hdrs.push([...this.pool.bytes.subarray(this.pool.hdrOffset(h), this.pool.frameOffset(h))]);
       this.pool.release(h);
     }
     this.rewrite?.();
@@ -195,7 +197,9 @@ class RacingSink extends Port {
 describe('a secured vhost-user port lends its frames unjudged; each output judges the copy it makes (the guest could rewrite a lent frame until then)', () => {
   // Bridge 1: dev (secured, its guest is pier's driver drv), a sink, and dev2 (whose guest is
   // drv2). drv sends; what reaches the sink and drv2 is what each output copied and judged.
-  function rig(): { engine: Engine; pool: PacketPool; dev: VhostUserPort; drv: VirtioUserPort; sink: RacingSink; drv2Counters: Float64Array; devCounters: Float64Array; close: () => void } {
+  // `dev2First`: dev2 is flushed before the sink. `seen2` records what drv2's guest received (the
+  // only other member of bridge 3).
+  function rig(dev2First = false): { engine: Engine; pool: PacketPool; dev: VhostUserPort; drv: VirtioUserPort; sink: RacingSink; seen2: RacingSink; drv2Counters: Float64Array; devCounters: Float64Array; close: () => void } {
     const engine = new Engine(256, undefined, () => {});
     engine.addBridge(1, 'br');
     engine.addBridge(2, 'drv');
@@ -212,16 +216,19 @@ describe('a secured vhost-user port lends its frames unjudged; each output judge
     const drv2 = new VirtioUserPort(5, 'drv2', 3, drv2Counters, pool, { backend: 'vhost-user', path: paths[1]!, server: false, listenFd: -1, queueSize: 64, queuePairs: 1, packed: false, vhostFds: [], tapFds: [] });
     engine.addPort(dev);
     engine.addPort(drv);
-    engine.addPort(sink);
+    const seen2 = new RacingSink(6, pool, 3);
+    if (!dev2First) engine.addPort(sink);
     engine.addPort(dev2);
+    if (dev2First) engine.addPort(sink);
     engine.addPort(drv2);
+    engine.addPort(seen2);
     engine.setSecurity(1, { secured: { macs: ['02:00:00:00:00:09'], addresses: [{ ip: '198.18.0.1' }], own: true }, macLimit: 0, stormLimit: 0 });
     linkUp(engine, dev, drv);
     linkUp(engine, dev2, drv2);
     return {
-      engine, pool, dev, drv, sink, drv2Counters, devCounters,
+      engine, pool, dev, drv, sink, seen2, drv2Counters, devCounters,
       close: () => {
-        for (const i of [5, 4, 3, 2, 1]) engine.removePort(i);
+        for (const i of [6, 5, 4, 3, 2, 1]) engine.removePort(i);
         fds.forEach((fd, k) => closeListener(fd, paths[k]!));
       },
     };
@@ -238,46 +245,129 @@ describe('a secured vhost-user port lends its frames unjudged; each output judge
     return h;
   }
 
-  test('lent while it is forwarded; a frame rewritten after the pop reaches no one and is counted once, under its reason', () => {
-    const { engine, pool, dev, drv, sink, drv2Counters, devCounters, close } = rig();
+  test('lent while it is forwarded; what each output gets is a copy judged before any rewrite; a forged copy reaches no one and is counted once', () => {
+    const { engine, pool, drv, sink, seen2, devCounters, close } = rig();
     try {
-      const rx2 = (): number => drv2Counters[C.rx_packets]!;
       // A frame of the guest's own: both outputs get it, and it was lent, not copied, on the way in.
       let lentSeen = false;
       sink.rewrite = () => {
         lentSeen ||= pool.lent > 0;
       };
       drv.transmit(Int32Array.of(udp(pool, 1)), 1);
-      assert.ok(turnUntil(engine, () => rx2() === 1 && sink.got.length === 1), 'both outputs got the frame');
+      assert.ok(turnUntil(engine, () => seen2.got.length === 1 && sink.got.length === 1), 'both outputs got the frame');
       assert.ok(lentSeen, 'the frame stayed in the guest\'s buffer while the burst was forwarded');
       assert.equal(sink.got[0]![29], 1, 'the sink got the source the guest sent');
 
       // The guest rewrites its buffer (driver handle h: this driver sends pier's own pool buffer)
-      // after the pop, between two outputs' copies: dev2 copies the forged source and refuses it.
+      // after the sink's copy was judged, before dev2 copies it: dev2's copy fails the fast path,
+      // and dev2's guest gets the copy that was judged, not the rewrite.
       const h = udp(pool, 1);
       const at = pool.frameOffset(h) + 29;
       sink.rewrite = () => {
         pool.bytes[at] = 66;
       };
       drv.transmit(Int32Array.of(h), 1);
-      assert.ok(turnUntil(engine, () => sink.got.length === 2 && devCounters[C.rx_dropped_spoofed_ip]! === 1), 'the rewritten copy was refused');
+      assert.ok(turnUntil(engine, () => seen2.got.length === 2 && sink.got.length === 2));
       sink.rewrite = null;
-      assert.equal(sink.got[1]![29], 1, 'the sink got the copy judged before the rewrite');
-      turnUntil(engine, () => false, 50);
-      assert.equal(rx2(), 1, 'the rewritten frame did not reach dev2\'s guest');
-      assert.equal((dev.guard as PortGuard).lastDrop()?.detail, '198.18.0.66');
+      assert.equal(sink.got[1]![29], 1);
+      assert.equal(seen2.got[1]![29], 1, 'dev2\'s guest got the judged copy, not the rewrite');
+      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 0, 'nothing forged was sent anywhere');
 
       // Forged from the start, flooded to both outputs: neither gets it, one drop is counted.
       drv.transmit(Int32Array.of(udp(pool, 77)), 1);
-      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_spoofed_ip]! === 2));
+      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_spoofed_ip]! === 1));
       turnUntil(engine, () => false, 50);
-      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 2, 'one count for the frame, not one per output');
+      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 1, 'one count for the frame, not one per output');
       assert.equal(sink.got.length, 2);
-      assert.equal(rx2(), 1);
+      assert.equal(seen2.got.length, 2);
 
       // And the guest's own again: it still goes.
       drv.transmit(Int32Array.of(udp(pool, 1)), 1);
-      assert.ok(turnUntil(engine, () => rx2() === 2 && sink.got.length === 3));
+      assert.ok(turnUntil(engine, () => seen2.got.length === 3 && sink.got.length === 3));
+      assert.equal(pool.lent, 0);
+    } finally {
+      close();
+    }
+  });
+
+  test('a rewrite after one output copied the frame, before the first pool copy, reaches no later output and is counted', () => {
+    const { engine, pool, dev, drv, sink, seen2, devCounters, close } = rig(true);
+    try {
+      drv.transmit(Int32Array.of(udp(pool, 1)), 1); // warms the fast path: the next copy into dev2's guest passes by it
+      assert.ok(turnUntil(engine, () => seen2.got.length === 1 && sink.got.length === 1));
+      const guard = dev.guard as PortGuard;
+      const passesAt = guard.passesAt.bind(guard);
+      const h = udp(pool, 1);
+      const at = pool.frameOffset(h) + 29;
+      guard.passesAt = (w: Int32Array, i: number, flen: number): boolean => {
+        if (pool.handleAt(4 * i) < 0) pool.bytes[at] = 66; // as dev2 judges its copy, the sender rewrites its buffer
+        return passesAt(w, i, flen);
+      };
+      drv.transmit(Int32Array.of(h), 1);
+      assert.ok(turnUntil(engine, () => seen2.got.length === 2 && devCounters[C.rx_dropped_spoofed_ip]! === 1));
+      assert.equal(seen2.got[1]![29], 1, 'dev2\'s guest got what was there when it was copied and judged');
+      turnUntil(engine, () => false, 50);
+      assert.equal(sink.got.length, 1, 'the sink, flushed after, got nothing: the copy made for it was the rewrite');
+      assert.equal(guard.lastDrop()?.detail, '198.18.0.66');
+    } finally {
+      close();
+    }
+  });
+
+  test('the receiving guest writing its own buffer as pier judges it refuses nothing of the sender\'s and blames no one', () => {
+    const { engine, pool, dev, drv, sink, seen2, devCounters, close } = rig();
+    try {
+      const guard = dev.guard as PortGuard;
+      // dev2's guest rewrites the source in its receive buffer (word i is where pier copied the
+      // header) at the moment pier judges that copy: a verdict on it decides only what dev2's
+      // guest gets; the sender's frame is judged on a copy of its own.
+      const passesAt = guard.passesAt.bind(guard);
+      let raced = 0;
+      guard.passesAt = (w: Int32Array, i: number, flen: number): boolean => {
+        if (raced === 0 && pool.handleAt(4 * i) < 0) { // the receiver's mapping, not a pool copy
+          raced++;
+          pool.bytes[4 * i + 12 + 29] = 66;
+        }
+        return passesAt(w, i, flen);
+      };
+      drv.transmit(Int32Array.of(udp(pool, 1)), 1);
+      assert.ok(turnUntil(engine, () => seen2.got.length === 1 && sink.got.length === 1), 'both outputs got the frame');
+      assert.equal(raced, 1, 'the receiver\'s write landed');
+      assert.equal(sink.got[0]![29], 1);
+      assert.equal(seen2.got[0]![29], 1, 'dev2\'s guest got the sender\'s frame, copied again');
+      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 0, 'the sender is not blamed');
+    } finally {
+      close();
+    }
+  });
+
+  test('a deferred frame\'s virtio-net header is checked on the copy: a checksum request aimed at its own source port, DATA_VALID, a gso_size of 1', () => {
+    const { engine, pool, drv, sink, drv2Counters, devCounters, close } = rig();
+    try {
+      const rx2 = (): number => drv2Counters[C.rx_packets]!;
+      const send = (h: number, hdr: number[]): void => {
+        pool.bytes.set(hdr, pool.hdrOffset(h));
+        drv.transmit(Int32Array.of(h), 1);
+      };
+      // NEEDS_CSUM | DATA_VALID, csum_start 34, csum_offset 0: whoever completes the checksum
+      // would write the UDP source port (a DHCP server's 67, with the right payload).
+      send(udp(pool, 1), [0x03, 0, 0, 0, 0, 0, 34, 0, 0, 0, 0, 0]);
+      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_unjudgeable]! === 1), 'refused as unjudgeable');
+      // DATA_VALID alone on the guest's own frame: it goes, the flag cleared.
+      send(udp(pool, 1), [0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+      assert.ok(turnUntil(engine, () => sink.got.length === 1 && rx2() === 1));
+      assert.equal(sink.hdrs[0]![0], 0, 'no flag but NEEDS_CSUM reaches an output');
+      // TCP segmentation with a gso_size of 1 (a 64 KiB frame would be 65 535 segments).
+      const t = udp(pool, 1);
+      const fo = pool.frameOffset(t);
+      pool.bytes[fo + 23] = 6; // TCP
+      pool.bytes[fo + 46] = 0x50; // data offset 5
+      send(t, [0x01, 1, 0, 0, 1, 0, 34, 0, 16, 0, 0, 0]);
+      assert.ok(turnUntil(engine, () => devCounters[C.rx_dropped_bad_offload]! === 1), 'refused for its gso_size');
+      turnUntil(engine, () => false, 50);
+      assert.equal(sink.got.length, 1, 'the refused frames reached no output');
+      assert.equal(rx2(), 1);
+      assert.equal(devCounters[C.rx_dropped_unjudgeable], 1);
       assert.equal(pool.lent, 0);
     } finally {
       close();

@@ -627,6 +627,12 @@ export class Engine implements PortContext {
         continue;
       }
       if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !p.acceptsCsum) {
+        // Finished in place, so on a packet of this port's own: a flood's other outputs may hold
+        // this one still (virtio-user's ring, until its backend has read the partial checksum).
+        if (pool.refs[h]! > 1 && (h = pool.materialize(h)) < 0) {
+          p.counters[C.tx_dropped_no_buffer]!++;
+          continue;
+        }
         if (!completeChecksum(pool, h)) {
           p.counters[C.tx_dropped_bad_gso]!++;
           pool.release(h);

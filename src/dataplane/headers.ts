@@ -34,30 +34,30 @@ export function checkHeaders(pool: PacketPool, batch: Int32Array, n: number, cou
   for (let i = 0; i < n; i++) {
     let h = batch[i]!;
     let ho = pool.hdrOffset(h);
-    const flags = b[ho]!;
-    const gsoType = b[ho + 1]!;
-    if ((flags | gsoType) === 0 || pool.deferredJudge(h) !== undefined) {
+    let flags = b[ho]!;
+    if ((flags | b[ho + 1]!) === 0 || pool.deferredJudge(h) !== undefined) {
       // A deferred frame (a secured port's, lent) is checked on the copy made of it (deferred.ts):
       // its sender can still rewrite what this would read.
       batch[kept++] = h;
       continue;
+    }
+    if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && pool.isExternal(h)) {
+      // Flags to clear in a lent packet (the peer's memory, read-only): checked and cleared on a
+      // copy, whose header is what goes on, not the one just read.
+      h = pool.materialize(h);
+      if (h < 0) {
+        counters[C.rx_dropped_no_buffer]!++;
+        continue;
+      }
+      ho = pool.hdrOffset(h);
+      flags = b[ho]!;
     }
     if (!headerFits(b, ho, pool.len[h]!, INGRESS_GSO, true)) {
       counters[C.rx_dropped_bad_offload]!++;
       pool.release(h);
       continue;
     }
-    if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-      if (pool.isExternal(h)) {
-        h = pool.materialize(h);
-        if (h < 0) {
-          counters[C.rx_dropped_no_buffer]!++;
-          continue;
-        }
-        ho = pool.hdrOffset(h);
-      }
-      b[ho] = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    }
+    if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) b[ho] = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
     batch[kept++] = h;
   }
   return kept;

@@ -282,7 +282,8 @@ export class PortGuard {
     const type = (v0 >>> 8) & 0xff;
     const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
     const off = w[i + 2]! & 0xffff;
-    // gso_size and the ECN bit were judged at ingress (src/dataplane/headers.ts); here only the type.
+    // gso_size and the ECN bit are headerFits()'s (src/dataplane/headers.ts): at ingress for a
+    // pool frame, on the judged copy or the vhost-user output's for a deferred one. Here only the type.
     if (type !== 0 && gso !== VIRTIO_NET_HDR_GSO_TCPV4) return false;
     return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && w[i + 1]! >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= flen &&
       ((proto === PROTO_TCP && off === 16) || (proto === PROTO_UDP && off === 6 && gso === 0));

@@ -579,6 +579,7 @@ export class VhostUserPort extends Port implements BufferLender {
     const hl = this.hdrLen;
     const flen = pool.len[h]!;
     const need = hl + flen;
+    const judge = pool.deferredJudge(h);
     // Fast path: one chain whose single writable buffer holds header and frame (the common case
     // for MTU-sized frames in a DPDK or Linux receive ring).
     const start = vq.nextAvail;
@@ -588,15 +589,16 @@ export class VhostUserPort extends Port implements BufferLender {
         else c[C.tx_dropped_full]!++;
         return false;
       }
-      if (ch.count - ch.readable === 1 && ch.writableBytes >= need) {
+      // A secured port's lent frame (deferred) is judged here, by the fast path, on what this
+      // guest will read (which its sender can no longer reach), unless a copy of it was judged
+      // already (another output's: the same bytes go to every output then). Anything the fast
+      // path does not pass, the general path decides on a copy of the sender's frame (deferred.ts):
+      // this guest can write its own buffer too, and a verdict on what it wrote must not refuse,
+      // or be counted against, the sender's frame.
+      if (ch.count - ch.readable === 1 && ch.writableBytes >= need && (judge === undefined || pool.settledCopy(h) === -1)) {
         const ho = pool.hdrOffset(h);
         const off = ch.offset[ch.readable]!;
         b.copyWithin(off, ho, ho + need);
-        // A secured port's lent frame is judged here, on what this guest will read (which its
-        // sender can no longer reach) by the fast path. Anything else, the general path below
-        // decides on a copy of the sender's frame: this guest can write its own buffer too, and a
-        // verdict on what it wrote must not refuse, or be counted against, the sender's frame.
-        const judge = pool.deferredJudge(h);
         if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, flen))) {
           vq.unpop(start);
           return this.toGuestJudged(v, h, judge, start);
@@ -606,6 +608,8 @@ export class VhostUserPort extends Port implements BufferLender {
         if ((b[off]! | b[off + 1]!) !== 0) {
           if (!headerFits(b, off, flen, this.gsoTypes, this.acceptsCsum)) {
             vq.unpop(start); // nothing was pushed: the buffer stays the guest's, unused
+            // A deferred frame's header is the sender's to answer for: its judged copy's check says whose drop this is.
+            if (judge !== undefined) return this.toGuestJudged(v, h, judge, start);
             c[C.tx_dropped_bad_gso]!++;
             return false;
           }
@@ -617,7 +621,6 @@ export class VhostUserPort extends Port implements BufferLender {
       }
       vq.unpop(start); // not the simple case: un-pop and take the general path
     }
-    const judge = pool.deferredJudge(h);
     if (judge === undefined) return this.toGuestChains(v, h, start);
     return this.toGuestJudged(v, h, judge, start);
   }

@@ -51,15 +51,15 @@ const counters = newCounters();
 
 type Case = 'unsecured' | 'secured' | 'copy on pop' | 'copy only' | 'check only';
 const b = pool.bytes;
-/** The output: copy header and frame into the receiving guest's buffer, as toGuest does; a deferred frame is judged there. */
+/** The output: copy header and frame into the receiving guest's buffer, as toGuest does; a deferred frame is judged as it is copied. */
 function output(n: number): void {
   for (let i = 0; i < n; i++) {
     const h = batch[i]!;
     const ho = pool.hdrOffset(h);
     const off = rxBuf[i]!;
-    b.copyWithin(off, ho, ho + VNET_HDR + pool.len[h]!);
     const judge = pool.deferredJudge(h);
-    if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(i32, off >>> 2, pool.len[h]!))) {
+    if (judge === undefined) b.copyWithin(off, ho, ho + VNET_HDR + pool.len[h]!);
+    else if (!judge.copyJudged(b, i32, off, ho, VNET_HDR + pool.len[h]!)) {
       // Not by the fast path (the first frame of each source): every rule, on a pool copy of the sender's frame, as toGuest.
       const m = judgedCopy(pool, h, judge);
       if (m < 0) throw new Error('bench/guard.ts: the guard refused a frame of the loop');
@@ -153,7 +153,7 @@ writeFileSync(join(ROOT, 'bench', 'results', 'guard.md'), [
   '|---|---|---|',
   ...CASES.map((c) => `| ${c} | ${med[c]} | ${samples[c].join(', ')} |`),
   '',
-  `- a secured vhost-user port adds **${added} ns** a frame: it lends the frame unjudged, and the output judges the copy it makes into the receiving guest's buffer (PortGuard.passesAt); the design before, which copied each frame out of the peer's memory and judged it in the same pass (PortGuard.copyJudged), added ${before} ns; a copy alone (a pool buffer taken and released, 76 bytes by PacketPool.copy) costs ${copy} ns more than lending`,
-  `- every case ends with the output's copy into the receiving guest's buffer (copyWithin, as toGuest) and the release. "unsecured" is the lend of the zero-copy receive; "secured" the lend, defer and filter() of a secured port and the judgment of the output's copy; "copy on pop" the design before; "copy only" a copy into the pool without judgment; "check only" filter() over a tap's frames (already in the pool)`,
+  `- a secured vhost-user port adds **${added} ns** a frame: it lends the frame unjudged, and the output judges the copy it makes into the receiving guest's buffer as it makes it (PortGuard.copyJudged, a word copy, where the unsecured output calls copyWithin); the design before, which copied each frame out of the peer's memory and judged it in the same pass (PortGuard.copyJudged), added ${before} ns; a copy alone (a pool buffer taken and released, 76 bytes by PacketPool.copy) costs ${copy} ns more than lending`,
+  `- every case ends with the output's copy into the receiving guest's buffer (copyWithin, as toGuest) and the release. "unsecured" is the lend of the zero-copy receive; "secured" the lend, defer and filter() of a secured port and the output's copy judged as it is made; "copy on pop" the design before; "copy only" a copy into the pool without judgment; "check only" filter() over a tap's frames (already in the pool)`,
   '',
 ].join('\n'));

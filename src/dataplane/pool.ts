@@ -33,12 +33,14 @@ export interface BufferLender {
  * (PacketPool.defer; src/dataplane/deferred.ts): `judge(pool, h)` checks pool packet h, a copy of
  * the frame, by every rule and counts a refusal on the sending port (`counters`);
  * `passesAt(w, i, flen)` is the fast verdict on a header and frame at 32-bit word i of the arena
- * (false says only "not by the fast path").
+ * (false says only "not by the fast path"); copyJudged() the same verdict on a copy it makes.
  */
 export interface LentJudge {
   readonly counters: Float64Array | null;
   judge(pool: PacketPool, h: number): boolean;
   passesAt(w: Int32Array, i: number, flen: number): boolean;
+  /** Copy header and frame (`bytes`, both offsets 4-byte aligned, JUDGED_COPY_MIN..JUDGED_COPY_MAX) and give passesAt()'s verdict on what it wrote. */
+  copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean;
 }
 
 export class PacketPool {

@@ -230,18 +230,44 @@ export class PortGuard {
   /**
    * Copy `bytes` bytes of virtio-net header (12 bytes) and frame from arena offset `src` to `dst`
    * (both 4-byte aligned; JUDGED_COPY_MIN <= bytes <= JUDGED_COPY_MAX) and judge the copy by the
-   * fast path: true when it passed. For a secured vhost-user port's frame it cannot lend (the
-   * pool's handles for lent frames all taken): what it copies out of its peer's memory anyway is
-   * judged while in cache, and filter() passes it. False says nothing: the frame is whole in dst
-   * and filter() judges it.
+   * fast path, on the words it wrote: true when it passed. False says only "not by the fast
+   * path": the frame is whole in dst. Where a frame is copied out of a peer's memory anyway: a
+   * vhost-user output copying a deferred frame into its own guest's buffer (the judgment costs
+   * no reads of its own: bench/guard.ts), and a secured vhost-user port's frame it could not
+   * lend (then filter() judges what this did not pass).
    */
   copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean {
     const d = dst >>> 2;
     const s = src >>> 2;
+    // Word k of the frame is word 3 + k of the copy (after the 12-byte header). The words judged
+    // are the ones written: what the copy's reader gets, whatever the source does meanwhile.
+    const v0 = w[s]!;
+    w[d] = v0;
+    const v1 = w[s + 1]!;
+    w[d + 1] = v1;
+    const v2 = w[s + 2]!;
+    w[d + 2] = v2;
+    w[d + 3] = w[s + 3]!;
+    const f1 = w[s + 4]!;
+    w[d + 4] = f1;
+    const f2 = w[s + 5]!;
+    w[d + 5] = f2;
+    const f3 = w[s + 6]!;
+    w[d + 6] = f3;
+    const f4 = w[s + 7]!;
+    w[d + 7] = f4;
+    const f5 = w[s + 8]!;
+    w[d + 8] = f5;
+    const f6 = w[s + 9]!;
+    w[d + 9] = f6;
+    const f7 = w[s + 10]!;
+    w[d + 10] = f7;
+    const f8 = w[s + 11]!;
+    w[d + 11] = f8;
     const words = bytes >>> 2;
-    for (let k = 0; k < words; k++) w[d + k] = w[s + k]!;
+    for (let k = 12; k < words; k++) w[d + k] = w[s + k]!;
     for (let i = words << 2; i < bytes; i++) b[dst + i] = b[src + i]!;
-    return this.passesAt(w, d, bytes - VNET_HDR_LEN);
+    return this.passes(v0, v1, v2, f1, f2, f3, f4, f5, f6, f7, f8, bytes - VNET_HDR_LEN);
   }
 
   /**
@@ -250,42 +276,45 @@ export class PortGuard {
    * frame without options from one of the port's MACs with the source that last passed with it,
    * not a DHCP server's UDP, and whose offload request, if any, names its own TCP or UDP header.
    * The same rules as check(), checkIpv4() and checkOffload(), for the case a burst is mostly
-   * made of; false says only "not by the fast path" (check() decides). A word is loaded when a
-   * rule needs it. For pool frames (verdict()), a copy just made (copyJudged()), and an output
-   * that copies a deferred frame into its peer's buffer and judges what it copied.
+   * made of; false says only "not by the fast path" (check() decides). For pool frames
+   * (verdict()), and an output that copied a deferred frame into its peer's buffer some other way
+   * than copyJudged().
    */
   passesAt(w: Int32Array, i: number, flen: number): boolean {
-    if (flen < FAST_MIN) return false;
-    if ((w[i + 6]! & 0xffffff) !== 0x450008) return false; // frame bytes 12..14: 08 00 45, IPv4 with a 20-byte header
-    const lo = w[i + 4]! >>> 16; // the Ethernet source: bytes 6, 7 and 8..11
-    const hi = w[i + 5]!;
+    return flen >= FAST_MIN && this.passes(w[i]!, w[i + 1]!, w[i + 2]!, w[i + 4]!, w[i + 5]!, w[i + 6]!, w[i + 7]!, w[i + 8]!, w[i + 9]!, w[i + 10]!, w[i + 11]!, flen);
+  }
+
+  /**
+   * passesAt()'s rules on the header's three words and the frame's words 1..8 (bytes 4..35; the
+   * frame at least FAST_MIN bytes), as loaded by the caller.
+   */
+  private passes(v0: number, v1: number, v2: number, f1: number, f2: number, f3: number, f4: number, f5: number, f6: number, f7: number, f8: number, flen: number): boolean {
+    if ((f3 & 0xffffff) !== 0x450008) return false; // frame bytes 12..14: 08 00 45, IPv4 with a 20-byte header
+    const lo = f1 >>> 16; // the Ethernet source: bytes 6, 7 and 8..11
     let mi = this.fastMi;
-    if (lo !== this.fastLo || hi !== this.fastHi) {
-      mi = this.macIndexWords(lo, hi);
+    if (lo !== this.fastLo || f2 !== this.fastHi) {
+      mi = this.macIndexWords(lo, f2);
       this.fastLo = lo;
-      this.fastHi = hi;
+      this.fastHi = f2;
       this.fastMi = mi;
     }
     // The IPv4 source, bytes 26..29, against the word last4 keeps for this MAC.
-    if (mi < 0 || this.last4[mi]! < 0 || ((w[i + 9]! >>> 16) | (w[i + 10]! << 16)) !== this.last4w[mi]) return false;
-    const f4 = w[i + 7]!;
-    const f5 = w[i + 8]!;
+    if (mi < 0 || this.last4[mi]! < 0 || ((f6 >>> 16) | (f7 << 16)) !== this.last4w[mi]) return false;
     const total = ((f4 & 0xff) << 8) | ((f4 >>> 8) & 0xff);
     const proto = f5 >>> 24;
     // Not UDP, or a later fragment, or UDP whose source port (bytes 34, 35) is not 67 (a DHCP server's).
-    if (total < 20 || total > flen - ETH_HLEN || (proto === PROTO_UDP && (f5 & 0xff1f) === 0 && (total < 28 || w[i + 11]! >>> 16 === 0x4300))) return false;
-    const v0 = w[i]!;
+    if (total < 20 || total > flen - ETH_HLEN || (proto === PROTO_UDP && (f5 & 0xff1f) === 0 && (total < 28 || f8 >>> 16 === 0x4300))) return false;
     if ((v0 & (0xff00 | VIRTIO_NET_HDR_F_NEEDS_CSUM)) === 0) return true; // no offload request: no NEEDS_CSUM, no gso_type
     // A partial checksum at csum_start 34 (the TCP or UDP header after a 20-byte IPv4 one),
     // csum_offset 16 for TCP or 6 for UDP, inside the frame; TCPv4 segmentation on TCP only.
     // Anything else, checkOffload() judges.
     const type = (v0 >>> 8) & 0xff;
     const gso = type & ~VIRTIO_NET_HDR_GSO_ECN;
-    const off = w[i + 2]! & 0xffff;
+    const off = v2 & 0xffff;
     // gso_size and the ECN bit are headerFits()'s (src/dataplane/headers.ts): at ingress for a
     // pool frame, on the judged copy or the vhost-user output's for a deferred one. Here only the type.
     if (type !== 0 && gso !== VIRTIO_NET_HDR_GSO_TCPV4) return false;
-    return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && w[i + 1]! >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= flen &&
+    return (v0 & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && v1 >>> 16 === 34 && (f5 & 0xff1f) === 0 && 34 + off + 2 <= flen &&
       ((proto === PROTO_TCP && off === 16) || (proto === PROTO_UDP && off === 6 && gso === 0));
   }
 

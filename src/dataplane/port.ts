@@ -33,12 +33,6 @@ export interface IngressGuard extends LentJudge {
   allowsMac(mac: number): boolean;
   /** `judged`: bit i set when the frame in slot i already passed in copyJudged() (Port.rxJudged). */
   filter(pool: PacketPool, batch: Int32Array, n: number, counters: Float64Array, judged: number): number;
-  /**
-   * Copy a header and frame of `bytes` bytes (JUDGED_COPY_MIN..JUDGED_COPY_MAX, both offsets
-   * 4-byte aligned) out of a peer's memory and judge the copy in the same pass: true when it
-   * passes the check's fast path, false when filter() must look at it.
-   */
-  copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean;
 }
 
 /**

@@ -598,8 +598,8 @@ export class VhostUserPort extends Port implements BufferLender {
       if (ch.count - ch.readable === 1 && ch.writableBytes >= need && (judge === undefined || pool.settledCopy(h) === -1)) {
         const ho = pool.hdrOffset(h);
         const off = ch.offset[ch.readable]!;
-        b.copyWithin(off, ho, ho + need);
-        if (judge !== undefined && !((off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, flen))) {
+        if (judge === undefined) b.copyWithin(off, ho, ho + need);
+        else if (!this.copyJudgedTo(judge, off, ho, need)) {
           vq.unpop(start);
           return this.toGuestJudged(v, h, judge, start);
         }
@@ -623,6 +623,18 @@ export class VhostUserPort extends Port implements BufferLender {
     }
     if (judge === undefined) return this.toGuestChains(v, h, start);
     return this.toGuestJudged(v, h, judge, start);
+  }
+
+  /**
+   * Copy a deferred frame's header and frame (`need` bytes from arena offset `ho`) into this
+   * guest's buffer at `off`, and give the fast path's verdict on what was written: judged as it
+   * is copied where both ends are aligned (what DPDK and Linux drivers post), else read back.
+   */
+  private copyJudgedTo(judge: LentJudge, off: number, ho: number, need: number): boolean {
+    const pool = this.pool;
+    if (((off | ho) & 3) === 0 && need >= JUDGED_COPY_MIN && need <= JUDGED_COPY_MAX) return judge.copyJudged(pool.bytes, pool.arena.i32, off, ho, need);
+    pool.bytes.copyWithin(off, ho, ho + need);
+    return (off & 3) === 0 && judge.passesAt(pool.arena.i32, off >>> 2, need - VNET_HDR);
   }
 
   /** A deferred frame h: its judged pool copy (deferred.ts), shared with the flood's other outputs, is what this guest gets. */

@@ -154,6 +154,6 @@ writeFileSync(join(ROOT, 'bench', 'results', 'guard.md'), [
   ...CASES.map((c) => `| ${c} | ${med[c]} | ${samples[c].join(', ')} |`),
   '',
   `- a secured vhost-user port adds **${added} ns** a frame: it lends the frame unjudged, and the output judges the copy it makes into the receiving guest's buffer as it makes it (PortGuard.copyJudged, a word copy, where the unsecured output calls copyWithin); the design before, which copied each frame out of the peer's memory and judged it in the same pass (PortGuard.copyJudged), added ${before} ns; a copy alone (a pool buffer taken and released, 76 bytes by PacketPool.copy) costs ${copy} ns more than lending`,
-  `- every case ends with the output's copy into the receiving guest's buffer (copyWithin, as toGuest) and the release. "unsecured" is the lend of the zero-copy receive; "secured" the lend, defer and filter() of a secured port and the output's copy judged as it is made; "copy on pop" the design before; "copy only" a copy into the pool without judgment; "check only" filter() over a tap's frames (already in the pool)`,
+  `- every case ends with the output's copy into the receiving guest's buffer (as toGuest: copyWithin, or copyJudged for a deferred frame) and the release. "unsecured" is the lend of the zero-copy receive; "secured" the lend, defer and filter() of a secured port and the output's copy judged as it is made; "copy on pop" the design before; "copy only" a copy into the pool without judgment; "check only" filter() over a tap's frames (already in the pool)`,
   '',
 ].join('\n'));

@@ -237,6 +237,8 @@ export class PortGuard {
    * lend (then filter() judges what this did not pass).
    */
   copyJudged(b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean {
+    // Its first twelve words are written whatever `bytes` says: a caller's bug, never a peer's.
+    if (bytes < JUDGED_COPY_MIN || bytes > JUDGED_COPY_MAX) throw new RangeError(`copyJudged: ${bytes} bytes is outside ${JUDGED_COPY_MIN}..${JUDGED_COPY_MAX}`);
     const d = dst >>> 2;
     const s = src >>> 2;
     // Word k of the frame is word 3 + k of the copy (after the 12-byte header). The words judged

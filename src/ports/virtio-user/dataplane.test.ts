@@ -259,8 +259,8 @@ describe('a secured vhost-user port lends its frames unjudged; each output judge
       assert.equal(sink.got[0]![29], 1, 'the sink got the source the guest sent');
 
       // The guest rewrites its buffer (driver handle h: this driver sends pier's own pool buffer)
-      // after the sink's copy was judged, before dev2 copies it: dev2's copy fails the fast path,
-      // and dev2's guest gets the copy that was judged, not the rewrite.
+      // after the sink's copy was judged, before dev2 copies it: dev2 takes the copy that was
+      // judged (one verdict per frame), not the rewrite.
       const h = udp(pool, 1);
       const at = pool.frameOffset(h) + 29;
       sink.rewrite = () => {
@@ -315,38 +315,79 @@ describe('a secured vhost-user port lends its frames unjudged; each output judge
     }
   });
 
-  test('the receiving guest writing its own buffer as pier judges it refuses nothing of the sender\'s and blames no one', () => {
-    const { engine, pool, dev, drv, sink, seen2, devCounters, close } = rig(true);
+  test('the receiving guest writing its own buffer as pier copies into it refuses nothing of the sender\'s and blames no one', () => {
+    const { engine, pool, dev, drv, sink, seen2, dev2, devCounters, close } = rig(true);
     try {
       drv.transmit(Int32Array.of(udp(pool, 1)), 1); // warms the fast path: dev2's copy is judged by it
       assert.ok(turnUntil(engine, () => seen2.got.length === 1 && sink.got.length === 1));
       const guard = dev.guard as PortGuard;
-      // dev2's guest rewrites the source in its receive buffer as pier copies the frame there and
-      // judges it: whatever verdict that copy gets decides only what dev2's guest gets; the
-      // sender's frame is never refused or counted for it.
       const copyJudged = guard.copyJudged.bind(guard);
       const passesAt = guard.passesAt.bind(guard);
-      let raced = 0;
+      // What dev2's guest writes into its receive buffer, where pier copies the frame, as pier
+      // judges it: once copyJudged() returned, or before the read-back passesAt().
+      let write: ((at: number) => void) | null = null;
+      let copied = 0;
+      let readBack = 0;
       guard.copyJudged = (b: Uint8Array, w: Int32Array, dst: number, src: number, bytes: number): boolean => {
         const verdict = copyJudged(b, w, dst, src, bytes);
-        if (raced === 0 && pool.handleAt(dst) < 0) { // the receiver's mapping, not a pool copy
-          raced++;
-          pool.bytes[dst + 12 + 29] = 66;
+        if (pool.handleAt(dst) < 0) { // the receiver's mapping, not a pool copy
+          copied++;
+          write?.(dst);
         }
         return verdict;
       };
-      guard.passesAt = (w: Int32Array, i: number, flen: number): boolean => { // the read-back verdict, where copyJudged is not used
-        if (raced === 0 && pool.handleAt(4 * i) < 0) {
-          raced++;
-          pool.bytes[4 * i + 12 + 29] = 66;
+      guard.passesAt = (w: Int32Array, i: number, flen: number): boolean => {
+        if (pool.handleAt(4 * i) < 0) {
+          readBack++;
+          write?.(4 * i);
         }
         return passesAt(w, i, flen);
       };
+      const noBlame = (): void => {
+        assert.equal(devCounters[C.rx_dropped_spoofed_ip], 0, 'the sender is not blamed');
+        assert.equal(devCounters[C.rx_dropped_bad_offload], 0);
+        assert.equal(dev2.counters[C.tx_dropped_bad_gso], 0, 'nor the receiver');
+      };
+
+      // 1. After the verdict on what pier wrote: the receiver reads its own write; nobody else is affected.
+      write = (at) => {
+        pool.bytes[at + 12 + 29] = 66;
+      };
       drv.transmit(Int32Array.of(udp(pool, 1)), 1);
       assert.ok(turnUntil(engine, () => seen2.got.length === 2 && sink.got.length === 2), 'both outputs got the frame');
-      assert.equal(raced, 1, 'the receiver\'s write landed');
+      assert.equal(copied, 1);
       assert.equal(sink.got[1]![29], 1, 'the other output got the sender\'s frame');
-      assert.equal(devCounters[C.rx_dropped_spoofed_ip], 0, 'the sender is not blamed');
+      assert.equal(seen2.got[1]![29], 66, 'dev2\'s guest reads what it wrote itself');
+      noBlame();
+
+      // 2. Its header rewritten to ask for what dev2's guest does not take (UDP fragmentation
+      // offload): the header check on its buffer fails, and it gets the sender's frame, judged
+      // on a pool copy.
+      write = (at) => {
+        pool.bytes[at + 1] = 3; // gso_type UDP
+        pool.bytes[at + 4] = 100;
+      };
+      drv.transmit(Int32Array.of(udp(pool, 1)), 1);
+      assert.ok(turnUntil(engine, () => seen2.got.length === 3 && sink.got.length === 3));
+      assert.equal(copied, 2);
+      assert.equal(seen2.got[2]![29], 1, 'dev2\'s guest got the sender\'s frame, copied again');
+      assert.equal(seen2.hdrs[2]![1], 0, 'with the sender\'s header');
+      noBlame();
+
+      // 3. A frame too long to be judged as it is copied (300 bytes): copyWithin, then the
+      // verdict read back from the receiver's buffer, which it has just rewritten.
+      write = (at) => {
+        pool.bytes[at + 12 + 29] = 66;
+      };
+      const long = udp(pool, 1);
+      pool.bytes.fill(0, pool.frameOffset(long) + 64, pool.frameOffset(long) + 300);
+      pool.len[long] = 300;
+      drv.transmit(Int32Array.of(long), 1);
+      assert.ok(turnUntil(engine, () => seen2.got.length === 4 && sink.got.length === 4));
+      assert.equal(readBack, 1, 'the read-back verdict ran on the receiver\'s buffer');
+      assert.equal(seen2.got[3]![29], 1, 'its failure sent dev2\'s guest the sender\'s frame');
+      assert.equal(seen2.got[3]!.length, 300);
+      noBlame();
     } finally {
       close();
     }

@@ -65,8 +65,6 @@ export class Engine implements PortContext {
   private burstExt = false;
   /** The burst holds deferred packets (a secured port's lent frames, judged only as copied: PacketPool.defer). */
   private burstDeferred = false;
-  /** settleDeferred() made a copy whose header asks for an offload. */
-  private settledOffloads = false;
   /** (port index << 8 | queue) tokens to poll again next turn, and their count. */
   private pending = new Int32Array(4096);
   private npending = 0;
@@ -581,9 +579,10 @@ export class Engine implements PortContext {
     // A deferred packet goes as it is only to a port that judges its own copy, untouched; any
     // other gets a judged pool copy before anything reads it (tag, capture, segmentation).
     if (this.burstDeferred && (!p.judgesLent || !direct || p.vlanMode === VLAN_TRUNK || cout.length > 0)) {
-      this.settledOffloads = false;
       n = this.settleDeferred(p, txq, n);
-      if (this.settledOffloads && !(p.gsoTypes === GSO_TCP && p.acceptsCsum)) direct = false;
+      // The burst's need of an offload pass was read at pop from headers the sender could still
+      // rewrite: a port that cannot take every request gets the pass over the judged copies.
+      if (!(p.gsoTypes === GSO_TCP && p.acceptsCsum)) direct = false;
     }
     if (p.vlanMode === VLAN_TRUNK) n = this.pushTags(p, n);
     // Captured as the port is handed them: tagged for a trunk, super-frames not yet segmented.
@@ -652,7 +651,6 @@ export class Engine implements PortContext {
    */
   private settleDeferred(p: Port, q: Int32Array, n: number): number {
     const pool = this.pool;
-    const b = pool.bytes;
     const vlanOf = this.vlanOf;
     let k = 0;
     for (let i = 0; i < n; i++) {
@@ -667,9 +665,6 @@ export class Engine implements PortContext {
         }
         vlanOf[m] = vlanOf[h]!;
         h = m;
-        // Its header was read at pop to decide whether this burst needs offloads fixed: it may
-        // ask for more now (the sender rewrote it since), so the output's pass looks again.
-        if ((b[pool.hdrOffset(m)]! | b[pool.hdrOffset(m) + 1]!) !== 0) this.settledOffloads = true;
       }
       q[k++] = h;
     }

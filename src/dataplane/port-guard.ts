@@ -162,14 +162,8 @@ export class PortGuard {
           continue;
         }
       }
-      const verdict = this.verdict(pool, h);
-      if (verdict === GUARD_OK) {
-        batch[kept++] = h;
-        continue;
-      }
-      counters[verdict]!++;
-      this.recordDrop(pool, h, verdict);
-      pool.release(h);
+      if (this.judge(pool, h, counters)) batch[kept++] = h;
+      else pool.release(h);
     }
     return kept;
   }
@@ -202,13 +196,13 @@ export class PortGuard {
 
   /**
    * Judge pool packet h, a copy of a frame its secured port lent unjudged (PacketPool.defer):
-   * true when it may go; a refusal is counted on the port (`counters`, set by the engine) under
-   * its reason, as filter() counts, and h stays the caller's.
+   * true when it may go; a refusal is counted in `counters` (the port's, set by the engine) under
+   * its reason and recorded for lastDrop(), and h stays the caller's. filter() judges each frame so.
    */
-  judge(pool: PacketPool, h: number): boolean {
+  judge(pool: PacketPool, h: number, counters: Float64Array | null = this.counters): boolean {
     const verdict = this.verdict(pool, h);
     if (verdict === GUARD_OK) return true;
-    if (this.counters !== null) this.counters[verdict]!++;
+    if (counters !== null) counters[verdict]!++;
     this.recordDrop(pool, h, verdict);
     return false;
   }

@@ -419,7 +419,7 @@ export class VhostUserPort extends Port implements BufferLender {
     let bytes = 0;
     const guard = this.guard;
     // A secured port lends as well, its frames unjudged (PacketPool.defer): whoever copies one out
-    // of the guest's memory judges that copy (toGuest, PacketPool.materialize), since the guest
+    // of the guest's memory judges that copy (toGuest, src/dataplane/deferred.ts), since the guest
     // could rewrite the frame until then. A trunk's tagged frames are not deferred.
     const lend = guard === null || !guard.trunk;
     const w = pool.arena.i32;

@@ -1,10 +1,12 @@
 // Container to container across two "hosts" (issue 11): pier over an AF_PACKET uplink, an AF_XDP
 // uplink and a VXLAN tunnel, beside the Linux bridge with the wire enslaved and Linux vxlan +
-// bridge, in the same run, both directions. Method: bench/uplinks.md.
+// bridge, and beside Open vSwitch's userspace datapath on the same kinds of port, in the same run,
+// both directions. Method: bench/uplinks.md.
 // Usage (root, after npm run build): node --import tsx bench/uplinks.ts [--rounds N] [--seconds T]
 //   [--paths pier-afpacket,linux-bridge] (a subset, for experiments: results are then printed, not written)
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { machine, median, option, threadCpu } from './common.ts';
 import { iperf, ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
@@ -13,7 +15,8 @@ const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 6);
 
 type Dir = 'a->b' | 'b->a';
-type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan';
+type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan' | 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
+type OvsPath = 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
 interface Sample { gbps: number; retransmits: number; cpu?: number }
 /** Median ping round trip per path and round, ms (50 pings 10 ms apart, before the iperf3 runs). */
 const rtts: Partial<Record<Path, number[]>> = {};
@@ -101,30 +104,96 @@ async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan', ds: Tes
   }
 }
 
+/**
+ * Open vSwitch's userspace datapath (`datapath_type=netdev`, the plain ovs-vswitchd: no DPDK, no
+ * PMD thread; its ports are served by the main thread as events come, as pier's are) on each
+ * host, with the uplink of `path`: the wire as a `system` port (AF_PACKET), as an
+ * `afxdp-nonpmd` port, or under OVS's own userspace VXLAN (the wire on bridge `brphy`, whose
+ * internal port holds the underlay address; the tunnel and the container on `brint`). Containers
+ * are on veths, the way OVS attaches them. OVS 3.1 takes TSO super-frames only on the
+ * AF_PACKET path (`userspace-tso-enable`, which it cannot segment for an AF_XDP port or a tunnel),
+ * so on the other two the containers' veths send MTU-sized frames with their checksums done.
+ */
+function ovs(path: OvsPath): void {
+  for (const s of ['a', 'b'] as const) {
+    const o = s === 'a' ? 'b' : 'a';
+    const dir = mkdtempSync(join(tmpdir(), `${tag}ovs${s}`));
+    ovsDirs.push(dir);
+    const db = `unix:${dir}/db.sock`;
+    run('ovsdb-tool', ['create', join(dir, 'conf.db'), '/usr/share/openvswitch/vswitch.ovsschema']);
+    run('ip', ['netns', 'exec', H[s], 'ovsdb-server', join(dir, 'conf.db'), `--remote=p${db}`, `--pidfile=${dir}/ovsdb-server.pid`, `--unixctl=${dir}/ovsdb-server.ctl`, `--log-file=${dir}/ovsdb-server.log`, '--detach']);
+    const vsctl = (...args: string[]): string => run('ovs-vsctl', [`--db=${db}`, '--timeout=20', ...args]);
+    vsctl('--no-wait', 'init');
+    vsctl('--no-wait', 'set', 'Open_vSwitch', '.', `other_config:userspace-tso-enable=${path === 'ovs-afpacket'}`);
+    run('ip', ['netns', 'exec', H[s], 'env', `OVS_RUNDIR=${dir}`, 'ovs-vswitchd', db, `--pidfile=${dir}/ovs-vswitchd.pid`, `--unixctl=${dir}/ovs-vswitchd.ctl`, `--log-file=${dir}/ovs-vswitchd.log`, '--detach']);
+    const mtu = path === 'ovs-vxlan' ? VXLAN_INNER_MTU : 1500;
+    run('ip', ['link', 'add', `v${s}`, 'netns', H[s], 'type', 'veth', 'peer', 'name', 'eth0', 'netns', C[s]]);
+    ipn(H[s], 'link', 'set', `v${s}`, 'mtu', String(mtu), 'up');
+    ipn(C[s], 'link', 'set', 'eth0', 'mtu', String(mtu));
+    ipn(C[s], 'addr', 'add', `${INNER[s]}/24`, 'dev', 'eth0');
+    ipn(C[s], 'link', 'set', 'eth0', 'up');
+    if (path !== 'ovs-afpacket') {
+      run('ip', ['netns', 'exec', C[s], 'ethtool', '-K', 'eth0', 'tso', 'off', 'gso', 'off', 'tx', 'off']);
+      run('ip', ['netns', 'exec', H[s], 'ethtool', '-K', `v${s}`, 'tso', 'off', 'gso', 'off', 'tx', 'off', 'gro', 'off']);
+    }
+    if (path === 'ovs-vxlan') {
+      vsctl('add-br', 'brphy', '--', 'set', 'bridge', 'brphy', 'datapath_type=netdev', '--', 'add-port', 'brphy', `w${s}`);
+      ipn(H[s], 'addr', 'add', `${UNDER[s]}/24`, 'dev', 'brphy');
+      ipn(H[s], 'link', 'set', 'brphy', 'up');
+      vsctl('add-br', 'brint', '--', 'set', 'bridge', 'brint', 'datapath_type=netdev', '--', 'add-port', 'brint', `v${s}`,
+        '--', 'add-port', 'brint', 'vx42', '--', 'set', 'interface', 'vx42', 'type=vxlan', `options:remote_ip=${UNDER[o]}`, 'options:key=42');
+    } else {
+      vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev', '--', 'add-port', 'br0', `v${s}`, '--', 'add-port', 'br0', `w${s}`,
+        ...(path === 'ovs-afxdp' ? ['--', 'set', 'interface', `w${s}`, 'type=afxdp-nonpmd'] : []));
+    }
+  }
+}
+
+/** The OVS instances of the path being measured (their rundirs). */
+const ovsDirs: string[] = [];
+
+function ovsStop(): void {
+  for (const dir of ovsDirs.splice(0)) {
+    for (const d of ['ovs-vswitchd', 'ovsdb-server']) {
+      try {
+        process.kill(Number(readFileSync(join(dir, `${d}.pid`), 'utf8').trim()), 'SIGTERM');
+      } catch { /* not started, or gone */ }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The main thread of host a's ovs-vswitchd, where its ports are served. */
+function ovsMainThread(): { pid: number; tid: number } {
+  const pid = Number(readFileSync(join(ovsDirs[0]!, 'ovs-vswitchd.pid'), 'utf8').trim());
+  return { pid, tid: pid };
+}
+
 function record(path: Path, dir: Dir, s: Sample): void {
   const r = (results[path] ??= { 'a->b': [], 'b->a': [] });
   r[dir].push(s);
-  console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s, ${s.retransmits} retransmits${s.cpu !== undefined ? `  pier dataplane CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
+  console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s, ${s.retransmits} retransmits${s.cpu !== undefined ? `  switch thread CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
-async function measure(path: Path, daemon?: TestDaemon): Promise<void> {
+async function measure(path: Path, daemon?: TestDaemon, thread?: { pid: number; tid: number }): Promise<void> {
   await waitFor(() => spawnSync('ip', ['netns', 'exec', C.a, 'ping', '-c', '1', '-W', '1', INNER.b]).status === 0, 20_000, `${path}: ${INNER.a} to reach ${INNER.b}`);
   const rtt = pingRtt();
   (rtts[path] ??= []).push(rtt);
   console.error(`${path.padEnd(14)} ping rtt avg ${rtt} ms`);
-  let pid = 0;
-  let tid = 0;
+  let pid = thread?.pid ?? 0;
+  let tid = thread?.tid ?? 0;
   if (daemon) {
     const show = daemon.json('show');
     pid = show.pid;
     tid = show.dataplane.tid;
   }
+  const timed = daemon !== undefined || thread !== undefined;
   for (const dir of ['a->b', 'b->a'] as Dir[]) {
-    const c0 = daemon ? threadCpu(pid, tid) ?? 0 : 0;
+    const c0 = timed ? threadCpu(pid, tid) ?? 0 : 0;
     const t0 = performance.now();
     const r = await iperf(C.b, C.a, INNER.b, { reverse: dir === 'b->a', seconds: T });
     const wall = (performance.now() - t0) / 1000;
-    record(path, dir, { gbps: r.gbps, retransmits: r.retransmits, ...(daemon ? { cpu: ((threadCpu(pid, tid) ?? c0) - c0) / wall } : {}) });
+    record(path, dir, { gbps: r.gbps, retransmits: r.retransmits, ...(timed ? { cpu: ((threadCpu(pid, tid) ?? c0) - c0) / wall } : {}) });
   }
 }
 
@@ -134,9 +203,19 @@ async function onePath(path: Path): Promise<void> {
   const ds: TestDaemon[] = [];
   try {
     if (path === 'linux-bridge' || path === 'linux-vxlan') linux(path);
-    else {
+    else if (path.startsWith('ovs-')) {
+      const missing = ['ovs-vswitchd', 'ethtool'].filter((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status !== 0);
+      if (missing.length > 0) {
+        unavailable[path] = `${missing.join(' and ')} not installed (apt-get install openvswitch-switch ethtool)`;
+        console.error(`${path}: not measured: ${unavailable[path]}`);
+        return;
+      }
+      ovs(path as OvsPath);
+      await measure(path, undefined, ovsMainThread());
+      return;
+    } else {
       try {
-        await pier(path, ds);
+        await pier(path as Exclude<Path, OvsPath | `linux-${string}`>, ds);
       } catch (e) {
         // A port kind this checkout does not have yet: reported, not measured.
         if (/unknown port type/.test((e as Error).message)) {
@@ -150,11 +229,12 @@ async function onePath(path: Path): Promise<void> {
     await measure(path, ds[0]);
   } finally {
     for (const d of ds) await d.cleanup();
+    ovsStop();
     teardown();
   }
 }
 
-const ALL_PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'pier-afxdp', 'linux-vxlan', 'pier-vxlan'];
+const ALL_PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'ovs-afpacket', 'pier-afxdp', 'ovs-afxdp', 'linux-vxlan', 'pier-vxlan', 'ovs-vxlan'];
 const pathsArg = process.argv.indexOf('--paths');
 const PATHS: Path[] = pathsArg < 0 ? ALL_PATHS : process.argv[pathsArg + 1]!.split(',').map((p) => {
   if (!ALL_PATHS.includes(p as Path)) throw new Error(`--paths: unknown path ${p} (known: ${ALL_PATHS.join(', ')})`);
@@ -178,10 +258,13 @@ for (const [path, dirs] of Object.entries(results) as Array<[Path, Record<Dir, S
   const rs = rtts[path] ?? [];
   summary[path] = { ...s, rttMs: +median(rs).toFixed(3), rttSamples: rs };
 }
-const REF: Record<string, Path> = { 'pier-afpacket': 'linux-bridge', 'pier-afxdp': 'linux-bridge', 'pier-vxlan': 'linux-vxlan' };
+const REF: Array<[Path, Path]> = [
+  ['pier-afpacket', 'linux-bridge'], ['pier-afxdp', 'linux-bridge'], ['pier-vxlan', 'linux-vxlan'],
+  ['pier-afpacket', 'ovs-afpacket'], ['pier-afxdp', 'ovs-afxdp'], ['pier-vxlan', 'ovs-vxlan'],
+];
 const ratios: Record<string, Record<string, number>> = {};
-for (const [p, ref] of Object.entries(REF)) {
-  const a = summary[p as Path];
+for (const [p, ref] of REF) {
+  const a = summary[p];
   const b = summary[ref];
   if (!a || !b) continue;
   ratios[`${p}/${ref}`] = {
@@ -193,11 +276,11 @@ for (const [p, ref] of Object.entries(REF)) {
 const out = { benchmark: 'container to container across two hosts (iperf3, one TCP stream)', date: new Date().toISOString(), machine: machine(), rounds: ROUNDS, secondsPerRun: T, summary, ratios, unavailable };
 if (WRITE) writeFileSync(join(ROOT, 'bench', 'results', 'uplinks.json'), JSON.stringify(out, null, 2) + '\n');
 const md = [
-  `# Across two hosts: pier uplinks and tunnels vs Linux (${out.date.slice(0, 10)})`,
+  `# Across two hosts: pier uplinks and tunnels vs Linux and OVS userspace (${out.date.slice(0, 10)})`,
   '',
   `${out.machine.cpus} cores, ${out.machine.cpu}, kernel ${out.machine.kernel}, Node ${out.machine.node}; median of ${ROUNDS} rounds of ${T} s, one iperf3 TCP stream. Method: [../uplinks.md](../uplinks.md).`,
   '',
-  '| path | a->b Gbit/s | b->a Gbit/s | pier dataplane CPU, host a (a->b / b->a) | ping RTT a->b, ms |',
+  '| path | a->b Gbit/s | b->a Gbit/s | switch thread CPU, host a (a->b / b->a) | ping RTT a->b, ms |',
   '|---|---|---|---|---|',
   ...Object.entries(summary).map(([p, s]) => `| ${p} | ${s['a->b'].gbps} | ${s['b->a'].gbps} | ${s['a->b'].cpu !== undefined ? `${Math.round(s['a->b'].cpu * 100)}% / ${Math.round(s['b->a'].cpu! * 100)}%` : '-'} | ${s.rttMs} |`),
   '',

@@ -212,14 +212,15 @@ const all: Row[][] = [];
 const PATHS = ['bridge', 'tap', 'vu256', 'vu1024', 'mixed'];
 const pathsArg = process.argv.indexOf('--paths');
 const paths = pathsArg >= 0 ? process.argv[pathsArg + 1]!.split(',') : PATHS;
-for (const x of paths) if (!PATHS.includes(x)) throw new Error(`bench/vhost-net.ts: unknown path ${x} in --paths (one of ${PATHS.join(', ')})`);
+// vuN: both containers on virtio-user ports of queue-size N (vu256 and vu1024 are the defaults).
+const vuSizes = paths.filter((x) => /^vu\d+$/.test(x)).map((x) => Number(x.slice(2)));
+for (const x of paths) if (!PATHS.includes(x) && !/^vu\d+$/.test(x)) throw new Error(`bench/vhost-net.ts: unknown path ${x} in --paths (one of ${PATHS.join(', ')}, or vuN for queue-size N)`);
 const partial = paths.length < PATHS.length;
 for (let round = 0; round < ROUNDS; round++) {
   rows.length = 0;
   if (paths.includes('bridge')) await bridgeRun();
   if (paths.includes('tap')) await pierRun({ mode: 'pier tap ports', a: 'tap', b: 'tap' });
-  if (paths.includes('vu256')) await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 256 });
-  if (paths.includes('vu1024')) await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: 1024 });
+  for (const qs of vuSizes) await pierRun({ mode: VIRTIO, a: 'virtio-user', b: 'virtio-user', queueSize: qs });
   // One container on each kind: which direction a virtio-user port slows (the thread's hosts had
   // one virtio-user container each; with both ports virtio-user each direction crosses both).
   if (paths.includes('mixed')) await pierRun({ mode: MIXED, a: 'virtio-user', b: 'tap', queueSize: 1024 });
@@ -250,7 +251,7 @@ for (const dir of ['a->b', 'b->a']) {
 // machine moves both figures of a round together): the median of those, and how many were >= 1.
 const paired: Record<string, { median: number; perRound: number[]; atLeastTap: number }> = {};
 for (const dir of ['a->b', 'b->a']) {
-  for (const qs of [256, 1024]) {
+  for (const qs of vuSizes) {
     const per = all.map((rs) => {
       const v = rs.find((x) => x.mode === VIRTIO && x.dir === dir && x.queueSize === qs)?.gbps;
       const t = rs.find((x) => x.mode === 'pier tap ports' && x.dir === dir)?.gbps;

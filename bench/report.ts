@@ -197,12 +197,12 @@ function vhostSection(r: Result, ctx: Context): string[] {
 
 // ---- One TCP stream each way: throughput.json, uplinks.json ----
 
-/** Each path's reference, from the ratios the benchmark wrote ("pier/linux-bridge": the first one named). */
-function referencesOf(d: Obj, paths: string[]): Map<string, string> {
-  const refs = new Map<string, string>();
+/** Each path's references, from the ratios the benchmark wrote ("pier/linux-bridge"), in the order named. */
+function referencesOf(d: Obj, paths: string[]): Map<string, string[]> {
+  const refs = new Map<string, string[]>();
   for (const key of Object.keys(obj(d.ratios))) {
     const m = /^([^/\s]+)\/([^/\s]+)$/.exec(key);
-    if (m && paths.includes(m[1]!) && paths.includes(m[2]!) && !refs.has(m[1]!)) refs.set(m[1]!, m[2]!);
+    if (m && paths.includes(m[1]!) && paths.includes(m[2]!)) refs.set(m[1]!, [...(refs.get(m[1]!) ?? []), m[2]!]);
   }
   return refs;
 }
@@ -233,13 +233,13 @@ function directionalSection(r: Result, ctx: Context): string[] {
   }), '');
   const both = (f: (dir: string) => string): string => t.dirs.map(f).join(' / ');
   out.push(...table(
-    ['path', ...t.dirs.map((dir) => `${dir} Gbit/s`), `x reference (${t.dirs.join(' / ')})`, ...(d1 ? [`${d1} / ${d0}`] : []), 'pier dataplane CPU', 'pier CPU ns per byte', ...(rtt ? ['ping RTT ms'] : [])],
+    ['path', ...t.dirs.map((dir) => `${dir} Gbit/s`), `x reference (${t.dirs.join(' / ')})`, ...(d1 ? [`${d1} / ${d0}`] : []), 'switch thread CPU', 'switch CPU ns per byte', ...(rtt ? ['ping RTT ms'] : [])],
     t.paths.map((p) => {
-      const ref = refs.get(p);
+      const rs = refs.get(p) ?? [];
       const hasCpu = t.dirs.some((dir) => t.cpu(p, dir) !== undefined);
       return [
         p, ...t.dirs.map((dir) => fig(t.gbps(p, dir))),
-        ref ? `${both((dir) => times(ratio(t.gbps(p, dir), t.gbps(ref, dir))))} (${ref})` : '-',
+        rs.length ? rs.map((ref) => `${both((dir) => times(ratio(t.gbps(p, dir), t.gbps(ref, dir))))} (${ref})`).join('; ') : '-',
         ...(d1 ? [times(ratio(t.gbps(p, d1), t.gbps(p, d0)))] : []),
         hasCpu ? both((dir) => pct(t.cpu(p, dir))) : '-',
         hasCpu ? both((dir) => fig(nsPerByte(t.cpu(p, dir), t.gbps(p, dir)))) : '-',
@@ -249,10 +249,10 @@ function directionalSection(r: Result, ctx: Context): string[] {
   ));
   const withCpu = t.paths.filter((p) => t.dirs.some((dir) => t.cpu(p, dir) !== undefined));
   if (withCpu.length) {
-    out.push('CPU per byte: the share of a core pier\'s dataplane thread used during the stream (kernel work inside its system calls included) over the bytes it moved, 8 x CPU / Gbit/s. With TSO a "packet" is a super-frame of up to 64 KiB, so per byte is the figure that compares paths.', '');
+    out.push('CPU per byte: the share of a core the switch\'s thread used during the stream (pier\'s dataplane thread, or the thread that serves a reference switch\'s ports where the benchmark times one; kernel work inside its system calls included) over the bytes it moved, 8 x CPU / Gbit/s. With TSO a "packet" is a super-frame of up to 64 KiB, so per byte is the figure that compares paths.', '');
     out.push(ctx.plot(`${r.name}-cpu-per-byte.svg`, {
-      title: `${r.name}: pier's CPU per byte by direction`,
-      axis: 'dataplane thread CPU ns per byte',
+      title: `${r.name}: the switch thread's CPU per byte by direction`,
+      axis: 'switch thread CPU ns per byte',
       groups: withCpu,
       series: t.dirs.map((dir) => ({ name: dir, values: withCpu.map((p) => nsPerByte(t.cpu(p, dir), t.gbps(p, dir))) })),
     }), '');
@@ -470,8 +470,8 @@ const BENCHMARKS: Benchmark[] = [
     measures: 'One iperf3 TCP stream between two network namespaces, both directions, over a veth pair, the Linux bridge and pier\'s tap ports with offloads on and off; on two cores the comparison is CPU per byte.',
   },
   {
-    name: 'uplinks', title: 'Two hosts: pier\'s uplinks and tunnel beside Linux', render: directionalSection,
-    measures: 'One iperf3 TCP stream between containers on two emulated hosts joined by a veth wire, through pier\'s AF_PACKET, AF_XDP and VXLAN ports and through the Linux bridge and Linux vxlan, with the ping round trip.',
+    name: 'uplinks', title: 'Two hosts: pier\'s uplinks and tunnel beside Linux and OVS userspace', render: directionalSection,
+    measures: 'One iperf3 TCP stream between containers on two emulated hosts joined by a veth wire, through pier\'s AF_PACKET, AF_XDP and VXLAN ports, through the Linux bridge and Linux vxlan, and through Open vSwitch\'s userspace datapath on the same kinds of port, with the ping round trip.',
   },
   {
     name: 'vhost-net', title: 'The thread\'s setup: virtio-user over vhost-net', render: vhostNetSection,

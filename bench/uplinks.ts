@@ -4,6 +4,7 @@
 // both directions. Method: bench/uplinks.md.
 // Usage (root, after npm run build): node --import tsx bench/uplinks.ts [--rounds N] [--seconds T]
 //   [--paths pier-afpacket,linux-bridge] (a subset, for experiments: results are then printed, not written)
+//   [--afxdp-mode native|generic] (the AF_XDP ports' XDP mode; default auto)
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ import { iperf, ROOT, TestDaemon, waitFor } from '../test/helpers.ts';
 
 const ROUNDS = option('--rounds', 3);
 const T = option('--seconds', 6);
+/** --afxdp-mode native|generic: the pier-afxdp ports' mode= (default: the port's own auto). */
+const AFXDP_MODE = process.argv.includes('--afxdp-mode') ? process.argv[process.argv.indexOf('--afxdp-mode') + 1] : undefined;
 
 type Dir = 'a->b' | 'b->a';
 type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan' | 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
@@ -98,7 +101,7 @@ async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan', ds: Tes
       ipn(H[s], 'addr', 'add', `${UNDER[s]}/24`, 'dev', `w${s}`);
       d.ok('add-port', 'br0', 'up0', 'type=vxlan', 'vni=42', `remote=${UNDER[o]}`, `local=${UNDER[s]}`);
     } else {
-      d.ok('add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`);
+      d.ok('add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`, ...(path === 'pier-afxdp' && AFXDP_MODE ? [`mode=${AFXDP_MODE}`] : []));
     }
     d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(path === 'pier-vxlan' ? [`mtu=${VXLAN_INNER_MTU}`] : []));
   }

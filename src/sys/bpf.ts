@@ -277,6 +277,8 @@ export function progFdById(id: number): number {
 // ---- attaching to a device: rtnetlink IFLA_XDP (uapi linux/if_link.h) ----
 export const IFLA_XDP = 43;
 const IFLA_NUM_RX_QUEUES = 32;
+const IFLA_LINKINFO = 18;
+const IFLA_INFO_KIND = 1;
 const IFLA_XDP_FD = 1;
 const IFLA_XDP_ATTACHED = 2;
 const IFLA_XDP_FLAGS = 3;
@@ -298,6 +300,8 @@ export interface XdpState {
   progId: number;
   /** IFLA_NUM_RX_QUEUES: the queues a socket can bind to are 0..numRxQueues-1. */
   numRxQueues: number;
+  /** IFLA_INFO_KIND of a virtual device ('veth', 'bridge', ...); '' for a physical one. */
+  kind: string;
 }
 
 /** The device's index and its XDP attachment (RTM_GETLINK), in the namespace at `netnsPath`. */
@@ -315,9 +319,12 @@ export function xdpState(netnsPath: string | undefined, ifname: string): XdpStat
         return a === undefined ? 0 : a[1] >= 4 ? dv.getUint32(a[0], true) : buf[a[0]]!;
       };
       const rxq = top.get(IFLA_NUM_RX_QUEUES);
+      const li = top.get(IFLA_LINKINFO);
+      const k = li ? attrs(buf, li[0], li[0] + li[1]).get(IFLA_INFO_KIND) : undefined;
       out = {
         ifindex: dv.getInt32(m.off + 4, true), attached: XDP_ATTACHED[u(IFLA_XDP_ATTACHED)] ?? 'multi', progId: u(IFLA_XDP_PROG_ID),
         numRxQueues: rxq && rxq[1] >= 4 ? dv.getUint32(rxq[0], true) : 1,
+        kind: k ? Buffer.from(buf.buffer, buf.byteOffset + k[0], k[1]).toString('latin1').replace(/\0.*$/s, '') : '',
       };
     });
     if (!out) throw new NetlinkError(c.ENODEV);

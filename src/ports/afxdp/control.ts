@@ -57,6 +57,17 @@ function attach(ns: string | undefined, o: AfXdpOptions, st: XdpState, progFd: n
     o.mode === 'native' ? 'the driver may lack native XDP: try mode=generic (or mode=auto)' : 'check that the kernel has XDP (pier doctor) and that no other program is attached (ip -d link show)');
 }
 
+/**
+ * mode=auto: native first, then generic; on a veth generic first, unless zero-copy=on asks for
+ * what only native mode can give. A veth's native XDP runs on the skbs its peer hands over, and on
+ * a veth wire generic mode measured 1.17x / 1.14x native (bench/uplinks.ts, alternating runs,
+ * docs/design/uplinks.md). A NIC's native mode is what AF_XDP is for, so every other device keeps
+ * native first.
+ */
+function autoModes(st: XdpState, o: AfXdpOptions): XdpMode[] {
+  return st.kind === 'veth' && o['zero-copy'] !== 'on' ? ['generic', 'native'] : ['native', 'generic'];
+}
+
 export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> = {
   prepare(name, o, others) {
     checkUplinkDevice(name, o.dev, o.netns, others);
@@ -96,7 +107,7 @@ export const afxdpControl: ControlHalf<AfXdpOptions, AfXdpSpec, RealizedAfXdp> =
     try {
       mapFd = createXskMap(queues);
       progFd = loadXskProgram(mapFd);
-      const modes: XdpMode[] = o.mode === 'native' ? ['native'] : o.mode === 'generic' ? ['generic'] : ['native', 'generic'];
+      const modes: XdpMode[] = o.mode === 'native' ? ['native'] : o.mode === 'generic' ? ['generic'] : autoModes(st, o);
       const mode = attach(ns, o, st, progFd, old, modes);
       const h: RealizedAfXdp = { dev: o.dev, netnsPath: ns, ifindex: st.ifindex, mapFd, progFd, progId: progInfo(progFd).id, mode };
       return {

@@ -139,6 +139,51 @@ describe('receive coalescing (gro.ts)', () => {
     assert.deepEqual(got, [...payload]);
     assert.equal(markSuperFrame(pool, segment(pool, 1, 1000), 1464), false, 'small enough: left alone');
   });
+
+  test('a frame too large for the tunnel with a wrong TCP or IPv4 header checksum is left as it came (not given a fresh checksum)', () => {
+    const pool = new PacketPool(16);
+    const bad = segment(pool, 5000, 3000, 0x18);
+    const fb = pool.frameOffset(bad);
+    pool.bytes[fb + 66 + 7]! ^= 0x04; // payload damaged
+    const before = pool.bytes.slice(pool.hdrOffset(bad), fb + pool.len[bad]!);
+    assert.equal(markSuperFrame(pool, bad, 1464), false);
+    assert.deepEqual(pool.bytes.slice(pool.hdrOffset(bad), fb + pool.len[bad]!), before, 'header and frame untouched');
+    const badIp = segment(pool, 9000, 3000, 0x18);
+    pool.bytes[pool.frameOffset(badIp) + 14 + 8]! ^= 0x01; // TTL damaged, IPv4 header checksum now wrong
+    assert.equal(markSuperFrame(pool, badIp, 1464), false);
+  });
+
+  test('a segment with a damaged IPv4 header is neither merged nor starts a super-frame (close() would give it a valid header checksum)', () => {
+    const pool = new PacketPool(16);
+    const g = new TcpCoalescer(pool);
+    const a = segment(pool, 1000, 1398);
+    g.open(a);
+    const b = segment(pool, 2398, 1398, 0x10, 2);
+    pool.bytes[pool.frameOffset(b) + 14 + 4]! ^= 0x01; // the IP ID (not compared between segments) damaged
+    assert.equal(g.offer(b), false);
+    assert.equal(g.close(), false, 'nothing merged');
+    const first = segment(pool, 5000, 1398);
+    pool.bytes[pool.frameOffset(first) + 14 + 5]! ^= 0x10;
+    g.open(first);
+    assert.equal(g.offer(segment(pool, 6398, 1398, 0x10, 2)), false, 'a damaged header opens nothing');
+    assert.equal(g.badChecksum, 2);
+  });
+
+  test('push(): a damaged segment after a good one is checked and counted once', () => {
+    const pool = new PacketPool(16);
+    const g = new TcpCoalescer(pool);
+    const out = new Int32Array(8);
+    let n = g.push(segment(pool, 1000, 1398), out, 0);
+    const bad = segment(pool, 2398, 1398, 0x10, 2);
+    pool.bytes[pool.frameOffset(bad) + 66 + 9]! ^= 0x02;
+    n = g.push(bad, out, n);
+    assert.equal(n, 2, 'both go out as they are');
+    assert.equal(g.badChecksum, 1);
+    n = g.push(segment(pool, 3796, 1398, 0x10, 3), out, n);
+    n = g.push(segment(pool, 5194, 1398, 0x10, 4), out, n);
+    assert.equal(g.close(), true, 'the good ones after it still merge');
+    assert.equal(n, 3);
+  });
 });
 
 function tcpPseudo(pool: PacketPool, f: number): number {

@@ -56,9 +56,12 @@ function parseTcp(b: Uint8Array, fo: number, len: number, out: Int32Array): numb
 
 /** The TCP checksum of the segment at b[fo..] (layout in `lay`, `plen` payload bytes) is complete and right, or left partial by a local sender. */
 function checksumOk(b: Uint8Array, fo: number, lay: Int32Array, plen: number): boolean {
-  if ((b[fo - VNET_HDR]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return true;
   const l3 = lay[0]!;
   const l4 = lay[1]!;
+  // The IPv4 header's own checksum first: a merged or re-marked frame leaves with a header
+  // checksum pier computed, so a damaged header would otherwise come out looking whole.
+  if (lay[3] === 1 && checksum(b, fo + l3, fo + l4) !== 0) return false;
+  if ((b[fo - VNET_HDR]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return true;
   const l4len = lay[2]! - l4 + plen;
   const pseudo = lay[3] === 1 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
   return checksum(b, fo + l4, fo + l4 + l4len, pseudo + 6 + l4len) === 0;
@@ -80,7 +83,7 @@ export class TcpCoalescer {
   /** Segments merged into another, and super-frames made. */
   merged = 0;
   superFrames = 0;
-  /** Segments not merged because their own TCP checksum was wrong. */
+  /** Segments not merged because their own TCP (or IPv4 header) checksum was wrong. */
   badChecksum = 0;
 
   constructor(private readonly pool: PacketPool) {}
@@ -118,6 +121,7 @@ export class TcpCoalescer {
     for (let i = l4 + 20; i < this.hl; i++) if (b[s + i] !== b[fo + i]) return false;
     if (!checksumOk(b, fo, this.lay, plen)) {
       this.badChecksum++;
+      this.refused = true;
       return false;
     }
     // Merge: the payload after the super-frame's, the latest window.
@@ -143,12 +147,16 @@ export class TcpCoalescer {
    * last one after the burst; `superFrames` counts those made.
    */
   push(h: number, out: Int32Array, n: number): number {
+    this.refused = false;
     if (this.offer(h)) return n;
     this.close();
     out[n] = h;
-    this.open(h);
+    if (!this.refused) this.open(h); // a segment offer() found damaged is not checked (or counted) twice
     return n + 1;
   }
+
+  /** Set by offer() when it refused a segment for a wrong checksum. */
+  private refused = false;
 
   /** Let packet h (already in the output burst) start a super-frame if it is a TCP data segment. */
   open(h: number): void {
@@ -244,6 +252,10 @@ export function markSuperFrame(pool: PacketPool, h: number, maxFrame: number): b
   const plen = parseTcp(b, fo, len, layout);
   const mss = maxFrame - layout[2]!;
   if (mss < MIN_GSO_SIZE || plen <= mss || layout[2]! + plen !== len) return false;
+  // Checked before anything is rewritten: a complete TCP checksum is replaced by a partial one
+  // below, and a port without TSO gets segments with checksums computed afresh, so a damaged
+  // frame would otherwise leave looking whole. Refused, it goes on unchanged for its receiver to drop.
+  if (!checksumOk(b, fo, layout, plen)) return false;
   const l3 = layout[0]!;
   const l4 = layout[1]!;
   const v4 = layout[3] === 1;

@@ -496,7 +496,9 @@ export class VxlanPort extends Port {
       }
       if (p > 1 && (e === EIO || e === libc.EINVAL)) {
         // The route cannot take UDP GSO (no checksum offload on the device, xfrm, ...): send one
-        // datagram per entry from now on.
+        // datagram per entry until the next aging pass tries again. Not for good: EINVAL also
+        // comes from one bad destination (a learned endpoint the kernel refuses), and one sender
+        // must not be able to take batching away from the port for its whole life.
         this.gso = false;
         x[X.gso_failures]!++;
       }
@@ -511,6 +513,7 @@ export class VxlanPort extends Port {
   }
 
   override onTimer(): void {
+    this.gso = this.spec.gso;
     this.table.age(Date.now() / 1000);
     this.reclaimVteps(Date.now() / 1000);
     this.timerAt = Date.now() + AGING_INTERVAL_MS;

@@ -17,5 +17,6 @@ if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find src test -nam
 echo "== tests: ${#files[@]} files" >&2
 # --test-timeout: a test that hangs fails after 10 minutes (the longest, in a VM, takes 1.5) instead
 # of holding the run; --test-force-exit: a file whose tests are done ends even if a process it
-# leaked still holds a pipe (CI once waited an hour on an orphaned `sleep`).
-exec node --import tsx --test --test-concurrency=1 --test-timeout=600000 --test-force-exit --test-reporter=spec "${files[@]}"
+# leaked still holds a pipe (CI once waited an hour on an orphaned `sleep`); scripts/blocking-stdout.mjs
+# keeps that exit from losing the verdicts a file's child had not yet written to the runner.
+exec node --import tsx --import ./scripts/blocking-stdout.mjs --test --test-concurrency=1 --test-timeout=600000 --test-force-exit --test-reporter=spec "${files[@]}"

@@ -159,16 +159,19 @@ function ovsStop(): void {
   for (const dir of ovsDirs.splice(0)) {
     for (const d of ['ovs-vswitchd', 'ovsdb-server']) {
       try {
-        process.kill(Number(readFileSync(join(dir, `${d}.pid`), 'utf8').trim()), 'SIGTERM');
+        process.kill(ovsPid(dir, d), 'SIGTERM');
       } catch { /* not started, or gone */ }
     }
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** The pid an OVS daemon wrote into its rundir. */
+const ovsPid = (dir: string, daemon: string): number => Number(readFileSync(join(dir, `${daemon}.pid`), 'utf8').trim());
+
 /** The main thread of host a's ovs-vswitchd, where its ports are served. */
 function ovsMainThread(): { pid: number; tid: number } {
-  const pid = Number(readFileSync(join(ovsDirs[0]!, 'ovs-vswitchd.pid'), 'utf8').trim());
+  const pid = ovsPid(ovsDirs[0]!, 'ovs-vswitchd');
   return { pid, tid: pid };
 }
 
@@ -178,25 +181,18 @@ function record(path: Path, dir: Dir, s: Sample): void {
   console.error(`${path.padEnd(14)} ${dir} ${s.gbps.toFixed(2)} Gbit/s, ${s.retransmits} retransmits${s.cpu !== undefined ? `  switch thread CPU (host a) ${(s.cpu * 100).toFixed(0)}%` : ''}`);
 }
 
-async function measure(path: Path, daemon?: TestDaemon, thread?: { pid: number; tid: number }): Promise<void> {
+/** One path's ping and iperf3 runs; `thread` is the switch thread timed on host a (none for Linux). */
+async function measure(path: Path, thread?: { pid: number; tid: number }): Promise<void> {
   await waitFor(() => spawnSync('ip', ['netns', 'exec', C.a, 'ping', '-c', '1', '-W', '1', INNER.b]).status === 0, 20_000, `${path}: ${INNER.a} to reach ${INNER.b}`);
   const rtt = pingRtt();
   (rtts[path] ??= []).push(rtt);
   console.error(`${path.padEnd(14)} ping rtt avg ${rtt} ms`);
-  let pid = thread?.pid ?? 0;
-  let tid = thread?.tid ?? 0;
-  if (daemon) {
-    const show = daemon.json('show');
-    pid = show.pid;
-    tid = show.dataplane.tid;
-  }
-  const timed = daemon !== undefined || thread !== undefined;
   for (const dir of ['a->b', 'b->a'] as Dir[]) {
-    const c0 = timed ? threadCpu(pid, tid) ?? 0 : 0;
+    const c0 = thread ? threadCpu(thread.pid, thread.tid) ?? 0 : 0;
     const t0 = performance.now();
     const r = await iperf(C.b, C.a, INNER.b, { reverse: dir === 'b->a', seconds: T });
     const wall = (performance.now() - t0) / 1000;
-    record(path, dir, { gbps: r.gbps, retransmits: r.retransmits, ...(timed ? { cpu: ((threadCpu(pid, tid) ?? c0) - c0) / wall } : {}) });
+    record(path, dir, { gbps: r.gbps, retransmits: r.retransmits, ...(thread ? { cpu: ((threadCpu(thread.pid, thread.tid) ?? c0) - c0) / wall } : {}) });
   }
 }
 
@@ -214,7 +210,7 @@ async function onePath(path: Path): Promise<void> {
         return;
       }
       ovs(path as OvsPath);
-      await measure(path, undefined, ovsMainThread());
+      await measure(path, ovsMainThread());
       return;
     } else {
       try {
@@ -229,7 +225,8 @@ async function onePath(path: Path): Promise<void> {
         throw e;
       }
     }
-    await measure(path, ds[0]);
+    const show = ds[0]?.json('show');
+    await measure(path, show ? { pid: show.pid, tid: show.dataplane.tid } : undefined);
   } finally {
     for (const d of ds) await d.cleanup();
     ovsStop();

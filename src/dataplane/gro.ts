@@ -121,7 +121,6 @@ export class TcpCoalescer {
     for (let i = l4 + 20; i < this.hl; i++) if (b[s + i] !== b[fo + i]) return false;
     if (!checksumOk(b, fo, this.lay, plen)) {
       this.badChecksum++;
-      this.refused = true;
       return false;
     }
     // Merge: the payload after the super-frame's, the latest window.
@@ -147,16 +146,13 @@ export class TcpCoalescer {
    * last one after the burst; `superFrames` counts those made.
    */
   push(h: number, out: Int32Array, n: number): number {
-    this.refused = false;
+    const bad = this.badChecksum;
     if (this.offer(h)) return n;
     this.close();
     out[n] = h;
-    if (!this.refused) this.open(h); // a segment offer() found damaged is not checked (or counted) twice
+    if (this.badChecksum === bad) this.open(h); // a segment offer() found damaged is not checked (or counted) twice
     return n + 1;
   }
-
-  /** Set by offer() when it refused a segment for a wrong checksum. */
-  private refused = false;
 
   /** Let packet h (already in the output burst) start a super-frame if it is a TCP data segment. */
   open(h: number): void {

@@ -13,7 +13,7 @@
 import { libcHandle } from './libc.ts';
 import * as c from './libc.ts';
 import { linkChannels } from './iproute.ts';
-import { attrs, NLM_F_ACK, NLM_F_REQUEST, RTM_GETLINK, RTM_NEWLINK, withRtnl, IFLA_IFNAME, NetlinkError } from './netlink.ts';
+import { attrs, attrString, NLM_F_ACK, NLM_F_REQUEST, RTM_GETLINK, RTM_NEWLINK, withRtnl, IFLA_IFNAME, NetlinkError } from './netlink.ts';
 
 // ---- uapi linux/bpf.h ----
 export const BPF_MAP_CREATE = 0;
@@ -324,7 +324,7 @@ export function xdpState(netnsPath: string | undefined, ifname: string): XdpStat
       out = {
         ifindex: dv.getInt32(m.off + 4, true), attached: XDP_ATTACHED[u(IFLA_XDP_ATTACHED)] ?? 'multi', progId: u(IFLA_XDP_PROG_ID),
         numRxQueues: rxq && rxq[1] >= 4 ? dv.getUint32(rxq[0], true) : 1,
-        kind: k ? Buffer.from(buf.buffer, buf.byteOffset + k[0], k[1]).toString('latin1').replace(/\0.*$/s, '') : '',
+        kind: k ? attrString(buf, k) : '',
       };
     });
     if (!out) throw new NetlinkError(c.ENODEV);

@@ -290,6 +290,11 @@ export function attrs(buf: Uint8Array, off: number, end: number): Map<number, [n
   return out;
 }
 
+/** A string attribute (at [data offset, data length] from attrs()), up to its NUL. */
+export function attrString(buf: Uint8Array, a: [number, number]): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + a[0], a[1]).toString('utf8').replace(/\0.*$/s, '');
+}
+
 export interface Ack {
   /** 0, or the errno the kernel refused the request with. */
   errno: number;
@@ -305,7 +310,7 @@ export function decodeAck(buf: Uint8Array, m: NlMsg): Ack {
   if (m.flags & NLM_F_ACK_TLVS) {
     const echoed = m.flags & NLM_F_CAPPED ? HDR : align4(dv.getUint32(m.off + 4, true));
     const a = attrs(buf, m.off + 4 + echoed, m.end).get(NLMSGERR_ATTR_MSG);
-    if (a) message = Buffer.from(buf.buffer, buf.byteOffset + a[0], a[1]).toString('utf8').replace(/\0.*$/s, '') || undefined;
+    if (a) message = attrString(buf, a) || undefined;
   }
   return { errno, message };
 }
@@ -335,14 +340,14 @@ export function decodeLink(buf: Uint8Array, m: NlMsg): RtLink {
     const x = a.get(t);
     return x && x[1] >= 4 ? dv.getUint32(x[0], true) : undefined;
   };
-  const name = bytes(IFLA_IFNAME);
+  const name = a.get(IFLA_IFNAME);
   const oper = bytes(IFLA_OPERSTATE)?.[0];
   const st = a.get(IFLA_STATS64);
   const u64 = (i: number): number => Number(dv.getBigUint64(st![0] + 8 * i, true));
   return {
     index: dv.getInt32(m.off + 4, true),
     flags: dv.getUint32(m.off + 8, true),
-    ifname: name ? Buffer.from(name).toString('utf8').replace(/\0.*$/s, '') : '',
+    ifname: name ? attrString(buf, name) : '',
     mac: formatMac(bytes(IFLA_ADDRESS) ?? new Uint8Array()),
     mtu: u32(IFLA_MTU) ?? 0,
     operstate: oper === undefined ? 'UNKNOWN' : OPERSTATES[oper] ?? 'UNKNOWN',

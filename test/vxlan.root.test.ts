@@ -62,6 +62,34 @@ describe('vxlan: pier to pier across a wire (root)', requires(NEEDS.tun, NEEDS.i
     }
   });
 
+  it('remote checksum offload (set-port rco=on): TCP both ways with inner checksums left partial end to end', async () => {
+    for (const d of [dA, dB]) d.ok('set-port', 'vx0', 'rco=on');
+    try {
+      assert.match(dA.ok('show', 'vx0'), /remote checksum offload: on/);
+      const before = [dA, dB].map((d) => d.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters);
+      await pingUntil(cA, '10.42.0.2');
+      const up = await iperf(cB, cA, '10.42.0.2');
+      const down = await iperf(cB, cA, '10.42.0.2', { reverse: true });
+      console.log(`pier-pier vxlan rco=on: A->B ${up.gbps.toFixed(2)} Gbit/s, B->A ${down.gbps.toFixed(2)} Gbit/s`);
+      assert.ok(up.bytes > 10e6 && down.bytes > 10e6, `moved ${up.bytes} and ${down.bytes} bytes`);
+      [dA, dB].forEach((d, i) => {
+        const x = d.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters;
+        const c = portCounters(d, 'vx0');
+        // Segments of the container's super-frames left with their checksums partial, said so in
+        // the header, and the other pier took them as partial without summing them.
+        assert.ok(x.tx_rco! - before[i]!.tx_rco! > 1000, `tx_rco ${JSON.stringify(x)}`);
+        assert.ok(x.rx_rco! - before[i]!.rx_rco! > 1000, `rx_rco ${JSON.stringify(x)}`);
+        assert.equal(x.rx_csum_partial, before[i]!.rx_csum_partial, 'nothing left to find by summing');
+        assert.equal(x.rx_gro_bad_checksum, 0);
+        assert.equal(x.rx_dropped_bad_rco, 0);
+        assert.equal(c.rx_dropped_malformed, 0);
+      });
+    } finally {
+      for (const d of [dA, dB]) d.ok('set-port', 'vx0', 'rco=off');
+    }
+    assert.match(dA.ok('show', 'vx0'), /remote checksum offload: off/);
+  });
+
   it('UDP_GRO is off while a second VNI shares the UDP port (a train could mix VNIs), and on again after', async () => {
     const groDatagrams = (): number => dA.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters.rx_gro_datagrams!;
     dA.ok('add-br', 'br9');
@@ -175,6 +203,35 @@ describe('vxlan: pier to a Linux vxlan device behind a Linux bridge (root)', req
     assert.ok(down.bytes > 10e6, `linux->pier moved only ${down.bytes} bytes`);
     const c = portCounters(dA, 'vx0');
     assert.equal(c.rx_dropped_malformed, 0, 'every datagram from Linux decapsulated');
+  });
+
+  it('remote checksum offload with a Linux device (udpcsum remcsumtx remcsumrx): TCP both ways, each end leaving checksums to the other', async () => {
+    // Linux cannot change these flags on a device: make it again with them.
+    must('ip', ['-n', hB, 'link', 'del', 'vx42']);
+    must('ip', ['-n', hB, 'link', 'add', 'vx42', 'type', 'vxlan', 'id', VNI, 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0',
+      'udpcsum', 'remcsumtx', 'remcsumrx']);
+    must('ip', ['-n', hB, 'link', 'set', 'vx42', 'master', 'br0']);
+    must('ip', ['-n', hB, 'link', 'set', 'vx42', 'up']);
+    dA.ok('set-port', 'vx0', 'rco=on');
+    try {
+      const x0 = dA.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters;
+      await pingUntil(cA, '10.42.0.2');
+      const up = await iperf(cB, cA, '10.42.0.2');
+      const down = await iperf(cB, cA, '10.42.0.2', { reverse: true });
+      console.log(`pier-linux vxlan rco: pier->linux ${up.gbps.toFixed(2)} Gbit/s, linux->pier ${down.gbps.toFixed(2)} Gbit/s`);
+      assert.ok(up.bytes > 10e6 && down.bytes > 10e6, `moved ${up.bytes} and ${down.bytes} bytes`);
+      const x = dA.json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters;
+      assert.ok(x.tx_rco! - x0.tx_rco! > 1000, `pier sent RCO frames: ${JSON.stringify(x)}`);
+      assert.ok(x.rx_rco! - x0.rx_rco! > 1000, `Linux sent RCO frames and pier took them: ${JSON.stringify(x)}`);
+      assert.equal(x.rx_dropped_bad_rco, 0);
+      assert.equal(portCounters(dA, 'vx0').rx_dropped_malformed, 0);
+    } finally {
+      dA.ok('set-port', 'vx0', 'rco=off');
+      must('ip', ['-n', hB, 'link', 'del', 'vx42']);
+      must('ip', ['-n', hB, 'link', 'add', 'vx42', 'type', 'vxlan', 'id', VNI, 'dstport', '4789', 'remote', '192.0.2.1', 'local', '192.0.2.2', 'dev', 'wire0']);
+      must('ip', ['-n', hB, 'link', 'set', 'vx42', 'master', 'br0']);
+      must('ip', ['-n', hB, 'link', 'set', 'vx42', 'up']);
+    }
   });
 
   it('drops and counts datagrams of another VNI', async () => {

@@ -612,7 +612,7 @@ export class Engine implements PortContext {
         m = 0;
         // In chunks of SEG_BURST, so a small-MSS super-frame never needs a huge pool.
         for (let first = 0; ;) {
-          const k = segmentTcp(pool, h, this.segq, first);
+          const k = segmentTcp(pool, h, this.segq, first, p.acceptsCsum);
           if (k < 0) {
             p.counters[k === SEG_BAD ? C.tx_dropped_bad_gso : C.tx_dropped_no_buffer]!++;
             break;

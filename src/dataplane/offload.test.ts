@@ -462,6 +462,34 @@ describe('segmentTcp', () => {
     assert.equal(pool.available(), free0);
   });
 
+  test('partial: checksums left for the port (NEEDS_CSUM at the TCP header, field 16), and finishing them gives the same segments', () => {
+    for (const o of [{ v6: false, payload: payloadOf(5000, 23), mss: 1448 }, { v6: true, vlan: 0x8100, tcpOptWords: 3, payload: payloadOf(3001, 24), mss: 1000 }] as FrameOpts[]) {
+      const free0 = pool.available();
+      const sup = build(pool, o);
+      const whole = new Int32Array(8);
+      const part = new Int32Array(8);
+      const n = segmentTcp(pool, sup.h, whole);
+      assert.equal(segmentTcp(pool, sup.h, part, 0, true), n);
+      for (let k = 0; k < n; k++) {
+        const s = part[k]!;
+        const ho = pool.hdrOffset(s);
+        assert.equal(pool.bytes[ho], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert.equal(pool.bytes[ho + 1], 0, 'no GSO');
+        assert.equal(pool.dv.getUint16(ho + 6, true), sup.l4, 'csum_start: the TCP header');
+        assert.equal(pool.dv.getUint16(ho + 8, true), 16, 'csum_offset: the TCP checksum');
+        assert.ok(completeChecksum(pool, s));
+        const a = pool.frameOffset(s);
+        const w = pool.frameOffset(whole[k]!);
+        assert.equal(pool.len[s], pool.len[whole[k]!]);
+        assert.ok(Buffer.from(pool.bytes.subarray(a, a + pool.len[s]!)).equals(Buffer.from(pool.bytes.subarray(w, w + pool.len[s]!))), `segment ${k} differs once finished`);
+      }
+      releaseAll(pool, whole, n);
+      releaseAll(pool, part, n);
+      pool.release(sup.h);
+      assert.equal(pool.available(), free0);
+    }
+  });
+
   test('FIN and PSH only on the last segment, CWR only on the first, others everywhere', () => {
     const flags = TCP_FIN | TCP_PSH | TCP_ACK | TCP_CWR | TCP_ECE | TCP_URG;
     assert.equal(roundTrip({ v6: false, payload: payloadOf(4000, 20), mss: 1000, flags }), 4);

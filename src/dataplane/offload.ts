@@ -1,7 +1,7 @@
 // Software fallbacks for offloads a port does not accept: completing a partial checksum
 // (VIRTIO_NET_HDR_F_NEEDS_CSUM) and TCP segmentation of a GSO super-frame (RFC 9293 sequence
 // numbers, IPv4 ID increment, flags FIN/PSH on the last segment and CWR on the first only).
-import { checksum, sumWords } from './checksum.ts';
+import { checksum, fold, sumWords } from './checksum.ts';
 import { PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
@@ -47,14 +47,16 @@ export function completeChecksum(pool: PacketPool, h: number): boolean {
 
 /**
  * Cut TCP super-frame h into segments of at most gso_size payload bytes, each with complete
- * checksums and a zero virtio-net header. Produces segments first .. first+out.length-1 (as many
+ * checksums and a zero virtio-net header; with `partial`, for a port that takes partial checksums
+ * but no TSO, each TCP checksum is left partial instead (the pseudo-header sum, NEEDS_CSUM with
+ * its start and offset in the segment's header): the payload is then never summed. Produces segments first .. first+out.length-1 (as many
  * as exist) into out[0..n) and returns n: 0 once `first` is past the last segment, so a caller
  * loops `first += n` until n < out.length, and the pool never needs more than out.length free
  * buffers at once (a 64 KiB frame at MSS 48 has 1366 segments). Returns SEG_BAD when the frame is
  * not what its header says, SEG_NOBUF when the pool cannot hold this chunk; then nothing is
  * allocated. Does not release h.
  */
-export function segmentTcp(pool: PacketPool, h: number, out: Int32Array, first = 0): number {
+export function segmentTcp(pool: PacketPool, h: number, out: Int32Array, first = 0, partial = false): number {
   const b = pool.bytes;
   const dv = pool.dv;
   const ho = pool.hdrOffset(h);
@@ -123,10 +125,17 @@ export function segmentTcp(pool: PacketPool, h: number, out: Int32Array, first =
     if (i !== nseg - 1) fl &= ~0x09; // FIN, PSH only on the last segment
     if (i !== 0) fl &= ~0x80; // CWR only on the first
     b[sf + l4 + 13] = fl;
-    dv.setUint16(sf + l4 + 16, 0);
     const tcpLen = doff + pLen;
     const pseudo = addrSum + 6 + tcpLen;
-    dv.setUint16(sf + l4 + 16, checksum(b, sf + l4, sf + l4 + tcpLen, pseudo) || 0xffff);
+    if (partial) {
+      dv.setUint16(sf + l4 + 16, fold(pseudo));
+      b[so] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      dv.setUint16(so + 6, l4, true);
+      dv.setUint16(so + 8, 16, true);
+    } else {
+      dv.setUint16(sf + l4 + 16, 0);
+      dv.setUint16(sf + l4 + 16, checksum(b, sf + l4, sf + l4 + tcpLen, pseudo) || 0xffff);
+    }
   }
   return last - first;
 }

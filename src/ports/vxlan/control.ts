@@ -220,6 +220,7 @@ function open(name: string, o: VxlanOptions): { r: RealizedVxlan; spec: VxlanSpe
       rxFd, txFds, txPorts, family, vni: o.vni, dstport, local: o.local, remotes: o.remote,
       underlayMtu: mtu, mtuFrom: from, gso: gsoWanted() && hasUdpSegment(txFds[0]!),
       gro: process.env.PIER_VXLAN_GRO !== 'off',
+      rco: o.rco === true,
       // (Whether trains may come at all: the group turns UDP_GRO on and off as VNIs join and leave.)
       udpGro: rxGroups.get(key)?.gro === true,
     };
@@ -287,7 +288,7 @@ export const vxlanControl: ControlHalf<VxlanOptions, VxlanSpec, RealizedVxlan> =
         'make the port again: pier set-port NAME remote=... --recreate');
     }
     const { mtu, from } = underlayMtu(real.handle.netnsPath, next);
-    const spec: VxlanSpec = { ...real.spec, remotes: next.remote, underlayMtu: mtu, mtuFrom: from };
+    const spec: VxlanSpec = { ...real.spec, remotes: next.remote, underlayMtu: mtu, mtuFrom: from, rco: next.rco === true };
     real.spec = spec;
     return spec;
   },

@@ -7,8 +7,10 @@
 // VXLAN header fills the last 8 bytes of the virtio-net header's place and the inner frame lands
 // where the pool keeps frames: no copy. The header is checked, then the 12 bytes are zeroed.
 //
-// Transmit: sendmmsg with two iovecs per datagram, the port's one VXLAN header (the same 8 bytes
-// for every packet of a VNI) and the frame in its pool buffer, so a packet shared with other
+// Transmit: sendmmsg with two iovecs per datagram, the port's VXLAN header (the same 8 bytes for
+// every packet of a VNI, or with rco=on one of the 256 remote-checksum-offload headers built
+// when the port is made, the one that says where a frame's partial checksum is) and the frame in
+// its pool buffer, so a packet shared with other
 // ports (flooding) is never written to. The outer UDP source port is the port of one of the
 // sending sockets, picked by the inner flow's hash: every frame of a flow leaves from one port,
 // flows spread over the range for the underlay's ECMP. A run of equal-size frames of one flow to
@@ -39,7 +41,8 @@ import { libc } from '../../sys/index.ts';
 import { ipBytes, MmsgBatch, recvmmsg, sendmmsg, sockaddr, sockaddrText, socketDrops, EMSGSIZE, MSG_TRUNC, MSG_DONTWAIT, SOL_UDP, UDP_GRO } from '../../sys/udp.ts';
 import type { DataplaneHalf } from '../kind.ts';
 import {
-  DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, sourcePort, SRC_PORT_MIN, VXLAN_HLEN,
+  DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, encodeVxlanRco, ETH_HLEN, OVERHEAD_V4, OVERHEAD_V6, rcoByte, rcoOffset, rcoStart,
+  sourcePort, SRC_PORT_MIN, VXLAN_HLEN,
 } from './header.ts';
 import { markPartialChecksum } from './csum.ts';
 import { markSuperFrame, TcpCoalescer } from '../../dataplane/gro.ts';
@@ -76,6 +79,9 @@ const X = {
   rx_csum_partial: 11,
   rx_gro_datagrams: 12,
   vteps_reclaimed: 13,
+  tx_rco: 14,
+  rx_rco: 15,
+  rx_dropped_bad_rco: 16,
 } as const;
 
 /** Where a frame too large for the tunnel goes to be dropped when the pool is empty. */
@@ -87,8 +93,11 @@ export class VxlanPort extends Port {
   readonly maxFrame: number;
   private readonly rx = new MmsgBatch(RX_BATCH, RX_BATCH);
   private readonly tx = new MmsgBatch(TX_MSGS, TX_IOVS);
-  /** The VXLAN header every datagram of this port starts with, and its address. */
-  private readonly hdr = new Uint8Array(new ArrayBuffer(VXLAN_HLEN));
+  /**
+   * The VXLAN header every datagram of this port starts with, then (rco=on) the RCO header for
+   * each value r of the RCO byte at (1 + r) * 8; and the address of the first.
+   */
+  private readonly hdr = new Uint8Array(new ArrayBuffer(VXLAN_HLEN * 257));
   private readonly hdrAddr: number;
   /** VTEP i's sockaddr (remotes first), and its 4 or 16 address bytes for matching senders. */
   private readonly vtepSa: Uint8Array[] = [];
@@ -132,15 +141,17 @@ export class VxlanPort extends Port {
   private readonly gro: TcpCoalescer | undefined;
 
   constructor(index: number, name: string, bridge: number, counters: Float64Array, pool: PacketPool, readonly spec: VxlanSpec) {
-    // No TSO, no partial checksums: the engine segments super-frames and finishes checksums for
-    // this port, so every inner frame leaves whole and checksummed.
-    super(index, name, bridge, counters, pool, false, false);
+    // No TSO: the engine segments super-frames for this port. No partial checksums either, so
+    // every inner frame leaves whole and checksummed, unless rco=on: then a partial checksum
+    // crosses the tunnel as it is, and the header says where it is.
+    super(index, name, bridge, counters, pool, false, spec.rco);
     this.acceptsExternal = true; // sendmmsg copies into the kernel and is done
     this.stormPause = false; // an uplink's queue carries every tenant's traffic
     this.fds = [spec.rxFd];
     this.gso = spec.gso;
     this.gro = spec.gro ? new TcpCoalescer(pool) : undefined;
     encodeVxlan(this.hdr, 0, spec.vni);
+    if (spec.rco) for (let r = 0; r < 256; r++) encodeVxlanRco(this.hdr, (1 + r) * VXLAN_HLEN, spec.vni, r);
     this.hdrAddr = libc.addressOf(this.hdr);
     const v4 = spec.family === 4;
     this.addrLen = v4 ? 4 : 16;
@@ -340,11 +351,26 @@ export class VxlanPort extends Port {
       pool.release(h);
       return n;
     }
+    // A partial inner checksum the sender says it left (RCO): where, before the header is zeroed.
+    const rs = rcoStart(b, ho + VNET_HDR - VXLAN_HLEN);
+    const ro = rs < 0 ? 0 : rcoOffset(b, ho + VNET_HDR - VXLAN_HLEN);
     b.fill(0, ho, ho + VNET_HDR);
     const flen = len - VXLAN_HLEN;
     pool.len[h] = flen;
     const fo = ho + VNET_HDR;
-    if (markPartialChecksum(b, ho, fo, flen)) {
+    if (rs >= 0) {
+      if (rs < ETH_HLEN || rs + ro + 2 > flen) {
+        x[X.rx_dropped_bad_rco]!++;
+        c[C.rx_dropped_malformed]!++;
+        pool.release(h);
+        return n;
+      }
+      b[ho] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      b[ho + 6] = rs;
+      b[ho + 8] = ro;
+      this.rxOffloads = true;
+      x[X.rx_rco]!++;
+    } else if (markPartialChecksum(b, ho, fo, flen)) {
       this.rxOffloads = true;
       x[X.rx_csum_partial]!++;
     }
@@ -403,13 +429,24 @@ export class VxlanPort extends Port {
         pool.release(h);
         continue;
       }
+      let hdrAt = this.hdrAddr;
       if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-        if (!completeChecksum(pool, h)) {
-          c[C.tx_dropped_bad_gso]!++;
-          pool.release(h);
-          continue;
+        const start = b[ho + 6]! | (b[ho + 7]! << 8);
+        const off = b[ho + 8]! | (b[ho + 9]! << 8);
+        const r = this.spec.rco && start + off + 2 <= len ? rcoByte(start, off) : -1;
+        if (r >= 0) {
+          // Left partial: the header says where, the receiver finishes it (or its kernel does).
+          hdrAt += (1 + r) * VXLAN_HLEN;
+          x[X.tx_rco]!++;
+        } else {
+          // rco=off (the engine finished it, so only an RCO the format cannot say gets here).
+          if (!completeChecksum(pool, h)) {
+            c[C.tx_dropped_bad_gso]!++;
+            pool.release(h);
+            continue;
+          }
+          c[C.tx_csum_sw]!++;
         }
-        c[C.tx_csum_sw]!++;
       }
       // The flow's port in 49152..65535 (header.ts), sent from the socket whose block holds it.
       const sock = ((sourcePort(flowHash(b, fo, len)) - SRC_PORT_MIN) * ntx) >>> 14;
@@ -428,7 +465,7 @@ export class VxlanPort extends Port {
       const m = this.nmsg - 1;
       if (vtep >= 0 && this.gso && m >= 0 && this.msgOpen[m] === 1 && this.msgVtep[m] === vtep && len <= this.msgSeg[m]! - VXLAN_HLEN &&
         this.msgPkts[m]! < GSO_SEGS_MAX && this.msgBytes[m]! + this.msgPkts[m]! * VXLAN_HLEN + VXLAN_HLEN + len <= GSO_BYTES_MAX && this.niov + 2 <= TX_IOVS) {
-        tx.setIov(this.niov, this.hdrAddr, VXLAN_HLEN);
+        tx.setIov(this.niov, hdrAt, VXLAN_HLEN);
         tx.setIov(this.niov + 1, pool.hdrAddr(h) + VNET_HDR, len);
         this.niov += 2;
         this.msgPkts[m]!++;
@@ -440,7 +477,7 @@ export class VxlanPort extends Port {
       }
       if (this.nmsg + copies > TX_MSGS || this.niov + 2 > TX_IOVS || this.nheld === TX_IOVS) this.send();
       const iov = this.niov;
-      tx.setIov(iov, this.hdrAddr, VXLAN_HLEN);
+      tx.setIov(iov, hdrAt, VXLAN_HLEN);
       tx.setIov(iov + 1, pool.hdrAddr(h) + VNET_HDR, len);
       this.niov += 2;
       this.held[this.nheld++] = h;
@@ -532,6 +569,7 @@ export class VxlanPort extends Port {
       family: s.family,
       underlayMtu: s.underlayMtu,
       mtuFrom: s.mtuFrom,
+      rco: s.rco,
       innerMtu: s.underlayMtu - (s.family === 4 ? OVERHEAD_V4 : OVERHEAD_V6),
       sourcePorts: s.txPorts,
       send: this.gso ? 'sendmmsg+UDP_SEGMENT' : 'sendmmsg',

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { flowHash } from '../../dataplane/flow-hash.ts';
-import { DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, sourcePort, SRC_PORT_MAX, SRC_PORT_MIN, vniOf } from './header.ts';
+import { DECAP_NO_I, DECAP_OK, DECAP_SHORT, DECAP_WRONG_VNI, decodeVxlan, encodeVxlan, encodeVxlanRco, rcoByte, rcoOffset, rcoStart, sourcePort, SRC_PORT_MAX, SRC_PORT_MIN, vniOf } from './header.ts';
 import { vxlanOptions } from './options.ts';
 
 describe('VXLAN header (RFC 7348 5)', () => {
@@ -10,6 +10,29 @@ describe('VXLAN header (RFC 7348 5)', () => {
     encodeVxlan(b, 1, 0xabcdef);
     assert.deepEqual([...b], [0xee, 0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0, 0xee]);
     assert.equal(vniOf(b, 1), 0xabcdef);
+  });
+
+  test('remote checksum offload: flag C in the second byte, start / 2 and the UDP bit in the VNI word\'s low byte', () => {
+    // As a Linux vxlan device with remcsumtx writes it: TCP over IPv4, start 14 + 20 = 34.
+    const b = new Uint8Array(8);
+    encodeVxlanRco(b, 0, 42, rcoByte(34, 16));
+    assert.deepEqual([...b], [0x08, 0x20, 0, 0, 0, 0, 42, 17]);
+    assert.equal(vniOf(b, 0), 42);
+    assert.equal(decodeVxlan(new Uint8Array([...b, ...new Uint8Array(14)]), 0, 22, 42), DECAP_OK);
+    assert.equal(rcoStart(b, 0), 34);
+    assert.equal(rcoOffset(b, 0), 16);
+    // UDP over IPv6 behind a VLAN tag: start 14 + 4 + 40 = 58, field at start + 6.
+    encodeVxlanRco(b, 0, 42, rcoByte(58, 6));
+    assert.equal(b[7], 0x80 | 29);
+    assert.equal(rcoStart(b, 0), 58);
+    assert.equal(rcoOffset(b, 0), 6);
+    // What the format cannot say.
+    assert.equal(rcoByte(35, 16), -1);
+    assert.equal(rcoByte(256, 16), -1);
+    assert.equal(rcoByte(254, 16), 127);
+    assert.equal(rcoByte(34, 10), -1);
+    encodeVxlan(b, 0, 42);
+    assert.equal(rcoStart(b, 0), -1);
   });
 
   test('decodes what it encodes, for the edge VNIs', () => {

@@ -2,10 +2,21 @@
 //   flags (8 bits: R R R R I R R R) | reserved (24) | VNI (24) | reserved (8)
 // The I flag must be set for a valid VNI; the other bits are reserved, sent as zero and ignored on
 // receipt, as the RFC says. Port numbers, overhead and the source-port mapping live here too.
+// Remote checksum offload (draft-herbert-vxlan-rco, Linux's remcsumtx/remcsumrx) uses two of the
+// reserved fields: flag C (bit 21 of the first word) says the inner checksum is partial, and the
+// VNI word's low byte says where: checksum start / 2 (7 bits, from the inner Ethernet header) and
+// bit 7 for a UDP checksum field (start + 6) rather than TCP's (start + 16).
 
 export const VXLAN_HLEN = 8;
 export const VXLAN_FLAG_I = 0x08;
 export const VXLAN_PORT = 4789;
+/** Flag C, in the header's second byte. */
+export const VXLAN_FLAG_RCO = 0x20;
+export const RCO_UDP = 0x80;
+/** The largest checksum start RCO can say (0x7f << 1). */
+export const RCO_START_MAX = 254;
+const TCP_CSUM_OFF = 16;
+const UDP_CSUM_OFF = 6;
 export const VNI_MAX = 0xffffff;
 export const ETH_HLEN = 14;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): underlay MTU - 50 = inner MTU. */
@@ -26,6 +37,32 @@ export function encodeVxlan(b: Uint8Array, off: number, vni: number): void {
   b[off + 5] = (vni >>> 8) & 0xff;
   b[off + 6] = vni & 0xff;
   b[off + 7] = 0;
+}
+
+/**
+ * The RCO byte for a partial checksum at `start` (from the inner Ethernet header), field at
+ * start + `offset`; -1 when RCO cannot say it (odd start, past 254, not TCP's or UDP's field).
+ */
+export function rcoByte(start: number, offset: number): number {
+  if ((start & 1) !== 0 || start > RCO_START_MAX || (offset !== TCP_CSUM_OFF && offset !== UDP_CSUM_OFF)) return -1;
+  return (start >> 1) | (offset === UDP_CSUM_OFF ? RCO_UDP : 0);
+}
+
+/** Write the header for `vni` with flag C and RCO byte `rco` (rcoByte()) at b[off..]. */
+export function encodeVxlanRco(b: Uint8Array, off: number, vni: number, rco: number): void {
+  encodeVxlan(b, off, vni);
+  b[off + 1] = VXLAN_FLAG_RCO;
+  b[off + 7] = rco;
+}
+
+/** The checksum start an RCO header at b[off..] says (-1: flag C is clear). */
+export function rcoStart(b: Uint8Array, off: number): number {
+  return (b[off + 1]! & VXLAN_FLAG_RCO) === 0 ? -1 : (b[off + 7]! & 0x7f) << 1;
+}
+
+/** The checksum field's offset from the start that an RCO header at b[off..] says. */
+export function rcoOffset(b: Uint8Array, off: number): number {
+  return (b[off + 7]! & RCO_UDP) !== 0 ? UDP_CSUM_OFF : TCP_CSUM_OFF;
 }
 
 export const DECAP_OK = 0;

@@ -5,7 +5,7 @@ import type { VxlanOptions, VxlanSpec } from './options.ts';
 import { renderVxlan, type VxlanView } from './view.ts';
 
 /** What `pier set-port` changes on a running vxlan port: the sockets stay, the dataplane half is rebuilt. */
-const VXLAN_LIVE = ['remote', 'mtu'] as const;
+const VXLAN_LIVE = ['remote', 'mtu', 'rco'] as const;
 
 export const vxlan: PortKind<VxlanOptions, VxlanSpec, VxlanView> = {
   types: ['vxlan'],

@@ -1,10 +1,10 @@
 // A vxlan port's options: `pier add-port br0 vx0 type=vxlan vni=42 remote=192.0.2.2[,192.0.2.3..]
-// [local=192.0.2.1] [dstport=4789] [netns=NS] [mtu=N]`. `mtu` is the underlay's MTU (default: the
+// [local=192.0.2.1] [dstport=4789] [netns=NS] [mtu=N] [rco=on|off]`. `mtu` is the underlay's MTU (default: the
 // MTU of the route to the first remote, read when the port is made); the inner MTU is 50 less over
 // IPv4, 70 over IPv6.
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
-import { intIn, netns } from '../fields.ts';
+import { intIn, netns, onOff } from '../fields.ts';
 
 /** Most remotes a port replicates to (head-end replication sends one copy each). */
 export const REMOTES_MAX = 64;
@@ -51,6 +51,8 @@ export const vxlanOptions = z.strictObject({
   dstport: intIn(1, 65535, 'UDP port').optional(),
   netns: netns.optional(),
   mtu: intIn(576, 65535, 'the underlay MTU').optional(),
+  /** Send partial inner checksums as they are, with remote checksum offload (header.ts). */
+  rco: onOff.optional(),
 }).superRefine((o, ctx) => {
   if (o.local !== undefined && family(o.local) !== family(o.remote[0]!)) {
     ctx.addIssue({ code: 'custom', path: ['local'], message: `local ${o.local} and remote ${o.remote[0]} are of different families` });
@@ -77,6 +79,8 @@ export interface VxlanSpec {
   gso: boolean;
   /** Coalesce received TCP segments of a flow into TSO super-frames (gro.ts). */
   gro: boolean;
+  /** Remote checksum offload on send: the port takes partial checksums and says where they are. */
+  rco: boolean;
   /** The receiving socket has UDP_GRO: a UDP_SEGMENT train that crossed a veth whole arrives as one message. */
   udpGro: boolean;
 }

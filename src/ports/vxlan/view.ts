@@ -8,6 +8,8 @@ export interface VxlanView {
   underlayMtu: number;
   /** `mtu=` or the route's device the underlay MTU was read from. */
   mtuFrom: string;
+  /** Partial inner checksums sent as they are, with remote checksum offload (rco=on). */
+  rco: boolean;
   /** The largest inner IP packet that crosses: underlayMtu - 50 (IPv4) or - 70 (IPv6). */
   innerMtu: number;
   /** The outer UDP source ports (one per sending socket; the inner flow's hash picks one). */
@@ -24,11 +26,14 @@ export interface VxlanView {
   socketDrops: number;
 }
 
+const c0 = (v: VxlanView, k: string): number => v.counters[k] ?? 0;
+
 export function renderVxlan(v: VxlanView, i: string): string {
   const lo = Math.min(...v.sourcePorts);
   const hi = Math.max(...v.sourcePorts);
   let s = `\n${i}vxlan vni ${v.vni} dstport ${v.dstport} local ${v.local ?? 'any'}, IPv${v.family}, source ports ${v.sourcePorts.length} in ${lo}..${hi}, send ${v.send}`;
   s += `\n${i}inner MTU ${v.innerMtu} (underlay MTU ${v.underlayMtu} from ${v.mtuFrom}, minus ${v.family === 4 ? 50 : 70}): set the containers' MTU to ${v.innerMtu} or less; larger frames are dropped (tx_dropped_too_big)`;
+  s += `\n${i}remote checksum offload: ${v.rco ? `on (partial inner checksums sent as they are: ${c0(v, 'tx_rco')} frames)` : 'off (inner checksums finished before sending)'}; received with RCO: ${c0(v, 'rx_rco')} frames`;
   for (const t of v.vteps) s += `\n${i}  vtep ${t.address}${t.remote ? ' (remote)' : ' (learned)'}: ${t.macs} MACs`;
   const c = v.counters;
   const drops = Object.entries(c).filter(([k, n]) => n > 0 && (k.includes('dropped') || k.includes('full') || k.includes('fail')));

@@ -18,7 +18,7 @@ interface Inside {
 function port(): { p: VxlanPort; x: Inside } {
   const spec: VxlanSpec = {
     rxFd: -1, txFds: [], txPorts: [], family: 4, vni: 42, dstport: 4789, local: undefined, remotes: ['192.0.2.2', '192.0.2.3'],
-    underlayMtu: 1500, mtuFrom: 'mtu=', gso: false, gro: false, udpGro: false,
+    underlayMtu: 1500, mtuFrom: 'mtu=', gso: false, gro: false, udpGro: false, rco: false,
   };
   const p = new VxlanPort(1, 'vx0', 0, newCounters(), new PacketPool(8), spec);
   return { p, x: p as unknown as Inside };

@@ -1,0 +1,146 @@
+// Remote checksum offload through two real vxlan ports over loopback UDP: the sender with rco=on
+// leaves a partial inner checksum as it is and says where in the header; the receiver marks the
+// frame NEEDS_CSUM from the header without summing it. With rco=off the checksum is finished
+// before sending and the header is the plain one. A header whose start or offset falls outside the
+// frame is dropped and counted.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
+import { C, newCounters } from '../../dataplane/counters.ts';
+import { PacketPool } from '../../dataplane/pool.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
+import { boundPort, MmsgBatch, MSG_DONTWAIT, sendmmsg, sockaddr, udpSocket } from '../../sys/udp.ts';
+import { addressOf, close } from '../../sys/libc.ts';
+import { VxlanPort } from './dataplane.ts';
+import { encodeVxlanRco } from './header.ts';
+import type { VxlanSpec } from './options.ts';
+
+const pool = new PacketPool(64);
+const fds: number[] = [];
+after(() => fds.forEach((fd) => close(fd)));
+
+function sock(): number {
+  const fd = udpSocket({ netnsPath: undefined, family: 4, local: '127.0.0.1', port: 0 });
+  fds.push(fd);
+  return fd;
+}
+
+function port(rxFd: number, txFd: number, dstport: number, rco: boolean): VxlanPort {
+  const spec: VxlanSpec = {
+    rxFd, txFds: [txFd], txPorts: [boundPort(txFd)], family: 4, vni: 42, dstport, local: '127.0.0.1', remotes: ['127.0.0.1'],
+    underlayMtu: 1500, mtuFrom: 'mtu=', gso: false, gro: false, udpGro: false, rco,
+  };
+  return new VxlanPort(1, 'vx0', 0, newCounters(), pool, spec);
+}
+
+/** A TCP/IPv4 frame of `payload` bytes in a pool buffer with its checksum partial (NEEDS_CSUM at 34, field 16). */
+function partialFrame(payload: number): number {
+  const h = pool.alloc();
+  const b = pool.bytes;
+  const ho = pool.hdrOffset(h);
+  const f = pool.frameOffset(h);
+  const len = 14 + 20 + 20 + payload;
+  b.fill(0, ho, f + len);
+  b.set([0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00], f);
+  b[f + 14] = 0x45;
+  b[f + 16] = (40 + payload) >> 8;
+  b[f + 17] = (40 + payload) & 0xff;
+  b[f + 22] = 64;
+  b[f + 23] = 6;
+  b.set([10, 42, 0, 1, 10, 42, 0, 2], f + 26);
+  const ip = checksum(b, f + 14, f + 34);
+  b[f + 24] = ip >> 8;
+  b[f + 25] = ip & 0xff;
+  b[f + 34 + 12] = 0x50;
+  for (let i = 0; i < payload; i++) b[f + 54 + i] = (i * 13) & 0xff;
+  const p = fold(sumWords(b, f + 26, f + 34, 0) + 6 + 20 + payload);
+  b[f + 34 + 16] = p >> 8;
+  b[f + 34 + 17] = p & 0xff;
+  pool.len[h] = len;
+  b[ho] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  b[ho + 6] = 34;
+  b[ho + 8] = 16;
+  return h;
+}
+
+/** The TCP checksum of the received frame h, summed over pseudo-header and segment: 0 when complete and right. */
+function tcpSum(h: number): number {
+  const b = pool.bytes;
+  const f = pool.frameOffset(h);
+  const l4len = pool.len[h]! - 34;
+  return checksum(b, f + 34, f + 34 + l4len, sumWords(b, f + 26, f + 34, 0) + 6 + l4len);
+}
+
+function receiveOne(rx: VxlanPort): number {
+  const out = new Int32Array(4);
+  for (let tries = 0; tries < 1000; tries++) {
+    const n = rx.receive(0, out, 4);
+    if (n > 0) {
+      assert.equal(n, 1);
+      return out[0]!;
+    }
+  }
+  throw new Error('nothing arrived');
+}
+
+describe('vxlan remote checksum offload over loopback', () => {
+  const rxB = sock();
+  const b = port(rxB, sock(), 0, false);
+  const a = port(sock(), sock(), boundPort(rxB), true);
+  const off = port(sock(), sock(), boundPort(rxB), false);
+  const ext = (p: VxlanPort): Record<string, number> => p.describe().counters;
+
+  it('rco=on takes partial checksums, sends one as it is, and the receiver marks it NEEDS_CSUM from the header', () => {
+    assert.equal(a.acceptsCsum, true);
+    assert.equal(off.acceptsCsum, false);
+    const q = new Int32Array([partialFrame(500)]);
+    a.transmit(q, 1);
+    assert.equal(ext(a).tx_rco, 1);
+    assert.equal(a.counters[C.tx_csum_sw], 0, 'not summed on the way out');
+    const h = receiveOne(b);
+    const bb = pool.bytes;
+    const ho = pool.hdrOffset(h);
+    assert.equal(bb[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+    assert.equal(bb[ho + 6]! | (bb[ho + 7]! << 8), 34, 'csum_start');
+    assert.equal(bb[ho + 8]! | (bb[ho + 9]! << 8), 16, 'csum_offset');
+    assert.equal(pool.len[h], 14 + 40 + 500);
+    assert.notEqual(tcpSum(h), 0, 'still partial: the receiver did not finish it either');
+    assert.equal(ext(b).rx_rco, 1);
+    assert.equal(ext(b).rx_csum_partial, 0, 'known from the header, not found by summing');
+    pool.release(h);
+  });
+
+  it('rco=off finishes the checksum before sending, with the plain header', () => {
+    off.transmit(new Int32Array([partialFrame(300)]), 1);
+    assert.equal(off.counters[C.tx_csum_sw], 1);
+    assert.equal(ext(off).tx_rco, 0);
+    const h = receiveOne(b);
+    assert.equal(pool.bytes[pool.hdrOffset(h)]! & VIRTIO_NET_HDR_F_NEEDS_CSUM, 0);
+    assert.equal(tcpSum(h), 0, 'complete and right');
+    assert.equal(ext(b).rx_rco, 1, 'no RCO header this time');
+    pool.release(h);
+  });
+
+  it('an RCO start or offset outside the frame is dropped and counted, not handed on', () => {
+    // A 60-byte inner frame whose header puts the checksum start at 254, sent by hand.
+    const hdr = new Uint8Array(new ArrayBuffer(8));
+    encodeVxlanRco(hdr, 0, 42, 127);
+    const h = partialFrame(6);
+    const f = pool.frameOffset(h);
+    const frame = new Uint8Array(new ArrayBuffer(pool.len[h]!));
+    frame.set(pool.bytes.subarray(f, f + frame.length));
+    pool.release(h);
+    const m = new MmsgBatch(1, 2);
+    m.setIov(0, addressOf(hdr), 8);
+    m.setIov(1, addressOf(frame), frame.length);
+    const dst = sockaddr(4, '127.0.0.1', boundPort(rxB));
+    m.setName(0, dst);
+    m.setMsg(0, 0, 2, dst.length);
+    const malformed0 = b.counters[C.rx_dropped_malformed]!;
+    assert.equal(sendmmsg(sock(), m.addr, 1, MSG_DONTWAIT), 1);
+    const out = new Int32Array(4);
+    for (let tries = 0; tries < 1000 && ext(b).rx_dropped_bad_rco === 0; tries++) assert.equal(b.receive(0, out, 4), 0);
+    assert.equal(ext(b).rx_dropped_bad_rco, 1);
+    assert.equal(b.counters[C.rx_dropped_malformed], malformed0 + 1);
+  });
+});

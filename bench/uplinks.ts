@@ -18,7 +18,7 @@ const T = option('--seconds', 6);
 const AFXDP_MODE = process.argv.includes('--afxdp-mode') ? process.argv[process.argv.indexOf('--afxdp-mode') + 1] : undefined;
 
 type Dir = 'a->b' | 'b->a';
-type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan' | 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
+type Path = 'linux-bridge' | 'linux-vxlan' | 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan' | 'pier-vxlan-rco' | 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
 type OvsPath = 'ovs-afpacket' | 'ovs-afxdp' | 'ovs-vxlan';
 interface Sample { gbps: number; retransmits: number; cpu?: number }
 /** Median ping round trip per path and round, ms (50 pings 10 ms apart, before the iperf3 runs). */
@@ -90,20 +90,21 @@ function linux(path: 'linux-bridge' | 'linux-vxlan'): void {
 }
 
 /** Both hosts' pier with the uplink of `path`, each daemon pushed onto `ds` as it starts (so a failure still cleans it up). */
-async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan', ds: TestDaemon[]): Promise<void> {
+async function pier(path: 'pier-afpacket' | 'pier-afxdp' | 'pier-vxlan' | 'pier-vxlan-rco', ds: TestDaemon[]): Promise<void> {
+  const vxlan = path.startsWith('pier-vxlan');
   for (const s of ['a', 'b'] as const) {
     const d = new TestDaemon(H[s]);
     ds.push(d);
     await d.start();
     const o = s === 'a' ? 'b' : 'a';
     d.ok('add-br', 'br0');
-    if (path === 'pier-vxlan') {
+    if (vxlan) {
       ipn(H[s], 'addr', 'add', `${UNDER[s]}/24`, 'dev', `w${s}`);
-      d.ok('add-port', 'br0', 'up0', 'type=vxlan', 'vni=42', `remote=${UNDER[o]}`, `local=${UNDER[s]}`);
+      d.ok('add-port', 'br0', 'up0', 'type=vxlan', 'vni=42', `remote=${UNDER[o]}`, `local=${UNDER[s]}`, ...(path === 'pier-vxlan-rco' ? ['rco=on'] : []));
     } else {
       d.ok('add-port', 'br0', 'up0', `type=${path.slice(5)}`, `dev=w${s}`, ...(path === 'pier-afxdp' && AFXDP_MODE ? [`mode=${AFXDP_MODE}`] : []));
     }
-    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(path === 'pier-vxlan' ? [`mtu=${VXLAN_INNER_MTU}`] : []));
+    d.ok('add-port', 'br0', 'c', 'type=tap', `netns=${C[s]}`, `ip=${INNER[s]}/24`, 'ifname=eth0', ...(vxlan ? [`mtu=${VXLAN_INNER_MTU}`] : []));
   }
 }
 
@@ -234,7 +235,7 @@ async function onePath(path: Path): Promise<void> {
   }
 }
 
-const ALL_PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'ovs-afpacket', 'pier-afxdp', 'ovs-afxdp', 'linux-vxlan', 'pier-vxlan', 'ovs-vxlan'];
+const ALL_PATHS: Path[] = ['linux-bridge', 'pier-afpacket', 'ovs-afpacket', 'pier-afxdp', 'ovs-afxdp', 'linux-vxlan', 'pier-vxlan', 'pier-vxlan-rco', 'ovs-vxlan'];
 const pathsArg = process.argv.indexOf('--paths');
 const PATHS: Path[] = pathsArg < 0 ? ALL_PATHS : process.argv[pathsArg + 1]!.split(',').map((p) => {
   if (!ALL_PATHS.includes(p as Path)) throw new Error(`--paths: unknown path ${p} (known: ${ALL_PATHS.join(', ')})`);
@@ -259,8 +260,8 @@ for (const [path, dirs] of Object.entries(results) as Array<[Path, Record<Dir, S
   summary[path] = { ...s, rttMs: +median(rs).toFixed(3), rttSamples: rs };
 }
 const REF: Array<[Path, Path]> = [
-  ['pier-afpacket', 'linux-bridge'], ['pier-afxdp', 'linux-bridge'], ['pier-vxlan', 'linux-vxlan'],
-  ['pier-afpacket', 'ovs-afpacket'], ['pier-afxdp', 'ovs-afxdp'], ['pier-vxlan', 'ovs-vxlan'],
+  ['pier-afpacket', 'linux-bridge'], ['pier-afxdp', 'linux-bridge'], ['pier-vxlan', 'linux-vxlan'], ['pier-vxlan-rco', 'linux-vxlan'],
+  ['pier-afpacket', 'ovs-afpacket'], ['pier-afxdp', 'ovs-afxdp'], ['pier-vxlan', 'ovs-vxlan'], ['pier-vxlan-rco', 'ovs-vxlan'],
 ];
 const ratios: Record<string, Record<string, number>> = {};
 for (const [p, ref] of REF) {

@@ -65,6 +65,28 @@ describe('receive coalescing (gro.ts)', () => {
     });
   }
 
+  test('a partial segment (NEEDS_CSUM, as remote checksum offload delivers it) merges only when its request names its own TCP checksum', () => {
+    const pool = new PacketPool(16);
+    const g = new TcpCoalescer(pool);
+    const partial = (h: number, start: number, off: number): number => {
+      const ho = pool.hdrOffset(h);
+      pool.bytes[ho] = 1; // NEEDS_CSUM
+      pool.bytes[ho + 6] = start;
+      pool.bytes[ho + 8] = off;
+      pool.bytes[pool.frameOffset(h) + 34 + 16]! ^= 0xff; // the field no longer a complete checksum
+      return h;
+    };
+    const a = partial(segment(pool, 1000, 1398), 34, 16);
+    g.open(a);
+    assert.equal(g.offer(partial(segment(pool, 2398, 1398, 0x10, 2), 34, 16)), true, 'TCP header, offset 16: merged without summing');
+    // Another place (the IPv4 header; the TCP header with another offset): merging would rewrite it.
+    assert.equal(g.offer(partial(segment(pool, 3796, 1398, 0x10, 3), 14, 16)), false);
+    assert.equal(g.offer(partial(segment(pool, 3796, 1398, 0x10, 4), 34, 6)), false);
+    assert.equal(g.badChecksum, 2);
+    assert.equal(g.close(), true);
+    assert.equal(pool.len[a], 66 + 1398 * 2);
+  });
+
   test('consecutive segments become one TSO super-frame that segments back to the same bytes', () => {
     const pool = new PacketPool(64);
     const g = new TcpCoalescer(pool);

@@ -8,8 +8,10 @@
 // Each segment's own TCP checksum is verified before it is merged (the super-frame leaves with a
 // fresh partial checksum, which its receiver trusts): the outer UDP checksum cannot be relied on,
 // since Linux vxlan over IPv4 sends none by default. A segment whose checksum is wrong is not
-// merged; it leaves alone, for its receiver to drop. A segment a sender on this machine left
-// partial (NEEDS_CSUM, csum.ts) never crossed a wire and is merged as it is.
+// merged; it leaves alone, for its receiver to drop. A segment whose checksum its sender left
+// partial (NEEDS_CSUM: a sender on this machine whose skb crossed a veth, csum.ts, or one that
+// said so with VXLAN remote checksum offload) is merged as it is, when the request names its own
+// TCP checksum; one that names another place is not merged, since merging would rewrite it.
 import { checksum, fold, sumWords } from './checksum.ts';
 import { MIN_GSO_SIZE } from './offload.ts';
 import type { PacketPool } from './pool.ts';
@@ -61,7 +63,12 @@ function checksumOk(b: Uint8Array, fo: number, lay: Int32Array, plen: number): b
   // The IPv4 header's own checksum first: a merged or re-marked frame leaves with a header
   // checksum pier computed, so a damaged header would otherwise come out looking whole.
   if (lay[3] === 1 && checksum(b, fo + l3, fo + l4) !== 0) return false;
-  if ((b[fo - VNET_HDR]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return true;
+  if ((b[fo - VNET_HDR]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+    // Partial: trusted only as a request for this segment's own TCP checksum (csum_start at the
+    // TCP header, csum_offset 16), the only one a merged or re-marked frame can carry.
+    const ho = fo - VNET_HDR;
+    return (b[ho + 6]! | (b[ho + 7]! << 8)) === l4 && b[ho + 8] === 16 && b[ho + 9] === 0;
+  }
   const l4len = lay[2]! - l4 + plen;
   const pseudo = lay[3] === 1 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
   return checksum(b, fo + l4, fo + l4 + l4len, pseudo + 6 + l4len) === 0;

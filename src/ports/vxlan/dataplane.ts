@@ -413,10 +413,10 @@ export class VxlanPort extends Port {
     const maxFrame = this.maxFrame;
     const now = Date.now() / 1000;
     for (let i = 0; i < n; i++) {
-      const h = q[i]!;
+      let h = q[i]!;
       const len = pool.len[h]!;
-      const ho = pool.hdrOffset(h);
-      const fo = ho + VNET_HDR;
+      let ho = pool.hdrOffset(h);
+      let fo = ho + VNET_HDR;
       if (b[ho + 1] !== 0 || len < ETH_HLEN) {
         // The engine segments for this port; a super-frame here is a bug elsewhere: count it.
         c[C.tx_dropped_bad_gso]!++;
@@ -433,13 +433,22 @@ export class VxlanPort extends Port {
       if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
         const start = b[ho + 6]! | (b[ho + 7]! << 8);
         const off = b[ho + 8]! | (b[ho + 9]! << 8);
-        const r = this.spec.rco && start + off + 2 <= len ? rcoByte(start, off) : -1;
+        const r = this.spec.rco && start >= ETH_HLEN && start + off + 2 <= len ? rcoByte(start, off) : -1;
         if (r >= 0) {
           // Left partial: the header says where, the receiver finishes it (or its kernel does).
           hdrAt += (1 + r) * VXLAN_HLEN;
           x[X.tx_rco]!++;
         } else {
-          // rco=off (the engine finished it, so only an RCO the format cannot say gets here).
+          // A request RCO cannot say (odd start, past 254, not TCP's or UDP's field; with
+          // rco=off the engine finished every one). Finished here, on a copy of the port's own
+          // when the packet is lent or shared: a guest's transmit buffer is read-only, and a
+          // flood's other outputs may still read the partial checksum.
+          if ((pool.isExternal(h) || pool.refs[h]! > 1) && (h = pool.materialize(h)) < 0) {
+            c[C.tx_dropped_no_buffer]!++;
+            continue;
+          }
+          ho = pool.hdrOffset(h);
+          fo = ho + VNET_HDR;
           if (!completeChecksum(pool, h)) {
             c[C.tx_dropped_bad_gso]!++;
             pool.release(h);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
 import { C, newCounters } from '../../dataplane/counters.ts';
+import { completeChecksum } from '../../dataplane/offload.ts';
 import { PacketPool } from '../../dataplane/pool.ts';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
 import { boundPort, MmsgBatch, MSG_DONTWAIT, sendmmsg, sockaddr, udpSocket } from '../../sys/udp.ts';
@@ -93,10 +94,13 @@ describe('vxlan remote checksum offload over loopback', () => {
   it('rco=on takes partial checksums, sends one as it is, and the receiver marks it NEEDS_CSUM from the header', () => {
     assert.equal(a.acceptsCsum, true);
     assert.equal(off.acceptsCsum, false);
+    const rx0 = ext(b).rx_rco!;
+    const tx0 = ext(a).tx_rco!;
+    const sw0 = a.counters[C.tx_csum_sw]!;
     const q = new Int32Array([partialFrame(500)]);
     a.transmit(q, 1);
-    assert.equal(ext(a).tx_rco, 1);
-    assert.equal(a.counters[C.tx_csum_sw], 0, 'not summed on the way out');
+    assert.equal(ext(a).tx_rco, tx0 + 1);
+    assert.equal(a.counters[C.tx_csum_sw], sw0, 'not summed on the way out');
     const h = receiveOne(b);
     const bb = pool.bytes;
     const ho = pool.hdrOffset(h);
@@ -105,20 +109,85 @@ describe('vxlan remote checksum offload over loopback', () => {
     assert.equal(bb[ho + 8]! | (bb[ho + 9]! << 8), 16, 'csum_offset');
     assert.equal(pool.len[h], 14 + 40 + 500);
     assert.notEqual(tcpSum(h), 0, 'still partial: the receiver did not finish it either');
-    assert.equal(ext(b).rx_rco, 1);
+    assert.equal(ext(b).rx_rco, rx0 + 1);
     assert.equal(ext(b).rx_csum_partial, 0, 'known from the header, not found by summing');
     pool.release(h);
   });
 
   it('rco=off finishes the checksum before sending, with the plain header', () => {
+    const rx0 = ext(b).rx_rco!;
     off.transmit(new Int32Array([partialFrame(300)]), 1);
     assert.equal(off.counters[C.tx_csum_sw], 1);
     assert.equal(ext(off).tx_rco, 0);
     const h = receiveOne(b);
     assert.equal(pool.bytes[pool.hdrOffset(h)]! & VIRTIO_NET_HDR_F_NEEDS_CSUM, 0);
     assert.equal(tcpSum(h), 0, 'complete and right');
-    assert.equal(ext(b).rx_rco, 1, 'no RCO header this time');
+    assert.equal(ext(b).rx_rco, rx0, 'no RCO header this time');
     pool.release(h);
+  });
+
+  it('rco=on, a request RCO cannot say (odd start) is finished on a copy: a shared packet is never written', () => {
+    const h = partialFrame(400);
+    const ho = pool.hdrOffset(h);
+    // Start 33 (odd): as if the frame had one more byte before its TCP header. Only where the
+    // request points matters here; the receiver checks the sum over the same range.
+    pool.bytes[ho + 6] = 33;
+    pool.refs[h]!++; // a flood's other output still holds it
+    const before = pool.bytes.slice(ho, pool.frameOffset(h) + pool.len[h]!);
+    // What the receiver should get: the request finished on a private copy.
+    const want = pool.materialize((pool.refs[h]!++, h));
+    assert.ok(completeChecksum(pool, want));
+    const wantBytes = pool.bytes.slice(pool.frameOffset(want), pool.frameOffset(want) + pool.len[want]!);
+    pool.release(want);
+    const tx0 = ext(a).tx_rco!;
+    const sw0 = a.counters[C.tx_csum_sw]!;
+    a.transmit(new Int32Array([h]), 1);
+    assert.ok(Buffer.from(pool.bytes.subarray(ho, pool.frameOffset(h) + pool.len[h]!)).equals(Buffer.from(before)), 'the shared packet is as it was');
+    assert.equal(pool.refs[h], 1, 'the port let go of its reference');
+    pool.release(h);
+    assert.equal(ext(a).tx_rco, tx0);
+    assert.equal(a.counters[C.tx_csum_sw], sw0 + 1);
+    const r = receiveOne(b);
+    const f = pool.frameOffset(r);
+    assert.equal(pool.bytes[pool.hdrOffset(r)]! & VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 'sent with the plain header');
+    assert.ok(Buffer.from(pool.bytes.subarray(f, f + pool.len[r]!)).equals(Buffer.from(wantBytes)), 'finished as the request named');
+    pool.release(r);
+  });
+
+  it('received: the UDP bit means offset 6; a start or field at the very end of the frame is taken, one before the inner IP header or past the end is not', () => {
+    const cases: Array<[number, number, boolean]> = [
+      // [RCO byte, inner frame length, taken]
+      [(34 >> 1) | 0x80, 60, true], // UDP: field at 40..41
+      [(44 >> 1), 62, true], // TCP field at 60..61: exactly the last two bytes
+      [(44 >> 1), 61, false], // one byte short
+      [(12 >> 1), 60, false], // inside the Ethernet header
+    ];
+    for (const [rco, flen, taken] of cases) {
+      const hdr = new Uint8Array(new ArrayBuffer(8));
+      encodeVxlanRco(hdr, 0, 42, rco);
+      const frame = new Uint8Array(new ArrayBuffer(flen));
+      frame.set([0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 9, 0x08, 0x00]);
+      const bad0 = ext(b).rx_dropped_bad_rco!;
+      const m = new MmsgBatch(1, 2);
+      m.setIov(0, addressOf(hdr), 8);
+      m.setIov(1, addressOf(frame), frame.length);
+      const dst = sockaddr(4, '127.0.0.1', boundPort(rxB));
+      m.setName(0, dst);
+      m.setMsg(0, 0, 2, dst.length);
+      assert.equal(sendmmsg(sock(), m.addr, 1, MSG_DONTWAIT), 1);
+      if (taken) {
+        const h = receiveOne(b);
+        const ho = pool.hdrOffset(h);
+        assert.equal(pool.bytes[ho], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert.equal(pool.bytes[ho + 6], (rco & 0x7f) << 1);
+        assert.equal(pool.bytes[ho + 8], (rco & 0x80) !== 0 ? 6 : 16);
+        pool.release(h);
+      } else {
+        const out = new Int32Array(4);
+        for (let tries = 0; tries < 1000 && ext(b).rx_dropped_bad_rco === bad0; tries++) assert.equal(b.receive(0, out, 4), 0);
+        assert.equal(ext(b).rx_dropped_bad_rco, bad0 + 1, `RCO byte ${rco} in a ${flen}-byte frame`);
+      }
+    }
   });
 
   it('an RCO start or offset outside the frame is dropped and counted, not handed on', () => {
@@ -137,10 +206,11 @@ describe('vxlan remote checksum offload over loopback', () => {
     m.setName(0, dst);
     m.setMsg(0, 0, 2, dst.length);
     const malformed0 = b.counters[C.rx_dropped_malformed]!;
+    const bad0 = ext(b).rx_dropped_bad_rco!;
     assert.equal(sendmmsg(sock(), m.addr, 1, MSG_DONTWAIT), 1);
     const out = new Int32Array(4);
-    for (let tries = 0; tries < 1000 && ext(b).rx_dropped_bad_rco === 0; tries++) assert.equal(b.receive(0, out, 4), 0);
-    assert.equal(ext(b).rx_dropped_bad_rco, 1);
+    for (let tries = 0; tries < 1000 && ext(b).rx_dropped_bad_rco === bad0; tries++) assert.equal(b.receive(0, out, 4), 0);
+    assert.equal(ext(b).rx_dropped_bad_rco, bad0 + 1);
     assert.equal(b.counters[C.rx_dropped_malformed], malformed0 + 1);
   });
 });

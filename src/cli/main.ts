@@ -91,6 +91,7 @@ client('add-port', [
   '  type=afxdp dev= [netns=] [queues=N] [mode=auto|native|generic]',
   '      [zero-copy=auto|on|off]',
   '  type=vxlan vni= remote=A[,B] [local=] [dstport=4789] [netns=] [mtu=]',
+  '      [rco=on|off]',
   '  every kind: [tag=] [trunks=] [thread=] [port-security=on|off]',
   '      [allowed-addresses=] [mac-limit=] [storm-limit=]',
 ].join('\n')).summary('add a port from KEY=VALUE options (add-port --help lists them)')
@@ -111,7 +112,7 @@ client('set-port', [
   '      packed= mac=',
   '  type=virtio-user: ip= mac= mtu= queue-size= packed=',
   '  type=afpacket: offloads=',
-  '  type=vxlan: remote= mtu=',
+  '  type=vxlan: remote= mtu= rco=',
   '--recreate makes the port again for the rest (every key of type=afxdp).',
 ].join('\n')).summary('change a port: live where it can, else with --recreate (set-port --help lists what is live)')
   .argument('<port>').argument('<options...>').option('--recreate', 'make the port again when a key cannot change live')

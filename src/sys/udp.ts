@@ -256,6 +256,11 @@ export class MmsgBatch {
     dv.setUint32(o + 12, 0, true);
   }
 
+  /** Message m's iovec count, once setMsg has written the rest (a train grows by a datagram). */
+  setIovLen(m: number, iovlen: number): void {
+    this.dv.setUint32(m * SIZEOF_MMSGHDR + 24, iovlen, true);
+  }
+
   /**
    * Message m: iovecs [iov, iov + iovlen); its name slot as the address (namelen 0: none; for
    * receive, pass the slot's size); a UDP_SEGMENT control message when gsoSize > 0.

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { checksum, fold, sumWords } from '../../dataplane/checksum.ts';
 import { C, newCounters } from '../../dataplane/counters.ts';
-import { completeChecksum } from '../../dataplane/offload.ts';
+import { completeChecksum, segmentTcp } from '../../dataplane/offload.ts';
 import { PacketPool } from '../../dataplane/pool.ts';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../dataplane/vnet.ts';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../../dataplane/vnet.ts';
 import { boundPort, MmsgBatch, MSG_DONTWAIT, sendmmsg, sockaddr, udpSocket } from '../../sys/udp.ts';
 import { addressOf, close } from '../../sys/libc.ts';
 import { VxlanPort } from './dataplane.ts';
@@ -26,10 +26,10 @@ function sock(): number {
   return fd;
 }
 
-function port(rxFd: number, txFd: number, dstport: number, rco: boolean): VxlanPort {
+function port(rxFd: number, txFd: number, dstport: number, rco: boolean, gso = false): VxlanPort {
   const spec: VxlanSpec = {
     rxFd, txFds: [txFd], txPorts: [boundPort(txFd)], family: 4, vni: 42, dstport, local: '127.0.0.1', remotes: ['127.0.0.1'],
-    underlayMtu: 1500, mtuFrom: 'mtu=', gso: false, gro: false, udpGro: false, rco,
+    underlayMtu: 1500, mtuFrom: 'mtu=', gso, gro: false, udpGro: false, rco,
   };
   return new VxlanPort(1, 'vx0', 0, newCounters(), pool, spec);
 }
@@ -72,6 +72,18 @@ function tcpSum(h: number): number {
   return checksum(b, f + 34, f + 34 + l4len, sumWords(b, f + 26, f + 34, 0) + 6 + l4len);
 }
 
+/** The next `n` frames the port receives, in order. */
+function receiveN(rx: VxlanPort, n: number): number[] {
+  const got: number[] = [];
+  const out = new Int32Array(8);
+  for (let tries = 0; tries < 1000 && got.length < n; tries++) {
+    const k = rx.receive(0, out, n - got.length);
+    for (let i = 0; i < k; i++) got.push(out[i]!);
+  }
+  assert.equal(got.length, n, 'frames received');
+  return got;
+}
+
 function receiveOne(rx: VxlanPort): number {
   const out = new Int32Array(4);
   for (let tries = 0; tries < 1000; tries++) {
@@ -92,8 +104,9 @@ describe('vxlan remote checksum offload over loopback', () => {
   const ext = (p: VxlanPort): Record<string, number> => p.describe().counters;
 
   it('rco=on takes partial checksums, sends one as it is, and the receiver marks it NEEDS_CSUM from the header', () => {
+    // Both take partial checksums and TSO: the port finishes or cuts what it must itself.
     assert.equal(a.acceptsCsum, true);
-    assert.equal(off.acceptsCsum, false);
+    assert.equal(off.acceptsCsum, true);
     const rx0 = ext(b).rx_rco!;
     const tx0 = ext(a).tx_rco!;
     const sw0 = a.counters[C.tx_csum_sw]!;
@@ -212,5 +225,67 @@ describe('vxlan remote checksum offload over loopback', () => {
     for (let tries = 0; tries < 1000 && ext(b).rx_dropped_bad_rco === bad0; tries++) assert.equal(b.receive(0, out, 4), 0);
     assert.equal(ext(b).rx_dropped_bad_rco, bad0 + 1);
     assert.equal(b.counters[C.rx_dropped_malformed], malformed0 + 1);
+  });
+
+  for (const rco of [false, true]) {
+    it(`a TSO super-frame is cut by the port without copying its payload (rco=${rco ? 'on' : 'off'}, one UDP_SEGMENT train): the same segments as the engine's segmentTcp`, () => {
+      const tx = port(sock(), sock(), boundPort(rxB), rco, true);
+      tx.table.learn(0x020000000002, 0, Date.now() / 1000); // the destination is behind the remote: unicast, so a train
+      const h = partialFrame(5000);
+      const ho = pool.hdrOffset(h);
+      pool.bytes[ho + 1] = VIRTIO_NET_HDR_GSO_TCPV4;
+      pool.dv.setUint16(ho + 2, 54, true);
+      pool.dv.setUint16(ho + 4, 1400, true);
+      const want = new Int32Array(8);
+      const n = segmentTcp(pool, h, want);
+      assert.equal(n, 4);
+      const expected = [...want.subarray(0, n)].map((s) => pool.bytes.slice(pool.frameOffset(s), pool.frameOffset(s) + pool.len[s]!));
+      want.subarray(0, n).forEach((s) => pool.release(s));
+      const free0 = pool.available();
+      tx.transmit(new Int32Array([h]), 1);
+      assert.equal(pool.available(), free0 + 1, 'the super-frame is released once sent, and no pool buffer was taken');
+      assert.equal(tx.counters[C.tx_segmented], 1);
+      assert.equal(tx.counters[C.tx_packets], 4);
+      assert.equal(tx.counters[C.tx_bytes], expected.reduce((t, f) => t + f.length, 0));
+      assert.equal(tx.describe().counters.tx_gso_messages, 1, 'one train');
+      assert.equal(tx.describe().counters.tx_rco, rco ? 4 : 0);
+      const rs = receiveN(b, n);
+      for (let k = 0; k < n; k++) {
+        const r = rs[k]!;
+        const rh = pool.hdrOffset(r);
+        assert.equal(pool.bytes[rh]! & VIRTIO_NET_HDR_F_NEEDS_CSUM, rco ? VIRTIO_NET_HDR_F_NEEDS_CSUM : 0);
+        if (rco) {
+          assert.equal(pool.bytes[rh + 6], 34);
+          assert.equal(pool.bytes[rh + 8], 16);
+          assert.ok(completeChecksum(pool, r));
+        }
+        const f = pool.frameOffset(r);
+        assert.ok(Buffer.from(pool.bytes.subarray(f, f + pool.len[r]!)).equals(Buffer.from(expected[k]!)), `segment ${k}`);
+        pool.release(r);
+      }
+      tx.close();
+    });
+  }
+
+  it('a super-frame whose segments would not fit the tunnel is dropped whole, each segment counted', () => {
+    const tx = port(sock(), sock(), boundPort(rxB), false, true);
+    const h = partialFrame(3000);
+    const ho = pool.hdrOffset(h);
+    pool.bytes[ho + 1] = VIRTIO_NET_HDR_GSO_TCPV4;
+    pool.dv.setUint16(ho + 2, 54, true);
+    pool.dv.setUint16(ho + 4, 1500, true); // 54 + 1500 > 1450 + 14
+    const free0 = pool.available();
+    tx.transmit(new Int32Array([h]), 1);
+    assert.equal(pool.available(), free0 + 1);
+    assert.equal(tx.counters[C.tx_dropped_too_big], 2);
+    assert.equal(tx.counters[C.tx_packets], 0);
+    // And one that does not parse as its header says.
+    const bad = partialFrame(3000);
+    pool.bytes[pool.hdrOffset(bad) + 1] = VIRTIO_NET_HDR_GSO_TCPV4;
+    pool.dv.setUint16(pool.hdrOffset(bad) + 4, 10, true); // gso_size below MIN_GSO_SIZE
+    tx.transmit(new Int32Array([bad]), 1);
+    assert.equal(tx.counters[C.tx_dropped_bad_gso], 1);
+    assert.equal(pool.available(), free0 + 1);
+    tx.close();
   });
 });

@@ -67,6 +67,8 @@ export class TcpSegments {
   private id0 = 0;
   /** The pseudo-header's address words, the same for every segment. */
   private addrSum = 0;
+  /** The IPv4 header's words but its length, ID and checksum: each segment's checksum is this plus its own two. */
+  private ipSum = 0;
 
   /** Parse super-frame h: SEG_OK, or SEG_BAD when it is not what its header says. */
   parse(pool: PacketPool, h: number): number {
@@ -117,6 +119,8 @@ export class TcpSegments {
     this.flags0 = b[fo + l4 + 13]!;
     this.id0 = v4 ? dv.getUint16(fo + l3 + 4) : 0;
     this.addrSum = v4 ? sumWords(b, fo + l3 + 12, fo + l3 + 20, 0) : sumWords(b, fo + l3 + 8, fo + l3 + 40, 0);
+    // (A plain sum of the header's at most 30 words, so the three can be taken out again.)
+    this.ipSum = v4 ? sumWords(b, fo + l3, fo + l4, 0) - dv.getUint16(fo + l3 + 2) - dv.getUint16(fo + l3 + 4) - dv.getUint16(fo + l3 + 10) : 0;
     return SEG_OK;
   }
 
@@ -132,24 +136,31 @@ export class TcpSegments {
 
   /**
    * Write segment i's headers (hl bytes) at d[at..], d's view `dv`: the super-frame's headers
-   * (read from `src`, the pool's bytes) with this segment's lengths, IPv4 ID and header checksum,
-   * sequence number and flags. Its TCP checksum is left partial (the pseudo-header sum) when
-   * `partial`; else it is computed over these headers and the payload in `src`, where it stays.
+   * (read from `src`, the pool's bytes; or, with `copied`, already there: another segment's, which
+   * the caller copied) with this segment's lengths, IPv4 ID and header checksum, sequence number
+   * and flags. Its TCP checksum is left partial (the pseudo-header sum) when `partial`; else it is
+   * computed over these headers and the payload in `src`, where it stays.
    */
-  header(src: Uint8Array, d: Uint8Array, dv: DataView, at: number, i: number, partial: boolean): void {
-    const { l3, l4, hl, doff } = this;
+  header(src: Uint8Array, d: Uint8Array, dv: DataView, at: number, i: number, partial: boolean, copied = false): void {
+    const l3 = this.l3;
+    const l4 = this.l4;
+    const hl = this.hl;
+    const doff = this.doff;
     const pLen = this.payloadLen(i);
     const fo = this.fo;
-    if (d === src) {
+    if (copied) {
+      // Every field below is written afresh.
+    } else if (d === src) {
       d.copyWithin(at, fo, fo + hl);
     } else {
       for (let k = 0; k < hl; k++) d[at + k] = src[fo + k]!; // at most 146 bytes; no subarray to allocate
     }
     if (this.v4) {
-      dv.setUint16(at + l3 + 2, l4 - l3 + doff + pLen);
-      dv.setUint16(at + l3 + 4, (this.id0 + i) & 0xffff);
-      dv.setUint16(at + l3 + 10, 0);
-      dv.setUint16(at + l3 + 10, checksum(d, at + l3, at + l4));
+      const tot = l4 - l3 + doff + pLen;
+      const id = (this.id0 + i) & 0xffff;
+      dv.setUint16(at + l3 + 2, tot);
+      dv.setUint16(at + l3 + 4, id);
+      dv.setUint16(at + l3 + 10, ~fold(this.ipSum + tot + id) & 0xffff);
     } else {
       dv.setUint16(at + l3 + 4, doff + pLen);
     }

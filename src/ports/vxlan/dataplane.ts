@@ -512,6 +512,7 @@ export class VxlanPort extends Port {
     const sc = this.scratch;
     const sdv = this.scratchDv;
     let holding = false;
+    let prev = -1;
     for (let i = 0; i < segs.count; i++) {
       if (this.room(vtep)) holding = false;
       if (!holding) {
@@ -521,8 +522,16 @@ export class VxlanPort extends Port {
         holding = true;
       }
       const slot = (this.niov >> 1) * SCRATCH_SLOT;
-      for (let k = 0; k < VXLAN_HLEN; k++) sc[slot + k] = this.hdr[hdr + k]!;
-      segs.header(pool.bytes, sc, sdv, slot + VXLAN_HLEN, i, rco);
+      if (prev < 0) {
+        for (let k = 0; k < VXLAN_HLEN; k++) sc[slot + k] = this.hdr[hdr + k]!;
+        segs.header(pool.bytes, sc, sdv, slot + VXLAN_HLEN, i, rco);
+      } else {
+        // The previous segment's headers as the template (one memmove): every field that
+        // differs is written afresh.
+        if (prev !== slot) sc.copyWithin(slot, prev, prev + VXLAN_HLEN + hl);
+        segs.header(pool.bytes, sc, sdv, slot + VXLAN_HLEN, i, rco, true);
+      }
+      prev = slot;
       const pLen = segs.payloadLen(i);
       this.datagram(this.scratchAddr + slot, VXLAN_HLEN + hl, base + segs.payloadAt(i), pLen, hl + pLen, vtep);
     }

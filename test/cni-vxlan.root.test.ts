@@ -58,7 +58,7 @@ describe('pier-cni: one network across two nodes over VXLAN (root)', requires(NE
       // The admin's part: the network's bridge, and the tunnel to the other node on it.
       d[n].ok('add-br', 'cni0');
       const other = n === 'a' ? NODE.b : NODE.a;
-      d[n].ok('add-port', 'cni0', 'vx0', 'type=vxlan', 'vni=89', `remote=${other.underlay}`, `local=${NODE[n].underlay}`);
+      d[n].ok('add-port', 'cni0', 'vx0', 'type=vxlan', 'vni=89', `remote=${other.underlay}`, `local=${NODE[n].underlay}`, 'rco=on');
       // The runtime's part.
       const res = cni('ADD', n, ns);
       results[n] = res;
@@ -100,6 +100,12 @@ describe('pier-cni: one network across two nodes over VXLAN (root)', requires(NE
     const down = await iperf(pod.b.ns, pod.a.ns, pod.b.ip, { seconds: 2, reverse: true });
     console.log(`pod a -> pod b ${up.gbps.toFixed(2)} Gbit/s, b -> a ${down.gbps.toFixed(2)} Gbit/s across the tunnel`);
     assert.ok(up.bytes > 10e6 && down.bytes > 10e6, `moved ${up.bytes} / ${down.bytes} bytes`);
+    // rco=on both ways: the secured pods' segments crossed with partial checksums, said so.
+    for (const n of ['a', 'b'] as const) {
+      const x = d[n].json<{ port: { peer: { counters: Record<string, number> } } }>('show', 'vx0').port.peer.counters;
+      assert.ok(x.tx_rco! > 1000 && x.rx_rco! > 1000, JSON.stringify(x));
+      assert.equal(x.rx_dropped_bad_rco, 0);
+    }
   });
 
   it('the pods\' ports are secured, and CHECK passes on both nodes', () => {

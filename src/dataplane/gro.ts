@@ -109,23 +109,24 @@ export class TcpCoalescer {
     const s = this.sfo;
     const l3 = this.l3;
     const l4 = this.l4;
-    // Ethernet header
-    for (let i = 0; i < 14; i++) if (b[s + i] !== b[fo + i]) return false;
+    const dv = pool.dv;
+    // Ethernet header (32 bits at a time: the views are over the same arena, any alignment).
+    if (dv.getUint32(s) !== dv.getUint32(fo) || dv.getUint32(s + 4) !== dv.getUint32(fo + 4) ||
+      dv.getUint32(s + 8) !== dv.getUint32(fo + 8) || dv.getUint16(s + 12) !== dv.getUint16(fo + 12)) return false;
     if (this.v4) {
       if (b[s + l3 + 1] !== b[fo + l3 + 1] || (b[s + l3 + 6]! & 0xe0) !== (b[fo + l3 + 6]! & 0xe0) || b[s + l3 + 8] !== b[fo + l3 + 8]) return false;
-      for (let i = 12; i < 20; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
+      if (dv.getUint32(s + l3 + 12) !== dv.getUint32(fo + l3 + 12) || dv.getUint32(s + l3 + 16) !== dv.getUint32(fo + l3 + 16)) return false;
     } else {
-      for (let i = 0; i < 4; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
-      for (let i = 7; i < 40; i++) if (b[s + l3 + i] !== b[fo + l3 + i]) return false;
+      if (dv.getUint32(s + l3) !== dv.getUint32(fo + l3) || b[s + l3 + 7] !== b[fo + l3 + 7]) return false;
+      for (let i = 8; i < 40; i += 4) if (dv.getUint32(s + l3 + i) !== dv.getUint32(fo + l3 + i)) return false;
     }
     // TCP: ports, ack, data offset equal; flags ACK or ACK|PSH; the next sequence; options equal.
-    for (let i = 0; i < 4; i++) if (b[s + l4 + i] !== b[fo + l4 + i]) return false;
-    for (let i = 8; i < 13; i++) if (b[s + l4 + i] !== b[fo + l4 + i]) return false;
+    if (dv.getUint32(s + l4) !== dv.getUint32(fo + l4) || dv.getUint32(s + l4 + 8) !== dv.getUint32(fo + l4 + 8) || b[s + l4 + 12] !== b[fo + l4 + 12]) return false;
     const fl = b[fo + l4 + 13]!;
     if ((fl & ~PSH) !== ACK || b[fo + l4 + 18] !== 0 || b[fo + l4 + 19] !== 0) return false;
-    const seq = ((b[fo + l4 + 4]! << 24) | (b[fo + l4 + 5]! << 16) | (b[fo + l4 + 6]! << 8) | b[fo + l4 + 7]!) >>> 0;
-    if (seq !== this.nextSeq) return false;
-    for (let i = l4 + 20; i < this.hl; i++) if (b[s + i] !== b[fo + i]) return false;
+    if (dv.getUint32(fo + l4 + 4) !== this.nextSeq) return false;
+    // Options: data offset is in 32-bit words, so they are whole words.
+    for (let i = l4 + 20; i < this.hl; i += 4) if (dv.getUint32(s + i) !== dv.getUint32(fo + i)) return false;
     if (!checksumOk(b, fo, this.lay, plen)) {
       this.badChecksum++;
       return false;

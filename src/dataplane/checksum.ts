@@ -10,7 +10,11 @@
 let wordsOf: ArrayBufferLike | undefined;
 let words: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
 
-/** Below this many bytes the 16-bit loop is as fast. */
+/**
+ * Below this many bytes the 16-bit loop is as fast. It is also what keeps the sum of a header of
+ * at most 60 bytes (IPv4 with options) a plain sum of its words, from which TcpSegments takes
+ * three words out again (offload.ts): keep it above 60.
+ */
 const WIDE_MIN = 64;
 
 /** Unfolded ones'-complement sum of big-endian 16-bit words in bytes[start, end). */

@@ -31,3 +31,27 @@ describe('vxlan local= that is not an address here', { skip: nonlocalBind && 'ne
     refused({ type: 'vxlan', vni: 42, remote: ['127.0.0.1'], local: LOCAL, mtu: 1500 });
   });
 });
+
+describe('vxlan set-port', () => {
+  // Realizing opens the receiving socket with SO_RCVBUFFORCE, which needs root.
+  it('rco= alone does not look the underlay MTU up again (it needs no route); a new remote does', { skip: process.getuid?.() !== 0 && 'needs root (SO_RCVBUFFORCE)' }, () => {
+    const prev: VxlanOptions = { type: 'vxlan', vni: 4242, remote: ['127.0.0.1'], local: '127.0.0.1', dstport: 47891 };
+    const real = vxlanControl.realize('vx0', prev);
+    try {
+      // Stand-in for a value only a lookup could change: kept when only rco changes.
+      real.spec = { ...real.spec, underlayMtu: 1234, mtuFrom: 'the route to 127.0.0.1 (kept)' };
+      const next: VxlanOptions = { ...prev, rco: true };
+      const spec = vxlanControl.update('vx0', real, prev, next);
+      assert.ok(spec);
+      assert.equal(spec.rco, true);
+      assert.equal(spec.underlayMtu, 1234);
+      // Another remote list: looked up again (lo's MTU).
+      const moved = vxlanControl.update('vx0', real, next, { ...next, remote: ['127.0.0.1', '127.0.0.2'] });
+      assert.ok(moved);
+      assert.notEqual(moved.underlayMtu, 1234);
+      assert.equal(moved.rco, true);
+    } finally {
+      real.destroy();
+    }
+  });
+});

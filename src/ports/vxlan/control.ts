@@ -287,7 +287,10 @@ export const vxlanControl: ControlHalf<VxlanOptions, VxlanSpec, RealizedVxlan> =
       throw new PierError('EINVAL', `remote ${next.remote[0]} is of another family than ${prev.remote[0]}: the port's sockets are IPv${ipFamily(prev.remote[0]!)}`,
         'make the port again: pier set-port NAME remote=... --recreate');
     }
-    const { mtu, from } = underlayMtu(real.handle.netnsPath, next);
+    // The underlay MTU is looked up again only when what it depends on changed: set-port rco=
+    // needs no route (refresh() keeps a route's MTU current on its own).
+    const same = next.mtu === prev.mtu && next.remote.length === prev.remote.length && next.remote.every((r, i) => r === prev.remote[i]);
+    const { mtu, from } = same ? { mtu: real.spec.underlayMtu, from: real.spec.mtuFrom } : underlayMtu(real.handle.netnsPath, next);
     const spec: VxlanSpec = { ...real.spec, remotes: next.remote, underlayMtu: mtu, mtuFrom: from, rco: next.rco === true };
     real.spec = spec;
     return spec;

@@ -9,7 +9,7 @@ import { Bridge } from './bridge.ts';
 import { CAPTURE_IN, CAPTURE_OUT, type CaptureBinding, CaptureTap } from './capture.ts';
 import { C, COUNTER_NAMES } from './counters.ts';
 import { checkHeaders } from './headers.ts';
-import { completeChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
+import { finishChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { judgedCopy } from './deferred.ts';
 import { PacketPool, REFUSED_COPY } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
@@ -625,20 +625,9 @@ export class Engine implements PortContext {
         pool.release(h);
         continue;
       }
-      if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !p.acceptsCsum) {
-        // Finished in place, so on a packet of this port's own: a flood's other outputs may hold
-        // this one still (virtio-user's ring, until its backend has read the partial checksum).
-        if (pool.refs[h]! > 1 && (h = pool.materialize(h)) < 0) {
-          p.counters[C.tx_dropped_no_buffer]!++;
-          continue;
-        }
-        if (!completeChecksum(pool, h)) {
-          p.counters[C.tx_dropped_bad_gso]!++;
-          pool.release(h);
-          continue;
-        }
-        p.counters[C.tx_csum_sw]!++;
-      }
+      // Finished on a packet of this port's own: a flood's other outputs may hold this one still
+      // (virtio-user's ring, until its backend has read the partial checksum).
+      if ((b[ho]! & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !p.acceptsCsum && (h = finishChecksum(pool, h, p.counters)) < 0) continue;
       fix[m++] = h;
     }
     if (m > 0) p.transmit(fix, m);

@@ -2,6 +2,7 @@
 // (VIRTIO_NET_HDR_F_NEEDS_CSUM) and TCP segmentation of a GSO super-frame (RFC 9293 sequence
 // numbers, IPv4 ID increment, flags FIN/PSH on the last segment and CWR on the first only).
 import { checksum, fold, sumWords } from './checksum.ts';
+import { C } from './counters.ts';
 import { PacketPool } from './pool.ts';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
@@ -43,6 +44,26 @@ export function completeChecksum(pool: PacketPool, h: number): boolean {
   b[at + 1] = c & 0xff;
   b[ho] = b[ho]! & ~VIRTIO_NET_HDR_F_NEEDS_CSUM;
   return true;
+}
+
+/**
+ * Finish packet h's partial checksum for a port that cannot take it, on a packet the caller may
+ * write: h itself, or a pool copy when h is lent (its sender's memory is read-only) or shared (a
+ * flood's other outputs may still read the partial checksum; h's reference is then released).
+ * Returns the handle that goes on; -1 when it cannot, counted in `counters` and released.
+ */
+export function finishChecksum(pool: PacketPool, h: number, counters: Float64Array): number {
+  if ((pool.isExternal(h) || pool.refs[h]! > 1) && (h = pool.materialize(h)) < 0) {
+    counters[C.tx_dropped_no_buffer]!++;
+    return -1;
+  }
+  if (!completeChecksum(pool, h)) {
+    counters[C.tx_dropped_bad_gso]!++;
+    pool.release(h);
+    return -1;
+  }
+  counters[C.tx_csum_sw]!++;
+  return h;
 }
 
 /**

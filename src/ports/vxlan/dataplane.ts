@@ -34,7 +34,7 @@
 import { C } from '../../dataplane/counters.ts';
 import { Fdb } from '../../dataplane/fdb.ts';
 import { flowHash } from '../../dataplane/flow-hash.ts';
-import { completeChecksum, SEG_OK, TcpSegments } from '../../dataplane/offload.ts';
+import { finishChecksum, SEG_OK, TcpSegments } from '../../dataplane/offload.ts';
 import type { PacketPool } from '../../dataplane/pool.ts';
 import { BUF_SIZE, VNET_HDR } from '../../dataplane/pool.ts';
 import { Port, type PortContext } from '../../dataplane/port.ts';
@@ -131,8 +131,6 @@ export class VxlanPort extends Port {
   // The batch being built: per message its packets, bytes, first iovec, datagram length, VTEP.
   private readonly msgPkts = new Int32Array(TX_MSGS);
   private readonly msgBytes = new Float64Array(TX_MSGS);
-  /** UDP payload bytes of each message's datagrams (the GSO limit). */
-  private readonly msgDgram = new Float64Array(TX_MSGS);
   private readonly msgIov = new Int32Array(TX_MSGS);
   private readonly msgSeg = new Int32Array(TX_MSGS);
   private readonly msgVtep = new Int32Array(TX_MSGS);
@@ -427,7 +425,7 @@ export class VxlanPort extends Port {
     for (let i = 0; i < n; i++) {
       let h = q[i]!;
       const len = pool.len[h]!;
-      let ho = pool.hdrOffset(h);
+      const ho = pool.hdrOffset(h);
       let fo = ho + VNET_HDR;
       if (len < ETH_HLEN) {
         c[C.tx_dropped_bad_gso]!++;
@@ -455,27 +453,15 @@ export class VxlanPort extends Port {
           x[X.tx_rco]!++;
         } else {
           // Finished here (rco=off, or a request RCO cannot say: odd start, past 254, not TCP's
-          // or UDP's field), on a copy of the port's own when the packet is lent or shared: a
-          // guest's transmit buffer is read-only, and a flood's other outputs may still read
-          // the partial checksum.
-          if ((pool.isExternal(h) || pool.refs[h]! > 1) && (h = pool.materialize(h)) < 0) {
-            c[C.tx_dropped_no_buffer]!++;
-            continue;
-          }
-          ho = pool.hdrOffset(h);
-          fo = ho + VNET_HDR;
-          if (!completeChecksum(pool, h)) {
-            c[C.tx_dropped_bad_gso]!++;
-            pool.release(h);
-            continue;
-          }
-          c[C.tx_csum_sw]!++;
+          // or UDP's field), as the engine finishes it for a port that takes none.
+          if ((h = finishChecksum(pool, h, c)) < 0) continue;
+          fo = pool.frameOffset(h);
         }
       }
       const vtep = this.route(b, fo, len, now);
       this.room(vtep);
       this.held[this.nheld++] = h;
-      this.datagram(hdrAt, VXLAN_HLEN, pool.hdrAddr(h) + VNET_HDR, len, len, vtep);
+      this.datagram(hdrAt, VXLAN_HLEN, pool.hdrAddr(h) + VNET_HDR, len, vtep);
     }
     if (this.nmsg > 0) this.send();
     this.sock = -1;
@@ -538,7 +524,7 @@ export class VxlanPort extends Port {
       }
       prev = slot;
       if (rco) this.extra[X.tx_rco]!++;
-      this.datagram(this.scratchAddr + slot, VXLAN_HLEN + hl, base + segs.payloadAt(i), pLen, hl + pLen, vtep);
+      this.datagram(this.scratchAddr + slot, VXLAN_HLEN + hl, base + segs.payloadAt(i), pLen, vtep);
     }
     pool.release(h);
   }
@@ -568,24 +554,24 @@ export class VxlanPort extends Port {
   }
 
   /**
-   * Queue one datagram of two iovecs, [a0, a0 + l0) then [a1, a1 + l1), carrying a frame of
-   * `flen` bytes, to `vtep` (-1: a copy to every remote). It joins the train being built when it
+   * Queue one datagram of two iovecs, [a0, a0 + l0) then [a1, a1 + l1) (the VXLAN header first,
+   * so the frame is l0 + l1 - 8 bytes), to `vtep` (-1: a copy to every remote). It joins the train being built when it
    * goes to the same VTEP and is no longer than the train's datagrams (a shorter one ends it).
    * room() has made space for it.
    */
-  private datagram(a0: number, l0: number, a1: number, l1: number, flen: number, vtep: number): void {
+  private datagram(a0: number, l0: number, a1: number, l1: number, vtep: number): void {
     const tx = this.tx;
     const dlen = l0 + l1;
+    const flen = dlen - VXLAN_HLEN;
     const iov = this.niov;
     tx.setIov(iov, a0, l0);
     tx.setIov(iov + 1, a1, l1);
     this.niov += 2;
     const m = this.nmsg - 1;
     if (vtep >= 0 && this.gso && m >= 0 && this.msgOpen[m] === 1 && this.msgVtep[m] === vtep && dlen <= this.msgSeg[m]! &&
-      this.msgPkts[m]! < GSO_SEGS_MAX && this.msgDgram[m]! + dlen <= GSO_BYTES_MAX) {
+      this.msgPkts[m]! < GSO_SEGS_MAX && this.msgBytes[m]! + this.msgPkts[m]! * VXLAN_HLEN + dlen <= GSO_BYTES_MAX) {
       const p = ++this.msgPkts[m]!;
       this.msgBytes[m]! += flen;
-      this.msgDgram[m]! += dlen;
       if (dlen < this.msgSeg[m]!) this.msgOpen[m] = 0; // a shorter one ends the train
       // The second datagram makes it a train (the UDP_SEGMENT control message); later ones
       // only lengthen its iovec list.
@@ -604,7 +590,6 @@ export class VxlanPort extends Port {
       tx.setMsg(k, iov, 2, sa.length);
       this.msgPkts[k] = 1;
       this.msgBytes[k] = flen;
-      this.msgDgram[k] = dlen;
       this.msgIov[k] = iov;
       this.msgSeg[k] = dlen;
       this.msgVtep[k] = v;

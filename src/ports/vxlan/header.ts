@@ -11,10 +11,10 @@ export const VXLAN_HLEN = 8;
 export const VXLAN_FLAG_I = 0x08;
 export const VXLAN_PORT = 4789;
 /** Flag C, in the header's second byte. */
-export const VXLAN_FLAG_RCO = 0x20;
-export const RCO_UDP = 0x80;
+const VXLAN_FLAG_RCO = 0x20;
+const RCO_UDP = 0x80;
 /** The largest checksum start RCO can say (0x7f << 1). */
-export const RCO_START_MAX = 254;
+const RCO_START_MAX = 254;
 const TCP_CSUM_OFF = 16;
 const UDP_CSUM_OFF = 6;
 export const VNI_MAX = 0xffffff;

@@ -26,16 +26,14 @@ export interface VxlanView {
   socketDrops: number;
 }
 
-const c0 = (v: VxlanView, k: string): number => v.counters[k] ?? 0;
-
 export function renderVxlan(v: VxlanView, i: string): string {
   const lo = Math.min(...v.sourcePorts);
   const hi = Math.max(...v.sourcePorts);
   let s = `\n${i}vxlan vni ${v.vni} dstport ${v.dstport} local ${v.local ?? 'any'}, IPv${v.family}, source ports ${v.sourcePorts.length} in ${lo}..${hi}, send ${v.send}`;
   s += `\n${i}inner MTU ${v.innerMtu} (underlay MTU ${v.underlayMtu} from ${v.mtuFrom}, minus ${v.family === 4 ? 50 : 70}): set the containers' MTU to ${v.innerMtu} or less; larger frames are dropped (tx_dropped_too_big)`;
-  s += `\n${i}remote checksum offload: ${v.rco ? `on (partial inner checksums sent as they are: ${c0(v, 'tx_rco')} frames)` : 'off (inner checksums finished before sending)'}; received with RCO: ${c0(v, 'rx_rco')} frames`;
-  for (const t of v.vteps) s += `\n${i}  vtep ${t.address}${t.remote ? ' (remote)' : ' (learned)'}: ${t.macs} MACs`;
   const c = v.counters;
+  s += `\n${i}remote checksum offload: ${v.rco ? `on (partial inner checksums sent as they are: ${c.tx_rco ?? 0} frames)` : 'off (inner checksums finished before sending)'}; received with RCO: ${c.rx_rco ?? 0} frames`;
+  for (const t of v.vteps) s += `\n${i}  vtep ${t.address}${t.remote ? ' (remote)' : ' (learned)'}: ${t.macs} MACs`;
   const drops = Object.entries(c).filter(([k, n]) => n > 0 && (k.includes('dropped') || k.includes('full') || k.includes('fail')));
   s += `\n${i}tunnel: ${c.tx_datagrams ?? 0} datagrams sent (${c.tx_gso_messages ?? 0} UDP_SEGMENT trains, ${c.tx_sendmmsg_calls ?? 0} sendmmsg calls, ${c.tx_flooded_copies ?? 0} flood copies)`;
   if (v.gro) s += `; received TCP coalesced: ${c.rx_gro_merged ?? 0} segments into ${c.rx_gro_super_frames ?? 0} super-frames, ${c.rx_gro_bad_checksum ?? 0} left alone for a wrong checksum`;

@@ -11,6 +11,7 @@ import { C, COUNTER_NAMES } from './counters.ts';
 import { checkHeaders } from './headers.ts';
 import { finishChecksum, SEG_BAD, SEG_BURST, segmentTcp } from './offload.ts';
 import { judgedCopy } from './deferred.ts';
+import { tuneJit } from './jit.ts';
 import { PacketPool, REFUSED_COPY } from './pool.ts';
 import { GSO_TCP, Port, type PortContext } from './port.ts';
 import type { PeerNews } from './protocol.ts';
@@ -86,6 +87,7 @@ export class Engine implements PortContext {
     private readonly onPortDown: (index: number, reason: string) => void = () => {},
     /** Called with what a port says about its peer (for the daemon's log). */
     private readonly onNews: (index: number, n: PeerNews) => void = () => {}) {
+    tuneJit();
     this.pool = new PacketPool(poolSize);
     this.vlanOf = new Uint16Array(this.pool.len.length);
     if (doorbell) this.epoll.add(doorbell.fd, libc.EPOLLIN, CONTROL_TOKEN);

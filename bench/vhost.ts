@@ -213,10 +213,22 @@ for (const len of SIZES) {
   if (MODES.includes('pier-packed') && MODES.includes('testpmd-packed')) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
   if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
 }
+// Each round's own ratio, pier's run against OVS-DPDK's a few seconds before it: the machine's
+// mood swings (every switch's rounds spread over a factor of two or more) fall on both halves of
+// a pair more often than on two medians taken from different rounds.
+const pairedRatios: Record<string, { median: number; rounds: number[] }> = {};
+if (hasOvs) {
+  for (const len of SIZES) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) {
+    const a = samples[`${m} ${len}`]!, o = samples[`ovs-dpdk ${len}`]!;
+    const rs = a.map((x, i) => +(x.mpps / o[i]!.mpps).toFixed(2));
+    pairedRatios[`${m}/ovs-dpdk ${len}`] = { median: +median(rs).toFixed(2), rounds: rs };
+  }
+}
 const result = {
   ...resultHead('vhost-user loop (../shared/bench/vhost-loop.sh): Mpps circulating through the switch', ROUNDS, T),
   summary,
   ratios,
+  pairedRatios,
   // Every run as measured, round by round.
   runs: samples,
 };
@@ -235,6 +247,8 @@ const md = [
   `|---|---|---|---|${hasOvs ? '---|' : ''}---|---|---|---|`,
   ...rows,
   '',
+  ...(hasOvs ? ['Each round\'s own ratio to OVS-DPDK (the two switches measured in the same round, one after the other), and their median:', '',
+    ...Object.entries(pairedRatios).map(([k, v]) => `- ${k} B: **${v.median}x** (${v.rounds.join(', ')})`), ''] : []),
 ].join('\n');
 writeFileSync(join(ROOT, 'bench', 'results', `${OUT}.md`), md);
 process.stdout.write(md);

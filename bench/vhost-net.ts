@@ -104,10 +104,17 @@ async function measure(mode: string, a: string, b: string, d: TestDaemon | undef
   if (WARMUP > 0) for (const reverse of [false, true]) await iperf(b, a, ipB, { seconds: WARMUP, reverse });
   // --reverse-order: b->a measured first on each fresh daemon.
   for (const dir of reverseOrder ? ['b->a', 'a->b'] : ['a->b', 'b->a']) {
+    const lingering = new Set<number>(); // iperf3 processes still exiting from the stream before
+    cpuOf((c, pid) => {
+      if (c === 'iperf3') lingering.add(pid);
+      return false;
+    });
     const threads: Record<string, () => number> = {
       pier: () => (dpPid && dpTid ? cpuOf((_c, pid, tid) => pid === dpPid && tid === dpTid) : 0),
       vhost: () => cpuOf((c) => c.startsWith('vhost-')),
-      iperf3: () => cpuOf((c) => c === 'iperf3'),
+      // Only this stream's own iperf3 processes: one left from the stream before, exiting while
+      // this one runs, took its CPU time out of a sum over all of them (a negative share).
+      iperf3: () => cpuOf((c, pid) => c === 'iperf3' && !lingering.has(pid)),
     };
     workers.forEach((tid, i) => (threads[`vhost:${(bFirst ? ['pb', 'pa'] : ['pa', 'pb'])[i] ?? tid}`] = () => cpuOf((_c, pid) => pid === tid)));
     const c0 = Object.fromEntries(Object.entries(threads).map(([k, f]) => [k, f()]));

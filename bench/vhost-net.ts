@@ -78,17 +78,19 @@ function diff(before: Record<string, unknown>, after: Record<string, unknown>): 
   return out;
 }
 
-/** The vhost workers' tids, oldest first: a port's worker is made when the port is, so pa's comes first. */
-function vhostWorkers(): number[] {
-  const tids: number[] = [];
+/** Processes (or kernel threads) whose name matches, by pid, oldest first. */
+function pidsNamed(match: (comm: string) => boolean): number[] {
+  const pids: number[] = [];
   for (const pid of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     try {
-      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-      if (comm.startsWith('vhost-')) tids.push(Number(pid));
+      if (match(readFileSync(`/proc/${pid}/comm`, 'utf8').trim())) pids.push(Number(pid));
     } catch { /* gone */ }
   }
-  return tids.sort((x, y) => x - y);
+  return pids.sort((x, y) => x - y);
 }
+
+/** The vhost workers' tids, oldest first: a port's worker is made when the port is, so pa's comes first. */
+const vhostWorkers = (): number[] => pidsNamed((c) => c.startsWith('vhost-'));
 
 type Stats = Array<{ port: string; counters: Record<string, number>; kernel?: Record<string, unknown> }>;
 
@@ -104,11 +106,7 @@ async function measure(mode: string, a: string, b: string, d: TestDaemon | undef
   if (WARMUP > 0) for (const reverse of [false, true]) await iperf(b, a, ipB, { seconds: WARMUP, reverse });
   // --reverse-order: b->a measured first on each fresh daemon.
   for (const dir of reverseOrder ? ['b->a', 'a->b'] : ['a->b', 'b->a']) {
-    const lingering = new Set<number>(); // iperf3 processes still exiting from the stream before
-    cpuOf((c, pid) => {
-      if (c === 'iperf3') lingering.add(pid);
-      return false;
-    });
+    const lingering = new Set(pidsNamed((c) => c === 'iperf3')); // still exiting from the stream before
     const threads: Record<string, () => number> = {
       pier: () => (dpPid && dpTid ? cpuOf((_c, pid, tid) => pid === dpPid && tid === dpTid) : 0),
       vhost: () => cpuOf((c) => c.startsWith('vhost-')),

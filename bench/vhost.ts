@@ -198,6 +198,8 @@ for (const [k, xs] of Object.entries(samples)) {
   };
 }
 const hasOvs = MODES.includes('ovs-dpdk');
+/** The modes held to OVS-DPDK, by the medians' ratio and by each round's own. */
+const AGAINST_OVS = MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll');
 const ratio = (mode: string, len: number, ref = 'testpmd'): number => +(summary[`${mode} ${len}`]!.mpps / summary[`${ref} ${len}`]!.mpps).toFixed(2);
 const ratios: Record<string, number> = {};
 for (const len of SIZES) {
@@ -211,14 +213,14 @@ for (const len of SIZES) {
   }
   for (const m of MODES) if (PACKED_OF[m] && MODES.includes(PACKED_OF[m])) ratios[`${m}/${PACKED_OF[m]} ${len}`] = ratio(m, len, PACKED_OF[m]);
   if (MODES.includes('pier-packed') && MODES.includes('testpmd-packed')) ratios[`pier-packed/testpmd-packed ${len}`] = ratio('pier-packed', len, 'testpmd-packed');
-  if (hasOvs) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
+  if (hasOvs) for (const m of AGAINST_OVS) ratios[`${m}/ovs-dpdk ${len}`] = ratio(m, len, 'ovs-dpdk');
 }
 // Each round's own ratio, pier's run against OVS-DPDK's a few seconds before it: the machine's
 // mood swings (every switch's rounds spread over a factor of two or more) fall on both halves of
 // a pair more often than on two medians taken from different rounds.
 const pairedRatios: Record<string, { median: number; rounds: number[] }> = {};
 if (hasOvs) {
-  for (const len of SIZES) for (const m of MODES.filter((x) => x === 'pier' || x === 'pier-busy-poll')) {
+  for (const len of SIZES) for (const m of AGAINST_OVS) {
     const a = samples[`${m} ${len}`]!, o = samples[`ovs-dpdk ${len}`]!;
     const rs = a.map((x, i) => +(x.mpps / o[i]!.mpps).toFixed(2));
     pairedRatios[`${m}/ovs-dpdk ${len}`] = { median: +median(rs).toFixed(2), rounds: rs };

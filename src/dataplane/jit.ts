@@ -5,14 +5,11 @@
 // a port's receive and transmit compile as one unit each: the vhost-user path in one process
 // (bench/vhost-path.ts) went from 172-183 to 157-167 ns a frame (docs/design/performance.md).
 // The flags are process-wide and only change what is optimized after they are set, so the engine
-// sets them before its first burst; every engine asks, the first one sets them.
+// sets them before its first burst (again for each engine: the same values, harmless).
 import { setFlagsFromString } from 'node:v8';
 
-export const JIT_FLAGS = ['--max-inlined-bytecode-size=1000', '--max-inlined-bytecode-size-cumulative=3000'] as const;
-let tuned = false;
+const JIT_FLAGS = ['--max-inlined-bytecode-size=1000', '--max-inlined-bytecode-size-cumulative=3000'];
 
 export function tuneJit(): void {
-  if (tuned) return;
-  tuned = true;
   for (const f of JIT_FLAGS) setFlagsFromString(f);
 }
